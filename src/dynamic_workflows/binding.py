@@ -1,0 +1,133 @@
+"""The Workflow binding (``env.MY_WORKFLOW``) and instance handles, Cloudflare's API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import BatchError, WorkflowError
+from .storage.base import InstanceRow
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["Instance", "WorkflowBinding"]
+
+_MISSING: Any = object()
+
+
+def _options(options: object, id: Any, params: Any) -> tuple[str | None, Any]:
+    if options is not None:
+        if not isinstance(options, Mapping):
+            raise WorkflowError(
+                f"create() options must be a dict with 'id' and/or 'params', got "
+                f"{type(options).__name__}"
+            )
+        unknown = set(options) - {"id", "params", "retention"}
+        if unknown:
+            raise WorkflowError(f"create() got unknown option(s) {sorted(unknown)}")
+        id = options.get("id", id)
+        params = options.get("params", params)
+    return id, None if params is _MISSING else params
+
+
+class Instance:
+    """A handle on one workflow instance."""
+
+    def __init__(self, engine: Engine, row: InstanceRow) -> None:
+        self._engine = engine
+        self._row = row
+
+    @property
+    def id(self) -> str:
+        return self._row.id
+
+    async def status(self) -> dict[str, Any]:
+        """``{"status", "output", "error"}``; status is one of Cloudflare's nine."""
+        return await self._engine.status(self._row)
+
+    async def pause(self) -> None:
+        """Pause: a running instance finishes its current steps first (``waitingForPause``)."""
+        await self._engine.control(self._row, "pause")
+
+    async def resume(self) -> None:
+        await self._engine.control(self._row, "resume")
+
+    async def terminate(self, options: Any = None) -> None:
+        """Stop for good; raises CannotTerminateError if it already finished."""
+        await self._engine.control(self._row, "terminate")
+
+    async def restart(self, options: Any = None) -> None:
+        """Run again from scratch: every step executes again."""
+        await self._engine.control(self._row, "restart")
+
+    async def send_event(
+        self,
+        options: Mapping[str, Any] | None = None,
+        /,
+        *,
+        type: str | None = None,
+        payload: Any = None,
+    ) -> None:
+        """Send an event (``send_event(type=..., payload=...)`` or ``send_event({...})``)."""
+        if options is not None:
+            if not isinstance(options, Mapping):
+                raise WorkflowError("send_event() options must be a dict with 'type' and 'payload'")
+            type = options.get("type", type)
+            payload = options.get("payload", payload)
+        await self._engine.send_event(self._row, type, payload)  # type: ignore[arg-type]
+
+    sendEvent = send_event  # noqa: N815 - Cloudflare's spelling
+
+    async def delete(self) -> None:
+        """Remove the instance and everything stored about it."""
+        await self._engine.delete(self._row)
+
+    def __repr__(self) -> str:
+        return f"<Instance {self._row.workflow}/{self.id}>"
+
+
+class WorkflowBinding:
+    """What ``env.MY_WORKFLOW`` is: ``create``, ``create_batch`` and ``get``.
+
+    ``scope`` partitions instance ids: a binding only sees the instances created through a
+    binding of the same scope (the dispatch library gives each tenant its own).
+    """
+
+    def __init__(self, engine: Engine, name: str, *, scope: str = "") -> None:
+        self._engine = engine
+        self.name = name
+        self.scope = scope
+
+    async def create(
+        self, options: Mapping[str, Any] | None = None, /, *, id: str | None = None,
+        params: Any = _MISSING,
+    ) -> Instance:
+        """Create an instance (``create(id=..., params=...)`` or ``create({"id", "params"})``).
+        Raises InstanceAlreadyExistsError for an id in use, InvalidInstanceIdError for a bad id."""
+        iid, p = _options(options, id, params)
+        rows = await self._engine.create(self.name, self.scope, [(iid, p)])
+        return Instance(self._engine, rows[0])
+
+    async def create_batch(self, batch: Sequence[Mapping[str, Any]]) -> list[Instance]:
+        """Create up to 100 instances at once; ids that exist already are skipped (and left out
+        of the result), as is a repeated id within the batch."""
+        if not isinstance(batch, Sequence) or isinstance(batch, str | bytes):
+            raise BatchError("create_batch() takes a list of {'id', 'params'} dicts")
+        if not batch:
+            raise BatchError("create_batch() got an empty batch")
+        limit = self._engine.limits.max_batch
+        if len(batch) > limit:
+            raise BatchError(f"create_batch() got {len(batch)} instances; the limit is {limit}")
+        items = [_options(item, None, _MISSING) for item in batch]
+        rows = await self._engine.create(self.name, self.scope, items, batch=True)
+        return [Instance(self._engine, r) for r in rows]
+
+    createBatch = create_batch  # noqa: N815 - Cloudflare's spelling
+
+    async def get(self, id: str) -> Instance:
+        """The instance ``id``; raises InstanceNotFoundError."""
+        return Instance(self._engine, await self._engine.get(self.name, self.scope, id))
+
+    def __repr__(self) -> str:
+        return f"<WorkflowBinding {self.name}>"

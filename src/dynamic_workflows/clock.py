@@ -1,0 +1,206 @@
+"""Time, injectable: the engine never calls ``time.time()`` or ``asyncio.sleep`` directly.
+
+:class:`SystemClock` is wall-clock time. :class:`MockClock` is virtual time for tests: with
+``autojump=True`` it jumps straight to the next timer whenever the program has been idle for
+``autojump_threshold`` real seconds, so a workflow that sleeps for days runs in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+__all__ = ["Clock", "MockClock", "SystemClock", "TimerHandle"]
+
+
+class TimerHandle(Protocol):
+    """Something that can be cancelled (``asyncio.TimerHandle`` fits)."""
+
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """The engine's source of time. Times are seconds since the Unix epoch (floats)."""
+
+    def now(self) -> float:
+        """The current time."""
+        ...
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Return at ``deadline`` (at once if it has passed)."""
+        ...
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> TimerHandle:
+        """Call ``callback`` on the running loop at ``deadline``."""
+        ...
+
+    def timeout_at(self, deadline: float) -> asyncio.Timeout | _MockTimeout:
+        """An async context manager raising ``TimeoutError`` if the block runs past ``deadline``."""
+        ...
+
+
+class SystemClock:
+    """Wall-clock time on the running asyncio loop."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep_until(self, deadline: float) -> None:
+        delay = deadline - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> TimerHandle:
+        return asyncio.get_running_loop().call_later(max(0.0, deadline - time.time()), callback)
+
+    def timeout_at(self, deadline: float) -> asyncio.Timeout:
+        loop = asyncio.get_running_loop()
+        return asyncio.timeout_at(loop.time() + (deadline - time.time()))
+
+
+class _MockTimer:
+    __slots__ = ("callback", "cancelled", "deadline")
+
+    def __init__(self, deadline: float, callback: Callable[[], None]) -> None:
+        self.deadline = deadline
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _MockTimeout:
+    """``asyncio.timeout``'s behaviour on virtual time."""
+
+    def __init__(self, clock: MockClock, deadline: float) -> None:
+        self._clock = clock
+        self._deadline = deadline
+        self._timer: _MockTimer | None = None
+        self._fired = False
+        self._task: asyncio.Task[object] | None = None
+
+    async def __aenter__(self) -> _MockTimeout:
+        self._task = asyncio.current_task()
+        self._timer = self._clock.call_at(self._deadline, self._fire)
+        return self
+
+    def _fire(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._fired = True
+            self._task.cancel()
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        assert self._timer is not None and self._task is not None
+        self._timer.cancel()
+        if self._fired and exc_type is asyncio.CancelledError and self._task.uncancel() == 0:
+            raise TimeoutError
+        return False
+
+
+class MockClock:
+    """Virtual time. Starts at ``start`` (default: a fixed date) and moves only when told to,
+    or by itself when ``autojump`` is on and nothing has happened for ``autojump_threshold``
+    real seconds."""
+
+    def __init__(
+        self,
+        start: float = 1_767_225_600.0,  # 2026-01-01T00:00:00Z
+        *,
+        autojump: bool = True,
+        autojump_threshold: float = 0.002,
+    ) -> None:
+        self._now = start
+        self._timers: list[tuple[float, int, _MockTimer]] = []
+        self._seq = itertools.count()
+        self.autojump = autojump
+        self.autojump_threshold = autojump_threshold
+        self._jumper: asyncio.Task[None] | None = None
+
+    def now(self) -> float:
+        return self._now
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> _MockTimer:
+        timer = _MockTimer(deadline, callback)
+        heapq.heappush(self._timers, (deadline, next(self._seq), timer))
+        if deadline <= self._now:
+            asyncio.get_running_loop().call_soon(self._fire_due)
+        self._ensure_jumper()
+        return timer
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self._now:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        timer = self.call_at(deadline, wake)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+
+    def timeout_at(self, deadline: float) -> _MockTimeout:
+        return _MockTimeout(self, deadline)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` and fire every timer that became due."""
+        self._now += seconds
+        self._fire_due()
+
+    def jump_to_next(self) -> bool:
+        """Move time to the earliest pending timer and fire it; False if there is none."""
+        self._drop_cancelled()
+        if not self._timers:
+            return False
+        self._now = max(self._now, self._timers[0][0])
+        self._fire_due()
+        return True
+
+    def _drop_cancelled(self) -> None:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+
+    def _fire_due(self) -> None:
+        while True:
+            self._drop_cancelled()
+            if not self._timers or self._timers[0][0] > self._now:
+                return
+            _, _, timer = heapq.heappop(self._timers)
+            timer.cancelled = True
+            timer.callback()
+
+    def _ensure_jumper(self) -> None:
+        if self.autojump and (self._jumper is None or self._jumper.done()):
+            self._jumper = asyncio.get_running_loop().create_task(self._autojump())
+
+    async def _autojump(self) -> None:
+        # Real-time idle detection, as trio's autojump_threshold: if no timer was added or fired
+        # for a whole threshold, everything that can run is blocked on virtual time.
+        while True:
+            self._drop_cancelled()
+            if not self._timers:
+                return
+            marker = (len(self._timers), self._timers[0][1], self._now)
+            await asyncio.sleep(self.autojump_threshold)
+            self._drop_cancelled()
+            if self._timers and marker == (len(self._timers), self._timers[0][1], self._now):
+                self.jump_to_next()
+
+    @asynccontextmanager
+    async def frozen(self) -> AsyncIterator[None]:
+        """Disable autojump inside the block (for tests that step time by hand)."""
+        previous, self.autojump = self.autojump, False
+        try:
+            yield
+        finally:
+            self.autojump = previous

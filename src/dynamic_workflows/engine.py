@@ -1,0 +1,544 @@
+"""The engine: claims due instances, runs (replays) them, and applies what they ask for.
+
+Flow of one wake-up::
+
+    scheduler --claim_due--> storage          (instances whose wake_at has come, marked running)
+        └─ run task: WorkflowStep(journal) + drive(entry.run(event, step))
+              step results ----> LiveRun (the host's StepChannel) ----> storage (group commit)
+              outcome:  Completed/Failed -> finish_run   Suspended -> suspend_run (hibernate)
+
+A hibernating instance is a database row with ``wake_at`` set (or none, when only an event or
+a resume can wake it): no task, no timer and no memory in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .clock import Clock, SystemClock, TimerHandle
+from .codec import SerializationError, decode, encode
+from .errors import (
+    CannotTerminateError,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    LimitExceededError,
+    RunCancelled,
+    UnknownWorkflowError,
+    WorkflowError,
+)
+from .journal import (
+    Cancelled,
+    Completed,
+    ErrorInfo,
+    Failed,
+    JournalEntry,
+    RunOutcome,
+    StepKind,
+    StepState,
+    Suspended,
+)
+from .limits import DEFAULT_LIMITS, Limits, check_event_type, check_instance_id, check_size
+from .replay import drive
+from .step import RunState, WorkflowStep
+from .storage.base import FINITE_STATUSES, Claim, InstanceRow, NewInstance, Status, Storage, WaitResult
+from .workers import ExecutionContext
+
+if TYPE_CHECKING:
+    from .binding import WorkflowBinding
+
+__all__ = ["Engine", "WorkflowDefinition"]
+
+log = logging.getLogger("dynamic_workflows.engine")
+
+EntrypointFactory = Callable[[ExecutionContext, Any], Any]
+
+
+@dataclass
+class WorkflowDefinition:
+    """A registered workflow: the class (or factory) whose ``run`` the engine drives."""
+
+    name: str
+    factory: EntrypointFactory
+    env: Any = None
+
+
+@dataclass
+class _Counters:
+    runs: int = 0
+    steps_committed: int = 0
+    completed: int = 0
+    errored: int = 0
+    suspended: int = 0
+
+
+class LiveRun:
+    """The host side of one live run: it implements :class:`~dynamic_workflows.step.StepChannel`
+    over the storage, and keeps the timers and wake-ups of the run's blocked branches."""
+
+    def __init__(self, engine: Engine, row: InstanceRow, journal: list[JournalEntry]) -> None:
+        self.engine = engine
+        self.row = row
+        self.pk = row.pk
+        self.generation = row.generation
+        self.state = RunState()
+        self.task: asyncio.Task[None] | None = None
+        self.stop_reason: str | None = None
+        self._known = {(e.name, e.count) for e in journal}
+        self._futures: dict[tuple[str, int], asyncio.Future[bytes | None]] = {}
+        self._timers: list[TimerHandle] = []
+        self._closed = False
+        now = engine.clock.now()
+        for e in journal:
+            if e.state in (StepState.SLEEPING, StepState.RETRYING):
+                if e.wake_at is not None and e.wake_at > now:
+                    self._arm(e.name, e.count, e.wake_at)
+            elif e.state == StepState.WAITING:
+                self._arm_deadline(e.name, e.count, e.wake_at)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _future(self, key: tuple[str, int]) -> asyncio.Future[bytes | None]:
+        fut = self._futures.get(key)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._futures[key] = fut
+        return fut
+
+    def _resolve(self, name: str, count: int, value: bytes | None) -> None:
+        fut = self._future((name, count))
+        if not fut.done():
+            fut.set_result(value)
+
+    def _arm(self, name: str, count: int, wake_at: float) -> None:
+        if self._closed:
+            return
+        self._timers.append(
+            self.engine.clock.call_at(wake_at, lambda: self._resolve(name, count, None))
+        )
+
+    def _arm_deadline(self, name: str, count: int, deadline: float | None) -> None:
+        if self._closed or deadline is None:
+            return
+
+        def fire() -> None:
+            if not self._closed:
+                self.engine._spawn(self._expire(name, count))
+
+        self._timers.append(self.engine.clock.call_at(deadline, fire))
+
+    async def _expire(self, name: str, count: int) -> None:
+        error = ErrorInfo("WorkflowTimeoutError", f'step.wait_for_event("{name}") timed out')
+        result = await self.engine.storage.expire_wait(
+            self.pk, self.generation, name, count, error, self.engine.clock.now()
+        )
+        if result is not None:
+            timed_out, value = result
+            self._resolve(name, count, None if timed_out else value)
+
+    def _new_step(self, name: str, count: int) -> None:
+        key = (name, count)
+        if key in self._known:
+            return
+        self._known.add(key)
+        if len(self._known) > self.engine.limits.max_steps:
+            raise LimitExceededError(
+                f"step {name!r}: the instance would exceed the limit of "
+                f"{self.engine.limits.max_steps:,} steps"
+            )
+
+    async def _record(self, entry: JournalEntry) -> None:
+        ok = await self.engine.storage.record_step(
+            self.pk, self.generation, entry, self.engine.clock.now()
+        )
+        if not ok:
+            raise RunCancelled()
+
+    def deliver(self, name: str, count: int, value: bytes) -> None:
+        """An event was consumed for the step ``(name, count)`` of this run."""
+        self._resolve(name, count, value)
+
+    def cancel(self, reason: str) -> None:
+        self.stop_reason = reason
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def close(self) -> None:
+        self._closed = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        for fut in self._futures.values():
+            if not fut.done():
+                fut.cancel()
+
+    # -- StepChannel ------------------------------------------------------------------------
+
+    async def complete(self, name: str, count: int, value: bytes) -> None:
+        self._new_step(name, count)
+        check_size(value, f"the result of step {name!r}", self.engine.limits)
+        await self._record(JournalEntry(name, count, StepKind.DO, StepState.DONE, value=value))
+        self.engine.counters.steps_committed += 1
+
+    async def fail(
+        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+    ) -> float | None:
+        self._new_step(name, count)
+        if retry_in is None:
+            await self._record(
+                JournalEntry(name, count, StepKind.DO, StepState.FAILED, error=error,
+                             attempt=attempt)
+            )
+            return None
+        wake_at = self.engine.clock.now() + retry_in
+        await self._record(
+            JournalEntry(name, count, StepKind.DO, StepState.RETRYING, error=error,
+                         attempt=attempt, wake_at=wake_at)
+        )
+        self._arm(name, count, wake_at)
+        return wake_at
+
+    async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:
+        self._new_step(name, count)
+        wake_at = until if until is not None else self.engine.clock.now() + seconds
+        await self._record(
+            JournalEntry(name, count, StepKind.SLEEP, StepState.SLEEPING, wake_at=wake_at)
+        )
+        self._arm(name, count, wake_at)
+        return wake_at
+
+    async def wait_for_event(
+        self, name: str, count: int, event_type: str, timeout: float
+    ) -> WaitResult:
+        self._new_step(name, count)
+        self._future((name, count))  # an event delivered before we return must not be lost
+        now = self.engine.clock.now()
+        result = await self.engine.storage.register_wait(
+            self.pk, self.generation, name, count, event_type, now + timeout, now
+        )
+        if result is None:
+            raise RunCancelled()
+        if result.value is None:
+            self._arm_deadline(name, count, result.deadline)
+        return result
+
+    async def wake(self, name: str, count: int) -> bytes | None:
+        return await self._future((name, count))
+
+
+class Engine:
+    """Durable execution of registered workflows over one :class:`Storage`.
+
+    Use as ``async with Engine(storage) as engine:`` (or ``start()``/``stop()``).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        clock: Clock | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        concurrency: int = 256,
+        id_factory: Callable[[], str] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.storage = storage
+        self.clock: Clock = clock or SystemClock()
+        self.limits = limits
+        self.concurrency = concurrency
+        self.counters = _Counters()
+        self._id_factory = id_factory or (lambda: str(uuid.uuid4()))
+        self._workflows: dict[str, WorkflowDefinition] = {}
+        self._live: dict[int, LiveRun] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._poke = asyncio.Event()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register(
+        self, name: str, entrypoint: EntrypointFactory | type, *, env: Any = None
+    ) -> WorkflowBinding:
+        """Register the workflow ``name`` run by ``entrypoint(ctx, env).run(event, step)``."""
+        from .binding import WorkflowBinding
+
+        self._workflows[name] = WorkflowDefinition(name, entrypoint, env)
+        return WorkflowBinding(self, name)
+
+    def workflow(self, name: str, *, scope: str = "") -> WorkflowBinding:
+        """The binding of a registered workflow (``scope`` isolates instance ids)."""
+        from .binding import WorkflowBinding
+
+        if name not in self._workflows:
+            raise UnknownWorkflowError(f"no workflow named {name!r} is registered")
+        return WorkflowBinding(self, name, scope=scope)
+
+    @property
+    def workflows(self) -> dict[str, WorkflowDefinition]:
+        return dict(self._workflows)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open storage, requeue what a crash left running, and start scheduling."""
+        if self._scheduler is not None:
+            return
+        await self.storage.open()
+        requeued = await self.storage.recover(self.clock.now())
+        if requeued:
+            log.info("resuming %d instance(s) interrupted by a stop or crash", requeued)
+        self._stopping = False
+        self._scheduler = asyncio.create_task(self._schedule(), name="dwf-scheduler")
+
+    async def stop(self) -> None:
+        """Stop scheduling, hand live runs back to the queue (their uncommitted steps run again
+        on the next start) and close storage."""
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+            self._scheduler = None
+        live = list(self._live.values())
+        for run in live:
+            run.cancel("shutdown")
+        tasks = [r.task for r in live if r.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.storage.close()
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def poke(self) -> None:
+        """Tell the scheduler that something may have become due."""
+        self._poke.set()
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        while True:
+            try:
+                await self._schedule_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler iteration failed; retrying in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _schedule_once(self) -> None:
+        self._poke.clear()
+        free = self.concurrency - len(self._live)
+        if free > 0:
+            claims = await self.storage.claim_due(self.clock.now(), free)
+            for claim in claims:
+                self._start_run(claim)
+            if claims:
+                return
+            nxt = await self.storage.next_due()
+        else:
+            nxt = None
+        if nxt is not None and nxt <= self.clock.now():
+            return
+        waiters = [asyncio.ensure_future(self._poke.wait())]
+        if nxt is not None:
+            waiters.append(asyncio.ensure_future(self.clock.sleep_until(nxt)))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def _start_run(self, claim: Claim) -> None:
+        row = claim.instance
+        live = LiveRun(self, row, claim.journal)
+        self._live[row.pk] = live
+        live.task = asyncio.create_task(self._run(live, claim), name=f"dwf-run-{row.id}")
+
+    async def _run(self, live: LiveRun, claim: Claim) -> None:
+        row = claim.instance
+        self.counters.runs += 1
+        try:
+            outcome = await self._execute(live, claim)
+            live.close()
+            await self._apply(live, outcome)
+        except Exception:
+            log.exception("run of instance %s failed inside the engine", row.id)
+            with contextlib.suppress(Exception):
+                await self.storage.release_run(row.pk, row.generation, self.clock.now())
+        finally:
+            live.close()
+            if self._live.get(row.pk) is live:
+                del self._live[row.pk]
+            self.poke()
+
+    async def _execute(self, live: LiveRun, claim: Claim) -> RunOutcome:
+        row = claim.instance
+        definition = self._workflows.get(row.workflow)
+        if definition is None:
+            return Failed(ErrorInfo("UnknownWorkflowError",
+                                    f"no workflow named {row.workflow!r} is registered"))
+        now = self.clock.now()
+        step = WorkflowStep(
+            live, claim.journal, clock=self.clock, now=now, state=live.state, limits=self.limits
+        )
+        event = {
+            "payload": decode(row.params),
+            "timestamp": _dt.datetime.fromtimestamp(row.created_at, _dt.UTC),
+            "instanceId": row.id,
+        }
+
+        async def run() -> Any:
+            entry = definition.factory(ExecutionContext(), definition.env)
+            return await entry.run(event, step)
+
+        return await drive(run, live.state, limits=self.limits)
+
+    async def _apply(self, live: LiveRun, outcome: RunOutcome) -> None:
+        now = self.clock.now()
+        if isinstance(outcome, Completed):
+            if await self.storage.finish_run(
+                live.pk, live.generation, Status.COMPLETE, outcome.output, None, now
+            ):
+                self.counters.completed += 1
+        elif isinstance(outcome, Failed):
+            if await self.storage.finish_run(
+                live.pk, live.generation, Status.ERRORED, None, outcome.error, now
+            ):
+                self.counters.errored += 1
+        elif isinstance(outcome, Suspended):
+            if await self.storage.suspend_run(
+                live.pk, live.generation, outcome.wake_at, outcome.paused, now
+            ):
+                self.counters.suspended += 1
+        elif isinstance(outcome, Cancelled) and live.stop_reason in (None, "shutdown"):
+            await self.storage.release_run(live.pk, live.generation, now)
+
+    # -- operations on instances (used by bindings) -----------------------------------------
+
+    def _definition(self, workflow: str) -> WorkflowDefinition:
+        definition = self._workflows.get(workflow)
+        if definition is None:
+            raise UnknownWorkflowError(f"no workflow named {workflow!r} is registered")
+        return definition
+
+    def _encode_params(self, params: Any) -> bytes:
+        try:
+            data = encode(params)
+        except SerializationError as exc:
+            raise WorkflowError(f"params cannot be serialised as JSON: {exc}") from None
+        return check_size(data, "params", self.limits)
+
+    async def create(
+        self, workflow: str, scope: str, items: Sequence[tuple[str | None, Any]], *,
+        batch: bool = False,
+    ) -> list[InstanceRow]:
+        """Create instances from ``(id or None, params)``; for a batch, existing ids are skipped,
+        otherwise an existing id raises InstanceAlreadyExistsError."""
+        self._definition(workflow)
+        new = []
+        for instance_id, params in items:
+            iid = self._id_factory() if instance_id is None else check_instance_id(instance_id, self.limits)
+            new.append(NewInstance(workflow, scope, iid, self._encode_params(params)))
+        rows = await self.storage.create_instances(new, self.clock.now())
+        if not batch and rows and rows[0] is None:
+            raise InstanceAlreadyExistsError(new[0].id)
+        self.poke()
+        return [r for r in rows if r is not None]
+
+    async def get(self, workflow: str, scope: str, instance_id: str) -> InstanceRow:
+        self._definition(workflow)
+        if not isinstance(instance_id, str) or not instance_id:
+            raise InstanceNotFoundError(str(instance_id))
+        row = await self.storage.get_instance(workflow, scope, instance_id)
+        if row is None:
+            raise InstanceNotFoundError(instance_id)
+        return row
+
+    async def control(self, row: InstanceRow, action: str) -> str:
+        """Pause, resume, terminate or restart; returns the status after."""
+        result = await self.storage.control(row.pk, action, self.clock.now())
+        if result is None:
+            raise InstanceNotFoundError(row.id)
+        live = self._live.get(row.pk)
+        if action == "terminate":
+            if result.before in FINITE_STATUSES:
+                raise CannotTerminateError()
+            if live is not None:
+                live.cancel("terminate")
+        elif action == "restart":
+            if live is not None:
+                live.cancel("restart")
+            self.poke()
+        elif action == "pause":
+            if live is not None and result.after == Status.WAITING_FOR_PAUSE:
+                live.state.set_paused(True)
+        elif action == "resume":
+            if live is not None and result.before == Status.WAITING_FOR_PAUSE:
+                live.state.set_paused(False)
+            self.poke()
+        return result.after
+
+    async def send_event(self, row: InstanceRow, event_type: str, payload: Any) -> None:
+        check_event_type(event_type, self.limits)
+        try:
+            data = encode(payload)
+        except SerializationError as exc:
+            raise WorkflowError(f"event payload cannot be serialised as JSON: {exc}") from None
+        check_size(data, f'the payload of event "{event_type}"', self.limits)
+        delivery = await self.storage.add_event(row.pk, event_type, data, self.clock.now())
+        current = await self.storage.get_instance_by_pk(row.pk)
+        if current is None:
+            raise InstanceNotFoundError(row.id)
+        if delivery is None:
+            return
+        live = self._live.get(row.pk)
+        if live is not None and live.generation == current.generation:
+            live.deliver(delivery.name, delivery.count, delivery.value)
+        self.poke()
+
+    async def delete(self, row: InstanceRow) -> None:
+        live = self._live.get(row.pk)
+        if live is not None:
+            live.cancel("delete")
+        if not await self.storage.delete_instance(row.pk):
+            raise InstanceNotFoundError(row.id)
+
+    async def status(self, row: InstanceRow) -> dict[str, Any]:
+        current = await self.storage.get_instance_by_pk(row.pk)
+        if current is None:
+            raise InstanceNotFoundError(row.id)
+        return status_dict(current)
+
+    def live_runs(self) -> int:
+        """How many runs are executing now."""
+        return len(self._live)
+
+
+def status_dict(row: InstanceRow) -> dict[str, Any]:
+    """``instance.status()``'s value for a row: ``{"status", "output", "error"}``."""
+    return {
+        "status": row.status,
+        "output": None if row.output is None else decode(row.output),
+        "error": None if row.error is None else row.error.as_dict(),
+    }
+

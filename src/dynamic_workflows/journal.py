@@ -1,0 +1,95 @@
+"""What is remembered about a run: journal entries, error records and run outcomes.
+
+These structs are persisted by storage, sent across the sandbox boundary and read by the replay
+logic, so they are plain msgspec structs with no behaviour.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = [
+    "Cancelled",
+    "Completed",
+    "ErrorInfo",
+    "Failed",
+    "JournalEntry",
+    "RunOutcome",
+    "StepKind",
+    "StepState",
+    "Suspended",
+]
+
+
+class StepKind:
+    """What a journal entry records."""
+
+    DO = "do"
+    SLEEP = "sleep"
+    WAIT = "wait"
+
+
+class StepState:
+    """Where a step stands. ``done`` and ``failed`` are final."""
+
+    DONE = "done"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    """An attempt failed; the next one is due at ``wake_at``."""
+    SLEEPING = "sleeping"
+    """A sleep that ends at ``wake_at`` (it is over once that time has passed)."""
+    WAITING = "waiting"
+    """Waiting for an event of ``event_type`` until ``wake_at`` (the deadline)."""
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """An error as the reference reports it: ``{"name": ..., "message": ...}``."""
+
+    name: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "message": self.message}
+
+
+class JournalEntry(msgspec.Struct, frozen=True, gc=False):
+    """One step occurrence, keyed by ``(name, count)``; ``count`` starts at 1."""
+
+    name: str
+    count: int
+    kind: str
+    state: str
+    value: bytes | None = None
+    """JSON of the result (``do``) or of the received event (``wait``)."""
+    error: ErrorInfo | None = None
+    attempt: int = 0
+    """Attempts made so far (``do``)."""
+    wake_at: float | None = None
+    event_type: str | None = None
+
+
+class Completed(msgspec.Struct, frozen=True, tag=True):
+    """``run()`` returned; ``output`` is its JSON."""
+
+    output: bytes
+
+
+class Failed(msgspec.Struct, frozen=True, tag=True):
+    """``run()`` raised."""
+
+    error: ErrorInfo
+
+
+class Suspended(msgspec.Struct, frozen=True, tag=True):
+    """Every live branch of the run is blocked: hibernate until ``wake_at`` (None: only an
+    event or a resume can wake it). ``paused`` is set when a branch is held by a pause."""
+
+    wake_at: float | None
+    paused: bool = False
+
+
+class Cancelled(msgspec.Struct, frozen=True, tag=True):
+    """The run was stopped from outside (terminate, restart, delete, shutdown)."""
+
+
+RunOutcome = Completed | Failed | Suspended | Cancelled

@@ -1,0 +1,82 @@
+"""Driving one run of ``run(event, step)`` to an outcome: completed, failed, or suspended when
+every live branch is blocked (the instance then hibernates and is replayed from the top later)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .codec import SerializationError, encode
+from .errors import LimitExceededError, RunCancelled, RunSuspended
+from .journal import Cancelled, Completed, ErrorInfo, Failed, RunOutcome, Suspended
+from .limits import DEFAULT_LIMITS, Limits, check_size
+from .step import RunState
+from .workers.workflows import error_name
+
+__all__ = ["drive", "outcome_of_exception"]
+
+_UNWIND_GRACE = 1.0
+"""Real seconds an unwound run may take to honour its cancellation before it is abandoned."""
+
+
+def outcome_of_exception(exc: BaseException) -> RunOutcome:
+    """The outcome for a run that raised ``exc``."""
+    if isinstance(exc, RunSuspended):
+        wake_at, paused = (exc.args + (None, False))[:2]
+        return Suspended(wake_at=wake_at, paused=bool(paused))
+    if isinstance(exc, RunCancelled | asyncio.CancelledError):
+        return Cancelled()
+    return Failed(ErrorInfo(error_name(exc), str(exc)))
+
+
+async def drive(
+    run: Callable[[], Awaitable[Any]],
+    state: RunState,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> RunOutcome:
+    """Run ``run()`` until it returns, raises, or goes quiescent (see :class:`RunState`).
+
+    Cancelling the task that awaits ``drive`` stops the run and returns :class:`Cancelled`.
+    """
+
+    async def body() -> Any:
+        return await run()
+
+    task: asyncio.Task[Any] = asyncio.ensure_future(body())
+    quiet = asyncio.ensure_future(state.quiescent.wait())
+    try:
+        await asyncio.wait({task, quiet}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        await _unwind(task, state)
+        quiet.cancel()
+        return Cancelled()
+    quiet.cancel()
+    if not task.done():
+        outcome: RunOutcome = Suspended(wake_at=state.wake_at(), paused=state.held_by_pause)
+        await _unwind(task, state)
+        return outcome
+    if task.cancelled():
+        return Cancelled()
+    exc = task.exception()
+    if exc is not None:
+        return outcome_of_exception(exc)
+    try:
+        output = encode(task.result())
+        check_size(output, "the output of run()", limits)
+    except SerializationError as exc2:
+        return Failed(ErrorInfo("TypeError", f"run() returned a value that cannot be serialised: {exc2}"))
+    except LimitExceededError as exc3:
+        return Failed(ErrorInfo("LimitExceededError", str(exc3)))
+    return Completed(output)
+
+
+async def _unwind(task: asyncio.Task[Any], state: RunState) -> None:
+    state.closed = True
+    task.cancel()
+    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, BaseException):
+        await asyncio.wait_for(asyncio.shield(task), _UNWIND_GRACE)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: an unwound run's error means nothing

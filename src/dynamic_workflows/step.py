@@ -1,0 +1,557 @@
+"""The ``step`` object a workflow's ``run(event, step)`` receives, and the replay logic behind it.
+
+Nothing here does I/O. Every durable effect goes through a :class:`StepChannel` (the engine
+in-process, or a socket from a sandbox), and every completed step is answered from the
+:class:`~dynamic_workflows.journal.JournalEntry` list sent with the run, with no round trip.
+
+A step costs one call on the channel (its result, committed before the call returns). Sleeps,
+event waits and retry back-offs are registered on the channel and then *block* on
+``channel.wake``; when every live branch of the run is blocked, the run is *quiescent* and
+:func:`dynamic_workflows.replay.drive` unwinds it so the instance hibernates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
+
+from .clock import Clock
+from .codec import SerializationError, decode, encode
+from .config import StepConfig, resolve_step_config
+from .durations import MAX_SLEEP_SECONDS, parse_duration, parse_timestamp
+from .errors import LimitExceededError, RunCancelled, WorkflowDefinitionError
+from .journal import ErrorInfo, JournalEntry, StepKind, StepState
+from .limits import DEFAULT_LIMITS, Limits, check_event_type, check_size, check_step_name
+from .workers.workflows import (
+    NonRetryableError,
+    WorkflowTimeoutError,
+    error_name,
+    rebuild_error,
+)
+
+__all__ = ["RunState", "StepChannel", "StepFunction", "WaitRegistration", "WorkflowStep"]
+
+_SETTLE_ROUNDS = 4
+"""Loop iterations a run must stay blocked before it counts as quiescent: tenant code between two
+steps runs synchronously or awaits only other steps, so a few rounds are enough to see it start
+its next step."""
+
+
+class WaitRegistration(Protocol):
+    """What registering an event wait returns: the deadline, and the event if one was buffered."""
+
+    deadline: float
+    value: bytes | None
+
+
+class StepChannel(Protocol):
+    """The host's side of a run: durable effects, answered once committed."""
+
+    async def complete(self, name: str, count: int, value: bytes) -> None:
+        """Commit a step's result."""
+        ...
+
+    async def fail(
+        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+    ) -> float | None:
+        """Commit a failed attempt. ``retry_in`` None: the error is final. Otherwise returns the
+        time the next attempt is due."""
+        ...
+
+    async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:
+        """Register a sleep (``until`` an absolute time, else ``seconds`` from now); returns when
+        it ends."""
+        ...
+
+    async def wait_for_event(
+        self, name: str, count: int, event_type: str, timeout: float
+    ) -> WaitRegistration:
+        """Register an event wait; a buffered event is consumed and returned at once."""
+        ...
+
+    async def wake(self, name: str, count: int) -> bytes | None:
+        """Block until the host wakes this step: a sleep or back-off ended (None), an event
+        arrived (its JSON) or an event wait timed out (None)."""
+        ...
+
+
+class RunState:
+    """Bookkeeping of one live run: which branches are working and which are blocked.
+
+    The host flips ``paused`` through :meth:`set_paused`; ``closed`` makes every further step call
+    raise :class:`RunCancelled` (the run was unwound or stopped)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.blocked = 0
+        self._generation = 0
+        self._wakes: dict[int, float | None] = {}
+        self._next_token = 0
+        self._paused_blocked = 0
+        self.paused = False
+        self.closed = False
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self.quiescent = asyncio.Event()
+        self._settling = False
+
+    # -- transitions ---------------------------------------------------------------------------
+
+    def begin_active(self) -> None:
+        self._check_open()
+        self.active += 1
+        self._generation += 1
+
+    def end_active(self) -> None:
+        self.active -= 1
+        self._generation += 1
+        self._maybe_settle()
+
+    def begin_blocked(self, wake_at: float | None, *, by_pause: bool = False) -> int:
+        self._check_open()
+        token = self._next_token
+        self._next_token += 1
+        self._wakes[token] = wake_at
+        self.blocked += 1
+        if by_pause:
+            self._paused_blocked += 1
+        self._generation += 1
+        self._maybe_settle()
+        return token
+
+    def end_blocked(self, token: int, *, by_pause: bool = False) -> None:
+        del self._wakes[token]
+        self.blocked -= 1
+        if by_pause:
+            self._paused_blocked -= 1
+        self._generation += 1
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RunCancelled()
+
+    # -- pause -----------------------------------------------------------------------------------
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if paused:
+            self._resumed.clear()
+        else:
+            self._resumed.set()
+
+    async def pause_gate(self) -> None:
+        """Hold a branch that is about to start new work while the instance is paused."""
+        if not self.paused:
+            self._check_open()
+            return
+        token = self.begin_blocked(None, by_pause=True)
+        try:
+            await self._resumed.wait()
+        finally:
+            self.end_blocked(token, by_pause=True)
+        self._check_open()
+
+    # -- quiescence -------------------------------------------------------------------------------
+
+    def wake_at(self) -> float | None:
+        """When the earliest blocked branch can go on (None: only an event or resume)."""
+        times = [t for t in self._wakes.values() if t is not None]
+        return min(times) if times else None
+
+    @property
+    def held_by_pause(self) -> bool:
+        return self._paused_blocked > 0
+
+    def _maybe_settle(self) -> None:
+        if self.active == 0 and self.blocked > 0 and not self._settling:
+            self._settling = True
+            asyncio.get_running_loop().call_soon(self._settle, self._generation, _SETTLE_ROUNDS)
+
+    def _settle(self, generation: int, rounds: int) -> None:
+        if self.active != 0 or self.blocked == 0:
+            self._settling = False
+            return
+        if generation != self._generation:
+            # Something moved; start counting again from here.
+            asyncio.get_running_loop().call_soon(self._settle, self._generation, _SETTLE_ROUNDS)
+            return
+        if rounds > 0:
+            asyncio.get_running_loop().call_soon(self._settle, generation, rounds - 1)
+            return
+        self._settling = False
+        self.quiescent.set()
+
+
+class StepFunction:
+    """What ``@step.do(...)`` returns: awaiting ``fn()`` runs (or replays) the step."""
+
+    def __init__(
+        self,
+        step: WorkflowStep,
+        name: str,
+        func: Callable[..., Any],
+        depends: list[StepFunction] | None,
+        concurrent: bool,
+        config: Any,
+    ) -> None:
+        self._step = step
+        self._step_name = name
+        self._func = func
+        self._depends = depends
+        self._concurrent = concurrent
+        self._config = config
+        self.__name__ = getattr(func, "__name__", name)
+        self.__doc__ = getattr(func, "__doc__", None)
+
+    @property
+    def step_name(self) -> str:
+        return self._step_name
+
+    def __call__(self) -> Awaitable[Any]:
+        return self._step._call_step_function(self)
+
+    def __repr__(self) -> str:
+        return f"<step {self._step_name!r}>"
+
+
+_CTX = object()
+
+
+class WorkflowStep:
+    """The ``step`` argument of ``run(event, step)``.
+
+    Source-compatible with Cloudflare's Python Workflows SDK: ``@step.do(...)``,
+    ``step.sleep``, ``step.sleep_until`` and ``step.wait_for_event``.
+    """
+
+    def __init__(
+        self,
+        channel: StepChannel,
+        journal: Iterable[JournalEntry],
+        *,
+        clock: Clock,
+        now: float,
+        state: RunState | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self._channel = channel
+        self._journal = {(e.name, e.count): e for e in journal}
+        self._clock = clock
+        self._now = now
+        self.state = state or RunState()
+        self._limits = limits
+        self._counts: dict[str, int] = {}
+        self._steps_used = len(self._journal)
+        self._closures: dict[str, StepFunction] = {}
+        self._memo: dict[str, Any] = {}
+        self._in_flight: dict[str, asyncio.Future[Any]] = {}
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def do(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        depends: list[StepFunction] | None = None,
+        concurrent: bool = False,
+        config: dict[str, Any] | None = None,
+    ) -> Any:
+        """Declare a step: ``@step.do("name", config=...)`` over an (async) function.
+
+        Parameters of the function named like an earlier step receive that step's result; a
+        parameter named ``ctx`` receives ``{"step": {"name", "count"}, "attempt", "config"}``.
+        The legacy form ``@step.do("name", depends=[a, b])`` passes results positionally.
+        """
+        if callable(name) and not isinstance(name, str):
+            return self._declare(None, depends, concurrent, config)(name)
+        return self._declare(name, depends, concurrent, config)
+
+    async def sleep(self, name: str, duration: Any) -> None:
+        """Sleep durably for ``duration`` (ms, ``"N unit"`` or timedelta), up to 365 days."""
+        check_step_name(name, self._limits)
+        seconds = parse_duration(duration, what=f"step.sleep({name!r}) duration")
+        if seconds > MAX_SLEEP_SECONDS:
+            raise WorkflowDefinitionError(
+                f"step.sleep({name!r}): {seconds:.0f} s is longer than the 365-day limit"
+            )
+        await self._sleep(name, None, seconds)
+
+    async def sleep_until(self, name: str, timestamp: Any) -> None:
+        """Sleep durably until ``timestamp`` (datetime, ISO string or epoch ms)."""
+        check_step_name(name, self._limits)
+        until = parse_timestamp(timestamp, what=f"step.sleep_until({name!r}) timestamp")
+        await self._sleep(name, until, 0.0)
+
+    async def wait_for_event(
+        self,
+        name: str,
+        event_type: str | None = None,
+        /,
+        timeout: Any = "24 hours",
+        *,
+        type: str | None = None,
+    ) -> dict[str, Any]:
+        """Wait for an event of ``event_type`` sent to this instance; returns
+        ``{"payload", "timestamp", "type"}``. Raises WorkflowTimeoutError after ``timeout``."""
+        check_step_name(name, self._limits)
+        event_type = check_event_type(event_type if event_type is not None else type)
+        seconds = parse_duration(timeout, what=f"step.wait_for_event({name!r}) timeout")
+        if seconds > MAX_SLEEP_SECONDS:
+            raise WorkflowDefinitionError(
+                f"step.wait_for_event({name!r}): timeout is longer than the 365-day limit"
+            )
+        count = self._next_count(name)
+        entry = self._replayed(name, count, StepKind.WAIT)
+        if entry is not None and entry.state == StepState.DONE:
+            return _event_dict(entry.value)
+        if entry is not None and entry.state == StepState.FAILED:
+            raise _rebuild(entry.error)
+        if entry is not None:
+            value = await self._block(name, count, entry.wake_at)
+        else:
+            await self.state.pause_gate()
+            self.state.begin_active()
+            try:
+                registration = await self._channel.wait_for_event(name, count, event_type, seconds)
+            finally:
+                self.state.end_active()
+            value = registration.value
+            if value is None:
+                value = await self._block(name, count, registration.deadline)
+        if value is None:
+            raise WorkflowTimeoutError(
+                f'step.wait_for_event("{name}") timed out after {int(seconds * 1000)}ms '
+                f'waiting for an event of type "{event_type}"'
+            )
+        return _event_dict(value)
+
+    # -- step declaration and dependency resolution --------------------------------------------
+
+    def _declare(
+        self,
+        name: str | None,
+        depends: list[StepFunction] | None,
+        concurrent: bool,
+        config: Any,
+    ) -> Callable[[Callable[..., Any]], StepFunction]:
+        if name is not None:
+            check_step_name(name, self._limits)
+        if depends is not None and not isinstance(depends, list | tuple):
+            raise WorkflowDefinitionError("step.do(depends=...) must be a list of steps")
+
+        def decorator(func: Callable[..., Any]) -> StepFunction:
+            if not callable(func):
+                raise WorkflowDefinitionError("@step.do(...) must decorate a function")
+            step_name = name if name is not None else check_step_name(func.__name__)
+            fn = StepFunction(
+                self, step_name, func, list(depends) if depends is not None else None,
+                concurrent, config,
+            )
+            self._closures[step_name] = fn
+            return fn
+
+        return decorator
+
+    def _dependencies(self, fn: StepFunction) -> list[Any]:
+        params = list(inspect.signature(fn._func).parameters.values())
+        deps: list[Any] = []
+        if fn._depends is None:
+            for p in params:
+                if p.name == "ctx":
+                    deps.append(_CTX)
+                elif p.name in self._closures:
+                    deps.append(self._closures[p.name])
+                else:
+                    raise WorkflowDefinitionError(
+                        f"step {fn.step_name!r}: received unexpected parameter {p.name!r} "
+                        "(parameters must be named like an earlier step, or ctx)"
+                    )
+            return deps
+        others = [p for p in params if p.name != "ctx"]
+        if len(others) != len(fn._depends):
+            raise WorkflowDefinitionError(
+                f"step {fn.step_name!r} declares {len(others)} non-ctx parameter(s) but "
+                f"depends has {len(fn._depends)} item(s)"
+            )
+        queue = list(fn._depends)
+        for p in params:
+            deps.append(_CTX if p.name == "ctx" else queue.pop(0))
+        return deps
+
+    async def _resolve(self, dep: Any) -> Any:
+        if dep is _CTX:
+            return _CTX
+        if not isinstance(dep, StepFunction):
+            raise WorkflowDefinitionError(f"depends: {dep!r} is not a step")
+        if dep.step_name in self._memo:
+            return self._memo[dep.step_name]
+        if dep.step_name in self._in_flight:
+            return await self._in_flight[dep.step_name]
+        return await dep()
+
+    async def _call_step_function(self, fn: StepFunction) -> Any:
+        deps = self._dependencies(fn)
+        if fn._concurrent:
+            args = list(await asyncio.gather(*(self._resolve(d) for d in deps)))
+        else:
+            args = [await self._resolve(d) for d in deps]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._in_flight[fn.step_name] = future
+        try:
+            result = await self._do(fn.step_name, fn._config, fn._func, args)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        else:
+            future.set_result(result)
+            self._memo[fn.step_name] = result
+            return result
+        finally:
+            del self._in_flight[fn.step_name]
+
+    # -- the durable operations ----------------------------------------------------------------
+
+    def _next_count(self, name: str) -> int:
+        count = self._counts.get(name, 0) + 1
+        self._counts[name] = count
+        return count
+
+    def _replayed(self, name: str, count: int, kind: str) -> JournalEntry | None:
+        entry = self._journal.get((name, count))
+        if entry is None:
+            self._steps_used += 1
+            if self._steps_used > self._limits.max_steps:
+                raise LimitExceededError(
+                    f"step {name!r}: the instance would exceed the limit of "
+                    f"{self._limits.max_steps:,} steps"
+                )
+            return None
+        if entry.kind != kind:
+            raise WorkflowDefinitionError(
+                f"step {name!r} (occurrence {count}) was a {entry.kind!r} step when it ran "
+                f"before and is a {kind!r} step now: step names must be deterministic"
+            )
+        return entry
+
+    async def _do(self, name: str, config: Any, func: Callable[..., Any], args: list[Any]) -> Any:
+        count = self._next_count(name)
+        entry = self._replayed(name, count, StepKind.DO)
+        attempt = 0
+        if entry is not None:
+            if entry.state == StepState.DONE:
+                return decode(entry.value or b"null")
+            if entry.state == StepState.FAILED:
+                raise _rebuild(entry.error)
+            attempt = entry.attempt
+            if entry.wake_at is not None and entry.wake_at > self._now:
+                await self._block(name, count, entry.wake_at)
+        cfg = resolve_step_config(config, name)
+        while True:
+            attempt += 1
+            await self.state.pause_gate()
+            self.state.begin_active()
+            try:
+                outcome = await self._attempt(name, count, attempt, cfg, func, args)
+                if not isinstance(outcome, _AttemptFailed):
+                    await self._channel.complete(name, count, outcome)
+                    return decode(outcome)
+                final = outcome.final or attempt > cfg.retry_limit
+                retry_in = None if final else cfg.delay_before(attempt + 1)
+                wake_at = await self._channel.fail(name, count, attempt, outcome.info, retry_in)
+                if final or wake_at is None:
+                    # Raise what a replay would raise, so first run and replays behave alike.
+                    raise _rebuild(outcome.info) from outcome.exception
+            finally:
+                self.state.end_active()
+            await self._block(name, count, wake_at)
+
+    async def _attempt(
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        cfg: StepConfig,
+        func: Callable[..., Any],
+        args: list[Any],
+    ) -> bytes | _AttemptFailed:
+        ctx = {"step": {"name": name, "count": count}, "attempt": attempt, "config": cfg.as_dict()}
+        call_args = [ctx if a is _CTX else a for a in args]
+        try:
+            async with self._clock.timeout_at(self._clock.now() + cfg.timeout):
+                result = func(*call_args)
+                if inspect.isawaitable(result):
+                    result = await result
+        except TimeoutError:
+            err = WorkflowTimeoutError(f"Execution timed out after {int(cfg.timeout * 1000)}ms")
+            return _AttemptFailed(err, final=False)
+        except NonRetryableError as exc:
+            return _AttemptFailed(exc, final=True)
+        except Exception as exc:
+            return _AttemptFailed(exc, final=False)
+        try:
+            data = encode(result)
+        except SerializationError as exc:
+            # A retry cannot make the value serialisable: fail at once.
+            return _AttemptFailed(
+                NonRetryableError(
+                    f"step {name!r} returned a value that cannot be serialised: {exc}"
+                ),
+                final=True,
+            )
+        try:
+            return check_size(data, f"the result of step {name!r}", self._limits)
+        except LimitExceededError as exc:
+            return _AttemptFailed(NonRetryableError(str(exc)), final=True)
+
+    async def _sleep(self, name: str, until: float | None, seconds: float) -> None:
+        count = self._next_count(name)
+        entry = self._replayed(name, count, StepKind.SLEEP)
+        if entry is not None:
+            if entry.state == StepState.DONE:
+                return
+            wake_at = entry.wake_at or 0.0
+            if wake_at <= self._now:
+                return
+        else:
+            await self.state.pause_gate()
+            self.state.begin_active()
+            try:
+                wake_at = await self._channel.sleep(name, count, until, seconds)
+            finally:
+                self.state.end_active()
+        await self._block(name, count, wake_at)
+
+    async def _block(self, name: str, count: int, wake_at: float | None) -> bytes | None:
+        token = self.state.begin_blocked(wake_at)
+        try:
+            return await self._channel.wake(name, count)
+        finally:
+            self.state.end_blocked(token)
+
+
+class _AttemptFailed:
+    __slots__ = ("exception", "final", "info")
+
+    def __init__(self, exception: Exception, *, final: bool) -> None:
+        self.exception = exception
+        self.final = final
+        self.info = ErrorInfo(error_name(exception), str(exception))
+
+
+def _rebuild(error: ErrorInfo | None) -> Exception:
+    if error is None:
+        return rebuild_error("Error", "step failed")
+    return rebuild_error(error.name, error.message)
+
+
+def _event_dict(value: bytes | None) -> dict[str, Any]:
+    record = decode(value or b"{}")
+    return {
+        "payload": record.get("payload"),
+        "timestamp": _dt.datetime.fromtimestamp(record.get("timestamp", 0.0), _dt.UTC),
+        "type": record.get("type"),
+    }

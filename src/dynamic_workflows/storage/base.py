@@ -1,0 +1,229 @@
+"""The storage protocol: everything the engine persists goes through these methods.
+
+Each method is one atomic transaction. Methods that act for a live run take its ``generation``
+and do nothing (returning False/None) when the instance moved on (terminated, restarted,
+deleted), so a stale run can never write over a newer one.
+
+``wake_at`` on an instance row means "claim me at this time": it is set for ``queued`` (ready
+now) and ``waiting`` (a timer) instances, and for running ones when an event arrived during the
+run (so the hibernation that follows does not miss it). Claiming clears it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+from ..journal import ErrorInfo, JournalEntry
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINITE_STATUSES",
+    "Claim",
+    "ControlResult",
+    "EventDelivery",
+    "InstanceRow",
+    "NewInstance",
+    "Status",
+    "Storage",
+    "WaitResult",
+]
+
+
+class Status:
+    """Instance statuses, spelled as Cloudflare's."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    ERRORED = "errored"
+    TERMINATED = "terminated"
+    COMPLETE = "complete"
+    WAITING = "waiting"
+    WAITING_FOR_PAUSE = "waitingForPause"
+    UNKNOWN = "unknown"
+
+    ALL = (
+        QUEUED, RUNNING, PAUSED, ERRORED, TERMINATED, COMPLETE, WAITING, WAITING_FOR_PAUSE,
+        UNKNOWN,
+    )
+
+
+FINITE_STATUSES = frozenset({Status.COMPLETE, Status.ERRORED, Status.TERMINATED})
+ACTIVE_STATUSES = frozenset({Status.RUNNING, Status.WAITING_FOR_PAUSE})
+"""Statuses in which a live run may write."""
+
+
+class NewInstance(msgspec.Struct, frozen=True):
+    workflow: str
+    scope: str
+    id: str
+    params: bytes
+    """JSON of the params (``null`` when absent)."""
+
+
+class InstanceRow(msgspec.Struct, frozen=True):
+    pk: int
+    workflow: str
+    scope: str
+    id: str
+    status: str
+    params: bytes
+    generation: int
+    created_at: float
+    updated_at: float
+    output: bytes | None = None
+    error: ErrorInfo | None = None
+    wake_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """An instance claimed for a run, with its journal."""
+
+    instance: InstanceRow
+    journal: list[JournalEntry]
+
+
+class WaitResult(msgspec.Struct, frozen=True):
+    """``register_wait``'s answer: the deadline, and a buffered event consumed for it."""
+
+    deadline: float
+    value: bytes | None
+
+
+class EventDelivery(msgspec.Struct, frozen=True):
+    """``add_event`` consumed the event for a waiting step: the run waiting on
+    ``(name, count)`` gets ``value``."""
+
+    name: str
+    count: int
+    value: bytes
+
+
+class ControlResult(msgspec.Struct, frozen=True):
+    """What a control action did: the status before and after (``None`` if no such pk)."""
+
+    before: str
+    after: str
+    generation: int
+
+
+class Storage(Protocol):
+    """One backend (memory, SQLite, PostgreSQL). Every method is one transaction."""
+
+    async def open(self) -> None:
+        """Create or migrate the schema and get ready."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release everything."""
+        ...
+
+    async def create_instances(
+        self, items: Sequence[NewInstance], now: float
+    ) -> list[InstanceRow | None]:
+        """Insert ``queued`` instances; an id that exists already (or earlier in ``items``)
+        gives None in its place."""
+        ...
+
+    async def get_instance(self, workflow: str, scope: str, id: str) -> InstanceRow | None: ...
+
+    async def get_instance_by_pk(self, pk: int) -> InstanceRow | None: ...
+
+    async def list_instances(
+        self,
+        workflow: str | None,
+        *,
+        scope: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[InstanceRow]:
+        """Newest first."""
+        ...
+
+    async def count_instances(self, workflow: str | None = None) -> dict[str, int]:
+        """Instances per status."""
+        ...
+
+    async def load_journal(self, pk: int) -> list[JournalEntry]: ...
+
+    async def claim_due(self, now: float, limit: int) -> list[Claim]:
+        """Mark up to ``limit`` queued/waiting instances whose ``wake_at <= now`` running,
+        earliest first, and return them with their journals."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """The earliest ``wake_at`` of a claimable instance."""
+        ...
+
+    async def record_step(self, pk: int, generation: int, entry: JournalEntry, now: float) -> bool:
+        """Upsert a journal entry of a live run. False if the run is stale."""
+        ...
+
+    async def register_wait(
+        self,
+        pk: int,
+        generation: int,
+        name: str,
+        count: int,
+        event_type: str,
+        deadline: float,
+        now: float,
+    ) -> WaitResult | None:
+        """Record an event wait; consume the oldest buffered event of that type if there is one.
+        None if the run is stale."""
+        ...
+
+    async def expire_wait(
+        self, pk: int, generation: int, name: str, count: int, error: ErrorInfo, now: float
+    ) -> tuple[bool, bytes | None] | None:
+        """The deadline of a wait passed: mark it failed unless an event got there first.
+        Returns ``(timed_out, event)``, or None if the run is stale."""
+        ...
+
+    async def add_event(
+        self, pk: int, event_type: str, payload: bytes, now: float
+    ) -> EventDelivery | None:
+        """Store an event. If a step of the instance waits for that type (deadline not passed),
+        consume it for the oldest such step and wake the instance."""
+        ...
+
+    async def finish_run(
+        self,
+        pk: int,
+        generation: int,
+        status: str,
+        output: bytes | None,
+        error: ErrorInfo | None,
+        now: float,
+    ) -> bool:
+        """End a live run as complete or errored. False if stale."""
+        ...
+
+    async def suspend_run(
+        self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
+    ) -> str | None:
+        """Hibernate a live run: ``waiting`` until ``wake_at`` (or earlier if an event came),
+        or ``paused`` if a pause was asked meanwhile. Returns the new status; None if stale."""
+        ...
+
+    async def release_run(self, pk: int, generation: int, now: float) -> bool:
+        """Give a live run's instance back to the queue (shutdown, sandbox loss)."""
+        ...
+
+    async def control(self, pk: int, action: str, now: float) -> ControlResult | None:
+        """``pause``, ``resume``, ``terminate`` or ``restart`` (see the engine for the rules).
+        ``terminate`` of a finite instance changes nothing (``after == before``)."""
+        ...
+
+    async def delete_instance(self, pk: int) -> bool: ...
+
+    async def recover(self, now: float) -> int:
+        """After a crash of the only node: requeue ``running``, and pause ``waitingForPause``.
+        Returns how many instances were requeued."""
+        ...
