@@ -231,6 +231,11 @@ class LiveRun:
     async def wake(self, name: str, count: int) -> bytes | None:
         return await self._future((name, count))
 
+    def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
+        # In-process, an attempt cannot die without the engine dying too: the crash recovery
+        # replays it, so there is nothing to note.
+        return None
+
 
 class Engine:
     """Durable execution of registered workflows over one :class:`Storage`.

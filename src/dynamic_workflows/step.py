@@ -77,6 +77,12 @@ class StepChannel(Protocol):
         arrived (its JSON) or an event wait timed out (None)."""
         ...
 
+    def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
+        """One-way notice that an attempt begins (no acknowledgement is awaited). A sandboxed
+        channel uses it to count an attempt whose process died as failed; ``retry_in`` is the
+        back-off before the next attempt, None if this is the last one allowed."""
+        ...
+
 
 class RunState:
     """Bookkeeping of one live run: which branches are working and which are blocked.
@@ -97,6 +103,7 @@ class RunState:
         self._resumed.set()
         self.quiescent = asyncio.Event()
         self._settling = False
+        self._listeners: list[Callable[[bool], None]] = []
 
     # -- transitions ---------------------------------------------------------------------------
 
@@ -141,6 +148,12 @@ class RunState:
             self._resumed.clear()
         else:
             self._resumed.set()
+        for listener in list(self._listeners):
+            listener(paused)
+
+    def add_pause_listener(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(paused)`` on every pause/resume (a sandbox bridge forwards them)."""
+        self._listeners.append(listener)
 
     async def pause_gate(self) -> None:
         """Hold a branch that is about to start new work while the instance is paused."""
@@ -455,6 +468,10 @@ class WorkflowStep:
             await self.state.pause_gate()
             self.state.begin_active()
             try:
+                self._channel.attempt_started(
+                    name, count, attempt,
+                    None if attempt > cfg.retry_limit else cfg.delay_before(attempt + 1),
+                )
                 outcome = await self._attempt(name, count, attempt, cfg, func, args)
                 if not isinstance(outcome, _AttemptFailed):
                     await self._channel.complete(name, count, outcome)
