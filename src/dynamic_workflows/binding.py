@@ -77,7 +77,7 @@ class Instance:
             payload = options.get("payload", payload)
         await self._engine.send_event(self._row, type, payload)  # type: ignore[arg-type]
 
-    sendEvent = send_event  # noqa: N815 - Cloudflare's spelling
+    sendEvent = send_event
 
     async def delete(self) -> None:
         """Remove the instance and everything stored about it."""
@@ -100,7 +100,11 @@ class WorkflowBinding:
         self.scope = scope
 
     async def create(
-        self, options: Mapping[str, Any] | None = None, /, *, id: str | None = None,
+        self,
+        options: Mapping[str, Any] | None = None,
+        /,
+        *,
+        id: str | None = None,
         params: Any = _MISSING,
     ) -> Instance:
         """Create an instance (``create(id=..., params=...)`` or ``create({"id", "params"})``).
@@ -112,7 +116,7 @@ class WorkflowBinding:
     async def create_batch(self, batch: Sequence[Mapping[str, Any]]) -> list[Instance]:
         """Create up to 100 instances at once; ids that exist already are skipped (and left out
         of the result), as is a repeated id within the batch."""
-        if not isinstance(batch, Sequence) or isinstance(batch, str | bytes):
+        if not isinstance(batch, list | tuple):
             raise BatchError("create_batch() takes a list of {'id', 'params'} dicts")
         if not batch:
             raise BatchError("create_batch() got an empty batch")
@@ -123,7 +127,7 @@ class WorkflowBinding:
         rows = await self._engine.create(self.name, self.scope, items, batch=True)
         return [Instance(self._engine, r) for r in rows]
 
-    createBatch = create_batch  # noqa: N815 - Cloudflare's spelling
+    createBatch = create_batch
 
     async def get(self, id: str) -> Instance:
         """The instance ``id``; raises InstanceNotFoundError."""

@@ -96,7 +96,8 @@ class _MockTimeout:
             self._task.cancel()
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        assert self._timer is not None and self._task is not None
+        assert self._timer is not None
+        assert self._task is not None
         self._timer.cancel()
         if self._fired and exc_type is asyncio.CancelledError and self._task.uncancel() == 0:
             raise TimeoutError

@@ -31,7 +31,7 @@ class StepConfig:
             return self.retry_delay
         if self.backoff == "linear":
             return self.retry_delay * n
-        return self.retry_delay * 2 ** (n - 1)
+        return float(self.retry_delay * 2 ** (n - 1))
 
     def as_dict(self) -> dict[str, Any]:
         """The config as tenant code sees it in ``ctx["config"]`` (milliseconds, like the SDK)."""

@@ -60,7 +60,7 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
 
 
 def parse_timestamp(value: object, *, what: str = "timestamp") -> float:
-    """Epoch seconds for a ``datetime`` (naive means UTC), ISO-8601 string, or epoch milliseconds."""
+    """Epoch seconds for a ``datetime`` (naive means UTC), an ISO-8601 string or epoch ms."""
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=_dt.UTC)

@@ -47,7 +47,15 @@ from .journal import (
 from .limits import DEFAULT_LIMITS, Limits, check_event_type, check_instance_id, check_size
 from .replay import drive
 from .step import RunState, WorkflowStep
-from .storage.base import FINITE_STATUSES, Claim, InstanceRow, NewInstance, Status, Storage, WaitResult
+from .storage.base import (
+    FINITE_STATUSES,
+    Claim,
+    InstanceRow,
+    NewInstance,
+    Status,
+    Storage,
+    WaitResult,
+)
 from .workers import ExecutionContext
 
 if TYPE_CHECKING:
@@ -192,14 +200,22 @@ class LiveRun:
         self._new_step(name, count)
         if retry_in is None:
             await self._record(
-                JournalEntry(name, count, StepKind.DO, StepState.FAILED, error=error,
-                             attempt=attempt)
+                JournalEntry(
+                    name, count, StepKind.DO, StepState.FAILED, error=error, attempt=attempt
+                )
             )
             return None
         wake_at = self.engine.clock.now() + retry_in
         await self._record(
-            JournalEntry(name, count, StepKind.DO, StepState.RETRYING, error=error,
-                         attempt=attempt, wake_at=wake_at)
+            JournalEntry(
+                name,
+                count,
+                StepKind.DO,
+                StepState.RETRYING,
+                error=error,
+                attempt=attempt,
+                wake_at=wake_at,
+            )
         )
         self._arm(name, count, wake_at)
         return wake_at
@@ -364,7 +380,7 @@ class Engine:
             nxt = None
         if nxt is not None and nxt <= self.clock.now():
             return
-        waiters = [asyncio.ensure_future(self._poke.wait())]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._poke.wait())]
         if nxt is not None:
             waiters.append(asyncio.ensure_future(self.clock.sleep_until(nxt)))
         try:
@@ -400,8 +416,11 @@ class Engine:
         row = claim.instance
         definition = self._workflows.get(row.workflow)
         if definition is None:
-            return Failed(ErrorInfo("UnknownWorkflowError",
-                                    f"no workflow named {row.workflow!r} is registered"))
+            return Failed(
+                ErrorInfo(
+                    "UnknownWorkflowError", f"no workflow named {row.workflow!r} is registered"
+                )
+            )
         now = self.clock.now()
         step = WorkflowStep(
             live, claim.journal, clock=self.clock, now=now, state=live.state, limits=self.limits
@@ -454,7 +473,11 @@ class Engine:
         return check_size(data, "params", self.limits)
 
     async def create(
-        self, workflow: str, scope: str, items: Sequence[tuple[str | None, Any]], *,
+        self,
+        workflow: str,
+        scope: str,
+        items: Sequence[tuple[str | None, Any]],
+        *,
         batch: bool = False,
     ) -> list[InstanceRow]:
         """Create instances from ``(id or None, params)``; for a batch, existing ids are skipped,
@@ -462,7 +485,11 @@ class Engine:
         self._definition(workflow)
         new = []
         for instance_id, params in items:
-            iid = self._id_factory() if instance_id is None else check_instance_id(instance_id, self.limits)
+            iid = (
+                self._id_factory()
+                if instance_id is None
+                else check_instance_id(instance_id, self.limits)
+            )
             new.append(NewInstance(workflow, scope, iid, self._encode_params(params)))
         rows = await self.storage.create_instances(new, self.clock.now())
         if not batch and rows and rows[0] is None:
@@ -546,4 +573,3 @@ def status_dict(row: InstanceRow) -> dict[str, Any]:
         "output": None if row.output is None else decode(row.output),
         "error": None if row.error is None else row.error.as_dict(),
     }
-

@@ -149,9 +149,9 @@ class LimitExceededError(WorkflowError):
     code = "limit.exceeded"
 
 
-class RunSuspended(BaseException):  # noqa: N818 - a control signal, not an error
+class RunSuspended(BaseException):
     """Raised inside a run to unwind it when it hibernates; never seen by callers."""
 
 
-class RunCancelled(BaseException):  # noqa: N818 - a control signal, not an error
+class RunCancelled(BaseException):
     """Raised inside a run whose instance was terminated, restarted or deleted meanwhile."""

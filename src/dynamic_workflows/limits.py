@@ -58,9 +58,7 @@ def check_step_name(value: object, limits: Limits = DEFAULT_LIMITS) -> str:
     """Return ``value`` if it can name a step: a non-empty string, at most 256 characters,
     without control characters."""
     if not isinstance(value, str):
-        raise WorkflowDefinitionError(
-            f"step name must be a string, got {type(value).__name__}"
-        )
+        raise WorkflowDefinitionError(f"step name must be a string, got {type(value).__name__}")
     if not value:
         raise WorkflowDefinitionError("step name must not be empty")
     if len(value) > limits.max_step_name_length:

@@ -31,14 +31,14 @@ class WorkersAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         target: types.ModuleType | None = None,
     ) -> ModuleSpec | None:
         if fullname == _ALIAS or fullname.startswith(_ALIAS + "."):
-            real = _TARGET + fullname[len(_ALIAS):]
+            real = _TARGET + fullname[len(_ALIAS) :]
             if importlib.util.find_spec(real) is None:
                 return None
             return importlib.util.spec_from_loader(fullname, self, is_package=fullname == _ALIAS)
         return None
 
     def create_module(self, spec: ModuleSpec) -> types.ModuleType:
-        return importlib.import_module(_TARGET + spec.name[len(_ALIAS):])
+        return importlib.import_module(_TARGET + spec.name[len(_ALIAS) :])
 
     def exec_module(self, module: types.ModuleType) -> None:
         return None
@@ -51,7 +51,10 @@ def install_workers_alias() -> None:
 
 
 def load_module_from_source(
-    name: str, source: str, *, filename: str | None = None,
+    name: str,
+    source: str,
+    *,
+    filename: str | None = None,
     namespace: Mapping[str, object] | None = None,
 ) -> types.ModuleType:
     """Execute ``source`` as a fresh module called ``name`` (not added to ``sys.modules``)."""

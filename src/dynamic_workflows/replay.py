@@ -24,7 +24,7 @@ _UNWIND_GRACE = 1.0
 def outcome_of_exception(exc: BaseException) -> RunOutcome:
     """The outcome for a run that raised ``exc``."""
     if isinstance(exc, RunSuspended):
-        wake_at, paused = (exc.args + (None, False))[:2]
+        wake_at, paused = (*exc.args, None, False)[:2]
         return Suspended(wake_at=wake_at, paused=bool(paused))
     if isinstance(exc, RunCancelled | asyncio.CancelledError):
         return Cancelled()
@@ -67,7 +67,9 @@ async def drive(
         output = encode(task.result())
         check_size(output, "the output of run()", limits)
     except SerializationError as exc2:
-        return Failed(ErrorInfo("TypeError", f"run() returned a value that cannot be serialised: {exc2}"))
+        return Failed(
+            ErrorInfo("TypeError", f"run() returned a value that cannot be serialised: {exc2}")
+        )
     except LimitExceededError as exc3:
         return Failed(ErrorInfo("LimitExceededError", str(exc3)))
     return Completed(output)

@@ -43,8 +43,11 @@ its next step."""
 class WaitRegistration(Protocol):
     """What registering an event wait returns: the deadline, and the event if one was buffered."""
 
-    deadline: float
-    value: bytes | None
+    @property
+    def deadline(self) -> float: ...
+
+    @property
+    def value(self) -> bytes | None: ...
 
 
 class StepChannel(Protocol):
@@ -359,8 +362,12 @@ class WorkflowStep:
                 raise WorkflowDefinitionError("@step.do(...) must decorate a function")
             step_name = name if name is not None else check_step_name(func.__name__)
             fn = StepFunction(
-                self, step_name, func, list(depends) if depends is not None else None,
-                concurrent, config,
+                self,
+                step_name,
+                func,
+                list(depends) if depends is not None else None,
+                concurrent,
+                config,
             )
             self._closures[step_name] = fn
             return fn
@@ -469,7 +476,9 @@ class WorkflowStep:
             self.state.begin_active()
             try:
                 self._channel.attempt_started(
-                    name, count, attempt,
+                    name,
+                    count,
+                    attempt,
                     None if attempt > cfg.retry_limit else cfg.delay_before(attempt + 1),
                 )
                 outcome = await self._attempt(name, count, attempt, cfg, func, args)

@@ -58,7 +58,9 @@ class WorkflowTestEnv:
                     raise ValueError("storage='sqlite' needs tmp_path")
                 storage = SQLiteStorage(Path(tmp_path) / "dwf.sqlite3", durability="normal")
             else:
-                raise ValueError(f"storage must be 'memory', 'sqlite' or a Storage, not {storage!r}")
+                raise ValueError(
+                    f"storage must be 'memory', 'sqlite' or a Storage, not {storage!r}"
+                )
         self.storage = storage
         self.engine = Engine(storage, clock=self.clock, limits=limits, concurrency=concurrency)
         self.binding: WorkflowBinding = self.engine.register(name, entrypoint, env=env)

@@ -16,7 +16,7 @@ def open_storage(url: str, *, durability: str = "full") -> Storage:
     if url in ("memory://", ":memory:", "memory"):
         return MemoryStorage()
     if url.startswith("sqlite://"):
-        path = url[len("sqlite://"):]
+        path = url[len("sqlite://") :]
         if not path:
             raise ConfigurationError(f"storage URL {url!r} names no file")
         return SQLiteStorage(path, durability=durability)

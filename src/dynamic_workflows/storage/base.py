@@ -46,7 +46,14 @@ class Status:
     UNKNOWN = "unknown"
 
     ALL = (
-        QUEUED, RUNNING, PAUSED, ERRORED, TERMINATED, COMPLETE, WAITING, WAITING_FOR_PAUSE,
+        QUEUED,
+        RUNNING,
+        PAUSED,
+        ERRORED,
+        TERMINATED,
+        COMPLETE,
+        WAITING,
+        WAITING_FOR_PAUSE,
         UNKNOWN,
     )
 

@@ -1,4 +1,4 @@
-"""An in-memory backend for tests and throwaway runs: the same semantics as SQLite, no durability."""
+"""An in-memory backend for tests and throwaway runs: SQLite's semantics, no durability."""
 
 from __future__ import annotations
 
@@ -93,9 +93,16 @@ class MemoryStorage:
             pk = self._next_pk
             self._next_pk += 1
             row = InstanceRow(
-                pk=pk, workflow=item.workflow, scope=item.scope, id=item.id,
-                status=Status.QUEUED, params=item.params, generation=0,
-                created_at=now, updated_at=now, wake_at=now,
+                pk=pk,
+                workflow=item.workflow,
+                scope=item.scope,
+                id=item.id,
+                status=Status.QUEUED,
+                params=item.params,
+                generation=0,
+                created_at=now,
+                updated_at=now,
+                wake_at=now,
             )
             self._by_pk[pk] = _Instance(row)
             self._by_key[key] = pk
@@ -156,7 +163,10 @@ class MemoryStorage:
             if inst.row.status not in (Status.QUEUED, Status.WAITING):
                 continue
             row = self._set(
-                inst, status=Status.RUNNING, wake_at=None, updated_at=now,
+                inst,
+                status=Status.RUNNING,
+                wake_at=None,
+                updated_at=now,
                 started_at=inst.row.started_at or now,
             )
             claims.append(Claim(row, list(inst.steps.values())))
@@ -202,12 +212,21 @@ class MemoryStorage:
                 event.consumed = True
                 value = event_value(event.type, event.payload, event.created_at)
                 inst.steps[(name, count)] = JournalEntry(
-                    name, count, StepKind.WAIT, StepState.DONE, value=value,
-                    wake_at=deadline, event_type=event_type,
+                    name,
+                    count,
+                    StepKind.WAIT,
+                    StepState.DONE,
+                    value=value,
+                    wake_at=deadline,
+                    event_type=event_type,
                 )
                 return WaitResult(deadline, value)
         inst.steps[(name, count)] = JournalEntry(
-            name, count, StepKind.WAIT, StepState.WAITING, wake_at=deadline,
+            name,
+            count,
+            StepKind.WAIT,
+            StepState.WAITING,
+            wake_at=deadline,
             event_type=event_type,
         )
         return WaitResult(deadline, None)
@@ -274,7 +293,12 @@ class MemoryStorage:
         if inst is None:
             return False
         self._set(
-            inst, status=status, output=output, error=error, wake_at=None, updated_at=now,
+            inst,
+            status=status,
+            output=output,
+            error=error,
+            wake_at=None,
+            updated_at=now,
             ended_at=now,
         )
         return True
@@ -340,8 +364,15 @@ class MemoryStorage:
             inst.steps.clear()
             inst.events = [e for e in inst.events if not e.consumed]
             self._set(
-                inst, status=after, wake_at=now, generation=gen, output=None, error=None,
-                updated_at=now, started_at=None, ended_at=None,
+                inst,
+                status=after,
+                wake_at=now,
+                generation=gen,
+                output=None,
+                error=None,
+                updated_at=now,
+                started_at=None,
+                ended_at=None,
             )
         else:
             raise ValueError(f"unknown control action {action!r}")

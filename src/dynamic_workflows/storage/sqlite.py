@@ -47,7 +47,9 @@ _INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
     "error_name, error_message, wake_at, started_at, ended_at"
 )
-_STEP_COLUMNS = "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type"
+_STEP_COLUMNS = (
+    "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type"
+)
 _ACTIVE = (Status.RUNNING, Status.WAITING_FOR_PAUSE)
 
 
@@ -63,20 +65,34 @@ def migrations() -> list[tuple[int, str]]:
 
 def _row(r: Sequence[Any]) -> InstanceRow:
     return InstanceRow(
-        pk=r[0], workflow=r[1], scope=r[2], id=r[3], status=r[4], params=bytes(r[5]),
-        generation=r[6], created_at=r[7], updated_at=r[8],
+        pk=r[0],
+        workflow=r[1],
+        scope=r[2],
+        id=r[3],
+        status=r[4],
+        params=bytes(r[5]),
+        generation=r[6],
+        created_at=r[7],
+        updated_at=r[8],
         output=None if r[9] is None else bytes(r[9]),
         error=None if r[10] is None else ErrorInfo(r[10], r[11] or ""),
-        wake_at=r[12], started_at=r[13], ended_at=r[14],
+        wake_at=r[12],
+        started_at=r[13],
+        ended_at=r[14],
     )
 
 
 def _entry(r: Sequence[Any]) -> JournalEntry:
     return JournalEntry(
-        name=r[0], count=r[1], kind=r[2], state=r[3],
+        name=r[0],
+        count=r[1],
+        kind=r[2],
+        state=r[3],
         value=None if r[4] is None else bytes(r[4]),
         error=None if r[5] is None else ErrorInfo(r[5], r[6] or ""),
-        attempt=r[7], wake_at=r[8], event_type=r[9],
+        attempt=r[7],
+        wake_at=r[8],
+        event_type=r[9],
     )
 
 
@@ -95,10 +111,17 @@ def _put_step(conn: sqlite3.Connection, pk: int, e: JournalEntry) -> None:
         "INSERT OR REPLACE INTO steps (instance_pk, name, count, kind, state, value, error_name, "
         "error_message, attempt, wake_at, event_type) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (
-            pk, e.name, e.count, e.kind, e.state, e.value,
+            pk,
+            e.name,
+            e.count,
+            e.kind,
+            e.state,
+            e.value,
             None if e.error is None else e.error.name,
             None if e.error is None else e.error.message,
-            e.attempt, e.wake_at, e.event_type,
+            e.attempt,
+            e.wake_at,
+            e.event_type,
         ),
     )
 
@@ -140,7 +163,9 @@ class _Writer(threading.Thread):
         current = conn.execute("PRAGMA user_version").fetchone()[0]
         for version, sql in migrations():
             if version > current:
-                conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={version};\nCOMMIT;")
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={version};\nCOMMIT;"
+                )
 
     def _loop(self, conn: sqlite3.Connection) -> None:
         while True:
@@ -179,7 +204,9 @@ class _Writer(threading.Thread):
             results = [self._run_alone(conn, item) for item in batch]
         _resolve(results)
 
-    def _run_alone(self, conn: sqlite3.Connection, item: _Item) -> tuple[_Item, Any, BaseException | None]:
+    def _run_alone(
+        self, conn: sqlite3.Connection, item: _Item
+    ) -> tuple[_Item, Any, BaseException | None]:
         try:
             conn.execute("BEGIN IMMEDIATE")
             value = item[0](conn)
@@ -195,7 +222,9 @@ class _Writer(threading.Thread):
 
 
 def _resolve(results: list[tuple[_Item, Any, BaseException | None]]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    by_loop: dict[
+        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+    ] = {}
     for (_, fut, loop), value, exc in results:
         by_loop.setdefault(loop, []).append((fut, value, exc))
     for loop, items in by_loop.items():
@@ -221,9 +250,7 @@ class SQLiteStorage:
 
     def __init__(self, path: str | os.PathLike[str], *, durability: str = "full") -> None:
         if durability not in ("full", "normal"):
-            raise ConfigurationError(
-                f"durability must be 'full' or 'normal', got {durability!r}"
-            )
+            raise ConfigurationError(f"durability must be 'full' or 'normal', got {durability!r}")
         self.path = Path(path)
         self._synchronous = durability.upper()
         self._writer: _Writer | None = None
@@ -284,9 +311,16 @@ class SQLiteStorage:
                     continue
                 out.append(
                     InstanceRow(
-                        pk=cur.lastrowid or 0, workflow=it.workflow, scope=it.scope, id=it.id,
-                        status=Status.QUEUED, params=it.params, generation=0, created_at=now,
-                        updated_at=now, wake_at=now,
+                        pk=cur.lastrowid or 0,
+                        workflow=it.workflow,
+                        scope=it.scope,
+                        id=it.id,
+                        status=Status.QUEUED,
+                        params=it.params,
+                        generation=0,
+                        created_at=now,
+                        updated_at=now,
+                        wake_at=now,
                     )
                 )
             return out
@@ -372,10 +406,19 @@ class SQLiteStorage:
                     (now, now, row.pk),
                 )
                 row = InstanceRow(
-                    pk=row.pk, workflow=row.workflow, scope=row.scope, id=row.id,
-                    status=Status.RUNNING, params=row.params, generation=row.generation,
-                    created_at=row.created_at, updated_at=now, output=row.output,
-                    error=row.error, wake_at=None, started_at=row.started_at or now,
+                    pk=row.pk,
+                    workflow=row.workflow,
+                    scope=row.scope,
+                    id=row.id,
+                    status=Status.RUNNING,
+                    params=row.params,
+                    generation=row.generation,
+                    created_at=row.created_at,
+                    updated_at=now,
+                    output=row.output,
+                    error=row.error,
+                    wake_at=None,
+                    started_at=row.started_at or now,
                     ended_at=row.ended_at,
                 )
                 claims.append(Claim(row, _journal(conn, row.pk)))
@@ -424,17 +467,32 @@ class SQLiteStorage:
             ).fetchone()
             if ev is None:
                 _put_step(
-                    conn, pk,
-                    JournalEntry(name, count, StepKind.WAIT, StepState.WAITING, wake_at=deadline,
-                                 event_type=event_type),
+                    conn,
+                    pk,
+                    JournalEntry(
+                        name,
+                        count,
+                        StepKind.WAIT,
+                        StepState.WAITING,
+                        wake_at=deadline,
+                        event_type=event_type,
+                    ),
                 )
                 return WaitResult(deadline, None)
             conn.execute("UPDATE events SET consumed=1 WHERE seq=?", (ev[0],))
             value = event_value(event_type, bytes(ev[1]), ev[2])
             _put_step(
-                conn, pk,
-                JournalEntry(name, count, StepKind.WAIT, StepState.DONE, value=value,
-                             wake_at=deadline, event_type=event_type),
+                conn,
+                pk,
+                JournalEntry(
+                    name,
+                    count,
+                    StepKind.WAIT,
+                    StepState.DONE,
+                    value=value,
+                    wake_at=deadline,
+                    event_type=event_type,
+                ),
             )
             return WaitResult(deadline, value)
 
@@ -518,8 +576,13 @@ class SQLiteStorage:
                 "UPDATE instances SET status=?, output=?, error_name=?, error_message=?, "
                 "wake_at=NULL, updated_at=?, ended_at=? WHERE pk=?",
                 (
-                    status, output, None if error is None else error.name,
-                    None if error is None else error.message, now, now, pk,
+                    status,
+                    output,
+                    None if error is None else error.name,
+                    None if error is None else error.message,
+                    now,
+                    now,
+                    pk,
                 ),
             )
             return True

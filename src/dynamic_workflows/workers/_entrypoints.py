@@ -54,7 +54,7 @@ class ExecutionContext:
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
 
-    waitUntil = wait_until  # noqa: N815 - Cloudflare's spelling
+    waitUntil = wait_until
 
     def pass_through_on_exception(self) -> None:
         """Accepted for compatibility; there is no origin to fall back to here."""

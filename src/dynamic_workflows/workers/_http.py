@@ -3,6 +3,7 @@ can cross a process boundary (method, URL, headers, body)."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -94,9 +95,9 @@ class Request:
         self.url = url
         self.method = method.upper()
         self.headers = Headers(headers)
-        self._body = _to_bytes(body)
+        self._body: builtins.bytes = _to_bytes(body)
 
-    async def bytes(self) -> bytes:
+    async def bytes(self) -> builtins.bytes:
         return self._body
 
     async def text(self) -> str:
@@ -105,7 +106,7 @@ class Request:
     async def json(self) -> Any:
         return decode(self._body) if self._body else None
 
-    def body_bytes(self) -> bytes:
+    def body_bytes(self) -> builtins.bytes:
         """The body, without awaiting (for the runtime)."""
         return self._body
 
@@ -127,14 +128,12 @@ class Response:
         self.status = int(status)
         self.status_text = status_text
         self.headers = Headers(headers)
-        self._body = _to_bytes(body)
+        self._body: builtins.bytes = _to_bytes(body)
         if isinstance(body, str) and not self.headers.has("content-type"):
             self.headers.set("content-type", "text/plain;charset=UTF-8")
 
     @classmethod
-    def json(
-        cls, data: Any, status: int = 200, headers: HeadersInit | Headers = None
-    ) -> Response:
+    def json(cls, data: Any, status: int = 200, headers: HeadersInit | Headers = None) -> Response:
         response = cls(encode(data), status=status, headers=headers)
         if not response.headers.has("content-type"):
             response.headers.set("content-type", "application/json")
@@ -144,7 +143,7 @@ class Response:
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
-    async def bytes(self) -> bytes:
+    async def bytes(self) -> builtins.bytes:
         return self._body
 
     async def text(self) -> str:
@@ -153,7 +152,7 @@ class Response:
     async def json_body(self) -> Any:
         return decode(self._body) if self._body else None
 
-    def body_bytes(self) -> bytes:
+    def body_bytes(self) -> builtins.bytes:
         """The body, without awaiting (for the runtime)."""
         return self._body
 
