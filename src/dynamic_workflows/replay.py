@@ -46,18 +46,24 @@ async def drive(
         return await run()
 
     task: asyncio.Task[Any] = asyncio.ensure_future(body())
-    quiet = asyncio.ensure_future(state.quiescent.wait())
-    try:
-        await asyncio.wait({task, quiet}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        await _unwind(task, state)
+    while True:
+        quiet = asyncio.ensure_future(state.quiescent.wait())
+        try:
+            await asyncio.wait({task, quiet}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            quiet.cancel()
+            await _unwind(task, state)
+            return Cancelled()
         quiet.cancel()
-        return Cancelled()
-    quiet.cancel()
-    if not task.done():
-        outcome: RunOutcome = Suspended(wake_at=state.wake_at(), paused=state.held_by_pause)
-        await _unwind(task, state)
-        return outcome
+        if task.done():
+            break
+        # Between the signal and now a timer may have woken a branch: check again, and decide
+        # without awaiting, so that nothing can move between the check and the unwinding.
+        if state.active == 0 and state.blocked > 0:
+            outcome: RunOutcome = Suspended(wake_at=state.wake_at(), paused=state.held_by_pause)
+            await _unwind(task, state)
+            return outcome
+        state.quiescent.clear()
     if task.cancelled():
         return Cancelled()
     exc = task.exception()

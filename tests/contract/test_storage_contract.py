@@ -1,0 +1,482 @@
+"""The storage contract: every backend must pass every test here, unchanged.
+
+A new backend (PostgreSQL) is added by adding a fixture parameter.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dynamic_workflows.codec import decode
+from dynamic_workflows.journal import ErrorInfo, JournalEntry, StepKind, StepState
+from dynamic_workflows.storage import MemoryStorage, SQLiteStorage, Storage
+from dynamic_workflows.storage.base import NewInstance, Status
+from dynamic_workflows.storage.sqlite import migrations
+
+T0 = 1_000_000.0
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    store: Storage
+    if request.param == "memory":
+        store = MemoryStorage()
+    else:
+        store = SQLiteStorage(tmp_path / "contract.sqlite3")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def new(id: str, workflow: str = "wf", scope: str = "", params: bytes = b"null") -> NewInstance:
+    return NewInstance(workflow, scope, id, params)
+
+
+async def claim_one(storage: Storage, now: float = T0) -> tuple[int, int]:
+    claims = await storage.claim_due(now, 1)
+    assert len(claims) == 1
+    row = claims[0].instance
+    return row.pk, row.generation
+
+
+def done(name: str, count: int, value: bytes = b"1") -> JournalEntry:
+    return JournalEntry(name, count, StepKind.DO, StepState.DONE, value=value, attempt=1)
+
+
+# -- creating and reading -----------------------------------------------------------------------
+
+
+async def test_create_returns_queued_rows_and_skips_existing(storage: Storage) -> None:
+    rows = await storage.create_instances([new("a", params=b'{"x":1}'), new("b")], T0)
+    assert [r.id if r else None for r in rows] == ["a", "b"]
+    assert all(r is not None and r.status == Status.QUEUED and r.wake_at == T0 for r in rows)
+    again = await storage.create_instances([new("a"), new("c"), new("c")], T0 + 1)
+    assert again[0] is None
+    assert again[1] is not None
+    assert again[1].id == "c"
+    assert again[2] is None  # the same id twice in one call is created once
+    got = await storage.get_instance("wf", "", "a")
+    assert got is not None
+    assert got.params == b'{"x":1}'
+    assert got.created_at == T0
+
+
+async def test_ids_are_scoped_by_workflow_and_scope(storage: Storage) -> None:
+    rows = await storage.create_instances(
+        [new("same"), new("same", workflow="other"), new("same", scope="tenant-a")], T0
+    )
+    assert all(r is not None for r in rows)
+    assert len({r.pk for r in rows if r}) == 3
+    assert await storage.get_instance("wf", "tenant-b", "same") is None
+    a = await storage.get_instance("wf", "tenant-a", "same")
+    assert a is not None
+    assert a.scope == "tenant-a"
+
+
+async def test_get_missing_returns_none(storage: Storage) -> None:
+    assert await storage.get_instance("wf", "", "nope") is None
+    assert await storage.get_instance_by_pk(12345) is None
+
+
+async def test_list_and_count_filter_and_order_newest_first(storage: Storage) -> None:
+    for i in range(5):
+        await storage.create_instances([new(f"i{i}")], T0 + i)
+    await storage.create_instances([new("x", workflow="other")], T0)
+    rows = await storage.list_instances("wf")
+    assert [r.id for r in rows] == ["i4", "i3", "i2", "i1", "i0"]
+    assert [r.id for r in await storage.list_instances("wf", limit=2, offset=1)] == ["i3", "i2"]
+    await claim_one(storage, T0 + 10)
+    running = await storage.list_instances("wf", status=Status.RUNNING)
+    assert [r.id for r in running] == ["i0"]
+    assert await storage.count_instances("wf") == {Status.QUEUED: 4, Status.RUNNING: 1}
+    assert sum((await storage.count_instances()).values()) == 6
+
+
+# -- claiming -------------------------------------------------------------------------------------
+
+
+async def test_claim_due_takes_earliest_first_and_only_due(storage: Storage) -> None:
+    await storage.create_instances([new("late")], T0 + 5)
+    await storage.create_instances([new("early")], T0)
+    assert await storage.next_due() == T0
+    assert await storage.claim_due(T0 - 1, 10) == []
+    claims = await storage.claim_due(T0 + 10, 1)
+    assert [c.instance.id for c in claims] == ["early"]
+    assert claims[0].instance.status == Status.RUNNING
+    assert claims[0].instance.wake_at is None
+    assert claims[0].journal == []
+    assert await storage.next_due() == T0 + 5
+    assert [c.instance.id for c in await storage.claim_due(T0 + 10, 10)] == ["late"]
+    assert await storage.claim_due(T0 + 10, 10) == []  # nothing is claimed twice
+    assert await storage.next_due() is None
+
+
+async def test_claim_returns_the_journal(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    assert await storage.record_step(pk, gen, done("s", 1), T0)
+    assert await storage.suspend_run(pk, gen, T0 + 5, False, T0) == Status.WAITING
+    claims = await storage.claim_due(T0 + 5, 10)
+    assert [(e.name, e.count, e.value) for e in claims[0].journal] == [("s", 1, b"1")]
+
+
+# -- journal writes are fenced by generation and status ---------------------------------------
+
+
+async def test_record_step_upserts_and_is_fenced(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    retry = JournalEntry(
+        "s", 1, StepKind.DO, StepState.RETRYING, error=ErrorInfo("E", "m"), attempt=1,
+        wake_at=T0 + 10,
+    )
+    assert await storage.record_step(pk, gen, retry, T0)
+    assert await storage.record_step(pk, gen, done("s", 1, b'"ok"'), T0)
+    journal = await storage.load_journal(pk)
+    assert len(journal) == 1
+    assert journal[0].state == StepState.DONE
+    assert decode(journal[0].value or b"") == "ok"
+    assert not await storage.record_step(pk, gen + 1, done("t", 1), T0)  # stale generation
+    await storage.control(pk, "terminate", T0)
+    assert not await storage.record_step(pk, gen, done("u", 1), T0)  # no longer running
+    assert [e.name for e in await storage.load_journal(pk)] == ["s"]
+
+
+async def test_journal_entry_fields_round_trip(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    entries = [
+        JournalEntry("d", 1, StepKind.DO, StepState.FAILED, error=ErrorInfo("E", "msg"), attempt=6),
+        JournalEntry("z", 1, StepKind.SLEEP, StepState.SLEEPING, wake_at=T0 + 3600),
+        JournalEntry("d", 2, StepKind.DO, StepState.DONE, value=b'{"a":[1,2]}', attempt=2),
+    ]
+    for e in entries:
+        assert await storage.record_step(pk, gen, e, T0)
+    got = sorted(await storage.load_journal(pk), key=lambda e: (e.name, e.count))
+    assert got == sorted(entries, key=lambda e: (e.name, e.count))
+
+
+# -- events and waits -------------------------------------------------------------------------------
+
+
+async def test_buffered_event_is_consumed_by_a_later_wait(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    assert await storage.add_event(pk, "approval", b'{"ok":true}', T0 + 1) is None
+    result = await storage.register_wait(pk, gen, "w", 1, "approval", T0 + 100, T0 + 2)
+    assert result is not None
+    assert result.deadline == T0 + 100
+    assert result.value is not None
+    assert decode(result.value) == {"type": "approval", "payload": {"ok": True}, "timestamp": T0 + 1}
+    # consumed: a second wait of that type does not get it again
+    second = await storage.register_wait(pk, gen, "w", 2, "approval", T0 + 100, T0 + 3)
+    assert second is not None
+    assert second.value is None
+
+
+async def test_event_of_another_type_is_not_consumed(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    await storage.add_event(pk, "other", b"1", T0)
+    first = await storage.register_wait(pk, gen, "w", 1, "approval", T0 + 100, T0)
+    assert first is not None
+    assert first.value is None
+    later = await storage.register_wait(pk, gen, "v", 1, "other", T0 + 100, T0)
+    assert later is not None
+    assert later.value is not None
+
+
+async def test_event_for_a_waiting_instance_consumes_and_wakes_it(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    await storage.register_wait(pk, gen, "w", 1, "go", T0 + 100, T0)
+    assert await storage.suspend_run(pk, gen, T0 + 100, False, T0) == Status.WAITING
+    delivery = await storage.add_event(pk, "go", b'"p"', T0 + 5)
+    assert delivery is not None
+    assert (delivery.name, delivery.count) == ("w", 1)
+    assert decode(delivery.value)["payload"] == "p"
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert row.status == Status.QUEUED
+    assert row.wake_at == T0 + 5
+    (entry,) = await storage.load_journal(pk)
+    assert entry.state == StepState.DONE
+    assert entry.value == delivery.value
+
+
+async def test_event_during_a_live_run_makes_the_hibernation_wake_at_once(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    await storage.register_wait(pk, gen, "w", 1, "go", T0 + 100, T0)
+    delivery = await storage.add_event(pk, "go", b"1", T0 + 1)
+    assert delivery is not None
+    # the run decided to hibernate until T0 + 50 without seeing the event: it must not sleep
+    assert await storage.suspend_run(pk, gen, T0 + 50, False, T0 + 2) == Status.WAITING
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert row.wake_at == T0 + 1
+
+
+async def test_event_after_the_deadline_is_buffered_not_consumed(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    await storage.register_wait(pk, gen, "w", 1, "go", T0 + 10, T0)
+    assert await storage.add_event(pk, "go", b"1", T0 + 11) is None
+
+
+async def test_expire_wait_times_out_unless_an_event_won(storage: Storage) -> None:
+    await storage.create_instances([new("a"), new("b")], T0)
+    pk, gen = await claim_one(storage)
+    await storage.register_wait(pk, gen, "w", 1, "go", T0 + 10, T0)
+    err = ErrorInfo("WorkflowTimeoutError", "timed out")
+    assert await storage.expire_wait(pk, gen, "w", 1, err, T0 + 10) == (True, None)
+    (entry,) = await storage.load_journal(pk)
+    assert entry.state == StepState.FAILED
+    assert entry.error == err
+
+    pk2, gen2 = await claim_one(storage)
+    await storage.register_wait(pk2, gen2, "w", 1, "go", T0 + 10, T0)
+    delivery = await storage.add_event(pk2, "go", b"7", T0 + 5)
+    assert delivery is not None
+    assert await storage.expire_wait(pk2, gen2, "w", 1, err, T0 + 10) == (False, delivery.value)
+
+
+async def test_events_to_finished_or_missing_instances(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    assert await storage.finish_run(pk, gen, Status.COMPLETE, b"1", None, T0)
+    assert await storage.add_event(pk, "go", b"1", T0) is None
+    assert await storage.add_event(99999, "go", b"1", T0) is None
+
+
+# -- ending and hibernating runs ------------------------------------------------------------------
+
+
+async def test_finish_run_records_output_or_error_once(storage: Storage) -> None:
+    await storage.create_instances([new("a"), new("b")], T0)
+    pk, gen = await claim_one(storage)
+    assert await storage.finish_run(pk, gen, Status.COMPLETE, b'{"r":1}', None, T0 + 1)
+    assert not await storage.finish_run(pk, gen, Status.ERRORED, None, ErrorInfo("E", "m"), T0)
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert (row.status, row.output, row.error, row.ended_at) == (
+        Status.COMPLETE, b'{"r":1}', None, T0 + 1,
+    )
+    pk2, gen2 = await claim_one(storage)
+    assert await storage.finish_run(pk2, gen2, Status.ERRORED, None, ErrorInfo("E", "m"), T0)
+    row2 = await storage.get_instance_by_pk(pk2)
+    assert row2 is not None
+    assert row2.error == ErrorInfo("E", "m")
+
+
+async def test_suspend_sets_wake_at_and_paused_when_pause_was_asked(storage: Storage) -> None:
+    await storage.create_instances([new("a"), new("b")], T0)
+    pk, gen = await claim_one(storage)
+    assert await storage.suspend_run(pk, gen, T0 + 60, False, T0) == Status.WAITING
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert (row.status, row.wake_at) == (Status.WAITING, T0 + 60)
+    assert await storage.suspend_run(pk, gen, T0 + 60, False, T0) is None  # not live any more
+
+    pk2, gen2 = await claim_one(storage)
+    result = await storage.control(pk2, "pause", T0)
+    assert result is not None
+    assert result.after == Status.WAITING_FOR_PAUSE
+    assert await storage.suspend_run(pk2, gen2, T0 + 60, True, T0) == Status.PAUSED
+    row2 = await storage.get_instance_by_pk(pk2)
+    assert row2 is not None
+    assert row2.wake_at is None
+
+
+async def test_suspend_held_by_a_lifted_pause_requeues_at_once(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    await storage.control(pk, "pause", T0)
+    await storage.control(pk, "resume", T0 + 1)  # back to running before the run wound down
+    assert await storage.suspend_run(pk, gen, None, True, T0 + 2) == Status.WAITING
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert row.wake_at == T0 + 2
+
+
+async def test_release_run_requeues(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    assert await storage.release_run(pk, gen, T0 + 3)
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert (row.status, row.wake_at) == (Status.QUEUED, T0 + 3)
+    assert not await storage.release_run(pk, gen, T0 + 3)
+
+
+# -- control ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "action", "before", "after"),
+    [
+        ("queued", "pause", Status.QUEUED, Status.PAUSED),
+        ("running", "pause", Status.RUNNING, Status.WAITING_FOR_PAUSE),
+        ("waiting", "pause", Status.WAITING, Status.PAUSED),
+        ("complete", "pause", Status.COMPLETE, Status.COMPLETE),
+        ("paused", "resume", Status.PAUSED, Status.QUEUED),
+        ("complete", "resume", Status.COMPLETE, Status.COMPLETE),
+        ("running", "terminate", Status.RUNNING, Status.TERMINATED),
+        ("waiting", "terminate", Status.WAITING, Status.TERMINATED),
+        ("complete", "terminate", Status.COMPLETE, Status.COMPLETE),
+        ("complete", "restart", Status.COMPLETE, Status.QUEUED),
+        ("running", "restart", Status.RUNNING, Status.QUEUED),
+    ],
+)
+async def test_control_transitions(
+    storage: Storage, setup: str, action: str, before: str, after: str
+) -> None:
+    await storage.create_instances([new("a")], T0)
+    row = await storage.get_instance("wf", "", "a")
+    assert row is not None
+    pk = row.pk
+    if setup != "queued":
+        pk, gen = await claim_one(storage)
+        await storage.record_step(pk, gen, done("s", 1), T0)
+        if setup == "waiting":
+            await storage.suspend_run(pk, gen, T0 + 100, False, T0)
+        elif setup == "complete":
+            await storage.finish_run(pk, gen, Status.COMPLETE, b"1", None, T0)
+        elif setup == "paused":
+            await storage.control(pk, "pause", T0)
+            await storage.suspend_run(pk, gen, None, True, T0)
+    result = await storage.control(pk, action, T0 + 1)
+    assert result is not None
+    assert (result.before, result.after) == (before, after)
+    current = await storage.get_instance_by_pk(pk)
+    assert current is not None
+    assert current.status == after
+    if action in ("terminate", "restart") and before != after or action == "restart":
+        assert result.generation == row.generation + 1
+    if action == "restart":
+        assert await storage.load_journal(pk) == []
+        assert current.output is None
+        assert current.wake_at == T0 + 1
+    if after in (Status.PAUSED, Status.TERMINATED, Status.COMPLETE):
+        assert current.wake_at is None
+
+
+async def test_control_of_missing_instance(storage: Storage) -> None:
+    assert await storage.control(4242, "pause", T0) is None
+
+
+async def test_restart_drops_consumed_events_and_keeps_buffered_ones(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    await storage.add_event(pk, "x", b"1", T0)
+    await storage.register_wait(pk, gen, "w", 1, "x", T0 + 100, T0)  # consumes it
+    await storage.add_event(pk, "y", b"2", T0)  # buffered
+    result = await storage.control(pk, "restart", T0)
+    assert result is not None
+    pk2, gen2 = await claim_one(storage, T0 + 1)
+    again = await storage.register_wait(pk2, gen2, "w", 1, "x", T0 + 100, T0 + 1)
+    assert again is not None
+    assert again.value is None
+    kept = await storage.register_wait(pk2, gen2, "v", 1, "y", T0 + 100, T0 + 1)
+    assert kept is not None
+    assert kept.value is not None
+
+
+async def test_delete_removes_everything(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    await storage.record_step(pk, gen, done("s", 1), T0)
+    await storage.add_event(pk, "x", b"1", T0)
+    assert await storage.delete_instance(pk)
+    assert not await storage.delete_instance(pk)
+    assert await storage.get_instance("wf", "", "a") is None
+    assert await storage.load_journal(pk) == []
+    # the id can be used again
+    (row,) = await storage.create_instances([new("a")], T0)
+    assert row is not None
+
+
+async def test_recover_requeues_running_and_pauses_waiting_for_pause(storage: Storage) -> None:
+    await storage.create_instances([new("a"), new("b"), new("c")], T0)
+    pk_a, _ = await claim_one(storage)
+    pk_b, _ = await claim_one(storage)
+    await storage.control(pk_b, "pause", T0)
+    assert await storage.recover(T0 + 9) == 1
+    a = await storage.get_instance_by_pk(pk_a)
+    b = await storage.get_instance_by_pk(pk_b)
+    assert a is not None
+    assert b is not None
+    assert (a.status, a.wake_at) == (Status.QUEUED, T0 + 9)
+    assert (b.status, b.wake_at) == (Status.PAUSED, None)
+
+
+# -- SQLite specifics ---------------------------------------------------------------------------
+
+
+async def test_sqlite_migrations_produce_the_schema_and_are_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite3"
+    store = SQLiteStorage(path)
+    await store.open()
+    await store.close()
+    await store.open()  # a second open migrates nothing and keeps the data layout
+    await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+    assert version == migrations()[-1][0]
+    assert {"instances", "steps", "events"} <= tables
+    assert mode == "wal"
+
+
+async def test_sqlite_group_commit_batches_concurrent_writes(tmp_path: Path) -> None:
+    import asyncio
+
+    store = SQLiteStorage(tmp_path / "g.sqlite3")
+    await store.open()
+    try:
+        await asyncio.gather(*(store.create_instances([new(f"i{i}")], T0) for i in range(200)))
+        stats = store.stats
+        assert stats["operations"] >= 200
+        # 200 concurrent writes must not cost 200 fsyncs
+        assert stats["commits"] < 100
+    finally:
+        await store.close()
+
+
+async def test_sqlite_data_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "d.sqlite3"
+    store = SQLiteStorage(path)
+    await store.open()
+    await store.create_instances([new("a", params=b'{"k":"v"}')], T0)
+    pk, gen = await claim_one(store)
+    await store.record_step(pk, gen, done("s", 1, b'"r"'), T0)
+    await store.close()
+    store2 = SQLiteStorage(path)
+    await store2.open()
+    try:
+        row = await store2.get_instance("wf", "", "a")
+        assert row is not None
+        assert row.params == b'{"k":"v"}'
+        assert [e.value for e in await store2.load_journal(pk)] == [b'"r"']
+    finally:
+        await store2.close()
+
+
+async def test_sqlite_bad_path_is_a_clear_error(tmp_path: Path) -> None:
+    from dynamic_workflows.errors import StorageError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    store = SQLiteStorage(blocker / "sub" / "db.sqlite3")
+    with pytest.raises((StorageError, OSError)):
+        await store.open()
