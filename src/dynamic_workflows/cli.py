@@ -46,7 +46,9 @@ def _find_workflow(path: Path, class_name: str | None) -> type[WorkflowEntrypoin
     found = {
         name: obj
         for name, obj in vars(module).items()
-        if isinstance(obj, type) and issubclass(obj, WorkflowEntrypoint) and obj is not WorkflowEntrypoint
+        if isinstance(obj, type)
+        and issubclass(obj, WorkflowEntrypoint)
+        and obj is not WorkflowEntrypoint
     }
     if class_name is not None:
         if class_name not in found:
@@ -73,15 +75,26 @@ def main() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--class", "class_name", help="The WorkflowEntrypoint class (if FILE has several).")
 @click.option("--params", help="The instance's params, as JSON.")
-@click.option("--id", "instance_id", help="Instance id; an existing one is resumed, not re-created.")
-@click.option("--db", help="Storage URL or SQLite path (default: FILE's folder/.dwf/state.sqlite3).")
 @click.option(
-    "--event", "events", multiple=True, metavar="TYPE=JSON",
+    "--id", "instance_id", help="Instance id; an existing one is resumed, not re-created."
+)
+@click.option(
+    "--db", help="Storage URL or SQLite path (default: FILE's folder/.dwf/state.sqlite3)."
+)
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    metavar="TYPE=JSON",
     help="Send an event once the instance exists (repeatable).",
 )
 def run(
-    file: Path, class_name: str | None, params: str | None, instance_id: str | None,
-    db: str | None, events: tuple[str, ...],
+    file: Path,
+    class_name: str | None,
+    params: str | None,
+    instance_id: str | None,
+    db: str | None,
+    events: tuple[str, ...],
 ) -> None:
     """Run a workflow from FILE until it completes, printing each status change."""
     workflow = _find_workflow(file, class_name)
@@ -102,7 +115,10 @@ def run(
 
 
 async def _run(
-    workflow: type[WorkflowEntrypoint], url: str, params: Any, instance_id: str | None,
+    workflow: type[WorkflowEntrypoint],
+    url: str,
+    params: Any,
+    instance_id: str | None,
     events: list[tuple[str, Any]],
 ) -> dict[str, Any]:
     engine = Engine(open_storage(url))
@@ -127,5 +143,7 @@ async def _run(
             if last in TERMINAL:
                 return status
             await asyncio.sleep(0.05)
+
+
 if __name__ == "__main__":
     main()

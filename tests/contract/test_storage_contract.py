@@ -133,7 +133,12 @@ async def test_record_step_upserts_and_is_fenced(storage: Storage) -> None:
     await storage.create_instances([new("a")], T0)
     pk, gen = await claim_one(storage)
     retry = JournalEntry(
-        "s", 1, StepKind.DO, StepState.RETRYING, error=ErrorInfo("E", "m"), attempt=1,
+        "s",
+        1,
+        StepKind.DO,
+        StepState.RETRYING,
+        error=ErrorInfo("E", "m"),
+        attempt=1,
         wake_at=T0 + 10,
     )
     assert await storage.record_step(pk, gen, retry, T0)
@@ -162,7 +167,7 @@ async def test_journal_entry_fields_round_trip(storage: Storage) -> None:
     assert got == sorted(entries, key=lambda e: (e.name, e.count))
 
 
-# -- events and waits -------------------------------------------------------------------------------
+# -- events and waits ------------------------------------------------------------------------
 
 
 async def test_buffered_event_is_consumed_by_a_later_wait(storage: Storage) -> None:
@@ -173,7 +178,11 @@ async def test_buffered_event_is_consumed_by_a_later_wait(storage: Storage) -> N
     assert result is not None
     assert result.deadline == T0 + 100
     assert result.value is not None
-    assert decode(result.value) == {"type": "approval", "payload": {"ok": True}, "timestamp": T0 + 1}
+    assert decode(result.value) == {
+        "type": "approval",
+        "payload": {"ok": True},
+        "timestamp": T0 + 1,
+    }
     # consumed: a second wait of that type does not get it again
     second = await storage.register_wait(pk, gen, "w", 2, "approval", T0 + 100, T0 + 3)
     assert second is not None
@@ -266,7 +275,10 @@ async def test_finish_run_records_output_or_error_once(storage: Storage) -> None
     row = await storage.get_instance_by_pk(pk)
     assert row is not None
     assert (row.status, row.output, row.error, row.ended_at) == (
-        Status.COMPLETE, b'{"r":1}', None, T0 + 1,
+        Status.COMPLETE,
+        b'{"r":1}',
+        None,
+        T0 + 1,
     )
     pk2, gen2 = await claim_one(storage)
     assert await storage.finish_run(pk2, gen2, Status.ERRORED, None, ErrorInfo("E", "m"), T0)
@@ -357,7 +369,7 @@ async def test_control_transitions(
     current = await storage.get_instance_by_pk(pk)
     assert current is not None
     assert current.status == after
-    if action in ("terminate", "restart") and before != after or action == "restart":
+    if (action == "terminate" and before != after) or action == "restart":
         assert result.generation == row.generation + 1
     if action == "restart":
         assert await storage.load_journal(pk) == []

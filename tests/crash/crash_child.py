@@ -81,7 +81,9 @@ def main() -> None:
         async with engine:
             ids = [f"i{i}" for i in range(n)]
             for start in range(0, n, 100):
-                await binding.create_batch([{"id": i, "params": {}} for i in ids[start:start + 100]])
+                await binding.create_batch(
+                    [{"id": i, "params": {}} for i in ids[start : start + 100]]
+                )
             while True:
                 counts = await engine.storage.count_instances("crashy")
                 if counts.get("complete", 0) + counts.get("errored", 0) >= n:

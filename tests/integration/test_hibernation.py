@@ -16,8 +16,16 @@ SCRIPT = Path(__file__).parents[2] / "bench" / "waiting.py"
 def test_ten_thousand_waiting_instances_hibernate(tmp_path: Path) -> None:
     out = tmp_path / "waiting.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--instances", "10000", "--db", str(tmp_path / "w.db"),
-         "--json", str(out)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--instances",
+            "10000",
+            "--db",
+            str(tmp_path / "w.db"),
+            "--json",
+            str(out),
+        ],
         capture_output=True,
         timeout=600,
         check=False,
