@@ -133,5 +133,9 @@ class WorkflowBinding:
         """The instance ``id``; raises InstanceNotFoundError."""
         return Instance(self._engine, await self._engine.get(self.name, self.scope, id))
 
+    def with_scope(self, scope: str) -> WorkflowBinding:
+        """The same workflow seen through another id scope (a tenant's own namespace)."""
+        return WorkflowBinding(self._engine, self.name, scope=scope)
+
     def __repr__(self) -> str:
         return f"<WorkflowBinding {self.name}>"

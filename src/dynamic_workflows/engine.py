@@ -294,6 +294,11 @@ class Engine:
         self._workflows[name] = WorkflowDefinition(name, entrypoint, env)
         return WorkflowBinding(self, name)
 
+    def set_env(self, name: str, env: Any) -> None:
+        """Replace the env a registered workflow's entrypoint is built with (an env often holds
+        bindings to this very engine, so it can only be made after ``register``)."""
+        self._definition(name).env = env
+
     def workflow(self, name: str, *, scope: str = "") -> WorkflowBinding:
         """The binding of a registered workflow (``scope`` isolates instance ids)."""
         from .binding import WorkflowBinding

@@ -1,0 +1,211 @@
+"""The dispatch library: route every run of one Workflow to the tenant code that created it.
+
+Python port of ``@cloudflare/dynamic-workflows``: a platform's dispatcher hands each tenant a
+*wrapped* Workflow binding (:func:`wrap_workflow_binding`) that stores routing metadata with every
+instance it creates, and exports a workflow class made by
+:func:`create_dynamic_workflow_entrypoint`, which reads that metadata back on every run (every
+wake-up) to load the tenant's code and forward ``run(event, step)`` to it.
+
+Persisted envelope (exactly the reference's)::
+
+    {"__dispatcherMetadata": <metadata>, "params": <tenant params>}
+
+Where the reference is weak, this one is better: a wrapped binding only sees instances created
+through a binding with the same metadata (others look like ids that do not exist), so tenants'
+ids never collide or leak; ``terminate``/``restart`` options and ``delete`` are forwarded; absent
+params round-trip as None; tenant code never sees the metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from .codec import SerializationError, encode
+from .errors import DynamicWorkflowsError, WorkflowError
+from .workers import WorkflowEntrypoint
+
+__all__ = [
+    "METADATA_KEY",
+    "DynamicWorkflowBinding",
+    "MissingDispatcherMetadataError",
+    "bind_env",
+    "create_dynamic_workflow_entrypoint",
+    "dispatch_workflow",
+    "wrap_workflow_binding",
+]
+
+METADATA_KEY = "__dispatcherMetadata"
+
+_current_env: contextvars.ContextVar[Any] = contextvars.ContextVar("dwf_dispatcher_env")
+_MISSING: Any = object()
+
+
+class MissingDispatcherMetadataError(DynamicWorkflowsError):
+    """A dynamic workflow's event carries no dispatcher metadata: the instance was created
+    through the raw binding instead of a wrapped one."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "dynamic-workflows: workflow event is missing dispatcher metadata. Did you forget to "
+            "wrap the Workflow binding with wrap_workflow_binding()?"
+        )
+
+
+@contextlib.contextmanager
+def bind_env(env: Any) -> Iterator[None]:
+    """Make ``env`` the dispatcher env that :func:`wrap_workflow_binding` resolves bindings in
+    (the host does this around every call into dispatcher code)."""
+    token = _current_env.set(env)
+    try:
+        yield
+    finally:
+        _current_env.reset(token)
+
+
+def _scope_of(metadata: Any) -> str:
+    try:
+        canonical = encode(_sorted(metadata))
+    except SerializationError as exc:
+        raise WorkflowError(f"dispatcher metadata must be JSON-serialisable: {exc}") from None
+    return "m-" + hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _sorted(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list | tuple):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def _wrap_params(metadata: Any, options: Any, id: Any, params: Any) -> dict[str, Any]:
+    if options is not None:
+        if not isinstance(options, Mapping):
+            raise WorkflowError(
+                f"create() options must be a dict with 'id' and/or 'params', got "
+                f"{type(options).__name__}"
+            )
+        id = options.get("id", id)
+        params = options.get("params", params)
+    wrapped: dict[str, Any] = {
+        "params": {METADATA_KEY: metadata, "params": None if params is _MISSING else params}
+    }
+    if id is not None:
+        wrapped["id"] = id
+    return wrapped
+
+
+class DynamicWorkflowBinding:
+    """What tenant code sees as ``env.WORKFLOWS``: ``create``, ``create_batch`` and ``get`` on the
+    real binding, with the dispatcher's metadata attached and ids scoped to that metadata.
+
+    The metadata and the real binding are private: across the sandbox only the public methods are
+    reachable."""
+
+    def __init__(self, metadata: Any, *, binding_name: str = "WORKFLOWS", env: Any = None) -> None:
+        self._metadata = metadata
+        self._binding_name = binding_name
+        self._env = env if env is not None else _current_env.get(None)
+        self._scope = _scope_of(metadata)
+
+    def _binding(self) -> Any:
+        env = self._env if self._env is not None else _current_env.get(None)
+        binding = None
+        if env is not None:
+            binding = (
+                env.get(self._binding_name)
+                if isinstance(env, Mapping)
+                else getattr(env, self._binding_name, None)
+            )
+        if binding is None:
+            raise WorkflowError(
+                f'dynamic-workflows: no Workflow binding named "{self._binding_name}" found on '
+                "env. Pass the name of the binding declared in the dispatcher's wrangler config "
+                'as wrap_workflow_binding(..., binding_name="...").'
+            )
+        with_scope = getattr(binding, "with_scope", None)
+        return with_scope(self._scope) if with_scope is not None else binding
+
+    async def create(
+        self,
+        options: Mapping[str, Any] | None = None,
+        /,
+        *,
+        id: str | None = None,
+        params: Any = _MISSING,
+    ) -> Any:
+        """Create an instance of the tenant's workflow (``create(id=..., params=...)`` or
+        ``create({"id", "params"})``)."""
+        wrapped = _wrap_params(self._metadata, options, id, params)
+        return await self._binding().create(wrapped)
+
+    async def create_batch(self, batch: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Create up to 100 instances; existing ids are skipped."""
+        if not isinstance(batch, list | tuple):
+            raise WorkflowError("create_batch() takes a list of {'id', 'params'} dicts")
+        items = [_wrap_params(self._metadata, item, None, _MISSING) for item in batch]
+        result: list[Any] = await self._binding().create_batch(items)
+        return result
+
+    createBatch = create_batch  # Cloudflare's spelling
+
+    async def get(self, id: str) -> Any:
+        """An instance created through a binding with the same metadata; any other id raises
+        ``InstanceNotFoundError``, exactly as an id that does not exist."""
+        return await self._binding().get(id)
+
+    def __repr__(self) -> str:
+        return f"<DynamicWorkflowBinding {self._binding_name}>"
+
+
+def wrap_workflow_binding(
+    metadata: Any, *, binding_name: str = "WORKFLOWS"
+) -> DynamicWorkflowBinding:
+    """A Workflow binding for tenant code: every instance it creates carries ``metadata``, which
+    the dynamic entrypoint uses to route runs back to this tenant's code."""
+    return DynamicWorkflowBinding(metadata, binding_name=binding_name)
+
+
+LoadRunner = Callable[[dict[str, Any]], Any]
+
+
+async def dispatch_workflow(
+    *, env: Any, ctx: Any, event: Mapping[str, Any], step: Any, load_runner: LoadRunner
+) -> Any:
+    """Unwrap the envelope, load the tenant's runner (``load_runner({"metadata", "env",
+    "ctx"})``, sync or async, called on every run) and forward ``run(inner_event, step)``."""
+    payload = event.get("payload") if isinstance(event, Mapping) else None
+    if not isinstance(payload, Mapping) or METADATA_KEY not in payload or "params" not in payload:
+        raise MissingDispatcherMetadataError()
+    runner = load_runner({"metadata": payload[METADATA_KEY], "env": env, "ctx": ctx})
+    if inspect.isawaitable(runner):
+        runner = await runner
+    inner = {
+        "payload": payload["params"],
+        "timestamp": event.get("timestamp"),
+        "instanceId": event.get("instanceId"),
+    }
+    result = runner.run(inner, step)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def create_dynamic_workflow_entrypoint(
+    load_runner: Callable[[dict[str, Any]], Any | Awaitable[Any]],
+) -> type[WorkflowEntrypoint]:
+    """The workflow class to export under the ``class_name`` of the dispatcher's config."""
+
+    class DynamicWorkflowEntrypoint(WorkflowEntrypoint):
+        async def run(self, event: Any, step: Any) -> Any:
+            with bind_env(self.env):
+                return await dispatch_workflow(
+                    env=self.env, ctx=self.ctx, event=event, step=step, load_runner=load_runner
+                )
+
+    return DynamicWorkflowEntrypoint
