@@ -1,0 +1,255 @@
+"""Our engine's benchmark scenarios. Each prints one JSON object on stdout.
+
+``python bench/ours.py SCENARIO [--mode trusted|sandboxed] [options]``; ``bench/run.py`` runs
+them all, side by side with the peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from dynamic_workflows import Engine, SQLiteStorage
+from dynamic_workflows.workers import WorkflowEntrypoint
+
+
+class ThreeSteps(WorkflowEntrypoint):
+    async def run(self, event: Any, step: Any) -> Any:
+        @step.do("a")
+        async def a() -> int:
+            return 1
+
+        @step.do("b")
+        async def b(a: int) -> int:
+            return a + 1
+
+        @step.do("c")
+        async def c(b: int) -> int:
+            return b + 1
+
+        return await c()
+
+
+SEQUENTIAL_LATENCIES: list[float] = []
+
+
+class Sequential(WorkflowEntrypoint):
+    async def run(self, event: Any, step: Any) -> Any:
+        n = event["payload"]["steps"]
+        last = time.perf_counter()
+        for i in range(n):
+
+            @step.do("s")
+            async def s() -> int:
+                return i  # noqa: B023 - awaited in this same iteration
+
+            await s()
+            now = time.perf_counter()
+            SEQUENTIAL_LATENCIES.append(now - last)
+            last = now
+        return n
+
+
+class SleepUntil(WorkflowEntrypoint):
+    async def run(self, event: Any, step: Any) -> Any:
+        due = event["payload"]["due"]
+        await step.sleep_until("alarm", due * 1000)
+
+        @step.do("woke")
+        async def woke() -> float:
+            return time.time() - due
+
+        return await woke()
+
+
+# -- the sandboxed path: the engine runs a trusted dispatcher that forwards to the loader -----
+
+TENANT_SOURCE = """
+from workers import WorkflowEntrypoint
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("a")
+        async def a():
+            return 1
+
+        @step.do("b")
+        async def b(a):
+            return a + 1
+
+        @step.do("c")
+        async def c(b):
+            return b + 1
+
+        return await c()
+"""
+
+
+def sandboxed_entrypoint() -> tuple[type, Any]:
+    """A dispatcher workflow whose run forwards to the tenant's code in a sandboxed worker."""
+    from dynamic_workflows.sandbox.loader import Loader
+
+    loader = Loader()
+    code = {"main_module": "tenant.py", "modules": {"tenant.py": TENANT_SOURCE}}
+
+    class Dispatcher(WorkflowEntrypoint):
+        async def run(self, event: Any, step: Any) -> Any:
+            stub = loader.get("bench-tenant", lambda: code)
+            return await stub.get_entrypoint("TenantWorkflow").run(event, step)
+
+    return Dispatcher, loader
+
+
+async def wait_all(engine: Engine, workflow: str, n: int, timeout: float = 600) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await engine.storage.count_instances(workflow)
+        if counts.get("complete", 0) + counts.get("errored", 0) >= n:
+            return counts
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{counts} after {timeout} s")
+        await asyncio.sleep(0.005)
+
+
+async def throughput(n: int, concurrency: int, mode: str, db: Path) -> dict[str, Any]:
+    engine = Engine(SQLiteStorage(db), concurrency=concurrency)
+    loader = None
+    if mode == "sandboxed":
+        entry, loader = sandboxed_entrypoint()
+    else:
+        entry = ThreeSteps
+    binding = engine.register("three", entry)
+    async with engine:
+        if loader is not None and hasattr(loader, "start"):
+            await loader.start()
+        # warm the path (and the tenant's worker) before timing
+        await binding.create_batch([{"params": {}} for _ in range(20)])
+        await wait_all(engine, "three", 20)
+        t0 = time.perf_counter()
+        for start in range(0, n, 100):
+            await binding.create_batch([{"params": {}} for _ in range(min(100, n - start))])
+        counts = await wait_all(engine, "three", n + 20)
+        elapsed = time.perf_counter() - t0
+        stats = getattr(engine.storage, "stats", {})
+        if loader is not None and hasattr(loader, "close"):
+            await loader.close()
+    return {
+        "instances": n,
+        "concurrency": concurrency,
+        "mode": mode,
+        "seconds": elapsed,
+        "per_second": n / elapsed,
+        "errored": counts.get("errored", 0),
+        "operations_per_commit": stats.get("operations", 0) / max(1, stats.get("commits", 1)),
+    }
+
+
+async def sequential(steps: int, db: Path) -> dict[str, Any]:
+    SEQUENTIAL_LATENCIES.clear()
+    engine = Engine(SQLiteStorage(db))
+    binding = engine.register("seq", Sequential)
+    async with engine:
+        await binding.create(params={"steps": steps})
+        await wait_all(engine, "seq", 1)
+    lat = sorted(SEQUENTIAL_LATENCIES)
+    return {
+        "steps": steps,
+        "p50_ms": statistics.median(lat) * 1000,
+        "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
+        "mean_ms": statistics.fmean(lat) * 1000,
+    }
+
+
+async def timers(n: int, db: Path, lead: float) -> dict[str, Any]:
+    engine = Engine(SQLiteStorage(db), concurrency=256)
+    binding = engine.register("alarm", SleepUntil)
+    async with engine:
+        due = time.time() + lead
+        for start in range(0, n, 100):
+            await binding.create_batch(
+                [{"params": {"due": due}} for _ in range(min(100, n - start))]
+            )
+        deadline = time.monotonic() + 600
+        while True:
+            counts = await engine.storage.count_instances("alarm")
+            if counts.get("waiting", 0) >= n or time.time() >= due:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(str(counts))
+            await asyncio.sleep(0.01)
+        all_asleep_before_due = counts.get("waiting", 0) >= n and time.time() < due
+        await wait_all(engine, "alarm", n)
+        rows = await engine.storage.list_instances("alarm", limit=n + 1)
+    late = sorted(json.loads(r.output or b"0") for r in rows)
+    return {
+        "instances": n,
+        "all_asleep_before_due": all_asleep_before_due,
+        "p50_late_ms": late[len(late) // 2] * 1000,
+        "p99_late_ms": late[int(len(late) * 0.99) - 1] * 1000,
+        "max_late_ms": late[-1] * 1000,
+    }
+
+
+def floor(n: int, db: Path) -> dict[str, Any]:
+    """The machine's floor for the 3-step workload: plain calls, one batched insert per step."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE steps (instance INTEGER, name TEXT, value BLOB)")
+
+    def step(x: int) -> int:
+        return x + 1
+
+    t0 = time.perf_counter()
+    values = [0] * n
+    for name in ("a", "b", "c"):
+        values = [step(v) for v in values]
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO steps VALUES (?, ?, ?)",
+            ((i, name, json.dumps(v).encode()) for i, v in enumerate(values)),
+        )
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return {"instances": n, "seconds": elapsed, "per_second": n / elapsed}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=["throughput", "sequential", "timers", "floor"])
+    parser.add_argument("--instances", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--mode", choices=["trusted", "sandboxed"], default="trusted")
+    parser.add_argument("--lead", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.sqlite3"
+        if args.scenario == "throughput":
+            result = asyncio.run(throughput(args.instances, args.concurrency, args.mode, db))
+        elif args.scenario == "sequential":
+            result = asyncio.run(sequential(args.steps, db))
+        elif args.scenario == "timers":
+            result = asyncio.run(timers(args.instances, db, args.lead))
+        else:
+            result = floor(args.instances, db)
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""The benchmark command: every scenario on our engine and on the peer (DBOS), in one run.
+
+    .venv/bin/python bench/run.py [--quick] [--json FILE] [--markdown bench/RESULTS.md]
+
+Each measurement runs in its own process. The table gives, per row, our figure, the peer's (or
+the reference's published figure where the peer has no equivalent), the ratio in our favour, and
+the target. Ratios hold on a noisy machine where absolute figures do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+
+
+@dataclass
+class Row:
+    name: str
+    ours: float | None
+    peer: float | None
+    unit: str
+    higher_is_better: bool
+    target: str
+    met: bool | None
+    note: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.ours or not self.peer:
+            return None
+        return self.ours / self.peer if self.higher_is_better else self.peer / self.ours
+
+
+def run_json(args: list[str], timeout: float = 1800) -> dict[str, Any]:
+    proc = subprocess.run(
+        [PY, *args], capture_output=True, text=True, timeout=timeout, cwd=HERE.parent, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def peer_available() -> bool:
+    try:
+        import dbos  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def sandbox_available() -> bool:
+    try:
+        import dynamic_workflows.sandbox.loader  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "ms":
+        return f"{value:.3f} ms"
+    if unit == "B":
+        return f"{value:,.0f} B"
+    return f"{value:,.0f} {unit}"
+
+
+def fmt_ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
+    return f"{ratio:,.1f}x" if ratio >= 1 else f"{ratio:.3f}x"
+
+
+def scenarios(quick: bool) -> list[tuple[str, Callable[[], list[Row]]]]:
+    n = 400 if quick else 2000
+    peer_n = 200 if quick else 2000
+    waiting_n = 10_000 if quick else 100_000
+    timer_n = 2000 if quick else 10_000
+    have_peer = peer_available()
+
+    def throughput() -> list[Row]:
+        ours = run_json(["bench/ours.py", "throughput", "--instances", str(n)])
+        peer = (
+            run_json(["bench/peer_dbos.py", "throughput", "--instances", str(peer_n)])
+            if have_peer
+            else None
+        )
+        row = Row(
+            "throughput, 3-step instances/s (c=50), trusted in-process",
+            ours["per_second"],
+            peer["per_second"] if peer else None,
+            "/s",
+            True,
+            ">= 1,500/s and >= 20x DBOS",
+            None,
+            raw={"ours": ours, "peer": peer},
+        )
+        row.met = ours["per_second"] >= 1500 and (row.ratio is None or row.ratio >= 20)
+        rows = [row]
+        if sandbox_available():
+            sb = run_json(
+                ["bench/ours.py", "throughput", "--instances", str(n), "--mode", "sandboxed"]
+            )
+            srow = Row(
+                "throughput, 3-step instances/s (c=50), tenant code in the sandbox",
+                sb["per_second"],
+                peer["per_second"] if peer else None,
+                "/s",
+                True,
+                ">= 1,500/s and >= 20x DBOS",
+                None,
+                raw={"ours": sb},
+            )
+            srow.met = sb["per_second"] >= 1500 and (srow.ratio is None or srow.ratio >= 20)
+            rows.insert(0, srow)
+        return rows
+
+    def sequential() -> list[Row]:
+        ours = run_json(["bench/ours.py", "sequential", "--steps", "1000"])
+        peer = (
+            run_json(["bench/peer_dbos.py", "sequential", "--steps", "1000"]) if have_peer else None
+        )
+        return [
+            Row(
+                "sequential durable step, p50",
+                ours["p50_ms"],
+                peer["p50_ms"] if peer else None,
+                "ms",
+                False,
+                "p50 <= 0.5 ms",
+                ours["p50_ms"] <= 0.5,
+                note=f"p99 {ours['p99_ms']:.2f} ms",
+                raw={"ours": ours, "peer": peer},
+            )
+        ]
+
+    def waiting() -> list[Row]:
+        ours = run_json(["bench/waiting.py", "--instances", str(waiting_n)])
+        per = ours["rss_bytes_per_waiting_instance"]
+        return [
+            Row(
+                f"memory per waiting instance ({waiting_n:,} waiting)",
+                per,
+                None,
+                "B",
+                False,
+                "<= 2 KiB of process memory",
+                per <= 2048,
+                note=f"heap {ours['heap_bytes_per_waiting_instance']:.0f} B, "
+                f"live runs {ours['live_runs_while_waiting']}",
+                raw={"ours": ours},
+            ),
+            Row(
+                "events completing waiting instances",
+                ours["events_completed_per_second"],
+                None,
+                "/s",
+                True,
+                "(reported)",
+                None,
+                raw={"ours": ours},
+            ),
+        ]
+
+    def timers() -> list[Row]:
+        ours = run_json(["bench/ours.py", "timers", "--instances", str(timer_n), "--lead", "10"])
+        return [
+            Row(
+                f"timers: {timer_n:,} sleepers due at once, p99 lateness",
+                ours["p99_late_ms"],
+                None,
+                "ms",
+                False,
+                "p99 <= 100 ms",
+                ours["p99_late_ms"] <= 100,
+                note=f"p50 {ours['p50_late_ms']:.0f} ms, max {ours['max_late_ms']:.0f} ms",
+                raw={"ours": ours},
+            )
+        ]
+
+    def floor() -> list[Row]:
+        ours = run_json(["bench/ours.py", "throughput", "--instances", str(n)])
+        fl = run_json(["bench/ours.py", "floor", "--instances", str(n)])
+        return [
+            Row(
+                "floor: same workload as plain calls + 1 batched insert per step",
+                ours["per_second"],
+                fl["per_second"],
+                "/s",
+                True,
+                "(how close to the machine)",
+                None,
+                note="ratio = our share of the floor",
+                raw={"ours": ours, "floor": fl},
+            )
+        ]
+
+    out = [
+        ("throughput", throughput),
+        ("sequential step latency", sequential),
+        ("waiting instances", waiting),
+        ("timers", timers),
+        ("floor", floor),
+    ]
+    return out
+
+
+def render(rows: list[Row], console: Console) -> None:
+    table = Table(title="dynamic-workflows vs DBOS Transact (SQLite, durable commits)")
+    for col in ("scenario", "ours", "peer / ref", "ratio", "target", "met", "note"):
+        table.add_column(col)
+    for r in rows:
+        ratio = fmt_ratio(r.ratio)
+        met = "-" if r.met is None else ("yes" if r.met else "NO")
+        table.add_row(
+            r.name, fmt(r.ours, r.unit), fmt(r.peer, r.unit), ratio, r.target, met, r.note
+        )
+    console.print(table)
+
+
+def markdown(rows: list[Row], machine: dict[str, Any]) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}; "
+        f"run {machine['date']} with `{machine['command']}`.",
+        "",
+        "| scenario | ours | peer (DBOS) / reference | ratio | target | met | note |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        ratio = fmt_ratio(r.ratio)
+        met = "-" if r.met is None else ("yes" if r.met else "**no**")
+        lines.append(
+            f"| {r.name} | {fmt(r.ours, r.unit)} | {fmt(r.peer, r.unit)} | {ratio} | {r.target} "
+            f"| {met} | {r.note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run every benchmark, ours and the peer's.")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    parser.add_argument("--json", type=Path, default=HERE / "results.json")
+    parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--only", action="append", default=None, help="run only these scenarios")
+    args = parser.parse_args(argv)
+    console = Console(width=200)
+    if not peer_available():
+        console.print("[yellow]DBOS is not installed (pip install -e '.[bench]'): no peer column")
+    rows: list[Row] = []
+    todo = [(n, f) for n, f in scenarios(args.quick) if not args.only or n in args.only]
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        for name, fn in todo:
+            task = progress.add_task(name, total=1)
+            try:
+                rows.extend(fn())
+            except Exception as exc:  # one failing scenario must not hide the others
+                rows.append(Row(name, None, None, "", True, "", False, note=f"FAILED: {exc}"[:200]))
+            progress.update(task, completed=1)
+    render(rows, console)
+    machine = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python bench/run.py" + (" --quick" if args.quick else ""),
+    }
+    args.json.write_text(
+        json.dumps(
+            {"machine": machine, "rows": [r.__dict__ | {"ratio": r.ratio} for r in rows]},
+            indent=2,
+            default=str,
+        )
+    )
+    if args.markdown:
+        args.markdown.write_text(markdown(rows, machine))
+    console.print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
