@@ -1,0 +1,197 @@
+"""The host side of a sandboxed ``run(event, step)``: the engine's step, served over a socket.
+
+The engine hands the dispatcher a host :class:`~dynamic_workflows.step.WorkflowStep`; when the
+dispatcher passes it on to a sandboxed entrypoint's ``run``, :class:`RunBridge` sends the
+journal, the host's ``now`` and the limits with the call, and serves the sandbox's step-channel
+requests by calling the host step's channel (the engine's live run). The sandbox replays and
+drives the run itself and answers with an outcome, which is turned back into what the engine
+expects from ``run``: a value, an exception, or the :class:`RunSuspended` /
+:class:`RunCancelled` signals.
+
+When the worker dies or breaks a limit mid-run, every attempt the sandbox announced
+(``attempt_started``) and did not finish is recorded as a failed attempt with a
+``SandboxError``, so the step's retry policy decides what happens next, and the run suspends
+until the earliest retry: the engine then replays it in a fresh process. A death while no
+attempt is open is retried :data:`MAX_DEATHS_OUTSIDE_STEPS` - 1 times before the run fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from ..codec import decode
+from ..errors import RunCancelled, RunSuspended
+from ..journal import Cancelled, Completed, ErrorInfo, Failed, Suspended
+from ..step import WorkflowStep
+from ..workers.workflows import error_name, rebuild_error
+from .errors import TenantWorkerError
+from .process import WorkerProcess
+from .protocol import (
+    Run,
+    StepAttempt,
+    StepComplete,
+    StepFail,
+    StepSleep,
+    StepWaitForEvent,
+    StepWake,
+)
+
+__all__ = ["MAX_DEATHS_OUTSIDE_STEPS", "SANDBOX_ERROR", "RunBridge"]
+
+SANDBOX_ERROR = "SandboxError"
+"""The error name recorded for an attempt whose worker died or broke a limit."""
+
+MAX_DEATHS_OUTSIDE_STEPS = 3
+"""A run whose worker dies this many times in a row while no step attempt is open fails."""
+
+_SETTLE_TIMEOUT = 10.0
+
+
+class RunBridge:
+    """Runs one wake-up of a workflow instance in a worker, on behalf of the host's ``step``."""
+
+    def __init__(
+        self,
+        worker: WorkerProcess,
+        step: WorkflowStep,
+        *,
+        strikes: dict[str, int] | None = None,
+        key: str = "",
+    ) -> None:
+        self._worker = worker
+        self._step = step
+        self._strikes = strikes if strikes is not None else {}
+        self._key = key
+        self._channel = step._channel
+        self._open: dict[tuple[str, int], tuple[int, float | None]] = {}
+        self._tasks: dict[asyncio.Task[None], bool] = {}
+        self._closed = False
+        self._call: int | None = None
+
+    async def run(self, entrypoint: str | None, event: Any) -> Any:
+        """Run ``entrypoint.run(event, step)`` in the worker; returns its value or raises what
+        the engine understands (the run's error, RunSuspended, RunCancelled)."""
+        step = self._step
+        journal = list(step._journal.values())
+        state = step.state
+
+        def message(call: int) -> Run:
+            self._call = call
+            return Run(call, entrypoint, event, journal, step._now, step._limits, state.paused)
+
+        state.add_pause_listener(self._on_pause)
+        try:
+            result = await self._worker.run(message, self)
+        except TenantWorkerError as exc:
+            self._closed = True
+            await self._settle()
+            raise await self._after_death(exc) from None
+        except BaseException:
+            self._closed = True
+            for task in self._tasks:
+                task.cancel()
+            raise
+        self._closed = True
+        self._strikes.pop(self._key, None)
+        await self._settle()
+        outcome = result.outcome
+        if isinstance(outcome, Completed):
+            return decode(outcome.output)
+        if isinstance(outcome, Failed):
+            raise rebuild_error(outcome.error.name, outcome.error.message)
+        if isinstance(outcome, Suspended):
+            raise RunSuspended(outcome.wake_at, outcome.paused)
+        assert isinstance(outcome, Cancelled)
+        raise RunCancelled()
+
+    def _on_pause(self, paused: bool) -> None:
+        if not self._closed and self._call is not None:
+            self._worker.send_pause(self._call, paused)
+
+    # -- the step channel, served ----------------------------------------------------------------
+
+    def on_step_message(self, message: Any) -> None:
+        """A step-channel message from the worker (called in arrival order)."""
+        if isinstance(message, StepAttempt):
+            self._open[(message.name, message.count)] = (message.attempt, message.retry_in)
+            return
+        if isinstance(message, StepComplete | StepFail):
+            # The attempt is over as far as the sandbox goes: whatever happens to the process
+            # now, this commit (not a SandboxError) is its record.
+            self._open.pop((message.name, message.count), None)
+        if self._closed:
+            self._worker.reply(message.id, error=ErrorInfo("RunCancelled", "the run has ended"))
+            return
+        task = asyncio.ensure_future(self._serve(message))
+        self._tasks[task] = isinstance(message, StepWake)
+        task.add_done_callback(self._tasks.pop)
+
+    async def _serve(self, message: Any) -> None:
+        channel = self._channel
+        value: Any
+        try:
+            if isinstance(message, StepComplete):
+                await channel.complete(message.name, message.count, message.value)
+                value = None
+            elif isinstance(message, StepFail):
+                value = await channel.fail(
+                    message.name, message.count, message.attempt, message.error, message.retry_in
+                )
+            elif isinstance(message, StepSleep):
+                value = await channel.sleep(
+                    message.name, message.count, message.until, message.seconds
+                )
+            elif isinstance(message, StepWaitForEvent):
+                registration = await channel.wait_for_event(
+                    message.name, message.count, message.event_type, message.timeout
+                )
+                value = [registration.deadline, registration.value]
+            elif isinstance(message, StepWake):
+                value = await channel.wake(message.name, message.count)
+            else:
+                raise TypeError(f"unexpected step message {type(message).__name__}")
+        except RunCancelled:
+            self._worker.reply(message.id, error=ErrorInfo("RunCancelled", "the run was stopped"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._worker.reply(message.id, error=ErrorInfo(error_name(exc), str(exc)))
+        else:
+            self._worker.reply(message.id, value)
+
+    async def _settle(self) -> None:
+        # Wake-ups wait on timers and events: nobody needs them once the run is over. Commits
+        # in progress must land before the engine records the outcome.
+        for task, is_wake in list(self._tasks.items()):
+            if is_wake:
+                task.cancel()
+        pending = list(self._tasks)
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait(pending, timeout=_SETTLE_TIMEOUT)
+
+    async def _after_death(self, exc: TenantWorkerError) -> BaseException:
+        """Record the open attempts as failed; the exception for the engine: RunSuspended
+        until the earliest retry, or the death itself if no step was running."""
+        if not self._open:
+            # Outside any step: the worker may have died of another call of the same tenant
+            # (replay then succeeds), or of run()'s own code (replay dies the same way). Retry
+            # a few times, then fail the run with the reason.
+            strikes = self._strikes.get(self._key, 0) + 1
+            if strikes >= MAX_DEATHS_OUTSIDE_STEPS:
+                self._strikes.pop(self._key, None)
+                return exc
+            self._strikes[self._key] = strikes
+            if len(self._strikes) > 10_000:  # forget the oldest
+                self._strikes.pop(next(iter(self._strikes)))
+            return RunSuspended(self._step._clock.now() + 0.05 * strikes, False)
+        error = ErrorInfo(SANDBOX_ERROR, str(exc))
+        wake_times: list[float] = []
+        for (name, count), (attempt, retry_in) in list(self._open.items()):
+            wake_at = await self._channel.fail(name, count, attempt, error, retry_in)
+            if wake_at is not None:
+                wake_times.append(wake_at)
+        self._open.clear()
+        return RunSuspended(min(wake_times) if wake_times else self._step._clock.now(), False)

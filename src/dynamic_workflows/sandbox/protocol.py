@@ -1,0 +1,481 @@
+"""The messages exchanged by the host and a worker process, version :data:`PROTOCOL_VERSION`.
+
+Every frame (see :mod:`.framing`) holds one msgpack-encoded, tagged message. The worker speaks
+first with :class:`Hello`; the host checks the version before decoding anything else.
+
+The fork server has its own small set on its control socket (:class:`ZygoteReady`,
+:class:`Spawn`, :class:`Spawned`, :class:`Exited`, :class:`Retire`); it never sees tenant code.
+
+Host -> worker: :class:`Load` (tenant code, as data), :class:`Call` (``fetch`` or an RPC
+method), :class:`Run` (a workflow's ``run`` with its journal), :class:`Pause`, :class:`Cancel`,
+:class:`Ping`, :class:`Shutdown`, and :class:`Reply` to the worker's own requests.
+
+Worker -> host: :class:`Hello`, :class:`Result` (of Load/Call), :class:`RunResult`,
+:class:`Pong`, and requests answered by a :class:`Reply`: :class:`CapCall` (a method of a
+binding), :class:`Fetch` (the tenant's global ``fetch``), and the step channel
+(:class:`StepComplete`, :class:`StepFail`, :class:`StepSleep`, :class:`StepWaitForEvent`,
+:class:`StepWake`). :class:`StepAttempt` is one-way: nothing answers it.
+
+Values inside messages (arguments, results, env) are msgpack data plus three extension types:
+capability references (a binding living on the host), ``Request`` and ``Response``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ..journal import ErrorInfo, JournalEntry, RunOutcome
+from ..limits import Limits
+from ..workers import Headers, Request, Response
+from .errors import ProtocolError, ProtocolVersionError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Call",
+    "Cancel",
+    "CapCall",
+    "CapRef",
+    "Codec",
+    "ControlMessage",
+    "Exited",
+    "Fetch",
+    "Hello",
+    "Load",
+    "Message",
+    "ModuleData",
+    "Pause",
+    "Ping",
+    "Pong",
+    "Reply",
+    "Result",
+    "Retire",
+    "Run",
+    "RunResult",
+    "Shutdown",
+    "Spawn",
+    "Spawned",
+    "StepAttempt",
+    "StepComplete",
+    "StepFail",
+    "StepSleep",
+    "StepWaitForEvent",
+    "StepWake",
+    "ZygoteReady",
+    "check_hello",
+    "decode_control",
+    "encode_control",
+]
+
+PROTOCOL_VERSION = 1
+"""Bumped on any change to a message's fields or meaning."""
+
+EXT_CAPABILITY = 1
+EXT_REQUEST = 2
+EXT_RESPONSE = 3
+
+
+class _Msg(msgspec.Struct, tag=True, array_like=True):
+    """Base of every message; the tag is the class name."""
+
+
+# -- handshake and control -------------------------------------------------------------------
+
+
+class Hello(_Msg):
+    """The worker is confined, warmed up and ready. Always the first frame."""
+
+    version: int
+    pid: int
+    isolation: str = ""
+    error: str | None = None
+    """Set instead of serving when the worker could not be confined (fail closed)."""
+
+
+class Ping(_Msg):
+    """Liveness probe; the worker answers :class:`Pong` from its event loop."""
+
+    id: int
+
+
+class Pong(_Msg):
+    """Answer to :class:`Ping`, with the worker's own accounting."""
+
+    id: int
+    cpu_seconds: float
+    private_bytes: int | None = None
+    """Private memory from ``/proc/self/smaps_rollup`` (None where it cannot be read)."""
+
+
+class Shutdown(_Msg):
+    """Exit now (the worker closes its socket and leaves)."""
+
+
+class Cancel(_Msg):
+    """Cancel the host-originated call ``id``."""
+
+    id: int
+
+
+class Pause(_Msg):
+    """The instance behind the run ``call`` was paused (True) or resumed (False)."""
+
+    call: int
+    paused: bool
+
+
+# -- host -> worker requests -------------------------------------------------------------------
+
+
+class ModuleData(msgspec.Struct, array_like=True, frozen=True):
+    """One tenant module. ``kind``: ``py``, ``text``, ``json`` or ``data``."""
+
+    name: str
+    kind: str
+    data: Any
+
+
+class Load(_Msg):
+    """Load tenant code into this (fresh) worker. Answered by a :class:`Result`."""
+
+    id: int
+    tenant: str
+    main_module: str
+    modules: list[ModuleData]
+    env: dict[str, Any]
+    outbound: str
+    """``host`` (the host fetches for the tenant), ``none`` (no network) or ``binding``."""
+    memory_bytes: int | None = None
+    compatibility_date: str | None = None
+    compatibility_flags: list[str] = []
+
+
+class Call(_Msg):
+    """Call ``method`` (``fetch`` or an RPC method) of an entrypoint (None: ``Default``)."""
+
+    id: int
+    entrypoint: str | None
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any] = {}
+    props: dict[str, Any] | None = None
+
+
+class Run(_Msg):
+    """Run ``run(event, step)`` of a workflow entrypoint over the host's journal."""
+
+    id: int
+    entrypoint: str | None
+    event: Any
+    journal: list[JournalEntry]
+    now: float
+    limits: Limits
+    paused: bool = False
+
+
+class Reply(_Msg):
+    """The host's answer to a worker request (:class:`CapCall`, :class:`Fetch`, ``Step*``)."""
+
+    id: int
+    value: Any = None
+    error: ErrorInfo | None = None
+
+
+# -- worker -> host ----------------------------------------------------------------------------
+
+
+class Result(_Msg):
+    """The answer to :class:`Load` or :class:`Call`: a value, or the error it raised."""
+
+    id: int
+    value: Any = None
+    error: ErrorInfo | None = None
+
+
+class RunResult(_Msg):
+    """The outcome of a :class:`Run`."""
+
+    id: int
+    outcome: RunOutcome
+
+
+class CapCall(_Msg):
+    """Call ``method`` of the host capability ``cap`` on behalf of the call ``call``."""
+
+    id: int
+    call: int
+    cap: int
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any] = {}
+
+
+class Fetch(_Msg):
+    """The tenant's global ``fetch(request)``, performed by the host (or its outbound binding)."""
+
+    id: int
+    call: int
+    request: Any
+
+
+class StepComplete(_Msg):
+    """``StepChannel.complete``."""
+
+    id: int
+    call: int
+    name: str
+    count: int
+    value: bytes
+
+
+class StepFail(_Msg):
+    """``StepChannel.fail``; the reply is the next attempt's time or None."""
+
+    id: int
+    call: int
+    name: str
+    count: int
+    attempt: int
+    error: ErrorInfo
+    retry_in: float | None
+
+
+class StepSleep(_Msg):
+    """``StepChannel.sleep``; the reply is the wake-up time."""
+
+    id: int
+    call: int
+    name: str
+    count: int
+    until: float | None
+    seconds: float
+
+
+class StepWaitForEvent(_Msg):
+    """``StepChannel.wait_for_event``; the reply is ``[deadline, event JSON or None]``."""
+
+    id: int
+    call: int
+    name: str
+    count: int
+    event_type: str
+    timeout: float
+
+
+class StepWake(_Msg):
+    """``StepChannel.wake``; the reply (event JSON or None) comes when the host wakes it."""
+
+    id: int
+    call: int
+    name: str
+    count: int
+
+
+class StepAttempt(_Msg):
+    """``StepChannel.attempt_started``: one-way, no reply."""
+
+    call: int
+    name: str
+    count: int
+    attempt: int
+    retry_in: float | None
+
+
+# -- host <-> zygote (the fork server's control socket) ------------------------------------------
+
+
+class ZygoteReady(_Msg):
+    """The fork server has imported the runtime and prepared confinement."""
+
+    version: int
+    pid: int
+    summary: str
+    safe: bool
+    error: str | None = None
+    """Set when the fork server refuses to serve (for example, fail-closed confinement)."""
+
+
+class Spawn(_Msg):
+    """Fork a worker; the worker's end of its socketpair rides along (SCM_RIGHTS)."""
+
+    id: int
+
+
+class Spawned(_Msg):
+    """The worker ``pid`` was forked; a pidfd for it rides along (SCM_RIGHTS)."""
+
+    id: int
+    pid: int
+    error: str | None = None
+
+
+class Exited(_Msg):
+    """The worker ``pid`` was reaped: ``status`` is its exit code, or minus the signal."""
+
+    pid: int
+    status: int
+
+
+class Retire(_Msg):
+    """Fork no more; exit once every worker forked so far has exited."""
+
+
+ControlMessage = ZygoteReady | Spawn | Spawned | Exited | Retire
+
+
+Message = (
+    Hello
+    | Ping
+    | Pong
+    | Shutdown
+    | Cancel
+    | Pause
+    | Load
+    | Call
+    | Run
+    | Reply
+    | Result
+    | RunResult
+    | CapCall
+    | Fetch
+    | StepComplete
+    | StepFail
+    | StepSleep
+    | StepWaitForEvent
+    | StepWake
+    | StepAttempt
+)
+
+
+class CapRef:
+    """A reference to an object living on the host. ``attrs`` are its simple attributes
+    (strings, numbers, booleans, None), snapshotted so the proxy can answer them at once.
+
+    A plain class, not a Struct, so that msgspec hands it to the extension hook wherever it
+    sits inside a value."""
+
+    __slots__ = ("attrs", "id")
+
+    def __init__(self, id: int, attrs: dict[str, Any] | None = None) -> None:
+        self.id = id
+        self.attrs = attrs or {}
+
+    def __repr__(self) -> str:
+        return f"CapRef({self.id}, {self.attrs!r})"
+
+
+_control_encoder = msgspec.msgpack.Encoder()
+_control_decoder: msgspec.msgpack.Decoder[ControlMessage] = msgspec.msgpack.Decoder(ControlMessage)
+
+
+def encode_control(message: _Msg) -> bytes:
+    """The bytes of a message on the fork server's control socket."""
+    return _control_encoder.encode(message)
+
+
+def decode_control(data: bytes) -> ControlMessage:
+    """A message from the fork server's control socket; ProtocolError if malformed."""
+    try:
+        return _control_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"malformed control message: {exc}") from None
+
+
+def check_hello(frame: bytes) -> Hello:
+    """Decode the first frame of a worker; a version mismatch raises ProtocolVersionError
+    before the rest of the message is interpreted (its layout may differ)."""
+    try:
+        raw = msgspec.msgpack.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"malformed handshake from worker: {exc}") from None
+    if not (isinstance(raw, list) and len(raw) >= 2 and raw[0] == "Hello"):
+        raise ProtocolError(f"expected a Hello handshake from the worker, got {raw!r:.200}")
+    if raw[1] != PROTOCOL_VERSION:
+        raise ProtocolVersionError(PROTOCOL_VERSION, raw[1])
+    try:
+        return msgspec.msgpack.decode(frame, type=Hello)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"malformed Hello: {exc}") from None
+
+
+_packer = msgspec.msgpack.Encoder()
+
+
+class Codec:
+    """Encodes and decodes messages for one connection.
+
+    ``export`` turns an object that is not plain data into a :class:`CapRef` (the host
+    registers a capability; the worker only re-exports the proxies it was given) and raises
+    TypeError for what cannot cross. ``resolve`` turns a received :class:`CapRef` back into an
+    object (the host finds the capability; the worker builds a proxy).
+    """
+
+    def __init__(
+        self,
+        *,
+        export: Callable[[object], CapRef] | None = None,
+        resolve: Callable[[CapRef], object] | None = None,
+        response_type: type[Response] = Response,
+    ) -> None:
+        self._export = export
+        self._resolve = resolve
+        self._response_type = response_type
+        self._encoder = msgspec.msgpack.Encoder(enc_hook=self._enc_hook)
+        self._decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(
+            Message, ext_hook=self._ext_hook
+        )
+
+    def encode(self, message: _Msg) -> bytes:
+        """The bytes of ``message``; TypeError names a value that cannot cross."""
+        return self._encoder.encode(message)
+
+    def decode(self, frame: bytes) -> Message:
+        """The message in ``frame``; ProtocolError if it is not one."""
+        try:
+            return self._decoder.decode(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProtocolError(f"malformed message: {exc}") from None
+
+    def _enc_hook(self, obj: object) -> Any:
+        if isinstance(obj, Request):
+            body = obj.body_bytes()
+            return msgspec.msgpack.Ext(
+                EXT_REQUEST, _packer.encode([obj.method, obj.url, obj.headers.items(), body])
+            )
+        if isinstance(obj, Response):
+            return msgspec.msgpack.Ext(
+                EXT_RESPONSE,
+                _packer.encode(
+                    [obj.status, obj.status_text, obj.headers.items(), obj.body_bytes()]
+                ),
+            )
+        if isinstance(obj, Headers):
+            return obj.items()
+        if not isinstance(obj, CapRef):
+            if self._export is None:
+                raise TypeError(_cannot_cross(obj))
+            obj = self._export(obj)
+        return msgspec.msgpack.Ext(EXT_CAPABILITY, _packer.encode([obj.id, obj.attrs]))
+
+    def _ext_hook(self, code: int, data: memoryview) -> Any:
+        if code == EXT_REQUEST:
+            method, url, headers, body = msgspec.msgpack.decode(data)
+            return Request(url, method=method, headers=headers, body=body)
+        if code == EXT_RESPONSE:
+            status, status_text, headers, body = msgspec.msgpack.decode(data)
+            return self._response_type(body, status, headers, status_text=status_text)
+        if code == EXT_CAPABILITY:
+            cap_id, attrs = msgspec.msgpack.decode(data, type=tuple[int, dict[str, Any]])
+            if self._resolve is None:
+                raise ProtocolError("unexpected capability reference")
+            return self._resolve(CapRef(cap_id, attrs))
+        raise ProtocolError(f"unknown msgpack extension type {code}")
+
+
+def _cannot_cross(obj: object) -> str:
+    return (
+        f"a {type(obj).__name__} cannot be sent across the worker boundary (only JSON-like "
+        "values, bytes, datetimes, Request, Response and bindings can)"
+    )

@@ -1,0 +1,238 @@
+"""The tenant side of a dynamic worker: its modules, its ``env`` and its entrypoints.
+
+Shared by the sandboxed worker process (:mod:`.worker`) and the in-process loader. Tenant
+modules are loaded from source strings (never from disk) and are *not* put in ``sys.modules``:
+each module's ``__builtins__`` carries an ``__import__`` that resolves the tenant's own module
+names first (so ``from tenants import x`` finds the tenant's ``tenants.py``, and two tenants in
+one process never see each other's modules), maps ``workers`` to the SDK with a ``fetch`` bound
+to this tenant's outbound policy, and hands everything else to the normal import system.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import types
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from .. import workers as _sdk
+from ..workers import (
+    Env,
+    ExecutionContext,
+    FetchResponse,
+    Request,
+    Response,
+    WorkerEntrypoint,
+    WorkflowEntrypoint,
+)
+from .code import ModuleSource
+
+__all__ = ["NO_NETWORK_MESSAGE", "Outbound", "TenantRuntime", "make_request"]
+
+NO_NETWORK_MESSAGE = (
+    "This worker is not permitted to access the internet via global functions like fetch(). "
+    "It must use capabilities (such as bindings in 'env') to talk to the outside world."
+)
+"""workerd's message, verbatim, for ``global_outbound: None``."""
+
+Outbound = Callable[[Request], Awaitable[Response]]
+
+
+def make_request(resource: Any, init: Mapping[str, Any] | None = None, **options: Any) -> Request:
+    """A Request from ``fetch``'s arguments: a URL or a Request, then ``method``, ``headers``,
+    ``body`` (from ``init`` or keyword arguments)."""
+    opts = dict(init or {})
+    opts.update(options)
+    unknown = set(opts) - {"method", "headers", "body"}
+    if unknown:
+        raise TypeError(f"fetch() got unsupported option(s) {sorted(unknown)}")
+    if isinstance(resource, Request):
+        return Request(
+            resource.url,
+            method=opts.get("method", resource.method),
+            headers=opts.get("headers", resource.headers),
+            body=opts.get("body", resource.body_bytes()),
+        )
+    if not isinstance(resource, str):
+        raise TypeError(f"fetch() needs a URL string or a Request, got {type(resource).__name__}")
+    return Request(
+        resource,
+        method=opts.get("method", "GET"),
+        headers=opts.get("headers"),
+        body=opts.get("body"),
+    )
+
+
+class TenantRuntime:
+    """One tenant's loaded code.
+
+    ``outbound`` performs the tenant's global ``fetch`` (None: no network, and ``fetch`` raises
+    :data:`NO_NETWORK_MESSAGE`).
+    """
+
+    def __init__(
+        self,
+        tenant: str,
+        sources: Iterable[ModuleSource],
+        main_module: str,
+        env: Mapping[str, Any],
+        outbound: Outbound | None,
+    ) -> None:
+        self.tenant = tenant
+        self._sources = {s.name: s for s in sources}
+        by_file = {s.filename: s for s in self._sources.values()}
+        self._main_name = by_file[main_module].name if main_module in by_file else main_module
+        self._packages = {
+            name.rsplit(".", i)[0] for name in self._sources for i in range(1, name.count(".") + 1)
+        }
+        self._modules: dict[str, types.ModuleType] = {}
+        self._outbound = outbound
+        self.env = Env(dict(env))
+        self._real_import = builtins.__import__
+        self._builtins = dict(builtins.__dict__)
+        self._builtins["__import__"] = self._import
+        self._builtins["fetch"] = self.fetch
+        self._workers = types.ModuleType("workers", _sdk.__doc__)
+        self._workers.__dict__.update(
+            {k: v for k, v in _sdk.__dict__.items() if not k.startswith("__") or k == "__all__"}
+        )
+        self._workers.__dict__["fetch"] = self.fetch
+        self._workers.__dict__["__getattr__"] = _sdk.__dict__["__getattr__"]
+
+    # -- modules ---------------------------------------------------------------------------------
+
+    @property
+    def main(self) -> types.ModuleType:
+        """The main module (loaded on first use)."""
+        return self._load(self._main_name)
+
+    def _is_tenant(self, name: str) -> bool:
+        top = name.partition(".")[0]
+        return top in self._sources or top in self._packages
+
+    def _load(self, name: str) -> types.ModuleType:
+        module = self._modules.get(name)
+        if module is not None:
+            return module
+        parent_name, _, last = name.rpartition(".")
+        parent = self._load(parent_name) if parent_name else None
+        src = self._sources.get(name)
+        if src is None and name not in self._packages:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        module = types.ModuleType(name)
+        module.__dict__["__builtins__"] = self._builtins
+        is_package = name in self._packages
+        if is_package:
+            module.__path__ = []
+        module.__package__ = name if is_package else parent_name
+        module.__file__ = src.filename if src is not None else None
+        self._modules[name] = module
+        try:
+            if src is not None:
+                if src.kind == "py":
+                    exec(compile(src.data, src.filename, "exec"), module.__dict__)
+                else:
+                    module.__dict__["default"] = src.data
+        except BaseException:
+            del self._modules[name]
+            raise
+        if parent is not None:
+            setattr(parent, last, module)
+        return module
+
+    def _import(
+        self,
+        name: str,
+        globals: Mapping[str, Any] | None = None,
+        locals: Mapping[str, Any] | None = None,
+        fromlist: tuple[str, ...] | list[str] | None = (),
+        level: int = 0,
+    ) -> types.ModuleType:
+        if level > 0 and globals is not None and globals.get("__builtins__") is self._builtins:
+            package = globals.get("__package__") or ""
+            parts = package.split(".") if package else []
+            if level - 1 > len(parts):
+                raise ImportError("attempted relative import beyond top-level package")
+            base = ".".join(parts[: len(parts) - (level - 1)])
+            name = f"{base}.{name}" if name and base else (name or base)
+            level = 0
+        if level == 0:
+            top = name.partition(".")[0]
+            if top == "workers":
+                if name == "workers":
+                    return self._workers
+                sub = self._real_import("dynamic_workflows." + name, fromlist=("_",))
+                return sub if fromlist else self._workers
+            if self._is_tenant(name):
+                module = self._load(name)
+                if not fromlist:
+                    return self._load(top)
+                for item in fromlist:
+                    qualified = f"{name}.{item}"
+                    if item != "*" and not hasattr(module, item) and self._is_known(qualified):
+                        self._load(qualified)
+                return module
+        return self._real_import(name, globals, locals, fromlist or (), level)
+
+    def _is_known(self, name: str) -> bool:
+        return name in self._sources or name in self._packages
+
+    # -- the global fetch ------------------------------------------------------------------------
+
+    async def fetch(
+        self, resource: Any, init: Mapping[str, Any] | None = None, /, **options: Any
+    ) -> Response:
+        """The tenant's global ``fetch``: through the outbound policy of its WorkerCode."""
+        if self._outbound is None:
+            raise RuntimeError(NO_NETWORK_MESSAGE)
+        response = await self._outbound(make_request(resource, init, **options))
+        if not isinstance(response, FetchResponse):  # so ``await response.json()`` reads it
+            response = FetchResponse(
+                response.body_bytes(),
+                response.status,
+                response.headers,
+                status_text=response.status_text,
+            )
+        return response
+
+    # -- entrypoints -----------------------------------------------------------------------------
+
+    def entrypoint_class(self, name: str | None) -> type:
+        """The class exported as ``name`` (None: ``Default``) by the main module."""
+        cls_name = name or "Default"
+        cls = self.main.__dict__.get(cls_name)
+        if cls is None:
+            raise TypeError(f"the main module has no entrypoint named {cls_name!r}")
+        if not (isinstance(cls, type) and issubclass(cls, WorkerEntrypoint | WorkflowEntrypoint)):
+            raise TypeError(f"{cls_name!r} is not a WorkerEntrypoint or WorkflowEntrypoint class")
+        return cls
+
+    def new_entrypoint(self, name: str | None, props: Mapping[str, Any] | None = None) -> Any:
+        """A fresh instance of the entrypoint ``name``, as for one request."""
+        return self.entrypoint_class(name)(ExecutionContext(props), self.env)
+
+    async def call(
+        self,
+        entrypoint: str | None,
+        method: str,
+        args: list[Any],
+        kwargs: Mapping[str, Any],
+        props: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Call ``method`` (``fetch`` or an RPC method) of a fresh entrypoint instance."""
+        instance = self.new_entrypoint(entrypoint, props)
+        if not isinstance(method, str) or not method or method.startswith("_"):
+            raise TypeError(f"{method!r} is not a method that can be called over RPC")
+        fn = getattr(instance, method, None)
+        if fn is None or not callable(fn):
+            raise TypeError(f"entrypoint {entrypoint or 'Default'!r} has no method {method!r}")
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        if method == "fetch" and not isinstance(result, Response):
+            raise TypeError(
+                f"fetch() of entrypoint {entrypoint or 'Default'!r} returned "
+                f"{type(result).__name__}, not a Response"
+            )
+        return result

@@ -1,0 +1,539 @@
+"""The worker process's main loop: one tenant's code, served over one socket.
+
+A worker is forked by the zygote, confined, warmed up, and then speaks :mod:`.protocol` with the
+host: it says :class:`~.protocol.Hello`, receives the tenant's code as data (:class:`Load`), and
+serves calls. Several calls may be in flight at once, multiplexed by id, each in its own task.
+
+Everything that leaves the process goes through the host over the socket: binding methods
+(:class:`CapabilityProxy`), the global ``fetch``, and a workflow's durable steps
+(:class:`RemoteStepChannel`): the sandbox runs the same replay logic as the engine
+(:class:`~dynamic_workflows.step.WorkflowStep` + :func:`~dynamic_workflows.replay.drive`), with
+the host's journal sent along with the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import errors as _errors
+from ..clock import SystemClock
+from ..journal import ErrorInfo, Failed, RunOutcome
+from ..replay import drive
+from ..step import RunState, WorkflowStep
+from ..workers import FetchResponse, Request, Response
+from ..workers.workflows import error_name, rebuild_error
+from .code import ModuleSource, module_import_name
+from .framing import DEFAULT_MAX_FRAME, FrameProtocol
+from .protocol import (
+    PROTOCOL_VERSION,
+    Call,
+    Cancel,
+    CapCall,
+    CapRef,
+    Codec,
+    Fetch,
+    Hello,
+    Load,
+    Message,
+    Pause,
+    Ping,
+    Pong,
+    Reply,
+    Result,
+    Run,
+    RunResult,
+    Shutdown,
+    StepAttempt,
+    StepComplete,
+    StepFail,
+    StepSleep,
+    StepWaitForEvent,
+    StepWake,
+    _Msg,
+)
+from .runtime import TenantRuntime
+
+__all__ = ["CapabilityProxy", "RemoteStepChannel", "WorkerServer", "current_call", "remote_error"]
+
+current_call: contextvars.ContextVar[int] = contextvars.ContextVar("dwf_current_call", default=0)
+"""The host call a piece of tenant code runs for (capability calls are scoped to it)."""
+
+_CONTROL_ERRORS: dict[str, type[BaseException]] = {
+    "RunCancelled": _errors.RunCancelled,
+}
+_PACKAGE_ERRORS: dict[str, type[Exception]] = {
+    name: getattr(_errors, name)
+    for name in _errors.__all__
+    if isinstance(getattr(_errors, name), type)
+    and issubclass(getattr(_errors, name), _errors.DynamicWorkflowsError)
+    and name
+    not in (
+        "InvalidInstanceIdError",
+        "InstanceAlreadyExistsError",
+        "InstanceNotFoundError",
+        "InvalidEventTypeError",
+        "CannotTerminateError",
+    )
+}
+
+
+def remote_error(info: ErrorInfo) -> BaseException:
+    """The exception to raise in the sandbox for an error the host reported."""
+    control = _CONTROL_ERRORS.get(info.name)
+    if control is not None:
+        return control()
+    cls = _PACKAGE_ERRORS.get(info.name)
+    if cls is not None:
+        try:
+            return cls(info.message)
+        except Exception:
+            pass
+    return rebuild_error(info.name, info.message)
+
+
+class CapabilityProxy:
+    """A binding living on the host. Attribute reads answer from the snapshot taken when the
+    capability was sent; any other attribute is a method whose calls travel to the host."""
+
+    __slots__ = ("_ref", "_server")
+
+    def __init__(self, server: WorkerServer, ref: CapRef) -> None:
+        self._server = server
+        self._ref = ref
+
+    def __getattr__(self, name: str) -> Any:
+        attrs = self._ref.attrs
+        if name in attrs:
+            return attrs[name]
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _RemoteMethod(self._server, self._ref.id, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _RemoteMethod(self._server, self._ref.id, "")(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<binding #{self._ref.id}>"
+
+
+class _RemoteMethod:
+    __slots__ = ("_cap", "_name", "_server")
+
+    def __init__(self, server: WorkerServer, cap: int, name: str) -> None:
+        self._server = server
+        self._cap = cap
+        self._name = name
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        call = current_call.get()
+        return await self._server.request(
+            lambda i: CapCall(i, call, self._cap, self._name, list(args), kwargs)
+        )
+
+    def __repr__(self) -> str:
+        return f"<remote method {self._name!r} of binding #{self._cap}>"
+
+
+class _Registration:
+    __slots__ = ("deadline", "value")
+
+    def __init__(self, deadline: float, value: bytes | None) -> None:
+        self.deadline = deadline
+        self.value = value
+
+
+class RemoteStepChannel:
+    """The sandbox side of :class:`~dynamic_workflows.step.StepChannel`: every method is a
+    request to the host, which performs it on the engine's live run."""
+
+    def __init__(self, server: WorkerServer, call: int) -> None:
+        self._server = server
+        self._call = call
+
+    async def complete(self, name: str, count: int, value: bytes) -> None:
+        await self._server.request(lambda i: StepComplete(i, self._call, name, count, value))
+
+    async def fail(
+        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+    ) -> float | None:
+        result = await self._server.request(
+            lambda i: StepFail(i, self._call, name, count, attempt, error, retry_in)
+        )
+        return None if result is None else float(result)
+
+    async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:
+        result = await self._server.request(
+            lambda i: StepSleep(i, self._call, name, count, until, seconds)
+        )
+        return float(result)
+
+    async def wait_for_event(
+        self, name: str, count: int, event_type: str, timeout: float
+    ) -> _Registration:
+        deadline, value = await self._server.request(
+            lambda i: StepWaitForEvent(i, self._call, name, count, event_type, timeout)
+        )
+        return _Registration(float(deadline), value)
+
+    async def wake(self, name: str, count: int) -> bytes | None:
+        result = await self._server.request(lambda i: StepWake(i, self._call, name, count))
+        return result if result is None else bytes(result)
+
+    def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
+        self._server.send(StepAttempt(self._call, name, count, attempt, retry_in))
+
+
+class WorkerServer:
+    """Serves the protocol on ``sock`` until the host closes it or says :class:`Shutdown`.
+
+    ``stats_fds``: descriptors of ``/proc/self/smaps_rollup`` and ``/proc/self/statm`` opened
+    before confinement (Landlock forbids opening ``/proc`` afterwards); they let the worker
+    report its private memory and measure its baseline address space for the memory limit.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        isolation: str = "",
+        stats_fds: tuple[int | None, int | None] = (None, None),
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        self._sock = sock
+        self._isolation = isolation
+        self._smaps_fd, self._statm_fd = stats_fds
+        self._max_frame = max_frame
+        self._codec = Codec(export=self._export, resolve=self._resolve, response_type=FetchResponse)
+        self._protocol: FrameProtocol | None = None
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._next_id = 1
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._runs: dict[int, RunState] = {}
+        self._runtime: TenantRuntime | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._clock = SystemClock()
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Call: self._on_call,
+            Run: self._on_run,
+            Reply: self._on_reply,
+            Load: self._on_load,
+            Ping: self._on_ping,
+            Cancel: self._on_cancel,
+            Pause: self._on_pause,
+            Shutdown: self._on_shutdown,
+        }
+
+    # -- connection ------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Say Hello, then serve until the connection ends."""
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        _, protocol = await loop.create_connection(
+            lambda: FrameProtocol(self._on_frame, self._on_close, max_size=self._max_frame),
+            sock=self._sock,
+        )
+        self._protocol = protocol
+        self.send(Hello(PROTOCOL_VERSION, os.getpid(), self._isolation))
+        await self._done
+
+    def send(self, message: _Msg) -> None:
+        """Send one message to the host (dropped if the connection is gone)."""
+        if self._protocol is None or self._protocol.closed:
+            return
+        self._protocol.send(self._codec.encode(message))
+
+    async def request(self, make: Callable[[int], _Msg]) -> Any:
+        """Send the request ``make(id)`` and return the value of the host's :class:`Reply`."""
+        request_id = self._next_id
+        self._next_id += 1
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            self.send(make(request_id))
+            reply = await future
+        finally:
+            self._pending.pop(request_id, None)
+        if reply.error is not None:
+            raise remote_error(reply.error)
+        return reply.value
+
+    def _on_frame(self, frame: bytes) -> None:
+        message: Message = self._codec.decode(frame)
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise _errors.DynamicWorkflowsError(
+                f"unexpected {type(message).__name__} message from the host"
+            )
+        handler(message)
+
+    def _on_close(self, exc: BaseException | None) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for future in self._pending.values():
+            if not future.done():
+                future.cancel()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    # -- capabilities ----------------------------------------------------------------------------
+
+    def _export(self, obj: object) -> CapRef:
+        if isinstance(obj, CapabilityProxy):
+            return obj._ref
+        raise TypeError(
+            f"a {type(obj).__name__} cannot be sent across the worker boundary (only JSON-like "
+            "values, bytes, datetimes, Request, Response and bindings can)"
+        )
+
+    def _resolve(self, ref: CapRef) -> object:
+        return CapabilityProxy(self, ref)
+
+    async def _outbound(self, request: Request) -> Response:
+        call = current_call.get()
+        response = await self.request(lambda i: Fetch(i, call, request))
+        if not isinstance(response, Response):
+            raise TypeError("the outbound fetch did not return a Response")
+        return response
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    def _on_reply(self, message: Reply) -> None:
+        future = self._pending.get(message.id)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    def _on_ping(self, message: Ping) -> None:
+        self.send(Pong(message.id, time.process_time(), self.private_bytes()))
+
+    def _on_cancel(self, message: Cancel) -> None:
+        task = self._tasks.get(message.id)
+        if task is not None:
+            task.cancel()
+
+    def _on_pause(self, message: Pause) -> None:
+        state = self._runs.get(message.call)
+        if state is not None and state.paused != message.paused:
+            state.set_paused(message.paused)
+
+    def _on_shutdown(self, message: Shutdown) -> None:
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        self._on_close(None)
+
+    def _on_load(self, message: Load) -> None:
+        try:
+            if self._runtime is not None:
+                raise RuntimeError("this worker already has code loaded")
+            if message.memory_bytes is not None:
+                self._limit_memory(message.memory_bytes)
+            sources = [
+                ModuleSource(m.name, module_import_name(m.name), m.kind, m.data)
+                for m in message.modules
+            ]
+            outbound = None if message.outbound == "none" else self._outbound
+            runtime = TenantRuntime(
+                message.tenant, sources, message.main_module, message.env, outbound
+            )
+            runtime.main  # noqa: B018 - run the main module now: errors belong to the load
+            self._runtime = runtime
+        except Exception as exc:
+            self.send(Result(message.id, error=ErrorInfo(error_name(exc), str(exc))))
+            return
+        self.send(Result(message.id))
+
+    def _on_call(self, message: Call) -> None:
+        self._tasks[message.id] = asyncio.get_running_loop().create_task(self._call(message))
+
+    def _on_run(self, message: Run) -> None:
+        self._tasks[message.id] = asyncio.get_running_loop().create_task(self._run(message))
+
+    async def _call(self, message: Call) -> None:
+        current_call.set(message.id)
+        try:
+            if self._runtime is None:
+                raise RuntimeError("no code is loaded in this worker")
+            value = await self._runtime.call(
+                message.entrypoint, message.method, message.args, message.kwargs, message.props
+            )
+            try:
+                self.send(Result(message.id, value))
+            except TypeError as exc:
+                raise TypeError(
+                    f"{message.method}() returned a value that cannot cross: {exc}"
+                ) from None
+        except asyncio.CancelledError:
+            pass  # the host gave up on this call; nobody waits for an answer
+        except Exception as exc:
+            self.send(Result(message.id, error=ErrorInfo(error_name(exc), str(exc))))
+        finally:
+            self._tasks.pop(message.id, None)
+
+    async def _run(self, message: Run) -> None:
+        current_call.set(message.id)
+        state = RunState()
+        if message.paused:
+            state.set_paused(True)
+        self._runs[message.id] = state
+        try:
+            outcome: RunOutcome
+            try:
+                if self._runtime is None:
+                    raise RuntimeError("no code is loaded in this worker")
+                entry = self._runtime.new_entrypoint(message.entrypoint)
+                step = WorkflowStep(
+                    RemoteStepChannel(self, message.id),
+                    message.journal,
+                    clock=self._clock,
+                    now=message.now,
+                    state=state,
+                    limits=message.limits,
+                )
+                event = message.event
+                outcome = await drive(lambda: entry.run(event, step), state, limits=message.limits)
+            except Exception as exc:
+                outcome = Failed(ErrorInfo(error_name(exc), str(exc)))
+            self.send(RunResult(message.id, outcome))
+        finally:
+            self._runs.pop(message.id, None)
+            self._tasks.pop(message.id, None)
+
+    # -- accounting ------------------------------------------------------------------------------
+
+    def private_bytes(self) -> int | None:
+        """Private (not shared with the zygote) memory of this process, in bytes."""
+        if self._smaps_fd is None:
+            return None
+        try:
+            text = os.pread(self._smaps_fd, 4096, 0).decode()
+        except OSError:
+            return None
+        total = 0
+        for line in text.splitlines():
+            if line.startswith(("Private_Clean:", "Private_Dirty:", "Private_Hugetlb:")):
+                total += int(line.split()[1]) * 1024
+        return total
+
+    def _limit_memory(self, extra: int) -> None:
+        # The tenant's limit is headroom above the warmed worker: its address space at fork is
+        # mostly the zygote's shared, already-paid-for mappings.
+        import resource
+
+        if self._statm_fd is None:
+            return
+        pages = int(os.pread(self._statm_fd, 256, 0).split()[0])
+        limit = pages * os.sysconf("SC_PAGE_SIZE") + extra
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        if soft == resource.RLIM_INFINITY or limit < soft:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+# -- process entry ---------------------------------------------------------------------------------
+
+_WARM_UP_SOURCE = """
+from workers import Response, WorkerEntrypoint, WorkflowEntrypoint
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        return Response.json({"echo": await request.json(), "url": request.url})
+
+    async def add(self, a, b):
+        return a + b
+
+
+class Flow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("first")
+        async def first():
+            return event["payload"]
+
+        @step.do("second")
+        async def second(first, ctx):
+            return [first, ctx["attempt"]]
+
+        return await second()
+"""
+
+
+class _MemoryChannel:
+    """A StepChannel that commits nothing: enough to exercise the replay code paths."""
+
+    async def complete(self, name: str, count: int, value: bytes) -> None:
+        return None
+
+    async def fail(
+        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+    ) -> float | None:
+        return None
+
+    async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:
+        return 0.0
+
+    async def wait_for_event(
+        self, name: str, count: int, event_type: str, timeout: float
+    ) -> _Registration:
+        return _Registration(0.0, None)
+
+    async def wake(self, name: str, count: int) -> bytes | None:
+        return None
+
+    def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
+        return None
+
+
+async def warm_up() -> None:
+    """Exercise the code a real call runs (module loading, a fetch, an RPC call, a workflow run,
+    the codec), so the copy-on-write faults of a fresh fork are paid before the worker says it
+    is ready rather than during its first request."""
+    from ..limits import DEFAULT_LIMITS
+    from .protocol import ModuleData
+
+    runtime = TenantRuntime(
+        "warm-up", [ModuleSource("main.py", "main", "py", _WARM_UP_SOURCE)], "main.py", {}, None
+    )
+    request = Request("http://warm.up/", method="POST", body=b'{"a": [1, 2.5, "x"]}')
+    response = await runtime.call(None, "fetch", [request], {})
+    await runtime.call(None, "add", [1, 2], {})
+    state = RunState()
+    entry = runtime.new_entrypoint("Flow")
+    step = WorkflowStep(_MemoryChannel(), [], clock=SystemClock(), now=time.time(), state=state)
+    event = {"payload": {"k": "v"}, "timestamp": None, "instanceId": "warm-up"}
+    outcome = await drive(lambda: entry.run(event, step), state)
+    codec = Codec(resolve=lambda ref: ref)
+    for message in (
+        Call(1, None, "fetch", [request], {}),
+        Result(1, response),
+        RunResult(1, outcome),
+        Load(1, "t", "main.py", [ModuleData("main.py", "py", _WARM_UP_SOURCE)], {"A": 1}, "none"),
+        Run(1, "Flow", event, [], 0.0, DEFAULT_LIMITS),
+        StepComplete(1, 1, "first", 1, b"1"),
+    ):
+        codec.decode(codec.encode(message))
+
+
+def run_worker(
+    sock: socket.socket,
+    *,
+    isolation: str = "",
+    stats_fds: tuple[int | None, int | None] = (None, None),
+    max_frame: int = DEFAULT_MAX_FRAME,
+) -> None:
+    """The worker's life after confinement: warm up, then serve ``sock`` until it closes."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(warm_up())
+        server = WorkerServer(sock, isolation=isolation, stats_fds=stats_fds, max_frame=max_frame)
+        loop.run_until_complete(server.serve())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

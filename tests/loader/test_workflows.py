@@ -1,0 +1,222 @@
+"""Workflow runs whose tenant code runs in a sandboxed worker, driven by the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from dynamic_workflows import Engine, MemoryStorage
+from dynamic_workflows.binding import Instance
+from dynamic_workflows.sandbox.loader import InProcessLoader, Loader
+from dynamic_workflows.testing import WorkflowTestEnv
+from dynamic_workflows.workers import WorkflowEntrypoint
+
+from .conftest import worker_code
+
+TENANT = """
+    import os
+    from workers import WorkflowEntrypoint
+    from workers.workflows import NonRetryableError
+
+    class TenantWorkflow(WorkflowEntrypoint):
+        async def run(self, event, step):
+            @step.do("greet")
+            async def greet():
+                await self.env.LOG.hit("greet")
+                return "Hello, " + event["payload"]["name"]
+
+            @step.do("flaky", config={"retries": {"limit": 3, "delay": 20,
+                                                  "backoff": "constant"}})
+            async def flaky(ctx):
+                await self.env.LOG.hit(f"flaky#{ctx['attempt']}")
+                if ctx["attempt"] < 3:
+                    raise ValueError("not yet")
+                return ctx["attempt"]
+
+            @step.do("crashy", config={"retries": {"limit": 2, "delay": 20}})
+            async def crashy(ctx):
+                await self.env.LOG.hit(f"crashy#{ctx['attempt']}")
+                if ctx["attempt"] == 1 and event["payload"].get("crash"):
+                    os._exit(9)
+                return "survived"
+
+            hello = await greet()
+            attempts = await flaky()
+            await step.sleep("nap", 50)
+            approval = await step.wait_for_event("approve", "approval", timeout="30 seconds")
+            survived = await crashy()
+            return {"hello": hello, "attempts": attempts, "approval": approval["payload"],
+                    "survived": survived, "instance": event["instanceId"]}
+"""
+
+
+class Log:
+    """A host binding the tenant reports to: counts every callback that really ran."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        self.first = asyncio.Event()
+
+    async def hit(self, name: str) -> None:
+        self.hits.append(name)
+        self.first.set()
+
+
+def dispatcher(loader: Any, get_code: Any) -> type[WorkflowEntrypoint]:
+    class Dispatcher(WorkflowEntrypoint):
+        async def run(self, event: Any, step: Any) -> Any:
+            stub = loader.get("t1", get_code)
+            return await stub.get_entrypoint("TenantWorkflow").run(event, step)
+
+    return Dispatcher
+
+
+async def wait_status(
+    instance: Instance, wanted: set[str], timeout: float = 20.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await instance.status()
+        if status["status"] in wanted:
+            return status
+        assert time.monotonic() < deadline, f"instance is {status} after {timeout} s"
+        await asyncio.sleep(0.01)
+
+
+async def test_sandboxed_workflow_completes_replays_and_survives_a_crash(loader: Loader) -> None:
+    log = Log()
+    loads: list[int] = []
+
+    def get_code() -> dict[str, Any]:
+        loads.append(1)
+        return worker_code(TENANT, env={"LOG": log})
+
+    async with Engine(MemoryStorage()) as engine:
+        binding = engine.register("wf", dispatcher(loader, get_code))
+        instance = await binding.create(id="run-1", params={"name": "Ada", "crash": True})
+        await wait_status(instance, {"waiting"})
+        await instance.send_event(type="approval", payload={"ok": True})
+        status = await wait_status(instance, {"complete", "errored"})
+    assert status["status"] == "complete", status
+    assert status["output"] == {
+        "hello": "Hello, Ada",
+        "attempts": 3,
+        "approval": {"ok": True},
+        "survived": "survived",
+        "instance": "run-1",
+    }
+    # Every callback ran once per attempt although run() was replayed after each retry
+    # back-off, the sleep, the event wait and the crash.
+    assert log.hits == ["greet", "flaky#1", "flaky#2", "flaky#3", "crashy#1", "crashy#2"]
+    assert engine.counters.runs >= 5
+    assert len(loads) == 2  # loaded once, and once more after the worker died
+
+
+async def test_a_limit_broken_in_a_step_is_a_failed_attempt(loader: Loader) -> None:
+    source = """
+        import time
+        from workers import WorkflowEntrypoint
+
+        class TenantWorkflow(WorkflowEntrypoint):
+            async def run(self, event, step):
+                @step.do("slow", config={"retries": {"limit": 1, "delay": 10}})
+                async def slow(ctx):
+                    if ctx["attempt"] == 1:
+                        time.sleep(5)  # blocks the worker's loop: only the host can stop it
+                    return ctx["attempt"]
+                return await slow()
+    """
+    async with Engine(MemoryStorage()) as engine:
+        code = worker_code(source, limits={"wall_ms": 300})
+        binding = engine.register("wf", dispatcher(loader, lambda: code))
+        instance = await binding.create(params={})
+        status = await wait_status(instance, {"complete", "errored"})
+    assert status == {"status": "complete", "output": 2, "error": None}
+
+
+async def test_an_error_in_run_errors_the_instance(loader: Loader) -> None:
+    source = """
+        from workers import WorkflowEntrypoint
+        from workers.workflows import NonRetryableError
+
+        class TenantWorkflow(WorkflowEntrypoint):
+            async def run(self, event, step):
+                @step.do("once")
+                async def once():
+                    raise NonRetryableError("do not retry me")
+                return await once()
+    """
+    async with Engine(MemoryStorage()) as engine:
+        binding = engine.register("wf", dispatcher(loader, lambda: worker_code(source)))
+        instance = await binding.create(params={})
+        status = await wait_status(instance, {"complete", "errored"})
+    assert status["status"] == "errored"
+    assert status["error"] == {"name": "NonRetryableError", "message": "do not retry me"}
+
+
+async def test_in_process_loader_passes_the_step_through() -> None:
+    log = Log()
+    async with InProcessLoader() as loader:
+        get_code = lambda: worker_code(TENANT, env={"LOG": log})  # noqa: E731
+        async with WorkflowTestEnv(dispatcher(loader, get_code)) as wf:
+            instance = await wf.binding.create(id="ip", params={"name": "Bo"})
+            await wf.wait_for(instance, "waiting")
+            await instance.send_event(type="approval", payload=1)
+            status = await wf.wait_for(instance)
+    assert status["output"]["hello"] == "Hello, Bo"
+    assert status["output"]["attempts"] == 3
+    assert log.hits.count("greet") == 1
+
+
+SLOW_STEP = """
+    import asyncio
+    from workers import WorkflowEntrypoint
+
+    class TenantWorkflow(WorkflowEntrypoint):
+        async def run(self, event, step):
+            @step.do("slow")
+            async def slow():
+                await self.env.LOG.hit("slow")
+                await asyncio.sleep(event["payload"]["seconds"])
+                return "done"
+
+            @step.do("after")
+            async def after():
+                await self.env.LOG.hit("after")
+                return "after"
+
+            return [await slow(), await after()]
+"""
+
+
+async def test_pause_reaches_the_sandbox_and_resume_replays(loader: Loader) -> None:
+    log = Log()
+    async with Engine(MemoryStorage()) as engine:
+        code = worker_code(SLOW_STEP, env={"LOG": log})
+        binding = engine.register("wf", dispatcher(loader, lambda: code))
+        instance = await binding.create(params={"seconds": 0.3})
+        await asyncio.wait_for(log.first.wait(), 10)
+        await instance.pause()
+        assert (await instance.status())["status"] == "waitingForPause"
+        await wait_status(instance, {"paused"})
+        assert log.hits == ["slow"]  # the next step did not start
+        await instance.resume()
+        status = await wait_status(instance, {"complete", "errored"})
+    assert status["output"] == ["done", "after"]
+    assert log.hits == ["slow", "after"]
+
+
+async def test_terminate_cancels_the_sandboxed_run(loader: Loader) -> None:
+    log = Log()
+    async with Engine(MemoryStorage()) as engine:
+        code = worker_code(SLOW_STEP, env={"LOG": log})
+        binding = engine.register("wf", dispatcher(loader, lambda: code))
+        instance = await binding.create(params={"seconds": 30})
+        await asyncio.wait_for(log.first.wait(), 10)
+        await instance.terminate()
+        status = await wait_status(instance, {"terminated"}, timeout=5)
+        assert status["status"] == "terminated"
+        # The tenant's worker stopped that run and still serves the next one.
+        again = await binding.create(params={"seconds": 0})
+        assert (await wait_status(again, {"complete", "errored"}))["output"] == ["done", "after"]
