@@ -169,6 +169,10 @@ class WorkerPool:
             if old is not None:
                 old.retire()
                 self._old_zygotes.append(old)
+            # A fork server that is gone must still be reaped (waited for), or its process
+            # handle is dropped while the kernel keeps a zombie.
+            for dead in [z for z in self._old_zygotes if z.closed]:
+                self._spawn_task(dead.close())
             self._old_zygotes = [z for z in self._old_zygotes if not z.closed]
         except Exception:
             log.exception("could not start a replacement fork server; keeping the old one")

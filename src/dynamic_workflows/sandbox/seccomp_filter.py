@@ -34,7 +34,7 @@ made of two parts:
 2. in front of it, a hand-assembled prefix whose only variable is the child's own pid,
    patched in per child. ``kill``, ``tgkill``, ``rt_sigqueueinfo`` and ``rt_tgsigqueueinfo``
    may only aim at the child itself (``kill`` also at 0 and ``-pid``, its own process group
-   after ``setsid``); ``prlimit64`` and ``sched_set{affinity,scheduler,param,attr}`` only at
+   after ``setpgid(0, 0)``); ``prlimit64`` and ``sched_set{affinity,scheduler,param,attr}`` only at
    0 or itself; ``setpriority`` only ``PRIO_PROCESS`` of 0 or itself. A child that kept the
    fork server's uid (a root fork server that does not drop to a per-child uid) could
    otherwise signal, renice or lower the limits of every process of that uid: credentials
