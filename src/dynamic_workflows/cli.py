@@ -3,15 +3,21 @@
 ``dwf run FILE`` runs one workflow class from a Python file to its end, durably (SQLite in a
 ``.dwf`` folder beside the file, or ``--db``): stop it at any point and run the same command
 with the same ``--id`` to resume where it was.
+
+``dwf dev [DIR]`` serves a wrangler-style project (the dispatcher, the admin API, a dashboard);
+``dwf serve [DIR] --db URL`` is the production form (admin API on its own port, behind a token).
+``dwf workflows ...`` and ``dwf instances ...`` talk to either through the admin API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,7 +29,15 @@ from .modules import load_module_from_source
 from .storage import open_storage
 from .workers import WorkflowEntrypoint
 
+if TYPE_CHECKING:
+    from .host.live import LiveProject
+    from .host.metrics import HostMetrics
+    from .host.project import LoaderMode, Project
+    from .host.server import Listener
+
 __all__ = ["main"]
+
+log = logging.getLogger("dynamic_workflows.host")
 
 TERMINAL = ("complete", "errored", "terminated")
 
@@ -143,6 +157,396 @@ async def _run(
             if last in TERMINAL:
                 return status
             await asyncio.sleep(0.05)
+
+
+# -- dwf dev / dwf serve ------------------------------------------------------------------------
+
+
+def _loader_mode(trusted: bool, unconfined: bool) -> LoaderMode:
+    if trusted and unconfined:
+        raise click.UsageError("choose one of --trusted and --unconfined")
+    return "in-process" if trusted else "unconfined" if unconfined else "sandbox"
+
+
+def _loader_options(fn: Any) -> Any:
+    fn = click.option(
+        "--unconfined",
+        is_flag=True,
+        help="Run tenant code in worker processes WITHOUT the sandbox's confinement (for "
+        "machines that cannot confine; trusted code only).",
+    )(fn)
+    return click.option(
+        "--trusted",
+        is_flag=True,
+        help="Run tenant code inside the host process, unconfined (trusted code only).",
+    )(fn)
+
+
+def _serve(
+    directory: Path,
+    storage_url: str | None,
+    mode: LoaderMode,
+    listeners: Callable[[LiveProject, HostMetrics], list[Listener]],
+    *,
+    reload: bool,
+    banner: Callable[[Project, list[Listener]], None],
+) -> None:
+    from .host.server import ListenError, serve_project
+    from .sandbox.confine import SandboxUnavailableError
+
+    try:
+        serve_project(directory, storage_url, mode, listeners, reload=reload, banner=banner)
+    except SandboxUnavailableError as exc:
+        raise click.ClickException(
+            f"{exc}\n(with `--unconfined` tenant code runs in worker processes without "
+            "confinement, with `--trusted` inside this process: only for code you trust)"
+        ) from None
+    except (DynamicWorkflowsError, ListenError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(path_type=Path))
+@click.option("--ip", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8787, show_default=True, help="Port to listen on.")
+@click.option("--db", help="Storage URL (default: DIRECTORY/.dwf/state.sqlite3).")
+@click.option(
+    "--reload/--no-reload",
+    default=True,
+    show_default=True,
+    help="Reload when the config or a .py file beside main changes.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@_loader_options
+def dev(
+    directory: Path,
+    ip: str,
+    port: int,
+    db: str | None,
+    reload: bool,
+    verbose: bool,
+    trusted: bool,
+    unconfined: bool,
+) -> None:
+    """Serve the project in DIRECTORY (wrangler.jsonc/.json/.toml) for development.
+
+    Every request goes to the Default entrypoint of the project's main module, except
+    /cdn-cgi/local/explorer/api/... (the admin API that `wrangler workflows ... --local` and
+    `dwf workflows ...` speak), /cdn-cgi/local/explorer/ (a dashboard) and
+    /cdn-cgi/local/metrics (Prometheus). State persists in DIRECTORY/.dwf/: stop and start
+    again, and every instance carries on.
+    """
+    from .host.app import create_dev_app
+    from .host.server import Listener, setup_logging
+
+    setup_logging(verbose)
+    mode = _loader_mode(trusted, unconfined)
+
+    def listeners(live: LiveProject, metrics: HostMetrics) -> list[Listener]:
+        return [Listener("dev", create_dev_app(live, metrics), ip, port, access_log=True)]
+
+    def banner(project: Project, chosen: list[Listener]) -> None:
+        url = chosen[0].url
+        if ip not in ("127.0.0.1", "::1", "localhost"):
+            log.warning(
+                "dwf dev serves its admin API without authentication, and %s is not a loopback "
+                "address: anyone who can reach it can control every instance (use dwf serve)",
+                ip,
+            )
+        log.info("%s", project.isolation)
+        log.info(
+            "dwf dev: %s (%s) ready on %s  ·  dashboard %s/cdn-cgi/local/explorer/  ·  state %s",
+            project.config.name,
+            ", ".join(w.name for w in project.config.workflows) or "no workflows",
+            url,
+            url,
+            project.storage_url,
+        )
+
+    _serve(directory, db, mode, listeners, reload=reload, banner=banner)
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(path_type=Path))
+@click.option("--db", required=True, help="Storage URL: sqlite:///path, a path, or memory://.")
+@click.option("--ip", default="127.0.0.1", show_default=True, help="Public address.")
+@click.option("--port", default=8787, show_default=True, help="Public port (the dispatcher).")
+@click.option("--admin-ip", default="127.0.0.1", show_default=True, help="Admin address.")
+@click.option(
+    "--admin-port", type=int, help="Admin port: API, dashboard, /metrics (default: PORT + 1)."
+)
+@click.option(
+    "--admin-token",
+    envvar="DWF_ADMIN_TOKEN",
+    help="Bearer token required on the admin port (or set DWF_ADMIN_TOKEN).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@_loader_options
+def serve(
+    directory: Path,
+    db: str,
+    ip: str,
+    port: int,
+    admin_ip: str,
+    admin_port: int | None,
+    admin_token: str | None,
+    verbose: bool,
+    trusted: bool,
+    unconfined: bool,
+) -> None:
+    """Serve the project in DIRECTORY in production: no reload; the dispatcher on PORT, the
+    admin API, dashboard and /metrics on ADMIN-PORT behind `Authorization: Bearer TOKEN`.
+    SIGTERM/SIGINT: finish requests in flight, hand live runs back to the queue, exit."""
+    from .host.app import create_admin_app, create_public_app
+    from .host.server import Listener, setup_logging
+
+    if not admin_token:
+        raise click.UsageError(
+            "dwf serve needs an admin token for its admin port: pass --admin-token TOKEN or "
+            "set DWF_ADMIN_TOKEN (e.g. DWF_ADMIN_TOKEN=$(openssl rand -hex 32))"
+        )
+    setup_logging(verbose)
+    mode = _loader_mode(trusted, unconfined)
+    token = admin_token
+    aport = admin_port if admin_port is not None else port + 1
+
+    def listeners(live: LiveProject, metrics: HostMetrics) -> list[Listener]:
+        return [
+            Listener("public", create_public_app(live, metrics), ip, port),
+            Listener("admin", create_admin_app(live, metrics, token), admin_ip, aport),
+        ]
+
+    def banner(project: Project, chosen: list[Listener]) -> None:
+        log.info("%s", project.isolation)
+        log.info(
+            "dwf serve: %s on %s  ·  admin API, dashboard and /metrics on %s (bearer token)",
+            project.config.name,
+            chosen[0].url,
+            chosen[1].url,
+        )
+
+    _serve(directory, db, mode, listeners, reload=False, banner=banner)
+
+
+# -- dwf workflows / dwf instances: the admin API -----------------------------------------------
+
+
+def _client_options(fn: Any) -> Any:
+    fn = click.option("--json", "as_json", is_flag=True, help="Print the API's result as JSON.")(fn)
+    fn = click.option(
+        "--token",
+        envvar="DWF_ADMIN_TOKEN",
+        help="Admin token (dwf serve), or set DWF_ADMIN_TOKEN.",
+    )(fn)
+    return click.option(
+        "--url",
+        envvar="DWF_URL",
+        default="http://127.0.0.1:8787",
+        show_default=True,
+        help="The server: dwf dev's address, or dwf serve's admin port (or set DWF_URL).",
+    )(fn)
+
+
+def _scope_option(fn: Any) -> Any:
+    return click.option(
+        "--scope",
+        help="The instance's scope (tenant namespace), when its id exists in several.",
+    )(fn)
+
+
+def _admin(url: str, token: str | None, as_json: bool, action: Callable[..., None]) -> None:
+    from .host.client import AdminClient, AdminError, Printer
+
+    try:
+        with AdminClient(url, token) as client:
+            action(client, Printer(as_json))
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.group()
+def workflows() -> None:
+    """The workflows of a running `dwf dev` or `dwf serve` (through its admin API)."""
+
+
+@workflows.command("list")
+@_client_options
+def workflows_list(url: str, token: str | None, as_json: bool) -> None:
+    """List the workflows, with their instances by status."""
+    _admin(url, token, as_json, lambda c, p: p.workflows(c.list_workflows()))
+
+
+@workflows.command("describe")
+@click.argument("name")
+@_client_options
+def workflows_describe(name: str, url: str, token: str | None, as_json: bool) -> None:
+    """Show the workflow NAME and its instance counts."""
+    _admin(url, token, as_json, lambda c, p: p.workflow(c.workflow(name)))
+
+
+@workflows.command("trigger")
+@click.argument("name")
+@click.argument("params_json", required=False)
+@click.option("--id", "instance_id", help="The new instance's id (default: a UUID).")
+@_scope_option
+@_client_options
+def workflows_trigger(
+    name: str,
+    params_json: str | None,
+    instance_id: str | None,
+    scope: str | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Create an instance of NAME, with PARAMS_JSON as its params."""
+    params = _json_arg(params_json, "PARAMS_JSON")
+
+    def action(client: Any, printer: Any) -> None:
+        result = client.trigger(name, params, id=instance_id, scope=scope)
+        if as_json:
+            printer.json(result)
+        else:
+            printer.line(f"Created instance {result['id']} of {name}")
+
+    _admin(url, token, as_json, action)
+
+
+@main.group()
+def instances() -> None:
+    """The instances of a workflow on a running `dwf dev` or `dwf serve`. ID may be `latest`."""
+
+
+workflows.add_command(instances)  # wrangler's spelling: `workflows instances ...`
+
+
+@instances.command("list")
+@click.argument("name")
+@click.option("--status", help="Only instances with this status (complete, errored, waiting...).")
+@click.option("--page", type=int, help="Page number (from 1).")
+@click.option("--per-page", type=int, help="Instances per page (at most 100).")
+@_scope_option
+@_client_options
+def instances_list(
+    name: str,
+    status: str | None,
+    page: int | None,
+    per_page: int | None,
+    scope: str | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """List the instances of NAME, newest first."""
+    _admin(
+        url,
+        token,
+        as_json,
+        lambda c, p: p.instances(
+            name,
+            c.list_instances(name, status=status, page=page, per_page=per_page, scope=scope),
+        ),
+    )
+
+
+@instances.command("describe")
+@click.argument("name")
+@click.argument("instance_id", metavar="ID")
+@_scope_option
+@_client_options
+def instances_describe(
+    name: str, instance_id: str, scope: str | None, url: str, token: str | None, as_json: bool
+) -> None:
+    """Show an instance: status, params, output or error, and its steps."""
+
+    def action(client: Any, printer: Any) -> None:
+        iid, iscope = client.resolve(name, instance_id, scope)
+        printer.instance(client.instance(name, iid, scope=iscope))
+
+    _admin(url, token, as_json, action)
+
+
+def _control_command(action_name: str, past: str) -> None:
+    @instances.command(action_name, help=f"{action_name.capitalize()} an instance.")
+    @click.argument("name")
+    @click.argument("instance_id", metavar="ID")
+    @_scope_option
+    @_client_options
+    def command(
+        name: str, instance_id: str, scope: str | None, url: str, token: str | None, as_json: bool
+    ) -> None:
+        def action(client: Any, printer: Any) -> None:
+            iid, iscope = client.resolve(name, instance_id, scope)
+            result = client.change_status(name, iid, action_name, scope=iscope)
+            if as_json:
+                printer.json(result)
+            else:
+                printer.line(f"{past} instance {iid} (status: {result['status']})")
+
+        _admin(url, token, as_json, action)
+
+
+for _action, _past in (
+    ("pause", "Paused"),
+    ("resume", "Resumed"),
+    ("terminate", "Terminated"),
+    ("restart", "Restarted"),
+):
+    _control_command(_action, _past)
+
+
+@instances.command("send-event")
+@click.argument("name")
+@click.argument("instance_id", metavar="ID")
+@click.option("--type", "event_type", required=True, help="The event type.")
+@click.option("--payload", help="The event's payload, as JSON.")
+@_scope_option
+@_client_options
+def instances_send_event(
+    name: str,
+    instance_id: str,
+    event_type: str,
+    payload: str | None,
+    scope: str | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Send an event to an instance (what step.wait_for_event waits for)."""
+    value = _json_arg(payload, "--payload")
+
+    def action(client: Any, printer: Any) -> None:
+        iid, iscope = client.resolve(name, instance_id, scope)
+        client.send_event(
+            name, iid, event_type, value, has_payload=payload is not None, scope=iscope
+        )
+        if as_json:
+            printer.json({"success": True})
+        else:
+            printer.line(f"Sent event {event_type} to instance {iid}")
+
+    _admin(url, token, as_json, action)
+
+
+@instances.command("delete")
+@click.argument("name")
+@click.argument("instance_id", metavar="ID")
+@_scope_option
+@_client_options
+def instances_delete(
+    name: str, instance_id: str, scope: str | None, url: str, token: str | None, as_json: bool
+) -> None:
+    """Delete an instance and everything stored about it."""
+
+    def action(client: Any, printer: Any) -> None:
+        iid, iscope = client.resolve(name, instance_id, scope)
+        client.delete_instance(name, iid, scope=iscope)
+        if as_json:
+            printer.json({"success": True})
+        else:
+            printer.line(f"Deleted instance {iid}")
+
+    _admin(url, token, as_json, action)
 
 
 if __name__ == "__main__":

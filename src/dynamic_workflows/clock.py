@@ -189,12 +189,16 @@ class MockClock:
         # for a whole threshold, everything that can run is blocked on virtual time.
         while True:
             self._drop_cancelled()
-            if not self._timers:
+            if not self._timers or not self.autojump:
                 return
             marker = (len(self._timers), self._timers[0][1], self._now)
             await asyncio.sleep(self.autojump_threshold)
             self._drop_cancelled()
-            if self._timers and marker == (len(self._timers), self._timers[0][1], self._now):
+            if (
+                self.autojump
+                and self._timers
+                and marker == (len(self._timers), self._timers[0][1], self._now)
+            ):
                 self.jump_to_next()
 
     @asynccontextmanager
@@ -205,3 +209,5 @@ class MockClock:
             yield
         finally:
             self.autojump = previous
+            # Timers added while frozen started no jumper: start one now, or they never fire.
+            self._ensure_jumper()

@@ -245,7 +245,15 @@ class LiveRun:
         return result
 
     async def wake(self, name: str, count: int) -> bytes | None:
-        return await self._future((name, count))
+        key = (name, count)
+        fut = self._future(key)
+        value = await fut
+        # A wake-up is spent once awaited: a step that fails again in this same run (a gathered
+        # branch kept it from hibernating) needs a fresh one for its next back-off, or it would
+        # find this one done and retry at once.
+        if self._futures.get(key) is fut:
+            del self._futures[key]
+        return value
 
     def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
         # In-process, an attempt cannot die without the engine dying too: the crash recovery

@@ -323,7 +323,9 @@ class WorkflowStep:
         if entry is not None and entry.state == StepState.DONE:
             return _event_dict(entry.value)
         if entry is not None and entry.state == StepState.FAILED:
-            raise _rebuild(entry.error)
+            # Only a timeout fails a wait. Raise the error the first run raised (the stored
+            # record, written by the host when the deadline passed, knows less about the wait).
+            raise _wait_timed_out(name, seconds, event_type)
         if entry is not None:
             value = await self._block(name, count, entry.wake_at)
         else:
@@ -337,10 +339,7 @@ class WorkflowStep:
             if value is None:
                 value = await self._block(name, count, registration.deadline)
         if value is None:
-            raise WorkflowTimeoutError(
-                f'step.wait_for_event("{name}") timed out after {int(seconds * 1000)}ms '
-                f'waiting for an event of type "{event_type}"'
-            )
+            raise _wait_timed_out(name, seconds, event_type)
         return _event_dict(value)
 
     # -- step declaration and dependency resolution --------------------------------------------
@@ -431,7 +430,10 @@ class WorkflowStep:
             self._memo[fn.step_name] = result
             return result
         finally:
-            del self._in_flight[fn.step_name]
+            # Another occurrence of the same step may have started meanwhile (gathered calls of
+            # one step function): its entry is not ours to remove.
+            if self._in_flight.get(fn.step_name) is future:
+                del self._in_flight[fn.step_name]
 
     # -- the durable operations ----------------------------------------------------------------
 
@@ -572,6 +574,13 @@ def _rebuild(error: ErrorInfo | None) -> Exception:
     if error is None:
         return rebuild_error("Error", "step failed")
     return rebuild_error(error.name, error.message)
+
+
+def _wait_timed_out(name: str, seconds: float, event_type: str) -> WorkflowTimeoutError:
+    return WorkflowTimeoutError(
+        f'step.wait_for_event("{name}") timed out after {int(seconds * 1000)}ms '
+        f'waiting for an event of type "{event_type}"'
+    )
 
 
 def _event_dict(value: bytes | None) -> dict[str, Any]:

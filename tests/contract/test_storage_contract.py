@@ -98,6 +98,34 @@ async def test_list_and_count_filter_and_order_newest_first(storage: Storage) ->
     assert sum((await storage.count_instances()).values()) == 6
 
 
+async def test_journal_reads_back_in_the_order_steps_were_first_recorded(
+    storage: Storage,
+) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    retrying = JournalEntry("zeta", 1, StepKind.DO, StepState.RETRYING, attempt=1, wake_at=T0 + 5)
+    for i, entry in enumerate([retrying, done("beta", 1), done("alpha", 1), done("zeta", 1)]):
+        assert await storage.record_step(pk, gen, entry, T0 + i)
+    journal = await storage.load_journal(pk)
+    assert [(e.name, e.state) for e in journal] == [
+        ("zeta", StepState.DONE),  # updated in place: keeps its first position
+        ("beta", StepState.DONE),
+        ("alpha", StepState.DONE),
+    ]
+
+
+async def test_find_across_scopes_and_count_by_scope(storage: Storage) -> None:
+    await storage.create_instances([new("same", scope="t-a")], T0)
+    await storage.create_instances([new("same", scope="t-b"), new("other", scope="t-b")], T0 + 1)
+    await storage.create_instances([new("same", workflow="elsewhere")], T0 + 2)
+    found = await storage.find_instances("wf", "same")
+    assert [(r.scope, r.id) for r in found] == [("t-a", "same"), ("t-b", "same")]
+    assert await storage.find_instances("wf", "missing") == []
+    assert await storage.count_instances("wf", scope="t-b") == {Status.QUEUED: 2}
+    assert await storage.count_instances(scope="t-a") == {Status.QUEUED: 1}
+    assert [r.id for r in await storage.list_instances("wf", scope="t-b")] == ["other", "same"]
+
+
 # -- claiming -------------------------------------------------------------------------------------
 
 

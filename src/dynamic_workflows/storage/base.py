@@ -153,8 +153,15 @@ class Storage(Protocol):
         """Newest first."""
         ...
 
-    async def count_instances(self, workflow: str | None = None) -> dict[str, int]:
-        """Instances per status."""
+    async def count_instances(
+        self, workflow: str | None = None, *, scope: str | None = None
+    ) -> dict[str, int]:
+        """Instances per status (of one workflow and/or scope when given)."""
+        ...
+
+    async def find_instances(self, workflow: str, id: str) -> list[InstanceRow]:
+        """The instances of ``workflow`` with this ``id`` in every scope (the admin API addresses
+        instances across tenants), oldest first."""
         ...
 
     async def load_journal(self, pk: int) -> list[JournalEntry]: ...

@@ -137,12 +137,23 @@ class MemoryStorage:
         rows.sort(key=lambda r: (r.created_at, r.pk), reverse=True)
         return rows[offset : offset + limit]
 
-    async def count_instances(self, workflow: str | None = None) -> dict[str, int]:
+    async def count_instances(
+        self, workflow: str | None = None, *, scope: str | None = None
+    ) -> dict[str, int]:
         counts: dict[str, int] = {}
         for inst in self._by_pk.values():
-            if workflow is None or inst.row.workflow == workflow:
+            if (workflow is None or inst.row.workflow == workflow) and (
+                scope is None or inst.row.scope == scope
+            ):
                 counts[inst.row.status] = counts.get(inst.row.status, 0) + 1
         return counts
+
+    async def find_instances(self, workflow: str, id: str) -> list[InstanceRow]:
+        rows = [
+            i.row for i in self._by_pk.values() if i.row.workflow == workflow and i.row.id == id
+        ]
+        rows.sort(key=lambda r: (r.created_at, r.pk))
+        return rows
 
     async def load_journal(self, pk: int) -> list[JournalEntry]:
         inst = self._by_pk.get(pk)

@@ -97,7 +97,11 @@ def _entry(r: Sequence[Any]) -> JournalEntry:
 
 
 def _journal(conn: sqlite3.Connection, pk: int) -> list[JournalEntry]:
-    rows = conn.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE instance_pk = ?", (pk,))
+    rows = conn.execute(
+        f"SELECT {_STEP_COLUMNS} FROM steps WHERE instance_pk = ? "
+        "ORDER BY recorded_at, name, count",
+        (pk,),
+    )
     return [_entry(r) for r in rows]
 
 
@@ -106,10 +110,15 @@ def _live(conn: sqlite3.Connection, pk: int, generation: int) -> bool:
     return r is not None and r[1] == generation and r[0] in _ACTIVE
 
 
-def _put_step(conn: sqlite3.Connection, pk: int, e: JournalEntry) -> None:
+def _put_step(conn: sqlite3.Connection, pk: int, e: JournalEntry, now: float) -> None:
+    # An upsert, not INSERT OR REPLACE: recorded_at keeps the time the step was first seen.
     conn.execute(
-        "INSERT OR REPLACE INTO steps (instance_pk, name, count, kind, state, value, error_name, "
-        "error_message, attempt, wake_at, event_type) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, "
+        "error_message, attempt, wake_at, event_type, recorded_at) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (instance_pk, name, count) DO UPDATE SET "
+        "kind=excluded.kind, state=excluded.state, value=excluded.value, "
+        "error_name=excluded.error_name, error_message=excluded.error_message, "
+        "attempt=excluded.attempt, wake_at=excluded.wake_at, event_type=excluded.event_type",
         (
             pk,
             e.name,
@@ -122,6 +131,7 @@ def _put_step(conn: sqlite3.Connection, pk: int, e: JournalEntry) -> None:
             e.attempt,
             e.wake_at,
             e.event_type,
+            now,
         ),
     )
 
@@ -372,16 +382,32 @@ class SQLiteStorage:
 
         return await self._submit(op)
 
-    async def count_instances(self, workflow: str | None = None) -> dict[str, int]:
+    async def count_instances(
+        self, workflow: str | None = None, *, scope: str | None = None
+    ) -> dict[str, int]:
+        where, args = [], []
+        for column, value in (("workflow", workflow), ("scope", scope)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+
         def op(conn: sqlite3.Connection) -> dict[str, int]:
-            if workflow is None:
-                rows = conn.execute("SELECT status, count(*) FROM instances GROUP BY status")
-            else:
-                rows = conn.execute(
-                    "SELECT status, count(*) FROM instances WHERE workflow=? GROUP BY status",
-                    (workflow,),
-                )
+            rows = conn.execute(
+                f"SELECT status, count(*) FROM instances {clause} GROUP BY status", args
+            )
             return {r[0]: r[1] for r in rows}
+
+        return await self._submit(op)
+
+    async def find_instances(self, workflow: str, id: str) -> list[InstanceRow]:
+        def op(conn: sqlite3.Connection) -> list[InstanceRow]:
+            rows = conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE workflow=? AND id=? "
+                "ORDER BY created_at, pk",
+                (workflow, id),
+            )
+            return [_row(r) for r in rows]
 
         return await self._submit(op)
 
@@ -442,7 +468,7 @@ class SQLiteStorage:
         def op(conn: sqlite3.Connection) -> bool:
             if not _live(conn, pk, generation):
                 return False
-            _put_step(conn, pk, entry)
+            _put_step(conn, pk, entry, now)
             return True
 
         return await self._submit(op)
@@ -477,6 +503,7 @@ class SQLiteStorage:
                         wake_at=deadline,
                         event_type=event_type,
                     ),
+                    now,
                 )
                 return WaitResult(deadline, None)
             conn.execute("UPDATE events SET consumed=1 WHERE seq=?", (ev[0],))
@@ -493,6 +520,7 @@ class SQLiteStorage:
                     wake_at=deadline,
                     event_type=event_type,
                 ),
+                now,
             )
             return WaitResult(deadline, value)
 

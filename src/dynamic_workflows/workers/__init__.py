@@ -9,18 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from ._entrypoints import Env, ExecutionContext, WorkerEntrypoint, WorkflowEntrypoint
+from ._fetch import FetchResponse, fetch
 from ._http import Headers, Request, Response
 from .workflows import NonRetryableError
 
 __all__ = [
     "Env",
     "ExecutionContext",
+    "FetchResponse",
     "Headers",
     "NonRetryableError",
     "Request",
     "Response",
     "WorkerEntrypoint",
     "WorkflowEntrypoint",
+    "fetch",
 ]
 
 

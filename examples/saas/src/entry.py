@@ -1,0 +1,64 @@
+"""The platform's dispatcher: routes each request to its tenant's dynamically loaded code.
+
+Tenants are told apart by the ``x-tenant-id`` header. Each tenant's code (``tenants.py``) runs in
+its own worker, loaded with ``env.LOADER.get(tenant_id, get_code)``; its ``env.WORKFLOWS`` is the
+real Workflow binding wrapped with the tenant's id, so every instance it creates carries that id
+and every run of that instance is routed back to the same tenant's code.
+"""
+
+from tenants import TENANT_API, TENANT_WORKFLOWS
+from workers import Response, WorkerEntrypoint
+
+from dynamic_workflows.dispatch import (
+    create_dynamic_workflow_entrypoint,
+    wrap_workflow_binding,
+)
+
+
+def load_tenant(env, tenant_id):
+    """The tenant's worker (loaded once, then cached by the loader under its id)."""
+
+    def get_code():
+        return {
+            "compatibility_date": "2026-01-01",
+            "main_module": "worker.py",
+            "modules": {
+                "worker.py": TENANT_API,
+                "workflow.py": TENANT_WORKFLOWS[tenant_id],
+            },
+            # The tenant's only way out: a Workflow binding that only sees its own instances.
+            "env": {"WORKFLOWS": wrap_workflow_binding({"tenantId": tenant_id})},
+            "global_outbound": None,  # no network for tenant code
+        }
+
+    return env.LOADER.get(tenant_id, get_code)
+
+
+# The class the "tenant-workflows" Workflow runs: it reads the tenant id stored with the
+# instance and forwards run(event, step) to that tenant's TenantWorkflow, on every wake-up.
+TenantWorkflows = create_dynamic_workflow_entrypoint(
+    lambda args: load_tenant(args["env"], args["metadata"]["tenantId"]).get_entrypoint(
+        "TenantWorkflow"
+    )
+)
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        tenant_id = request.headers.get("x-tenant-id")
+        if tenant_id is None:
+            return Response.json(
+                {
+                    "error": "send an x-tenant-id header",
+                    "tenants": sorted(TENANT_WORKFLOWS),
+                    "routes": {
+                        "POST /": "start the tenant's workflow; the JSON body is its params",
+                        "GET /api/status?instanceId=ID": "an instance's status",
+                        "POST /api/approve?instanceId=ID": "send the 'approval' event",
+                    },
+                },
+                status=400,
+            )
+        if tenant_id not in TENANT_WORKFLOWS:
+            return Response.json({"error": f"unknown tenant {tenant_id!r}"}, status=404)
+        return await load_tenant(self.env, tenant_id).get_entrypoint().fetch(request)

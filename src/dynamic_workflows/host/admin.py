@@ -1,0 +1,533 @@
+"""The admin API: wrangler's local explorer API for Workflows, over the engine's storage.
+
+Mounted at ``/cdn-cgi/local/explorer/api`` (so ``wrangler workflows ... --local`` works against
+``dwf dev``), with Cloudflare's envelope ``{"success", "errors", "messages", "result"}``::
+
+    GET    /workflows                                         workflows, with instance counts
+    GET    /workflows/:name                                   one workflow, counts by status
+    DELETE /workflows/:name                                   delete all its instances
+    GET    /workflows/:name/instances                         ?page, per_page, status, dates
+    POST   /workflows/:name/instances                         {"id"?, "params"?}
+    POST   /workflows/:name/instances/batch/delete            {"instances": [ids]}
+    GET    /workflows/:name/instances/:id                     status, params, output, error, steps
+    DELETE /workflows/:name/instances/:id
+    PATCH  /workflows/:name/instances/:id/status              {"status": "pause" ...}
+    POST   /workflows/:name/instances/:id/events/:type        body: the payload (JSON)
+
+Scopes: an instance's identity is ``(workflow, scope, id)``; the dispatch library gives each
+tenant its own scope, so two tenants may both own an instance ``order-1``. This API is trusted and
+sees every scope: listings include each instance's ``scope``; an instance is addressed by its id
+alone when that id exists in one scope only, and otherwise needs ``?scope=<scope>`` (400 naming
+the scopes when it is ambiguous). ``?scope=`` also filters listings and chooses the scope of a
+created instance; when absent, an instance created with params in the dispatch envelope
+(``{"__dispatcherMetadata": ..., "params": ...}``) goes to that tenant's scope, any other to the
+unscoped one (the raw binding's).
+
+Error codes: 10001 internal or invalid request, 10400 invalid input, 10409 conflict (already
+exists, cannot terminate), 10501 workflow or instance not found, 7003 no such route.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..codec import SerializationError, decode, encode
+from ..dispatch import METADATA_KEY, _scope_of
+from ..errors import (
+    CannotTerminateError,
+    DynamicWorkflowsError,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    UnknownWorkflowError,
+    WorkflowError,
+)
+from ..journal import JournalEntry, StepKind, StepState
+from ..storage.base import InstanceRow, Status
+from .live import LiveProject
+from .project import Project
+
+__all__ = ["APIError", "AdminAPI", "envelope_error", "envelope_ok"]
+
+log = logging.getLogger("dynamic_workflows.host")
+
+CODE_INTERNAL = 10001
+CODE_INVALID = 10400
+CODE_CONFLICT = 10409
+CODE_NOT_FOUND = 10501
+CODE_NO_ROUTE = 7003
+
+LIST_STATUSES = (
+    Status.QUEUED,
+    Status.RUNNING,
+    Status.PAUSED,
+    Status.ERRORED,
+    Status.TERMINATED,
+    Status.COMPLETE,
+    Status.WAITING_FOR_PAUSE,
+    Status.WAITING,
+)
+"""The statuses counted per workflow and accepted by ``?status=`` (the spec's enum)."""
+
+ACTIONS = ("pause", "resume", "terminate", "restart")
+_STEP_TYPES = {StepKind.DO: "step", StepKind.SLEEP: "sleep", StepKind.WAIT: "waitForEvent"}
+
+
+class APIError(Exception):
+    """An error answered in the envelope: HTTP ``status``, Cloudflare-style ``code``."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class JSONBody(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return encode(content)
+
+
+def envelope_ok(result: Any, status: int = 200, **extra: Any) -> Response:
+    """A success envelope around ``result``."""
+    return JSONBody(
+        {"success": True, "errors": [], "messages": [], "result": result, **extra}, status
+    )
+
+
+def envelope_error(status: int, code: int, message: str) -> Response:
+    """A failure envelope with one error."""
+    return JSONBody(
+        {
+            "success": False,
+            "errors": [{"code": code, "message": message}],
+            "messages": [],
+            "result": None,
+        },
+        status,
+    )
+
+
+def iso(ts: float | None) -> str | None:
+    """A timestamp as ISO 8601 UTC with milliseconds and ``Z``, as Cloudflare writes them."""
+    if ts is None:
+        return None
+    moment = _dt.datetime.fromtimestamp(ts, _dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_date(value: str, field: str) -> float:
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise APIError(
+            400, CODE_INVALID, f"{field}: {value!r} is not an ISO 8601 date-time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.UTC)
+    return moment.timestamp()
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise APIError(400, CODE_INVALID, f"{name}: {raw!r} is not an integer") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise APIError(400, CODE_INVALID, f"{name}: must be {bounds}, got {value}")
+    return value
+
+
+async def _json_body(request: Request, *, required: bool) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise APIError(400, CODE_INVALID, "request body: a JSON object is required")
+        return None
+    try:
+        return decode(raw)
+    except Exception as exc:
+        raise APIError(400, CODE_INVALID, f"request body: not valid JSON ({exc})") from None
+
+
+def _decode_or_none(data: bytes | None) -> Any:
+    return None if data is None else decode(data)
+
+
+def instance_summary(row: InstanceRow) -> dict[str, Any]:
+    """An instance as listed: the spec's ``id``/``status``/``created_on``, plus its scope."""
+    return {
+        "id": row.id,
+        "status": row.status,
+        "created_on": iso(row.created_at),
+        "modified_on": iso(row.updated_at),
+        "started_on": iso(row.started_at),
+        "ended_on": iso(row.ended_at),
+        "scope": row.scope,
+    }
+
+
+def step_view(entry: JournalEntry, now: float) -> dict[str, Any]:
+    """One journal entry for the API: our fields plus Cloudflare's ``type``/``success``."""
+    slept = entry.state == StepState.SLEEPING and entry.wake_at is not None and entry.wake_at <= now
+    finished = slept or entry.state in (StepState.DONE, StepState.FAILED)
+    success = (
+        True
+        if entry.state == StepState.DONE
+        else False
+        if entry.state == StepState.FAILED
+        else None
+    )
+    output = _decode_or_none(entry.value)
+    if entry.kind == StepKind.WAIT and isinstance(output, dict):
+        stamp = output.get("timestamp")
+        if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+            output = {**output, "timestamp": iso(stamp)}  # stored as epoch seconds
+    view: dict[str, Any] = {
+        "name": entry.name,
+        "count": entry.count,
+        "type": _STEP_TYPES.get(entry.kind, entry.kind),
+        "kind": entry.kind,
+        # A sleep stays "sleeping" in the journal; once its time has come it is over.
+        "state": StepState.DONE if slept else entry.state,
+        "attempt": entry.attempt,
+        "finished": finished,
+        "success": success,
+        "output": output,
+        "error": None if entry.error is None else entry.error.as_dict(),
+        "wake_at": iso(entry.wake_at),
+        "event_type": entry.event_type,
+        # wrangler's `instances describe` reads these: the journal keeps no per-attempt times,
+        # so attempts is empty; a sleep's end is its wake-up time.
+        "attempts": [],
+        "config": None if success is not None or entry.kind != StepKind.DO else {"retries": {}},
+    }
+    if slept:
+        view["end"] = iso(entry.wake_at)
+    return view
+
+
+Handler = Callable[[Request, Project], Awaitable[Response]]
+
+
+class AdminAPI:
+    """The routes of the admin API over the live project (see the module docstring)."""
+
+    def __init__(self, live: LiveProject) -> None:
+        self.live = live
+
+    def routes(self) -> list[BaseRoute]:
+        h = self._handle
+        base = "/workflows/{workflow_name}"
+        inst = base + "/instances/{instance_id}"
+        return [
+            Route("/workflows", h(self.list_workflows), methods=["GET"]),
+            Route(base, h(self.workflow_details), methods=["GET"]),
+            Route(base, h(self.delete_workflow), methods=["DELETE"]),
+            Route(base + "/instances/batch/delete", h(self.batch_delete), methods=["POST"]),
+            Route(base + "/instances", h(self.list_instances), methods=["GET"]),
+            Route(base + "/instances", h(self.create_instance), methods=["POST"]),
+            Route(inst, h(self.instance_details), methods=["GET"]),
+            Route(inst, h(self.delete_instance), methods=["DELETE"]),
+            Route(inst + "/status", h(self.change_status), methods=["PATCH"]),
+            Route(inst + "/events/{event_type}", h(self.send_event), methods=["POST"]),
+        ]
+
+    def _handle(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request, self.live.project)
+            except APIError as exc:
+                return envelope_error(exc.status, exc.code, exc.message)
+            except (InstanceNotFoundError, UnknownWorkflowError) as exc:
+                return envelope_error(404, CODE_NOT_FOUND, str(exc))
+            except (InstanceAlreadyExistsError, CannotTerminateError) as exc:
+                return envelope_error(409, CODE_CONFLICT, str(exc))
+            except (WorkflowError, SerializationError) as exc:
+                return envelope_error(400, CODE_INVALID, str(exc))
+            except DynamicWorkflowsError as exc:
+                log.exception("admin API: %s %s failed", request.method, request.url.path)
+                return envelope_error(500, CODE_INTERNAL, str(exc))
+            except Exception as exc:
+                log.exception("admin API: %s %s failed", request.method, request.url.path)
+                return envelope_error(500, CODE_INTERNAL, f"internal error: {type(exc).__name__}")
+
+        endpoint.__name__ = handler.__name__
+        return endpoint
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _workflow(request: Request, project: Project) -> str:
+        name = str(request.path_params["workflow_name"])
+        if project.config.workflow(name) is None:
+            raise APIError(404, CODE_NOT_FOUND, f"Workflow '{name}' not found.")
+        return name
+
+    @staticmethod
+    async def _instance(request: Request, project: Project, workflow: str) -> InstanceRow:
+        instance_id = str(request.path_params["instance_id"])
+        return await _find(project, workflow, instance_id, request.query_params.get("scope"))
+
+    @staticmethod
+    async def _counts(project: Project, workflow: str, scope: str | None = None) -> dict[str, int]:
+        stored = await project.engine.storage.count_instances(workflow, scope=scope)
+        counts = {status: stored.get(status, 0) for status in LIST_STATUSES}
+        for status, n in stored.items():  # e.g. "unknown": shown, not hidden
+            counts.setdefault(status, n)
+        return counts
+
+    # -- workflows ----------------------------------------------------------------------------
+
+    async def list_workflows(self, request: Request, project: Project) -> Response:
+        result = []
+        for wf in project.config.workflows:
+            result.append(
+                {
+                    "name": wf.name,
+                    "class_name": wf.class_name,
+                    "script_name": project.config.name,
+                    "binding": wf.binding,
+                    "instances": await self._counts(project, wf.name),
+                }
+            )
+        return envelope_ok(result, result_info={"count": len(result)})
+
+    async def workflow_details(self, request: Request, project: Project) -> Response:
+        name = self._workflow(request, project)
+        wf = project.config.workflow(name)
+        assert wf is not None
+        return envelope_ok(
+            {
+                "name": wf.name,
+                "class_name": wf.class_name,
+                "script_name": project.config.name,
+                "binding": wf.binding,
+                "instances": await self._counts(project, wf.name),
+            }
+        )
+
+    async def delete_workflow(self, request: Request, project: Project) -> Response:
+        name = self._workflow(request, project)
+        storage = project.engine.storage
+        deleted = 0
+        while True:
+            rows = await storage.list_instances(name, limit=500)
+            if not rows:
+                break
+            for row in rows:
+                try:
+                    await project.engine.delete(row)
+                    deleted += 1
+                except InstanceNotFoundError:
+                    pass
+        return envelope_ok({"status": "ok", "success": True, "deleted": deleted})
+
+    # -- instances ----------------------------------------------------------------------------
+
+    async def list_instances(self, request: Request, project: Project) -> Response:
+        name = self._workflow(request, project)
+        page = _int_param(request, "page", 1, 1, None)
+        per_page = _int_param(request, "per_page", 25, 1, 100)
+        status = request.query_params.get("status") or None
+        if status is not None and status not in LIST_STATUSES:
+            raise APIError(
+                400, CODE_INVALID, f"status: {status!r} is not one of {', '.join(LIST_STATUSES)}"
+            )
+        scope = request.query_params.get("scope")
+        start = request.query_params.get("date_start")
+        end = request.query_params.get("date_end")
+        t0 = _parse_date(start, "date_start") if start else None
+        t1 = _parse_date(end, "date_end") if end else None
+        storage = project.engine.storage
+        offset = (page - 1) * per_page
+        counts = await self._counts(project, name, scope)
+        if t0 is None and t1 is None:
+            total = counts.get(status, 0) if status else sum(counts.values())
+            rows = await storage.list_instances(
+                name, scope=scope, status=status, limit=per_page, offset=offset
+            )
+        else:
+            # Dates are not indexed by the storage protocol: scan, newest first.
+            matching: list[InstanceRow] = []
+            scanned = 0
+            while True:
+                chunk = await storage.list_instances(
+                    name, scope=scope, status=status, limit=1000, offset=scanned
+                )
+                scanned += len(chunk)
+                matching.extend(
+                    r
+                    for r in chunk
+                    if (t0 is None or r.created_at >= t0) and (t1 is None or r.created_at <= t1)
+                )
+                if len(chunk) < 1000:
+                    break
+            total = len(matching)
+            rows = matching[offset : offset + per_page]
+        return envelope_ok(
+            [instance_summary(r) for r in rows],
+            result_info={
+                "page": page,
+                "per_page": per_page,
+                "count": len(rows),
+                "total_count": total,
+                "total_pages": max(1, math.ceil(total / per_page)),
+                "status_counts": counts,
+            },
+        )
+
+    async def create_instance(self, request: Request, project: Project) -> Response:
+        name = self._workflow(request, project)
+        body = await _json_body(request, required=False)
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise APIError(400, CODE_INVALID, "request body: must be a JSON object")
+        unknown = sorted(set(body) - {"id", "params"})
+        if unknown:
+            raise APIError(400, CODE_INVALID, f"request body: unknown field(s) {unknown}")
+        instance_id = body.get("id")
+        if instance_id is not None and not isinstance(instance_id, str):
+            raise APIError(400, CODE_INVALID, "id: must be a string")
+        params = body.get("params")
+        scope = request.query_params.get("scope")
+        if scope is None:
+            scope = (
+                _scope_of(params[METADATA_KEY])
+                if isinstance(params, dict) and METADATA_KEY in params and "params" in params
+                else ""
+            )
+        rows = await project.engine.create(name, scope, [(instance_id or None, params)])
+        row = rows[0]
+        return envelope_ok({"id": row.id, "scope": row.scope, "status": row.status})
+
+    async def batch_delete(self, request: Request, project: Project) -> Response:
+        name = self._workflow(request, project)
+        body = await _json_body(request, required=True)
+        ids = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise APIError(400, CODE_INVALID, "instances: must be a list of instance ids")
+        if not 1 <= len(ids) <= 100:
+            raise APIError(400, CODE_INVALID, f"instances: must hold 1 to 100 ids, got {len(ids)}")
+        scope = request.query_params.get("scope")
+        deleted: list[dict[str, str]] = []
+        errors: list[dict[str, Any]] = []
+        for instance_id in ids:
+            try:
+                row = await _find(project, name, instance_id, scope)
+                await project.engine.delete(row)
+                deleted.append({"id": instance_id})
+            except InstanceNotFoundError:
+                errors.append(
+                    {
+                        "id": instance_id,
+                        "code": CODE_NOT_FOUND,
+                        "message": f"Workflow instance '{instance_id}' not found.",
+                    }
+                )
+            except APIError as exc:
+                errors.append({"id": instance_id, "code": exc.code, "message": exc.message})
+        return envelope_ok({"deleted": deleted, "errors": errors})
+
+    async def instance_details(self, request: Request, project: Project) -> Response:
+        name = self._workflow(request, project)
+        row = await self._instance(request, project, name)
+        journal = await project.engine.storage.load_journal(row.pk)
+        now = project.engine.clock.now()
+        steps = [step_view(e, now) for e in journal]
+        details: dict[str, Any] = {
+            **instance_summary(row),
+            "params": decode(row.params),
+            "output": _decode_or_none(row.output),
+        }
+        if row.error is not None:  # the spec's "error" is an object, never null: absent instead
+            details["error"] = row.error.as_dict()
+        return envelope_ok(
+            {
+                **details,
+                "queued": iso(row.created_at),
+                "start": iso(row.started_at),
+                "end": iso(row.ended_at),
+                "wake_at": iso(row.wake_at),
+                "steps": steps,
+                "step_count": len(steps),
+            }
+        )
+
+    async def delete_instance(self, request: Request, project: Project) -> Response:
+        name = self._workflow(request, project)
+        row = await self._instance(request, project, name)
+        await project.engine.delete(row)
+        return envelope_ok({"success": True})
+
+    async def change_status(self, request: Request, project: Project) -> Response:
+        name = self._workflow(request, project)
+        body = await _json_body(request, required=True)
+        if not isinstance(body, dict):
+            raise APIError(400, CODE_INVALID, "request body: must be a JSON object")
+        # The spec names the field "status"; newer wrangler versions send "action".
+        action = body.get("status", body.get("action"))
+        if action not in ACTIONS:
+            raise APIError(
+                400, CODE_INVALID, f"status: must be one of {', '.join(ACTIONS)}, got {action!r}"
+            )
+        if "rollback" in body and action != "terminate":
+            raise APIError(400, CODE_INVALID, "rollback: only valid when terminating")
+        if body.get("rollback"):
+            raise APIError(400, CODE_INVALID, "rollback: rollbacks are not supported")
+        if action == "restart" and body.get("from") is not None:
+            raise APIError(
+                400,
+                CODE_INVALID,
+                "from: restarting from a given step is not supported; a restart runs every "
+                "step again",
+            )
+        row = await self._instance(request, project, name)
+        after = await project.engine.control(row, str(action))
+        return envelope_ok({"status": after, "timestamp": iso(project.engine.clock.now())})
+
+    async def send_event(self, request: Request, project: Project) -> Response:
+        name = self._workflow(request, project)
+        payload = await _json_body(request, required=False)
+        row = await self._instance(request, project, name)
+        await project.engine.send_event(row, str(request.path_params["event_type"]), payload)
+        return envelope_ok({"success": True})
+
+
+async def _find(
+    project: Project, workflow: str, instance_id: str, scope: str | None
+) -> InstanceRow:
+    """The instance ``instance_id`` of ``workflow``, in ``scope`` or the only scope holding it."""
+    if scope is not None:
+        row = await project.engine.storage.get_instance(workflow, scope, instance_id)
+        rows = [] if row is None else [row]
+    else:
+        rows = await project.engine.storage.find_instances(workflow, instance_id)
+    if not rows:
+        raise APIError(404, CODE_NOT_FOUND, f"Workflow instance '{instance_id}' not found.")
+    if len(rows) > 1:
+        scopes = ", ".join(repr(r.scope) for r in rows)
+        raise APIError(
+            400,
+            CODE_INVALID,
+            f"scope: instance id '{instance_id}' exists in {len(rows)} scopes ({scopes}); "
+            "choose one with ?scope=<scope> (dwf: --scope)",
+        )
+    return rows[0]

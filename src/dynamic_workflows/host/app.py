@@ -1,0 +1,227 @@
+"""The ASGI applications of a host: what each listener serves.
+
+``dwf dev`` (one port)::
+
+    /cdn-cgi/local/explorer/api/...   the admin API (admin.py); also at /cdn-cgi/explorer/api,
+                                      where wrangler 4's `workflows ... --local` calls it
+    /cdn-cgi/local/explorer/          the dashboard (dashboard.py); also /cdn-cgi/explorer/
+    /cdn-cgi/local/metrics            Prometheus metrics (metrics.py)
+    anything else                     Default(ctx, env).fetch(request)
+
+``dwf serve`` splits them: the public port serves only the dispatcher; the admin port serves
+the admin API, the dashboard and ``/metrics``, every path but the dashboard's static page behind
+``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .admin import CODE_NO_ROUTE, AdminAPI, envelope_error
+from .convert import BodyTooLargeError, to_http_response, to_workers_request
+from .dashboard import dashboard
+from .live import LiveProject
+from .metrics import HostMetrics
+
+__all__ = [
+    "DASHBOARD_PATH",
+    "EXPLORER_API",
+    "WRANGLER_API",
+    "HostApp",
+    "create_admin_app",
+    "create_dev_app",
+    "create_public_app",
+]
+
+log = logging.getLogger("dynamic_workflows.host")
+
+EXPLORER_API = "/cdn-cgi/local/explorer/api"
+WRANGLER_API = "/cdn-cgi/explorer/api"
+"""Where wrangler 4 (``workflows ... --local --port``) sends the same requests."""
+DASHBOARD_PATH = "/cdn-cgi/local/explorer/"
+DEV_METRICS_PATH = "/cdn-cgi/local/metrics"
+_RESERVED = ("/cdn-cgi/local/", "/cdn-cgi/explorer")
+
+
+async def _http_error(request: HTTPRequest, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return envelope_error(404, CODE_NO_ROUTE, "No route for the URI")
+    return envelope_error(exc.status_code, exc.status_code * 10 + 3, exc.detail)
+
+
+def _explorer(live: LiveProject, metrics: HostMetrics, metrics_paths: tuple[str, ...]) -> Starlette:
+    async def to_dashboard(request: HTTPRequest) -> Response:
+        return RedirectResponse(DASHBOARD_PATH)
+
+    api = AdminAPI(live).routes()
+    routes: list[BaseRoute] = [
+        Mount(EXPLORER_API, routes=api),
+        Mount(WRANGLER_API, routes=api),
+        Route(DASHBOARD_PATH, dashboard, methods=["GET"]),
+        Route("/cdn-cgi/explorer/", dashboard, methods=["GET"]),
+        Route(DASHBOARD_PATH.rstrip("/"), to_dashboard, methods=["GET"]),
+        Route("/cdn-cgi/explorer", to_dashboard, methods=["GET"]),
+        Route("/", to_dashboard, methods=["GET"]),  # reached on the admin port only
+        *(Route(path, metrics.endpoint, methods=["GET"]) for path in metrics_paths),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+
+
+class HostApp:
+    """One listener: routes a request to the explorer (admin API, dashboard, metrics) or to the
+    dispatcher, checks the admin token, and times every request."""
+
+    def __init__(
+        self,
+        live: LiveProject,
+        metrics: HostMetrics,
+        *,
+        dispatcher: bool,
+        explorer: bool,
+        metrics_paths: tuple[str, ...] = (),
+        token: str | None = None,
+        expose_errors: bool = False,
+    ) -> None:
+        self.live = live
+        self.metrics = metrics
+        self.dispatcher = dispatcher
+        self.explorer: ASGIApp | None = (
+            _explorer(live, metrics, metrics_paths) if explorer else None
+        )
+        self.metrics_paths = metrics_paths
+        self.token = token
+        self.expose_errors = expose_errors
+
+    def _route(self, path: str) -> str:
+        if self.explorer is not None and (
+            path.startswith(_RESERVED) or path in self.metrics_paths or not self.dispatcher
+        ):
+            if path.startswith((EXPLORER_API, WRANGLER_API)):
+                return "admin"
+            if path in self.metrics_paths:
+                return "metrics"
+            return "dashboard"
+        return "dispatcher" if self.dispatcher else "none"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1003})
+            return
+        handler = self._route(scope["path"])
+        status = 500
+        started = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if handler == "dispatcher":
+                await self._dispatch(scope, receive, timed_send)
+            elif handler == "none":
+                await PlainTextResponse("Not Found", 404)(scope, receive, timed_send)
+            else:
+                assert self.explorer is not None
+                if (
+                    self.token is not None
+                    and handler != "dashboard"
+                    and not self._authorized(scope)
+                ):
+                    response = envelope_error(401, 10000, "Authentication error")
+                    response.headers["www-authenticate"] = 'Bearer realm="dwf admin"'
+                    await response(scope, receive, timed_send)
+                else:
+                    async with self.live.use():
+                        await self.explorer(scope, receive, timed_send)
+        finally:
+            self.metrics.observe(handler, scope["method"], status, time.perf_counter() - started)
+
+    def _authorized(self, scope: Scope) -> bool:
+        assert self.token is not None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, given = value.decode("latin-1").partition(" ")
+                return scheme.lower() == "bearer" and hmac.compare_digest(
+                    given.strip().encode(), self.token.encode()
+                )
+        return False
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = HTTPRequest(scope, receive)
+        response: Response
+        async with self.live.use() as project:
+            try:
+                incoming = await to_workers_request(request)
+            except BodyTooLargeError as exc:
+                response = PlainTextResponse(str(exc), 413)
+            else:
+                try:
+                    outgoing = await project.fetch(incoming)
+                    response = to_http_response(outgoing, head=request.method == "HEAD")
+                except Exception as exc:
+                    log.exception(
+                        "%s %s: the dispatcher (Default.fetch) raised", request.method, request.url
+                    )
+                    text = "Worker threw exception"
+                    if self.expose_errors:
+                        text += f": {type(exc).__name__}: {exc}"
+                    response = PlainTextResponse(text, 500)
+        await response(scope, receive, send)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    # The server starts and stops the project itself (one project may back two listeners).
+    while True:
+        message: dict[str, Any] = dict(await receive())
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def create_dev_app(live: LiveProject, metrics: HostMetrics) -> HostApp:
+    """``dwf dev``: the dispatcher and the explorer on one port, errors shown in responses."""
+    return HostApp(
+        live,
+        metrics,
+        dispatcher=True,
+        explorer=True,
+        metrics_paths=(DEV_METRICS_PATH,),
+        expose_errors=True,
+    )
+
+
+def create_public_app(live: LiveProject, metrics: HostMetrics) -> HostApp:
+    """``dwf serve``'s public port: the dispatcher only; errors are not described to clients."""
+    return HostApp(live, metrics, dispatcher=True, explorer=False)
+
+
+def create_admin_app(live: LiveProject, metrics: HostMetrics, token: str) -> HostApp:
+    """``dwf serve``'s admin port: admin API, dashboard and ``/metrics`` behind ``token``."""
+    if not token:
+        raise ValueError("the admin app needs a token")
+    return HostApp(
+        live,
+        metrics,
+        dispatcher=False,
+        explorer=True,
+        metrics_paths=("/metrics", DEV_METRICS_PATH),
+        token=token,
+    )

@@ -1,0 +1,340 @@
+"""The admin API from the command line: a small client and the tables ``dwf`` prints.
+
+:class:`AdminClient` speaks the same API as ``wrangler workflows ... --local`` (see
+:mod:`.admin`) to ``dwf dev`` or ``dwf serve``; every failure is an :class:`AdminError` whose
+message is one readable line (connection refused, HTTP status and the server's message).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .app import EXPLORER_API
+
+__all__ = ["DEFAULT_URL", "AdminClient", "AdminError", "Printer"]
+
+DEFAULT_URL = "http://127.0.0.1:8787"
+
+_STATUS_STYLE = {
+    "complete": "green",
+    "errored": "red",
+    "terminated": "dim",
+    "waiting": "yellow",
+    "paused": "yellow",
+    "waitingForPause": "yellow",
+    "running": "cyan",
+    "queued": "cyan",
+}
+
+
+class AdminError(Exception):
+    """A call to the admin API failed; the message says why, in one line."""
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+class AdminClient:
+    """The admin API of the server at ``url`` (``token``: for ``dwf serve``'s admin port)."""
+
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 30):
+        self.url = url.rstrip("/")
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=self.url + EXPLORER_API, headers=headers, timeout=timeout
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        send_body: bool = False,
+    ) -> dict[str, Any]:
+        """One request; returns the whole envelope (``result``, ``result_info``...)."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        content = json.dumps(body).encode() if send_body else None
+        try:
+            response = self._http.request(
+                method,
+                path,
+                params=query,
+                content=content,
+                headers={"content-type": "application/json"} if send_body else None,
+            )
+        except httpx.ConnectError:
+            raise AdminError(
+                f"cannot reach the admin API at {self.url} (connection refused): is `dwf dev` "
+                "or `dwf serve` running there? (see --url)"
+            ) from None
+        except httpx.TimeoutException:
+            raise AdminError(f"the admin API at {self.url} did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise AdminError(f"cannot reach the admin API at {self.url}: {exc}") from None
+        try:
+            envelope = response.json()
+        except ValueError:
+            envelope = None
+        if not isinstance(envelope, dict) or "success" not in envelope:
+            raise AdminError(
+                f"{self.url} did not answer like the dwf admin API (HTTP {response.status_code} "
+                f"for {method} {EXPLORER_API}{path})"
+            )
+        if response.status_code == 401:
+            raise AdminError(
+                "the admin API refused the request (HTTP 401): pass the admin token with "
+                "--token or DWF_ADMIN_TOKEN"
+            )
+        if not envelope["success"]:
+            errors = envelope.get("errors") or []
+            text = "; ".join(str(e.get("message")) for e in errors if isinstance(e, dict))
+            raise AdminError(f"{text or 'request failed'} (HTTP {response.status_code})")
+        return envelope
+
+    # -- operations -------------------------------------------------------------------------------
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("GET", "/workflows")["result"]
+        return result
+
+    def workflow(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/workflows/{_q(name)}")["result"]
+        return result
+
+    def trigger(
+        self, name: str, params: Any = None, *, id: str | None = None, scope: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if id is not None:
+            body["id"] = id
+        if params is not None:
+            body["params"] = params
+        result: dict[str, Any] = self.call(
+            "POST",
+            f"/workflows/{_q(name)}/instances",
+            params={"scope": scope},
+            body=body,
+            send_body=True,
+        )["result"]
+        return result
+
+    def list_instances(
+        self,
+        name: str,
+        *,
+        status: str | None = None,
+        page: int | None = None,
+        per_page: int | None = None,
+        scope: str | None = None,
+    ) -> dict[str, Any]:
+        return self.call(
+            "GET",
+            f"/workflows/{_q(name)}/instances",
+            params={"status": status, "page": page, "per_page": per_page, "scope": scope},
+        )
+
+    def resolve(self, name: str, id: str, scope: str | None) -> tuple[str, str | None]:
+        """``latest`` -> the newest instance's id and scope; any other id as it is."""
+        if id != "latest":
+            return id, scope
+        listing = self.list_instances(name, per_page=1, scope=scope)["result"]
+        if not listing:
+            raise AdminError(f"workflow {name!r} has no instances")
+        return listing[0]["id"], listing[0].get("scope", scope)
+
+    def instance(self, name: str, id: str, *, scope: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(
+            "GET", f"/workflows/{_q(name)}/instances/{_q(id)}", params={"scope": scope}
+        )["result"]
+        return result
+
+    def change_status(
+        self, name: str, id: str, action: str, *, scope: str | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(
+            "PATCH",
+            f"/workflows/{_q(name)}/instances/{_q(id)}/status",
+            params={"scope": scope},
+            body={"status": action},
+            send_body=True,
+        )["result"]
+        return result
+
+    def send_event(
+        self,
+        name: str,
+        id: str,
+        event_type: str,
+        payload: Any = None,
+        *,
+        has_payload: bool = False,
+        scope: str | None = None,
+    ) -> None:
+        self.call(
+            "POST",
+            f"/workflows/{_q(name)}/instances/{_q(id)}/events/{_q(event_type)}",
+            params={"scope": scope},
+            body=payload,
+            send_body=has_payload,
+        )
+
+    def delete_instance(self, name: str, id: str, *, scope: str | None = None) -> None:
+        self.call("DELETE", f"/workflows/{_q(name)}/instances/{_q(id)}", params={"scope": scope})
+
+
+def _status(status: str | None) -> Text:
+    return Text(str(status), style=_STATUS_STYLE.get(str(status), ""))
+
+
+def _when(value: str | None) -> str:
+    return "" if not value else value.replace("T", " ").replace("Z", "")[:23]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _counts(counts: dict[str, int]) -> Text:
+    out = Text()
+    for status, n in counts.items():
+        if n:
+            if out:
+                out.append(" · ")
+            out.append(f"{status} {n}", style=_STATUS_STYLE.get(status, ""))
+    return out or Text("none", style="dim")
+
+
+class Printer:
+    """What the commands print: tables for people, or the JSON result with ``--json``."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.console = Console(highlight=False, soft_wrap=False)
+        if not self.console.is_terminal:
+            self.console.width = max(self.console.width, 160)
+
+    def json(self, value: Any) -> None:
+        print(json.dumps(value, indent=2))
+
+    def line(self, text: str) -> None:
+        self.console.print(text, markup=False)
+
+    def workflows(self, workflows: list[dict[str, Any]]) -> None:
+        if self.as_json:
+            return self.json(workflows)
+        table = Table(title=None, show_edge=False, pad_edge=False)
+        for column in ("Name", "Class", "Binding", "Instances"):
+            table.add_column(column, no_wrap=column != "Instances")
+        for wf in workflows:
+            table.add_row(
+                wf["name"],
+                wf.get("class_name", ""),
+                wf.get("binding", ""),
+                _counts(wf.get("instances") or {}),
+            )
+        self.console.print(table)
+        return None
+
+    def workflow(self, wf: dict[str, Any]) -> None:
+        if self.as_json:
+            return self.json(wf)
+        self.line(f"Workflow  {wf['name']}")
+        self.line(f"Class     {wf.get('class_name', '')}")
+        self.line(f"Script    {wf.get('script_name', '')}")
+        table = Table(show_edge=False, pad_edge=False)
+        table.add_column("Status")
+        table.add_column("Instances", justify="right")
+        for status, n in (wf.get("instances") or {}).items():
+            table.add_row(_status(status), str(n))
+        self.console.print(table)
+        return None
+
+    def instances(self, name: str, envelope: dict[str, Any]) -> None:
+        if self.as_json:
+            return self.json(envelope["result"])
+        rows = envelope["result"]
+        info = envelope.get("result_info") or {}
+        if not rows:
+            self.line(f"No instances of {name}.")
+            return None
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("Id", "Status", "Created", "Ended", "Scope"):
+            table.add_column(column, no_wrap=True)
+        for row in rows:
+            table.add_row(
+                row["id"],
+                _status(row.get("status")),
+                _when(row.get("created_on")),
+                _when(row.get("ended_on")),
+                (row.get("scope") or "")[:14],
+            )
+        self.console.print(table)
+        self.line(
+            f"page {info.get('page', 1)} of {info.get('total_pages', 1)} · "
+            f"{info.get('total_count', len(rows))} instance(s)"
+        )
+        return None
+
+    def instance(self, inst: dict[str, Any]) -> None:
+        if self.as_json:
+            return self.json(inst)
+        self.console.print(Text("Id       ") + Text(inst["id"]))
+        self.console.print(Text("Status   ") + _status(inst.get("status")))
+        for label, key in (("Scope", "scope"), ("Created", "created_on"), ("Started", "start")):
+            if inst.get(key):
+                self.line(f"{label:<9}{_when(inst[key]) if key != 'scope' else inst[key]}")
+        if inst.get("end"):
+            self.line(f"{'Ended':<9}{_when(inst['end'])}")
+        self.line(f"{'Params':<9}{_short(inst.get('params'), 200)}")
+        if inst.get("output") is not None:
+            self.line(f"{'Output':<9}{_short(inst['output'], 200)}")
+        if inst.get("error"):
+            self.line(f"{'Error':<9}{inst['error'].get('name')}: {inst['error'].get('message')}")
+        steps = inst.get("steps") or []
+        if not steps:
+            self.line("No steps yet.")
+            return None
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("Step", "#", "Type", "State", "Attempt", "Result"):
+            table.add_column(column, no_wrap=column not in ("Result", "Step"))
+        for step in steps:
+            if step.get("error"):
+                result = Text(
+                    f"{step['error'].get('name')}: {step['error'].get('message')}", style="red"
+                )
+            elif step.get("output") is not None:
+                result = Text(_short(step["output"]))
+            elif step.get("wake_at"):
+                result = Text(f"until {_when(step['wake_at'])}", style="dim")
+            else:
+                result = Text("")
+            table.add_row(
+                step["name"],
+                str(step.get("count", 1)),
+                step.get("type", ""),
+                _status(step.get("state")),
+                str(step.get("attempt") or ""),
+                result,
+            )
+        self.console.print(table)
+        return None

@@ -1,0 +1,452 @@
+"""The host in-process: dispatcher requests, the admin API (envelope, errors, scopes, paging),
+the token of the admin port, metrics and the dashboard. Tenant code runs in-process here; the
+acceptance tests run the same through the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dynamic_workflows.host import (
+    HostMetrics,
+    LiveProject,
+    Project,
+    create_admin_app,
+    create_dev_app,
+    load_config,
+)
+
+API = "/cdn-cgi/local/explorer/api"
+
+CONFIG = """
+// a test project
+{
+  "name": "unit",
+  "main": "src/entry.py",
+  "worker_loaders": [{"binding": "LOADER"}],
+  "workflows": [
+    {"name": "plain", "binding": "PLAIN", "class_name": "Plain"},
+    {"name": "dyn", "binding": "DYN", "class_name": "Dyn"},
+  ],
+  "vars": {"GREETING": "hi"},
+}
+"""
+
+ENTRY = '''
+import asyncio
+from urllib.parse import parse_qs, urlparse
+
+from workers import Response, WorkerEntrypoint, WorkflowEntrypoint
+
+from dynamic_workflows.dispatch import create_dynamic_workflow_entrypoint, wrap_workflow_binding
+
+DONE = []
+
+
+class Plain(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("first")
+        async def first():
+            return {"got": event["payload"]}
+
+        await first()
+        ev = await step.wait_for_event("go", "go", timeout="1 hour")
+        return {"payload": event["payload"], "event": ev["payload"]}
+
+
+TENANT = """
+from workers import WorkflowEntrypoint
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("hello")
+        async def hello():
+            return "TENANT says " + str(event["payload"])
+
+        return await hello()
+"""
+
+
+def runner(args):
+    tenant = args["metadata"]["t"]
+    code = {"main_module": "t.py", "modules": {"t.py": TENANT.replace("TENANT", tenant)}}
+    return args["env"].LOADER.get("t-" + tenant, lambda: code).get_entrypoint("TenantWorkflow")
+
+
+Dyn = create_dynamic_workflow_entrypoint(runner)
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        url = urlparse(request.url)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path == "/create":
+            binding = wrap_workflow_binding({"t": q["t"]}, binding_name="DYN")
+            instance = await binding.create(id=q.get("id"), params=q.get("p"))
+            return Response.json({"id": instance.id})
+        if url.path == "/boom":
+            raise RuntimeError("kaboom")
+        if url.path == "/vars":
+            return Response.json({"greeting": self.env.GREETING})
+        if url.path == "/later":
+            async def later():
+                await asyncio.sleep(0.01)
+                DONE.append(1)
+            self.ctx.wait_until(later())
+            return Response("scheduled")
+        return Response(f"ok {request.method} {request.headers.get('x-test')}")
+'''
+
+
+@dataclass
+class Host:
+    live: LiveProject
+    client: httpx.AsyncClient
+    metrics: HostMetrics
+
+    async def api(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        response = await self.client.request(method, API + path, **kwargs)
+        body = response.json()
+        assert set(body) >= {"success", "errors", "messages", "result"}, body
+        assert body["success"] is (response.status_code < 400)
+        if not body["success"]:
+            assert body["result"] is None
+            assert body["errors"]
+            assert all(isinstance(e["code"], int) and e["code"] >= 1000 for e in body["errors"])
+        return response.status_code, body
+
+    async def wait_for(self, workflow: str, id: str, status: str, **params: str) -> dict[str, Any]:
+        for _ in range(500):
+            code, body = await self.api(
+                "GET", f"/workflows/{workflow}/instances/{id}", params=params
+            )
+            assert code == 200, body
+            if body["result"]["status"] == status:
+                return dict(body["result"])
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{id} never reached {status}: {body['result']['status']}")
+
+
+def write_project(folder: Path) -> Path:
+    (folder / "src").mkdir(parents=True)
+    (folder / "wrangler.jsonc").write_text(CONFIG)
+    (folder / "src" / "entry.py").write_text(textwrap.dedent(ENTRY))
+    return folder
+
+
+@pytest.fixture
+async def host(tmp_path: Path) -> AsyncIterator[Host]:
+    folder = write_project(tmp_path / "project")
+    live = LiveProject(
+        lambda: Project(load_config(folder), storage_url="memory://", loader_mode="in-process")
+    )
+    await live.start()
+    metrics = HostMetrics(live)
+    transport = httpx.ASGITransport(app=create_dev_app(live, metrics))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://dev.test") as client:
+            yield Host(live, client, metrics)
+    finally:
+        await live.stop()
+
+
+# -- the dispatcher -------------------------------------------------------------------------------
+
+
+async def test_requests_go_to_default_fetch(host: Host) -> None:
+    response = await host.client.put("/anything?x=1", headers={"x-test": "yes"})
+    assert (response.status_code, response.text) == (200, "ok PUT yes")
+    assert (await host.client.get("/vars")).json() == {"greeting": "hi"}
+    head = await host.client.head("/")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len("ok HEAD None"))
+
+
+async def test_a_dispatcher_exception_is_a_short_500(host: Host) -> None:
+    response = await host.client.get("/boom")
+    assert response.status_code == 500
+    assert response.text == "Worker threw exception: RuntimeError: kaboom"
+
+
+async def test_wait_until_work_outlives_the_response(host: Host) -> None:
+    assert (await host.client.get("/later")).text == "scheduled"
+    main = host.live.project.modules.load("entry")
+    for _ in range(100):
+        if main.DONE:
+            break
+        await asyncio.sleep(0.01)
+    assert main.DONE == [1]
+
+
+# -- workflows -------------------------------------------------------------------------------------
+
+
+async def test_list_and_describe_workflows(host: Host) -> None:
+    code, body = await host.api("GET", "/workflows")
+    assert code == 200
+    assert [w["name"] for w in body["result"]] == ["plain", "dyn"]
+    assert body["result_info"] == {"count": 2}
+    plain = body["result"][0]
+    assert plain["class_name"] == "Plain"
+    assert plain["script_name"] == "unit"
+    code, body = await host.api("GET", "/workflows/plain")
+    assert code == 200
+    assert body["result"]["instances"] == {
+        "queued": 0,
+        "running": 0,
+        "paused": 0,
+        "errored": 0,
+        "terminated": 0,
+        "complete": 0,
+        "waitingForPause": 0,
+        "waiting": 0,
+    }
+    code, body = await host.api("GET", "/workflows/nope")
+    assert code == 404
+    assert body["errors"] == [{"code": 10501, "message": "Workflow 'nope' not found."}]
+
+
+async def test_create_describe_send_event(host: Host) -> None:
+    code, body = await host.api(
+        "POST", "/workflows/plain/instances", json={"id": "p-1", "params": {"n": 1}}
+    )
+    assert code == 200
+    assert body["result"]["id"] == "p-1"
+    waiting = await host.wait_for("plain", "p-1", "waiting")
+    assert waiting["params"] == {"n": 1}
+    assert waiting["scope"] == ""
+    assert [(s["name"], s["type"], s["state"]) for s in waiting["steps"]] == [
+        ("first", "step", "done"),
+        ("go", "waitForEvent", "waiting"),
+    ]
+    assert waiting["steps"][0]["output"] == {"got": {"n": 1}}
+    assert waiting["steps"][1]["wake_at"].endswith("Z")
+    code, body = await host.api("POST", "/workflows/plain/instances/p-1/events/go", json="yes")
+    assert (code, body["result"]) == (200, {"success": True})
+    done = await host.wait_for("plain", "p-1", "complete")
+    assert done["output"] == {"payload": {"n": 1}, "event": "yes"}
+    assert "error" not in done  # the spec: an object when errored, absent otherwise
+    assert done["step_count"] == 2
+    event = done["steps"][1]["output"]
+    assert (event["type"], event["payload"]) == ("go", "yes")
+    assert event["timestamp"].endswith("Z")
+    assert done["steps"][0]["attempts"] == []  # wrangler iterates it
+    # wrangler 4 sends the same requests under /cdn-cgi/explorer/api, and "action", not "status"
+    again = await host.client.get("/cdn-cgi/explorer/api/workflows/plain/instances/p-1")
+    assert again.json()["result"]["output"] == done["output"]
+    assert done["end"] is not None
+    code, body = await host.api("POST", "/workflows/plain/instances", json={})
+    assert code == 200
+    assert len(body["result"]["id"]) == 36  # a generated UUID
+    code, body = await host.api("POST", "/workflows/plain/instances")  # no body at all
+    assert code == 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code", "message"),
+    [
+        ({"json": {"id": "dup"}}, 409, "(instance.already_exists)"),
+        ({"json": {"id": "-bad id"}}, 400, "Workflow instance has invalid id"),
+        ({"json": {"id": 3}}, 400, "id: must be a string"),
+        ({"json": [1]}, 400, "request body: must be a JSON object"),
+        ({"json": {"params": 1, "extra": 2}}, 400, "unknown field(s) ['extra']"),
+        ({"content": b"{nope"}, 400, "request body: not valid JSON"),
+    ],
+)
+async def test_create_errors(host: Host, kwargs: dict[str, Any], code: int, message: str) -> None:
+    assert (await host.api("POST", "/workflows/plain/instances", json={"id": "dup"}))[0] == 200
+    status, body = await host.api("POST", "/workflows/plain/instances", **kwargs)
+    assert status == code
+    assert message in body["errors"][0]["message"]
+
+
+async def test_listing_pages_and_filters(host: Host) -> None:
+    for i in range(5):
+        await host.api("POST", "/workflows/plain/instances", json={"id": f"i{i}"})
+    await host.wait_for("plain", "i0", "waiting")
+    for i in range(5):
+        await host.wait_for("plain", f"i{i}", "waiting")
+    code, body = await host.api(
+        "GET", "/workflows/plain/instances", params={"page": 2, "per_page": 2}
+    )
+    assert code == 200
+    assert [i["id"] for i in body["result"]] == ["i2", "i1"]  # newest first
+    info = body["result_info"]
+    assert (info["page"], info["per_page"], info["total_count"], info["total_pages"]) == (
+        2,
+        2,
+        5,
+        3,
+    )
+    assert info["count"] == 2
+    assert all(set(i) >= {"id", "status", "created_on", "scope"} for i in body["result"])
+    code, body = await host.api("GET", "/workflows/plain/instances", params={"status": "complete"})
+    assert (body["result"], body["result_info"]["total_count"]) == ([], 0)
+    code, body = await host.api(
+        "GET", "/workflows/plain/instances", params={"date_start": "2999-01-01T00:00:00Z"}
+    )
+    assert body["result_info"]["total_count"] == 0
+    code, body = await host.api(
+        "GET", "/workflows/plain/instances", params={"date_end": "2999-01-01T00:00:00"}
+    )
+    assert body["result_info"]["total_count"] == 5
+    for params, field in [
+        ({"page": 0}, "page"),
+        ({"per_page": 101}, "per_page"),
+        ({"per_page": "x"}, "per_page"),
+        ({"status": "sleepy"}, "status"),
+        ({"date_start": "monday"}, "date_start"),
+    ]:
+        code, body = await host.api("GET", "/workflows/plain/instances", params=params)
+        assert code == 400
+        assert body["errors"][0]["message"].startswith(f"{field}: ")
+
+
+async def test_status_changes(host: Host) -> None:
+    await host.api("POST", "/workflows/plain/instances", json={"id": "s"})
+    await host.wait_for("plain", "s", "waiting")
+    path = "/workflows/plain/instances/s/status"
+    code, body = await host.api("PATCH", path, json={"status": "pause"})
+    assert (code, body["result"]["status"]) == (200, "paused")
+    assert body["result"]["timestamp"].endswith("Z")
+    code, body = await host.api("PATCH", path, json={"action": "resume"})  # newer wrangler
+    assert (code, body["result"]["status"]) == (200, "queued")
+    await host.wait_for("plain", "s", "waiting")
+    code, body = await host.api("PATCH", path, json={"status": "restart"})
+    assert code == 200
+    await host.wait_for("plain", "s", "waiting")
+    code, body = await host.api("PATCH", path, json={"status": "terminate"})
+    assert (code, body["result"]["status"]) == (200, "terminated")
+    code, body = await host.api("PATCH", path, json={"status": "terminate"})
+    assert code == 409
+    assert "(instance.cannot_terminate)" in body["errors"][0]["message"]
+    for payload, message in [
+        ({"status": "explode"}, "status: must be one of pause, resume, terminate, restart"),
+        ({"status": "pause", "rollback": True}, "rollback: only valid when terminating"),
+        ({"status": "restart", "from": {"name": "first"}}, "from: restarting from a given step"),
+    ]:
+        code, body = await host.api("PATCH", path, json=payload)
+        assert code == 400
+        assert message in body["errors"][0]["message"]
+    code, body = await host.api(
+        "PATCH", "/workflows/plain/instances/ghost/status", json={"status": "pause"}
+    )
+    assert code == 404
+    assert body["errors"][0] == {"code": 10501, "message": "Workflow instance 'ghost' not found."}
+
+
+async def test_scopes_tell_tenants_apart(host: Host) -> None:
+    for tenant in ("a", "b"):
+        response = await host.client.get(f"/create?t={tenant}&id=same&p={tenant}-params")
+        assert response.json() == {"id": "same"}
+    code, body = await host.api("GET", "/workflows/dyn/instances")
+    scopes = {i["scope"] for i in body["result"]}
+    assert len(scopes) == 2
+    assert "" not in scopes
+    code, body = await host.api("GET", "/workflows/dyn/instances/same")
+    assert code == 400
+    message = body["errors"][0]["message"]
+    assert message.startswith("scope: instance id 'same' exists in 2 scopes")
+    outputs = set()
+    for scope in scopes:
+        done = await host.wait_for("dyn", "same", "complete", scope=scope)
+        assert done["scope"] == scope
+        outputs.add(done["output"])
+        code, body = await host.api("GET", "/workflows/dyn/instances", params={"scope": scope})
+        assert [i["id"] for i in body["result"]] == ["same"]
+    assert outputs == {"a says a-params", "b says b-params"}
+    # An instance created by the admin API in a tenant's envelope lands in that tenant's scope.
+    code, body = await host.api(
+        "POST",
+        "/workflows/dyn/instances",
+        json={"id": "adm", "params": {"__dispatcherMetadata": {"t": "a"}, "params": "x"}},
+    )
+    assert code == 200
+    a_scope = body["result"]["scope"]
+    assert a_scope in scopes
+    done = await host.wait_for("dyn", "adm", "complete")
+    assert done["output"] == "a says x"
+    # Created raw (no envelope), it is unscoped, and the dynamic entrypoint refuses it.
+    await host.api("POST", "/workflows/dyn/instances", json={"id": "raw", "params": {"x": 1}})
+    errored = await host.wait_for("dyn", "raw", "errored")
+    assert errored["error"]["name"] == "MissingDispatcherMetadataError"
+    assert errored["scope"] == ""
+
+
+async def test_deleting(host: Host) -> None:
+    for i in range(3):
+        await host.api("POST", "/workflows/plain/instances", json={"id": f"d{i}"})
+    code, body = await host.api(
+        "POST", "/workflows/plain/instances/batch/delete", json={"instances": ["d0", "ghost"]}
+    )
+    assert code == 200
+    assert body["result"]["deleted"] == [{"id": "d0"}]
+    assert body["result"]["errors"] == [
+        {"id": "ghost", "code": 10501, "message": "Workflow instance 'ghost' not found."}
+    ]
+    for payload in ({"instances": []}, {"instances": "d1"}, {}):
+        code, body = await host.api("POST", "/workflows/plain/instances/batch/delete", json=payload)
+        assert code == 400
+        assert body["errors"][0]["message"].startswith("instances: ")
+    code, body = await host.api("DELETE", "/workflows/plain/instances/d1")
+    assert (code, body["result"]) == (200, {"success": True})
+    assert (await host.api("GET", "/workflows/plain/instances/d1"))[0] == 404
+    code, body = await host.api("DELETE", "/workflows/plain")
+    assert code == 200
+    assert body["result"]["success"] is True
+    code, body = await host.api("GET", "/workflows/plain/instances")
+    assert body["result_info"]["total_count"] == 0
+
+
+async def test_unknown_routes_and_methods(host: Host) -> None:
+    code, body = await host.api("GET", "/nothing/here")
+    assert code == 404
+    assert body["errors"] == [{"code": 7003, "message": "No route for the URI"}]
+    code, body = await host.api("PUT", "/workflows")
+    assert code == 405
+
+
+async def test_metrics_and_dashboard(host: Host) -> None:
+    await host.api("POST", "/workflows/plain/instances", json={"id": "m"})
+    await host.wait_for("plain", "m", "waiting")
+    await host.client.get("/vars")
+    text = (await host.client.get("/cdn-cgi/local/metrics")).text
+    assert 'dwf_instances{status="waiting",workflow="plain"} 1.0' in text
+    assert "dwf_steps_committed_total" in text
+    assert "dwf_live_runs" in text
+    assert (
+        'dwf_http_request_duration_seconds_count{handler="dispatcher",method="GET",status="200"}'
+        in text
+    )
+    page = await host.client.get("/cdn-cgi/local/explorer/")
+    assert page.status_code == 200
+    assert "<title>dwf" in page.text
+    assert (await host.client.get("/cdn-cgi/local/explorer")).status_code == 307
+
+
+async def test_the_admin_port_needs_the_token(host: Host) -> None:
+    app = create_admin_app(host.live, host.metrics, "s3cret")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin.test") as admin:
+        response = await admin.get(API + "/workflows")
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.json()["errors"] == [{"code": 10000, "message": "Authentication error"}]
+        wrong = await admin.get(API + "/workflows", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        auth = {"authorization": "Bearer s3cret"}
+        assert (await admin.get(API + "/workflows", headers=auth)).status_code == 200
+        assert (await admin.get("/metrics")).status_code == 401
+        assert "dwf_runs_total" in (await admin.get("/metrics", headers=auth)).text
+        # The page itself holds no data; the API calls it makes carry the token.
+        assert (await admin.get("/cdn-cgi/local/explorer/")).status_code == 200
+        # The admin port has no dispatcher.
+        assert (await admin.get("/vars", headers=auth)).status_code == 404

@@ -1,0 +1,160 @@
+"""HTTP conversion between the server and dispatcher code, and the host's ``workers.fetch``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from starlette.requests import Request as HTTPRequest
+
+from dynamic_workflows.host.convert import (
+    BodyTooLargeError,
+    to_http_response,
+    to_workers_request,
+)
+from dynamic_workflows.workers import FetchResponse, Request, Response, fetch
+from dynamic_workflows.workers._fetch import use_http_client
+
+
+def http_request(
+    method: str = "POST",
+    path: str = "/api/run",
+    query: bytes = b"a=1&b=two",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    chunks: tuple[bytes, ...] = (b'{"x":', b" 1}"),
+) -> HTTPRequest:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": headers
+        if headers is not None
+        else [
+            (b"host", b"example.test:8787"),
+            (b"x-tenant-id", b"acme"),
+            (b"accept", b"text/html"),
+            (b"accept", b"application/json"),
+        ],
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 8787),
+    }
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ] or [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    return HTTPRequest(scope, receive)
+
+
+async def test_request_keeps_method_url_headers_and_body() -> None:
+    request = await to_workers_request(http_request())
+    assert request.method == "POST"
+    assert request.url == "http://example.test:8787/api/run?a=1&b=two"
+    assert request.headers.get("x-tenant-id") == "acme"
+    assert request.headers.get("accept") == "text/html, application/json"
+    assert [k for k, _ in request.headers.items()].count("accept") == 2
+    assert await request.json() == {"x": 1}
+
+
+async def test_request_without_body() -> None:
+    request = await to_workers_request(http_request(method="GET", query=b"", chunks=()))
+    assert request.method == "GET"
+    assert request.url == "http://example.test:8787/api/run"
+    assert await request.bytes() == b""
+    assert await request.json() is None
+
+
+async def test_request_body_limit() -> None:
+    with pytest.raises(BodyTooLargeError):
+        await to_workers_request(http_request(chunks=(b"x" * 10, b"y" * 10)), max_body=15)
+    declared = [(b"host", b"h"), (b"content-length", b"999")]
+    with pytest.raises(BodyTooLargeError):
+        await to_workers_request(http_request(headers=declared), max_body=15)
+
+
+def test_response_status_headers_and_body() -> None:
+    worker = Response(
+        "created",
+        status=201,
+        headers=[
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("content-length", "999"),  # wrong on purpose: recomputed
+            ("transfer-encoding", "chunked"),
+            ("x-custom", "yes"),
+        ],
+    )
+    out = to_http_response(worker)
+    assert out.status_code == 201
+    assert out.body == b"created"
+    raw = [(k.decode(), v.decode()) for k, v in out.raw_headers]
+    assert raw.count(("set-cookie", "a=1")) == 1
+    assert raw.count(("set-cookie", "b=2")) == 1
+    assert ("x-custom", "yes") in raw
+    assert ("content-type", "text/plain;charset=UTF-8") in raw
+    assert [v for k, v in raw if k == "content-length"] == ["7"]
+    assert not any(k == "transfer-encoding" for k, _ in raw)
+
+
+def test_json_head_and_empty_responses() -> None:
+    out = to_http_response(Response.json({"id": "x"}))
+    assert out.body == b'{"id":"x"}'
+    assert (b"content-type", b"application/json") in out.raw_headers
+    head = to_http_response(Response.json({"id": "x"}), head=True)
+    assert head.body == b""
+    assert (b"content-length", b"10") in head.raw_headers  # the length a GET would get
+    empty = to_http_response(Response("ignored", status=204))
+    assert empty.body == b""
+    assert not any(k == b"content-length" for k, _ in empty.raw_headers)
+    with pytest.raises(ValueError, match="status 101"):
+        to_http_response(Response("", status=101))
+
+
+async def test_fetch_through_the_bound_client() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            418, json={"echo": request.content.decode()}, headers={"x-teapot": "1"}
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with use_http_client(client):
+            response = await fetch(
+                "https://api.example/brew", method="POST", headers={"x-a": "b"}, body="tea"
+            )
+            via_request = await fetch(Request("https://api.example/get"), {"method": "GET"})
+    assert isinstance(response, FetchResponse)
+    assert response.status == 418
+    assert not response.ok
+    assert response.headers.get("x-teapot") == "1"
+    assert await response.json() == {"echo": "tea"}  # on a fetched response, json() reads it
+    assert FetchResponse.json({"a": 1}).status == 200  # on the class, it still builds one
+    assert seen[0].method == "POST"
+    assert seen[0].headers["x-a"] == "b"
+    assert via_request.status == 418
+    assert seen[1].method == "GET"
+
+
+async def test_fetch_errors() -> None:
+    with pytest.raises(TypeError, match="http and https URLs only"):
+        await fetch("ftp://example/")
+    with pytest.raises(TypeError, match="unsupported option"):
+        await fetch("https://example/", redirect="manual")
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+        with use_http_client(client), pytest.raises(ConnectionError, match="connection refused"):
+            await fetch("https://down.example/")
