@@ -364,6 +364,20 @@ def _admin(url: str, token: str | None, as_json: bool, action: Callable[..., Non
         raise click.ClickException(str(exc)) from None
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+def doctor(as_json: bool) -> None:
+    """Report the sandbox layers this machine offers (and whether untrusted code may run)."""
+    from .doctor import diagnose, render
+
+    facts = diagnose()
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+    else:
+        render(facts)
+    sys.exit(0 if facts["sandbox"]["safe_for_untrusted"] else 1)
+
+
 @main.group()
 def workflows() -> None:
     """The workflows of a running `dwf dev` or `dwf serve` (through its admin API)."""
