@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
 import inspect
+import types
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -374,29 +376,29 @@ class WorkflowStep:
         return decorator
 
     def _dependencies(self, fn: StepFunction) -> list[Any]:
-        params = list(inspect.signature(fn._func).parameters.values())
+        params = _parameter_names(fn._func)
         deps: list[Any] = []
         if fn._depends is None:
-            for p in params:
-                if p.name == "ctx":
+            for name in params:
+                if name == "ctx":
                     deps.append(_CTX)
-                elif p.name in self._closures:
-                    deps.append(self._closures[p.name])
+                elif name in self._closures:
+                    deps.append(self._closures[name])
                 else:
                     raise WorkflowDefinitionError(
-                        f"step {fn.step_name!r}: received unexpected parameter {p.name!r} "
+                        f"step {fn.step_name!r}: received unexpected parameter {name!r} "
                         "(parameters must be named like an earlier step, or ctx)"
                     )
             return deps
-        others = [p for p in params if p.name != "ctx"]
+        others = [name for name in params if name != "ctx"]
         if len(others) != len(fn._depends):
             raise WorkflowDefinitionError(
                 f"step {fn.step_name!r} declares {len(others)} non-ctx parameter(s) but "
                 f"depends has {len(fn._depends)} item(s)"
             )
         queue = list(fn._depends)
-        for p in params:
-            deps.append(_CTX if p.name == "ctx" else queue.pop(0))
+        for name in params:
+            deps.append(_CTX if name == "ctx" else queue.pop(0))
         return deps
 
     async def _resolve(self, dep: Any) -> Any:
@@ -568,6 +570,29 @@ class _AttemptFailed:
         self.exception = exception
         self.final = final
         self.info = ErrorInfo(error_name(exception), str(exception))
+
+
+@functools.lru_cache(maxsize=2048)
+def _code_parameter_names(code: types.CodeType) -> tuple[str, ...]:
+    # A pure function of the code object, bounded: a step's function is a new closure on every
+    # run and loop iteration but its code is shared, and inspect.signature on every step call
+    # was the largest cost of the step path in the profile.
+    positional = code.co_argcount
+    named = positional + code.co_kwonlyargcount
+    names = list(code.co_varnames[:named])
+    extra = named
+    if code.co_flags & inspect.CO_VARARGS:
+        names.insert(positional, code.co_varnames[extra])
+        extra += 1
+    if code.co_flags & inspect.CO_VARKEYWORDS:
+        names.append(code.co_varnames[extra])
+    return tuple(names)
+
+
+def _parameter_names(func: Callable[..., Any]) -> tuple[str, ...]:
+    if inspect.isfunction(func) and not hasattr(func, "__wrapped__"):
+        return _code_parameter_names(func.__code__)
+    return tuple(inspect.signature(func).parameters)
 
 
 def _rebuild(error: ErrorInfo | None) -> Exception:
