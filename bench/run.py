@@ -213,6 +213,23 @@ def scenarios(quick: bool) -> list[tuple[str, Callable[[], list[Row]]]]:
             )
         ]
 
+    def http_create() -> list[Row]:
+        ours = run_json(["bench/http_create.py", "--requests", "1000" if quick else "6000"])
+        # no DBOS equivalent (it has no HTTP front); the reference's local stack does ~100/s
+        return [
+            Row(
+                "creation through the HTTP API (dispatcher fetch, keep-alive, 32 connections)",
+                ours["per_second"],
+                100.0,
+                "/s",
+                True,
+                ">= 3,000/s",
+                ours["per_second"] >= 3000,
+                note=f"p50 {ours['p50_ms']:.1f} ms; peer column: Cloudflare local",
+                raw={"ours": ours},
+            )
+        ]
+
     def loader() -> list[Row]:
         out_file = HERE / "results" / "loader-run.json"
         out_file.parent.mkdir(exist_ok=True)
@@ -256,6 +273,7 @@ def scenarios(quick: bool) -> list[tuple[str, Callable[[], list[Row]]]]:
         ("waiting instances", waiting),
         ("timers", timers),
         ("floor", floor),
+        ("http creation", http_create),
         ("tenant cold/warm", loader),
     ]
     return out
