@@ -168,8 +168,8 @@ async def sequential(steps: int, db: Path) -> dict[str, Any]:
     }
 
 
-async def timers(n: int, db: Path, lead: float) -> dict[str, Any]:
-    engine = Engine(SQLiteStorage(db), concurrency=256)
+async def timers(n: int, db: Path, lead: float, concurrency: int = 256) -> dict[str, Any]:
+    engine = Engine(SQLiteStorage(db), concurrency=concurrency)
     binding = engine.register("alarm", SleepUntil)
     async with engine:
         due = time.time() + lead
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=["throughput", "sequential", "timers", "floor"])
     parser.add_argument("--instances", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--mode", choices=["trusted", "sandboxed"], default="trusted")
     parser.add_argument("--lead", type=float, default=10.0)
@@ -241,11 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.sqlite3"
         if args.scenario == "throughput":
-            result = asyncio.run(throughput(args.instances, args.concurrency, args.mode, db))
+            result = asyncio.run(throughput(args.instances, args.concurrency or 50, args.mode, db))
         elif args.scenario == "sequential":
             result = asyncio.run(sequential(args.steps, db))
         elif args.scenario == "timers":
-            result = asyncio.run(timers(args.instances, db, args.lead))
+            result = asyncio.run(timers(args.instances, db, args.lead, args.concurrency or 256))
         else:
             result = floor(args.instances, db)
     sys.stdout.write(json.dumps(result) + "\n")
