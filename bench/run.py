@@ -54,7 +54,11 @@ def run_json(args: list[str], timeout: float = 1800) -> dict[str, Any]:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    out = proc.stdout.strip()
+    try:
+        return dict(json.loads(out))
+    except json.JSONDecodeError:  # other output before the JSON line
+        return dict(json.loads(out.splitlines()[-1]))
 
 
 def peer_available() -> bool:
