@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from ..step import WorkflowStep
 from ..workers import Request, Response
+from ..workers._http import make_request
 from .bridge import RunBridge
 from .code import INHERIT, WorkerCode, WorkerLimits
 from .confine import ConfinementPolicy, IsolationReport, SandboxUnavailableError, probe
@@ -36,7 +37,7 @@ from .errors import TenantWorkerError
 from .outbound import fetch_via_host
 from .pool import WorkerPool
 from .process import WorkerProcess
-from .runtime import Outbound, TenantRuntime, make_request
+from .runtime import Outbound, TenantRuntime
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -26,9 +26,10 @@ from ..workers import (
     WorkerEntrypoint,
     WorkflowEntrypoint,
 )
+from ..workers._http import make_request
 from .code import ModuleSource
 
-__all__ = ["NO_NETWORK_MESSAGE", "Outbound", "TenantRuntime", "make_request"]
+__all__ = ["NO_NETWORK_MESSAGE", "Outbound", "TenantRuntime"]
 
 NO_NETWORK_MESSAGE = (
     "This worker is not permitted to access the internet via global functions like fetch(). "
@@ -37,31 +38,6 @@ NO_NETWORK_MESSAGE = (
 """workerd's message, verbatim, for ``global_outbound: None``."""
 
 Outbound = Callable[[Request], Awaitable[Response]]
-
-
-def make_request(resource: Any, init: Mapping[str, Any] | None = None, **options: Any) -> Request:
-    """A Request from ``fetch``'s arguments: a URL or a Request, then ``method``, ``headers``,
-    ``body`` (from ``init`` or keyword arguments)."""
-    opts = dict(init or {})
-    opts.update(options)
-    unknown = set(opts) - {"method", "headers", "body"}
-    if unknown:
-        raise TypeError(f"fetch() got unsupported option(s) {sorted(unknown)}")
-    if isinstance(resource, Request):
-        return Request(
-            resource.url,
-            method=opts.get("method", resource.method),
-            headers=opts.get("headers", resource.headers),
-            body=opts.get("body", resource.body_bytes()),
-        )
-    if not isinstance(resource, str):
-        raise TypeError(f"fetch() needs a URL string or a Request, got {type(resource).__name__}")
-    return Request(
-        resource,
-        method=opts.get("method", "GET"),
-        headers=opts.get("headers"),
-        body=opts.get("body"),
-    )
 
 
 class TenantRuntime:

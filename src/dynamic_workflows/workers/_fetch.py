@@ -16,7 +16,7 @@ import contextvars
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._http import Headers, Request, Response
+from ._http import Headers, Request, Response, make_request
 
 if TYPE_CHECKING:  # httpx is imported on first use: sandboxed workers import this SDK too
     import httpx
@@ -57,35 +57,12 @@ def use_http_client(client: httpx.AsyncClient | None) -> Iterator[None]:
         _client.reset(token)
 
 
-def _request(resource: Any, init: Mapping[str, Any] | None, options: dict[str, Any]) -> Request:
-    opts = dict(init or {})
-    opts.update(options)
-    unknown = set(opts) - {"method", "headers", "body"}
-    if unknown:
-        raise TypeError(f"fetch() got unsupported option(s) {sorted(unknown)}")
-    if isinstance(resource, Request):
-        return Request(
-            resource.url,
-            method=opts.get("method", resource.method),
-            headers=opts.get("headers", resource.headers),
-            body=opts.get("body", resource.body_bytes()),
-        )
-    if not isinstance(resource, str):
-        raise TypeError(f"fetch() needs a URL string or a Request, got {type(resource).__name__}")
-    return Request(
-        resource,
-        method=opts.get("method", "GET"),
-        headers=opts.get("headers"),
-        body=opts.get("body"),
-    )
-
-
 async def fetch(
     resource: Any, init: Mapping[str, Any] | None = None, /, **options: Any
 ) -> FetchResponse:
     """Send an HTTP request: ``await fetch(url, method=..., headers=..., body=...)`` (or
     ``fetch(url, {"method": ...})``, or ``fetch(request)``)."""
-    request = _request(resource, init, options)
+    request = make_request(resource, init, **options)
     if not request.url.startswith(("http://", "https://")):
         raise TypeError(f"fetch() supports http and https URLs only, not {request.url!r}")
     import httpx

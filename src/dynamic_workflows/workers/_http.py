@@ -9,7 +9,7 @@ from typing import Any
 
 from ..codec import decode, encode
 
-__all__ = ["Headers", "Request", "Response"]
+__all__ = ["Headers", "Request", "Response", "make_request"]
 
 HeadersInit = Mapping[str, str] | Iterable[tuple[str, str]] | None
 
@@ -158,3 +158,28 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response {self.status}>"
+
+
+def make_request(resource: Any, init: Mapping[str, Any] | None = None, **options: Any) -> Request:
+    """A Request from ``fetch``'s arguments: a URL or a Request, then ``method``, ``headers``,
+    ``body`` (from ``init`` or keyword arguments)."""
+    opts = dict(init or {})
+    opts.update(options)
+    unknown = set(opts) - {"method", "headers", "body"}
+    if unknown:
+        raise TypeError(f"fetch() got unsupported option(s) {sorted(unknown)}")
+    if isinstance(resource, Request):
+        return Request(
+            resource.url,
+            method=opts.get("method", resource.method),
+            headers=opts.get("headers", resource.headers),
+            body=opts.get("body", resource.body_bytes()),
+        )
+    if not isinstance(resource, str):
+        raise TypeError(f"fetch() needs a URL string or a Request, got {type(resource).__name__}")
+    return Request(
+        resource,
+        method=opts.get("method", "GET"),
+        headers=opts.get("headers"),
+        body=opts.get("body"),
+    )
