@@ -48,7 +48,15 @@ class Row:
         return self.ours / self.peer if self.higher_is_better else self.peer / self.ours
 
 
+def settle() -> None:
+    """Flush what earlier measurements wrote, so its write-back is not billed to the next one's
+    fsyncs (each scenario is measured on a quiet disk)."""
+    os.sync()
+    time.sleep(1.0)
+
+
 def run_json(args: list[str], timeout: float = 1800) -> dict[str, Any]:
+    settle()
     proc = subprocess.run(
         [PY, *args], capture_output=True, text=True, timeout=timeout, cwd=HERE.parent, check=False
     )
