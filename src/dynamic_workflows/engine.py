@@ -188,10 +188,12 @@ class LiveRun:
 
     # -- StepChannel ------------------------------------------------------------------------
 
-    async def complete(self, name: str, count: int, value: bytes) -> None:
+    async def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> None:
         self._new_step(name, count)
         check_size(value, f"the result of step {name!r}", self.engine.limits)
-        await self._record(JournalEntry(name, count, StepKind.DO, StepState.DONE, value=value))
+        await self._record(
+            JournalEntry(name, count, StepKind.DO, StepState.DONE, value=value, attempt=attempt)
+        )
         self.engine.counters.steps_committed += 1
 
     async def fail(

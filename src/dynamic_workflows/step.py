@@ -55,8 +55,8 @@ class WaitRegistration(Protocol):
 class StepChannel(Protocol):
     """The host's side of a run: durable effects, answered once committed."""
 
-    async def complete(self, name: str, count: int, value: bytes) -> None:
-        """Commit a step's result."""
+    async def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> None:
+        """Commit a step's result (``attempt``: the attempt that produced it)."""
         ...
 
     async def fail(
@@ -487,7 +487,7 @@ class WorkflowStep:
                 )
                 outcome = await self._attempt(name, count, attempt, cfg, func, args)
                 if not isinstance(outcome, _AttemptFailed):
-                    await self._channel.complete(name, count, outcome)
+                    await self._channel.complete(name, count, outcome, attempt)
                     return decode(outcome)
                 final = outcome.final or attempt > cfg.retry_limit
                 retry_in = None if final else cfg.delay_before(attempt + 1)

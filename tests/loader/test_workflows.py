@@ -98,6 +98,12 @@ async def test_sandboxed_workflow_completes_replays_and_survives_a_crash(loader:
         await wait_status(instance, {"waiting"})
         await instance.send_event(type="approval", payload={"ok": True})
         status = await wait_status(instance, {"complete", "errored"})
+        row = await engine.storage.get_instance("wf", "", "run-1")
+        assert row is not None
+        journal = {e.name: e for e in await engine.storage.load_journal(row.pk)}
+    # the attempt that produced each result crossed the boundary with it (the crash counted)
+    assert journal["flaky"].attempt == 3
+    assert journal["crashy"].attempt == 2
     assert status["status"] == "complete", status
     assert status["output"] == {
         "hello": "Hello, Ada",

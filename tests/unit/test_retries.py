@@ -468,3 +468,29 @@ async def test_default_timeout_is_ten_minutes(make_env: EnvFactory) -> None:
         status = await wf.wait_for(await wf.binding.create())
     assert attempts == [(1, 0), (2, 600 + 10)]  # timed out at 10 minutes, then a 10 s back-off
     assert status["output"] == "second time lucky"
+
+
+async def test_the_journal_records_the_attempt_that_succeeded(make_env: EnvFactory) -> None:
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("steady")
+        async def steady() -> str:
+            return "first time"
+
+        @step.do("flaky", config={"retries": {"limit": 5, "delay": 1, "backoff": "constant"}})
+        async def flaky(ctx: Any) -> int:
+            if ctx["attempt"] < 3:
+                raise RuntimeError("not yet")
+            return int(ctx["attempt"])
+
+        await steady()
+        return await flaky()
+
+    async with make_env(run) as wf:
+        instance = await wf.binding.create()
+        status = await wf.wait_for(instance)
+        assert status["output"] == 3
+        row = await wf.storage.get_instance("workflow", "", instance.id)
+        assert row is not None
+        journal = {e.name: e for e in await wf.storage.load_journal(row.pk)}
+        assert (journal["steady"].state, journal["steady"].attempt) == ("done", 1)
+        assert (journal["flaky"].state, journal["flaky"].attempt) == ("done", 3)

@@ -133,7 +133,7 @@ class RunBridge:
         value: Any
         try:
             if isinstance(message, StepComplete):
-                await channel.complete(message.name, message.count, message.value)
+                await channel.complete(message.name, message.count, message.value, message.attempt)
                 value = None
             elif isinstance(message, StepFail):
                 value = await channel.fail(

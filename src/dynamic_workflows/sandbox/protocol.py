@@ -228,6 +228,7 @@ class StepComplete(_Msg):
     name: str
     count: int
     value: bytes
+    attempt: int = 1
 
 
 class StepFail(_Msg):

@@ -156,8 +156,10 @@ class RemoteStepChannel:
         self._server = server
         self._call = call
 
-    async def complete(self, name: str, count: int, value: bytes) -> None:
-        await self._server.request(lambda i: StepComplete(i, self._call, name, count, value))
+    async def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> None:
+        await self._server.request(
+            lambda i: StepComplete(i, self._call, name, count, value, attempt)
+        )
 
     async def fail(
         self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
@@ -467,7 +469,7 @@ class Flow(WorkflowEntrypoint):
 class _MemoryChannel:
     """A StepChannel that commits nothing: enough to exercise the replay code paths."""
 
-    async def complete(self, name: str, count: int, value: bytes) -> None:
+    async def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> None:
         return None
 
     async def fail(
