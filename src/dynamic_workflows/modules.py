@@ -15,7 +15,12 @@ import types
 from collections.abc import Mapping, Sequence
 from importlib.machinery import ModuleSpec
 
-__all__ = ["WorkersAliasFinder", "install_workers_alias", "load_module_from_source"]
+__all__ = [
+    "WorkersAliasFinder",
+    "absolute_import_name",
+    "install_workers_alias",
+    "load_module_from_source",
+]
 
 _ALIAS = "workers"
 _TARGET = "dynamic_workflows.workers"
@@ -66,3 +71,13 @@ def load_module_from_source(
     code = compile(source, module.__file__, "exec")
     exec(code, module.__dict__)
     return module
+
+
+def absolute_import_name(name: str, package: str, level: int) -> str:
+    """The absolute module name that ``from <level dots><name> import ...`` means inside
+    ``package`` (what a custom ``__import__`` must work out for relative imports)."""
+    parts = package.split(".") if package else []
+    if level - 1 > len(parts):
+        raise ImportError("attempted relative import beyond top-level package")
+    base = ".".join(parts[: len(parts) - (level - 1)])
+    return f"{base}.{name}" if name and base else (name or base)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..modules import install_workers_alias
+from ..modules import absolute_import_name, install_workers_alias
 
 __all__ = ["ProjectModules"]
 
@@ -101,12 +101,7 @@ class ProjectModules:
         ours = globals is not None and globals.get("__builtins__") is self._builtins
         if level > 0 and ours:
             assert globals is not None
-            package = globals.get("__package__") or ""
-            parts = package.split(".") if package else []
-            if level - 1 > len(parts):
-                raise ImportError("attempted relative import beyond top-level package")
-            base = ".".join(parts[: len(parts) - (level - 1)])
-            name = f"{base}.{name}" if name and base else (name or base)
+            name = absolute_import_name(name, globals.get("__package__") or "", level)
             level = 0
         if level == 0 and self._locate(name.partition(".")[0]) is not None:
             module = self.load(name)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from .. import workers as _sdk
+from ..modules import absolute_import_name
 from ..workers import (
     Env,
     ExecutionContext,
@@ -126,12 +127,7 @@ class TenantRuntime:
         level: int = 0,
     ) -> types.ModuleType:
         if level > 0 and globals is not None and globals.get("__builtins__") is self._builtins:
-            package = globals.get("__package__") or ""
-            parts = package.split(".") if package else []
-            if level - 1 > len(parts):
-                raise ImportError("attempted relative import beyond top-level package")
-            base = ".".join(parts[: len(parts) - (level - 1)])
-            name = f"{base}.{name}" if name and base else (name or base)
+            name = absolute_import_name(name, globals.get("__package__") or "", level)
             level = 0
         if level == 0:
             top = name.partition(".")[0]
