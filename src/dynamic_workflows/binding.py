@@ -31,6 +31,33 @@ def _options(options: object, id: Any, params: Any) -> tuple[str | None, Any]:
     return id, None if params is _MISSING else params
 
 
+_STEP_TYPES = {"do": "do", "sleep": "sleep", "waitForEvent": "wait"}
+
+
+def restart_point(options: object) -> tuple[str, int] | None:
+    """The ``(name, count)`` of ``restart({"from": {"name", "count"?, "type"?}})``; None for a
+    restart from the beginning. Errors name the bad field."""
+    if options is None:
+        return None
+    if not isinstance(options, Mapping) or set(options) - {"from"}:
+        raise WorkflowError(f"restart(): options must be {{'from': {{...}}}}, got {options!r}")
+    point = options.get("from")
+    if point is None:
+        return None
+    if not isinstance(point, Mapping) or set(point) - {"name", "count", "type"}:
+        raise WorkflowError("restart(): from must be {'name', 'count'?, 'type'?}")
+    name, count = point.get("name"), point.get("count", 1)
+    if not isinstance(name, str) or not name:
+        raise WorkflowError("restart(): from.name must be a step name")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise WorkflowError(f"restart(): from.count must be an integer >= 1, got {count!r}")
+    if point.get("type") is not None and point["type"] not in _STEP_TYPES:
+        raise WorkflowError(
+            f"restart(): from.type must be one of do, sleep, waitForEvent, got {point['type']!r}"
+        )
+    return (name, count)
+
+
 class Instance:
     """A handle on one workflow instance."""
 
@@ -53,13 +80,23 @@ class Instance:
     async def resume(self) -> None:
         await self._engine.control(self._row, "resume")
 
-    async def terminate(self, options: Any = None) -> None:
-        """Stop for good; raises CannotTerminateError if it already finished."""
+    async def terminate(self, options: Mapping[str, Any] | None = None) -> None:
+        """Stop for good; raises CannotTerminateError if it already finished.
+
+        ``{"rollback": True}`` (Cloudflare's rollback handlers) is refused with a clear error:
+        this engine has no rollback handlers."""
+        if options:
+            if not isinstance(options, Mapping) or set(options) - {"rollback"}:
+                raise WorkflowError(f"terminate(): unknown option(s) in {options!r}")
+            if options.get("rollback"):
+                raise WorkflowError("terminate(): rollback is not supported by this engine")
         await self._engine.control(self._row, "terminate")
 
-    async def restart(self, options: Any = None) -> None:
-        """Run again from scratch: every step executes again."""
-        await self._engine.control(self._row, "restart")
+    async def restart(self, options: Mapping[str, Any] | None = None) -> None:
+        """Run again from scratch, or ``restart({"from": {"name", "count"?, "type"?}})`` from
+        that step: the steps recorded before it keep their results, it and every later one
+        execute again."""
+        await self._engine.control(self._row, "restart", restart_from=restart_point(options))
 
     async def send_event(
         self,

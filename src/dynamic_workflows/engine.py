@@ -521,9 +521,22 @@ class Engine:
             raise InstanceNotFoundError(instance_id)
         return row
 
-    async def control(self, row: InstanceRow, action: str) -> str:
-        """Pause, resume, terminate or restart; returns the status after."""
-        result = await self.storage.control(row.pk, action, self.clock.now())
+    async def control(
+        self, row: InstanceRow, action: str, *, restart_from: tuple[str, int] | None = None
+    ) -> str:
+        """Pause, resume, terminate or restart (from the step ``restart_from``, earlier steps
+        keeping their results); returns the status after."""
+        if restart_from is not None:
+            journal = await self.storage.load_journal(row.pk)
+            if not any((e.name, e.count) == restart_from for e in journal):
+                name, count = restart_from
+                raise WorkflowError(
+                    f"(instance.step_not_found) cannot restart from step {name!r} "
+                    f"(occurrence {count}): the instance has not recorded it"
+                )
+        result = await self.storage.control(
+            row.pk, action, self.clock.now(), restart_from=restart_from
+        )
         if result is None:
             raise InstanceNotFoundError(row.id)
         live = self._live.get(row.pk)

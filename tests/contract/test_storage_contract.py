@@ -520,3 +520,21 @@ async def test_sqlite_bad_path_is_a_clear_error(tmp_path: Path) -> None:
     store = SQLiteStorage(blocker / "sub" / "db.sqlite3")
     with pytest.raises((StorageError, OSError)):
         await store.open()
+
+
+async def test_restart_from_a_step_keeps_the_steps_recorded_before_it(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    for i, name in enumerate(["one", "two", "three"]):
+        assert await storage.record_step(pk, gen, done(name, 1), T0 + i)
+    await storage.add_event(pk, "kept", b"1", T0)
+    await storage.register_wait(pk, gen, "w", 1, "kept", T0 + 100, T0 + 3)  # consumes it
+    result = await storage.control(pk, "restart", T0 + 5, restart_from=("two", 1))
+    assert result is not None
+    assert (result.after, result.generation) == (Status.QUEUED, gen + 1)
+    assert [(e.name, e.count) for e in await storage.load_journal(pk)] == [("one", 1)]
+    # a partial restart leaves events as they were: the consumed one is not offered again
+    pk2, gen2 = await claim_one(storage, T0 + 6)
+    again = await storage.register_wait(pk2, gen2, "w", 1, "kept", T0 + 100, T0 + 6)
+    assert again is not None
+    assert again.value is None

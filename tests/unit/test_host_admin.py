@@ -331,7 +331,9 @@ async def test_status_changes(host: Host) -> None:
     for payload, message in [
         ({"status": "explode"}, "status: must be one of pause, resume, terminate, restart"),
         ({"status": "pause", "rollback": True}, "rollback: only valid when terminating"),
-        ({"status": "restart", "from": {"name": "first"}}, "from: restarting from a given step"),
+        ({"status": "restart", "from": {"name": "nope"}}, "(instance.step_not_found)"),
+        ({"status": "restart", "from": {"name": "x", "count": 0}}, "from: restart(): from.count"),
+        ({"status": "pause", "from": {"name": "x"}}, "from: only valid when restarting"),
     ]:
         code, body = await host.api("PATCH", path, json=payload)
         assert code == 400

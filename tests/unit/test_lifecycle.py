@@ -619,3 +619,63 @@ async def test_pause_during_a_retry_back_off(make_env: EnvFactory) -> None:
             status = await wf.wait_for(instance)
     assert status["output"] == "second attempt works"
     assert attempts == [(1, 0), (2, 600)]
+
+
+async def test_restart_from_a_step_reruns_it_and_the_later_ones_only(make_env: EnvFactory) -> None:
+    ran: list[str] = []
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("first")
+        async def first() -> str:
+            ran.append("first")
+            return "1"
+
+        one = await first()
+        await step.sleep("pause", "1 minute")  # later steps are recorded at a later instant
+
+        @step.do("second")
+        async def second() -> str:
+            ran.append("second")
+            return "2"
+
+        @step.do("third")
+        async def third(second: str) -> str:
+            ran.append("third")
+            return second + "3"
+
+        return one + await third()
+
+    async with make_env(run) as wf:
+        instance = await wf.binding.create(id="from-step")
+        assert (await wf.wait_for(instance))["output"] == "123"
+        assert ran == ["first", "second", "third"]
+        ran.clear()
+        await instance.restart({"from": {"name": "second", "type": "do"}})
+        assert (await wf.wait_for(instance))["output"] == "123"
+        assert ran == ["second", "third"]  # "first" kept its result
+
+
+async def test_restart_and_terminate_options_are_checked(make_env: EnvFactory) -> None:
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("only")
+        async def only() -> int:
+            return 1
+
+        return await only()
+
+    async with make_env(run) as wf:
+        instance = await wf.binding.create(id="opts")
+        await wf.wait_for(instance)
+        cases: list[tuple[Any, str]] = [
+            ({"from": {"name": "missing"}}, "(instance.step_not_found) cannot restart from step"),
+            ({"from": {"name": "only", "count": 0}}, "from.count must be an integer >= 1"),
+            ({"from": {"name": "only", "type": "loop"}}, "from.type must be one of do, sleep"),
+            ({"from": {"nam": "only"}}, "from must be {'name', 'count'?, 'type'?}"),
+            ({"until": 1}, "restart(): options must be {'from': {...}}"),
+        ]
+        for options, message in cases:
+            with pytest.raises(WorkflowError) as info:
+                await instance.restart(options)
+            assert message in str(info.value)
+        with pytest.raises(WorkflowError, match="rollback is not supported"):
+            await instance.terminate({"rollback": True})

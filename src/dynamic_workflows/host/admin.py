@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..binding import restart_point
 from ..codec import SerializationError, decode, encode
 from ..dispatch import METADATA_KEY, _scope_of
 from ..errors import (
@@ -492,15 +493,16 @@ class AdminAPI:
             raise APIError(400, CODE_INVALID, "rollback: only valid when terminating")
         if body.get("rollback"):
             raise APIError(400, CODE_INVALID, "rollback: rollbacks are not supported")
-        if action == "restart" and body.get("from") is not None:
-            raise APIError(
-                400,
-                CODE_INVALID,
-                "from: restarting from a given step is not supported; a restart runs every "
-                "step again",
-            )
+        restart_from = None
+        if body.get("from") is not None:
+            if action != "restart":
+                raise APIError(400, CODE_INVALID, "from: only valid when restarting")
+            try:
+                restart_from = restart_point({"from": body["from"]})
+            except WorkflowError as exc:
+                raise APIError(400, CODE_INVALID, f"from: {exc}") from None
         row = await self._instance(request, project, name)
-        after = await project.engine.control(row, str(action))
+        after = await project.engine.control(row, str(action), restart_from=restart_from)
         return envelope_ok({"status": after, "timestamp": iso(project.engine.clock.now())})
 
     async def send_event(self, request: Request, project: Project) -> Response:

@@ -230,9 +230,13 @@ class Storage(Protocol):
         """Give a live run's instance back to the queue (shutdown, sandbox loss)."""
         ...
 
-    async def control(self, pk: int, action: str, now: float) -> ControlResult | None:
+    async def control(
+        self, pk: int, action: str, now: float, *, restart_from: tuple[str, int] | None = None
+    ) -> ControlResult | None:
         """``pause``, ``resume``, ``terminate`` or ``restart`` (see the engine for the rules).
-        ``terminate`` of a finite instance changes nothing (``after == before``)."""
+        ``terminate`` of a finite instance changes nothing (``after == before``). A restart
+        ``restart_from`` a step ``(name, count)`` keeps the steps recorded before it (and the
+        events); otherwise it clears the journal and the consumed events."""
         ...
 
     async def delete_instance(self, pk: int) -> bool: ...

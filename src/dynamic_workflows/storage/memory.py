@@ -341,7 +341,9 @@ class MemoryStorage:
         )
         return True
 
-    async def control(self, pk: int, action: str, now: float) -> ControlResult | None:
+    async def control(
+        self, pk: int, action: str, now: float, *, restart_from: tuple[str, int] | None = None
+    ) -> ControlResult | None:
         inst = self._by_pk.get(pk)
         if inst is None:
             return None
@@ -372,8 +374,13 @@ class MemoryStorage:
         elif action == "restart":
             after = Status.QUEUED
             gen += 1
-            inst.steps.clear()
-            inst.events = [e for e in inst.events if not e.consumed]
+            keys = list(inst.steps)  # in the order the steps were first recorded
+            if restart_from is not None and restart_from in inst.steps:
+                for key in keys[keys.index(restart_from) :]:
+                    del inst.steps[key]
+            else:
+                inst.steps.clear()
+                inst.events = [e for e in inst.events if not e.consumed]
             self._set(
                 inst,
                 status=after,

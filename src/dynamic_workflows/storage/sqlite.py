@@ -664,7 +664,9 @@ class SQLiteStorage:
 
         return await self._submit(op)
 
-    async def control(self, pk: int, action: str, now: float) -> ControlResult | None:
+    async def control(
+        self, pk: int, action: str, now: float, *, restart_from: tuple[str, int] | None = None
+    ) -> ControlResult | None:
         if action not in ("pause", "resume", "terminate", "restart"):
             raise ValueError(f"unknown control action {action!r}")
 
@@ -712,8 +714,22 @@ class SQLiteStorage:
             else:  # restart
                 after = Status.QUEUED
                 gen += 1
-                conn.execute("DELETE FROM steps WHERE instance_pk=?", (pk,))
-                conn.execute("DELETE FROM events WHERE instance_pk=? AND consumed=1", (pk,))
+                cutoff = None
+                if restart_from is not None:
+                    cutoff = conn.execute(
+                        "SELECT recorded_at FROM steps WHERE instance_pk=? AND name=? AND count=?",
+                        (pk, *restart_from),
+                    ).fetchone()
+                if cutoff is not None and cutoff[0] is not None:
+                    # Steps recorded at the very same instant as the cutoff run again too.
+                    conn.execute(
+                        "DELETE FROM steps WHERE instance_pk=? AND "
+                        "(recorded_at IS NULL OR recorded_at >= ?)",
+                        (pk, cutoff[0]),
+                    )
+                else:
+                    conn.execute("DELETE FROM steps WHERE instance_pk=?", (pk,))
+                    conn.execute("DELETE FROM events WHERE instance_pk=? AND consumed=1", (pk,))
                 conn.execute(
                     "UPDATE instances SET status=?, wake_at=?, generation=?, output=NULL, "
                     "error_name=NULL, error_message=NULL, updated_at=?, started_at=NULL, "
