@@ -36,6 +36,7 @@ __all__ = [
     "bind_env",
     "create_dynamic_workflow_entrypoint",
     "dispatch_workflow",
+    "scope_of",
     "wrap_workflow_binding",
 ]
 
@@ -67,7 +68,9 @@ def bind_env(env: Any) -> Iterator[None]:
         _current_env.reset(token)
 
 
-def _scope_of(metadata: Any) -> str:
+def scope_of(metadata: Any) -> str:
+    """The id scope of a tenant: a hash of its metadata, the same whatever the key order (the
+    admin API uses it to place an instance it creates in that tenant's namespace)."""
     try:
         canonical = encode(_sorted(metadata))
     except SerializationError as exc:
@@ -111,7 +114,7 @@ class DynamicWorkflowBinding:
         self._metadata = metadata
         self._binding_name = binding_name
         self._env = env if env is not None else _current_env.get(None)
-        self._scope = _scope_of(metadata)
+        self._scope = scope_of(metadata)
 
     def _binding(self) -> Any:
         env = self._env if self._env is not None else _current_env.get(None)

@@ -41,7 +41,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..binding import restart_point
 from ..codec import SerializationError, decode, encode
-from ..dispatch import METADATA_KEY, _scope_of
+from ..dispatch import METADATA_KEY, scope_of
 from ..errors import (
     CannotTerminateError,
     DynamicWorkflowsError,
@@ -411,7 +411,7 @@ class AdminAPI:
         scope = request.query_params.get("scope")
         if scope is None:
             scope = (
-                _scope_of(params[METADATA_KEY])
+                scope_of(params[METADATA_KEY])
                 if isinstance(params, dict) and METADATA_KEY in params and "params" in params
                 else ""
             )
