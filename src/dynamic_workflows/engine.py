@@ -9,6 +9,11 @@ Flow of one wake-up::
 
 A hibernating instance is a database row with ``wake_at`` set (or none, when only an event or
 a resume can wake it): no task, no timer and no memory in this process.
+
+Near wake-ups are the exception (``warm_horizon``): a run whose next wake-up is at most that far
+away is kept live and *parked* instead of unwound, and instances due within it are claimed and
+replayed ahead of time, so that at the due instant only the resumption is left to do. Parked
+runs do not count against ``concurrency``; ``max_warm`` bounds them (the memory they hold).
 """
 
 from __future__ import annotations
@@ -64,6 +69,13 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "WorkflowDefinition"]
 
 log = logging.getLogger("dynamic_workflows.engine")
+
+DEFAULT_WARM_HORIZON = 2.0
+"""Seconds: a wake-up at most this far away keeps its run live (parked) rather than hibernated,
+and instances due within it are replayed ahead of time."""
+
+DEFAULT_MAX_WARM = 20_000
+"""Parked runs at most (each holds its coroutines, a few KiB)."""
 
 EntrypointFactory = Callable[[ExecutionContext, Any], Any]
 
@@ -277,9 +289,15 @@ class Engine:
         limits: Limits = DEFAULT_LIMITS,
         concurrency: int = 256,
         id_factory: Callable[[], str] | None = None,
+        warm_horizon: float = DEFAULT_WARM_HORIZON,
+        max_warm: int = DEFAULT_MAX_WARM,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if warm_horizon < 0 or max_warm < 0:
+            raise ValueError("warm_horizon and max_warm cannot be negative")
+        self.warm_horizon = float(warm_horizon)
+        self.max_warm = max_warm
         self.storage = storage
         self.clock: Clock = clock or SystemClock()
         self.limits = limits
@@ -288,6 +306,7 @@ class Engine:
         self._id_factory = id_factory or (lambda: str(uuid.uuid4()))
         self._workflows: dict[str, WorkflowDefinition] = {}
         self._live: dict[int, LiveRun] = {}
+        self._parked: set[int] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._poke = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
@@ -381,18 +400,34 @@ class Engine:
                 log.exception("scheduler iteration failed; retrying in 1 s")
                 await asyncio.sleep(1.0)
 
+    def _warm_room(self) -> int:
+        """How many more runs may be parked."""
+        if self.warm_horizon <= 0:
+            return 0
+        return max(0, self.max_warm - len(self._parked))
+
     async def _schedule_once(self) -> None:
         self._poke.clear()
-        free = self.concurrency - len(self._live)
+        free = self.concurrency - (len(self._live) - len(self._parked))
+        lead = 0.0
         if free > 0:
-            claims = await self.storage.claim_due(self.clock.now(), free)
+            now = self.clock.now()
+            claims = await self.storage.claim_due(now, free)
+            room = min(free - len(claims), self._warm_room())
+            if room > 0:
+                # Due soon: replay now, park until the instant (see the module's docstring).
+                claims += await self.storage.claim_due(now + self.warm_horizon, room)
             for claim in claims:
                 self._start_run(claim)
             if claims:
                 return
             nxt = await self.storage.next_due()
+            if self._warm_room() > 0:
+                lead = self.warm_horizon
         else:
             nxt = None
+        if nxt is not None:
+            nxt -= lead
         if nxt is not None and nxt <= self.clock.now():
             return
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._poke.wait())]
@@ -425,6 +460,7 @@ class Engine:
             live.close()
             if self._live.get(row.pk) is live:
                 del self._live[row.pk]
+                self._parked.discard(row.pk)
             self.poke()
 
     async def _execute(self, live: LiveRun, claim: Claim) -> RunOutcome:
@@ -450,7 +486,26 @@ class Engine:
             entry = definition.factory(ExecutionContext(), definition.env)
             return await entry.run(event, step)
 
-        return await drive(run, live.state, limits=self.limits)
+        policy = self._park_policy(live)
+        live.state.warm_horizon = self.warm_horizon if self._warm_room() > 0 else 0.0
+        live.state.park_policy = policy
+        return await drive(run, live.state, limits=self.limits, park=policy)
+
+    def _park_policy(self, live: LiveRun) -> Callable[[float | None], Callable[[], None] | None]:
+        def park(wake_at: float | None) -> Callable[[], None] | None:
+            if (
+                wake_at is None
+                or live.stop_reason is not None
+                or self._stopping
+                or self._warm_room() <= 0
+                or wake_at - self.clock.now() > self.warm_horizon
+            ):
+                return None
+            self._parked.add(live.pk)
+            self.poke()  # its slot is free for another run
+            return lambda: self._parked.discard(live.pk)
+
+        return park
 
     async def _apply(self, live: LiveRun, outcome: RunOutcome) -> None:
         now = self.clock.now()
@@ -587,11 +642,26 @@ class Engine:
         current = await self.storage.get_instance_by_pk(row.pk)
         if current is None:
             raise InstanceNotFoundError(row.id)
-        return status_dict(current)
+        result = status_dict(current)
+        result["status"] = self.reported_status(current)
+        return result
+
+    def reported_status(self, row: InstanceRow) -> str:
+        """The status to show for ``row``: a parked run is stored as ``running`` (it is owned by
+        this engine) but it is sleeping or waiting, which users see as ``waiting``."""
+        if row.status == Status.RUNNING and row.pk in self._parked:
+            live = self._live.get(row.pk)
+            if live is not None and live.generation == row.generation:
+                return Status.WAITING
+        return row.status
 
     def live_runs(self) -> int:
-        """How many runs are executing now."""
+        """How many runs are executing now (parked ones included)."""
         return len(self._live)
+
+    def parked_runs(self) -> int:
+        """How many live runs are parked: quiescent, kept warm for a near wake-up."""
+        return len(self._parked)
 
 
 def status_dict(row: InstanceRow) -> dict[str, Any]:

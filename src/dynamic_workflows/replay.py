@@ -31,16 +31,38 @@ def outcome_of_exception(exc: BaseException) -> RunOutcome:
     return Failed(ErrorInfo(error_name(exc), str(exc)))
 
 
+ParkPolicy = Callable[[float | None], Callable[[], None] | None]
+"""Asked when a run goes quiescent with ``wake_at`` (its earliest wake-up, None if only an event
+or a resume can wake it): None unwinds it (it hibernates); a callback keeps it live and
+*parked*, and is called once the run unparks (a branch starts work again, or the run ends)."""
+
+
 async def drive(
     run: Callable[[], Awaitable[Any]],
     state: RunState,
     *,
     limits: Limits = DEFAULT_LIMITS,
+    park: ParkPolicy | None = None,
 ) -> RunOutcome:
     """Run ``run()`` until it returns, raises, or goes quiescent (see :class:`RunState`).
 
+    A quiescent run whose wake-up is near may be kept live instead (``park``): its timer then
+    resumes it in memory, without the replay a hibernated instance costs.
+
     Cancelling the task that awaits ``drive`` stops the run and returns :class:`Cancelled`.
     """
+    try:
+        return await _drive(run, state, limits, park)
+    finally:
+        state.unpark()
+
+
+async def _drive(
+    run: Callable[[], Awaitable[Any]],
+    state: RunState,
+    limits: Limits,
+    park: ParkPolicy | None,
+) -> RunOutcome:
 
     async def body() -> Any:
         return await run()
@@ -60,9 +82,16 @@ async def drive(
         # Between the signal and now a timer may have woken a branch: check again, and decide
         # without awaiting, so that nothing can move between the check and the unwinding.
         if state.active == 0 and state.blocked > 0:
-            outcome: RunOutcome = Suspended(wake_at=state.wake_at(), paused=state.held_by_pause)
-            await _unwind(task, state)
-            return outcome
+            wake_at = state.wake_at()
+            if not state.paused and park is not None and not state.parked:
+                on_unpark = park(wake_at)
+                if on_unpark is not None:
+                    state.park(on_unpark)
+            if not state.parked or state.paused:
+                state.unpark()
+                outcome: RunOutcome = Suspended(wake_at=wake_at, paused=state.held_by_pause)
+                await _unwind(task, state)
+                return outcome
         state.quiescent.clear()
     if task.cancelled():
         return Cancelled()

@@ -109,11 +109,19 @@ class RunState:
         self.quiescent = asyncio.Event()
         self._settling = False
         self._listeners: list[Callable[[bool], None]] = []
+        self.parked = False
+        self._on_unpark: Callable[[], None] | None = None
+        # Set by the host for a run whose code runs elsewhere (a sandbox), which parks by itself:
+        # how near a wake-up must be to park, and the host's bookkeeping of parked runs.
+        self.warm_horizon = 0.0
+        self.park_policy: Callable[[float | None], Callable[[], None] | None] | None = None
 
     # -- transitions ---------------------------------------------------------------------------
 
     def begin_active(self) -> None:
         self._check_open()
+        if self.parked:
+            self.unpark()
         self.active += 1
         self._generation += 1
 
@@ -155,6 +163,25 @@ class RunState:
             self._resumed.set()
         for listener in list(self._listeners):
             listener(paused)
+        if paused and self.parked:
+            # A parked run is kept warm only while it may go on by itself: a pause hibernates it.
+            self._maybe_settle()
+
+    # -- parking ---------------------------------------------------------------------------------
+
+    def park(self, on_unpark: Callable[[], None] | None = None) -> None:
+        """The run is quiescent but kept live (warm) because its next wake-up is near:
+        ``on_unpark`` is called once, when a branch starts work again or the run ends."""
+        self.parked = True
+        self._on_unpark = on_unpark
+
+    def unpark(self) -> None:
+        if not self.parked:
+            return
+        self.parked = False
+        callback, self._on_unpark = self._on_unpark, None
+        if callback is not None:
+            callback()
 
     def add_pause_listener(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(paused)`` on every pause/resume (a sandbox bridge forwards them)."""

@@ -35,6 +35,10 @@ class WorkflowTestEnv:
     """An engine on virtual time with one workflow registered as ``name``.
 
     ``storage``: ``"memory"`` (default), ``"sqlite"`` (a file in ``tmp_path``), or a Storage.
+
+    ``warm_horizon`` is 0 here, unlike the engine's default: every sleep, back-off and event
+    wait hibernates the instance, so each wake-up replays ``run()`` from the top, which is what
+    shows a workflow that is not deterministic. Pass a horizon to test near wake-ups kept warm.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class WorkflowTestEnv:
         clock: MockClock | None = None,
         limits: Limits = DEFAULT_LIMITS,
         concurrency: int = 64,
+        warm_horizon: float = 0.0,
     ) -> None:
         self.clock = clock or MockClock()
         if isinstance(storage, str):
@@ -62,7 +67,13 @@ class WorkflowTestEnv:
                     f"storage must be 'memory', 'sqlite' or a Storage, not {storage!r}"
                 )
         self.storage = storage
-        self.engine = Engine(storage, clock=self.clock, limits=limits, concurrency=concurrency)
+        self.engine = Engine(
+            storage,
+            clock=self.clock,
+            limits=limits,
+            concurrency=concurrency,
+            warm_horizon=warm_horizon,
+        )
         self.binding: WorkflowBinding = self.engine.register(name, entrypoint, env=env)
 
     async def __aenter__(self) -> WorkflowTestEnv:

@@ -92,7 +92,8 @@ async def test_sandboxed_workflow_completes_replays_and_survives_a_crash(loader:
         loads.append(1)
         return worker_code(TENANT, env={"LOG": log})
 
-    async with Engine(MemoryStorage()) as engine:
+    # No warm horizon: every back-off, sleep and wait hibernates, so run() is replayed each time.
+    async with Engine(MemoryStorage(), warm_horizon=0) as engine:
         binding = engine.register("wf", dispatcher(loader, get_code))
         instance = await binding.create(id="run-1", params={"name": "Ada", "crash": True})
         await wait_status(instance, {"waiting"})
@@ -226,3 +227,57 @@ async def test_terminate_cancels_the_sandboxed_run(loader: Loader) -> None:
         # The tenant's worker stopped that run and still serves the next one.
         again = await binding.create(params={"seconds": 0})
         assert (await wait_status(again, {"complete", "errored"}))["output"] == ["done", "after"]
+
+
+WARM_TENANT = """
+    from workers import WorkflowEntrypoint
+
+    class TenantWorkflow(WorkflowEntrypoint):
+        async def run(self, event, step):
+            await self.env.LOG.hit("run")
+            await step.sleep("nap", "1 second")
+
+            @step.do("after")
+            async def after():
+                await self.env.LOG.hit("after")
+                return "woke"
+
+            return await after()
+"""
+
+
+async def test_a_sandboxed_run_with_a_near_wake_up_stays_warm(loader: Loader) -> None:
+    """The worker keeps the quiescent run live and tells the host, which counts it as parked
+    (reported ``waiting``, no concurrency slot) and wakes it by its timer: no replay."""
+    log = Log()
+
+    def get_code() -> dict[str, Any]:
+        return worker_code(WARM_TENANT, env={"LOG": log})
+
+    async with Engine(MemoryStorage(), warm_horizon=5.0, concurrency=1) as engine:
+        binding = engine.register("wf", dispatcher(loader, get_code))
+        instance = await binding.create(id="warm")
+        await wait_status(instance, {"waiting"})
+        assert engine.parked_runs() == 1
+        other = await binding.create(id="other")  # the parked run holds no slot
+        await wait_status(other, {"waiting"})
+        assert engine.parked_runs() == 2
+        status = await wait_status(instance, {"complete", "errored"})
+        assert (await wait_status(other, {"complete", "errored"}))["output"] == "woke"
+    assert status["output"] == "woke"
+    assert log.hits.count("run") == 2  # once per instance: neither was replayed
+    assert log.hits.count("after") == 2
+
+
+async def test_a_sandboxed_run_hibernates_without_a_warm_horizon(loader: Loader) -> None:
+    log = Log()
+
+    def get_code() -> dict[str, Any]:
+        return worker_code(WARM_TENANT, env={"LOG": log})
+
+    async with Engine(MemoryStorage(), warm_horizon=0) as engine:
+        binding = engine.register("wf", dispatcher(loader, get_code))
+        instance = await binding.create(id="cold")
+        status = await wait_status(instance, {"complete", "errored"})
+    assert status["output"] == "woke"
+    assert log.hits == ["run", "run", "after"]  # hibernated, then replayed

@@ -171,11 +171,12 @@ def _decode_or_none(data: bytes | None) -> Any:
     return None if data is None else decode(data)
 
 
-def instance_summary(row: InstanceRow) -> dict[str, Any]:
-    """An instance as listed: the spec's ``id``/``status``/``created_on``, plus its scope."""
+def instance_summary(row: InstanceRow, status: str | None = None) -> dict[str, Any]:
+    """An instance as listed: the spec's ``id``/``status``/``created_on``, plus its scope
+    (``status``: the engine's reported status, when it differs from the stored one)."""
     return {
         "id": row.id,
-        "status": row.status,
+        "status": status or row.status,
         "created_on": iso(row.created_at),
         "modified_on": iso(row.updated_at),
         "started_on": iso(row.started_at),
@@ -383,7 +384,7 @@ class AdminAPI:
             total = len(matching)
             rows = matching[offset : offset + per_page]
         return envelope_ok(
-            [instance_summary(r) for r in rows],
+            [instance_summary(r, project.engine.reported_status(r)) for r in rows],
             result_info={
                 "page": page,
                 "per_page": per_page,
@@ -454,7 +455,7 @@ class AdminAPI:
         now = project.engine.clock.now()
         steps = [step_view(e, now) for e in journal]
         details: dict[str, Any] = {
-            **instance_summary(row),
+            **instance_summary(row, project.engine.reported_status(row)),
             "params": decode(row.params),
             "output": _decode_or_none(row.output),
         }

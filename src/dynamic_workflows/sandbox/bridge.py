@@ -30,6 +30,7 @@ from .errors import TenantWorkerError
 from .process import WorkerProcess
 from .protocol import (
     Run,
+    RunParked,
     StepAttempt,
     StepComplete,
     StepFail,
@@ -79,7 +80,16 @@ class RunBridge:
 
         def message(call: int) -> Run:
             self._call = call
-            return Run(call, entrypoint, event, journal, step._now, step._limits, state.paused)
+            return Run(
+                call,
+                entrypoint,
+                event,
+                journal,
+                step._now,
+                step._limits,
+                state.paused,
+                state.warm_horizon,
+            )
 
         state.add_pause_listener(self._on_pause)
         try:
@@ -106,6 +116,22 @@ class RunBridge:
         assert isinstance(outcome, Cancelled)
         raise RunCancelled()
 
+    def _on_parked(self, message: RunParked) -> None:
+        # The worker keeps its quiescent run live for a near wake-up: the host counts it as
+        # parked (not holding a concurrency slot, reported as waiting) until it goes on.
+        state = self._step.state
+        if self._closed:
+            return
+        if not message.parked:
+            state.unpark()
+        elif not state.parked:
+            policy = state.park_policy
+            on_unpark = policy(message.wake_at) if policy is not None else None
+            # Over the host's bound the run stays live anyway (the worker already decided);
+            # it is simply not counted as parked.
+            if on_unpark is not None:
+                state.park(on_unpark)
+
     def _on_pause(self, paused: bool) -> None:
         if not self._closed and self._call is not None:
             self._worker.send_pause(self._call, paused)
@@ -116,6 +142,9 @@ class RunBridge:
         """A step-channel message from the worker (called in arrival order)."""
         if isinstance(message, StepAttempt):
             self._open[(message.name, message.count)] = (message.attempt, message.retry_in)
+            return
+        if isinstance(message, RunParked):
+            self._on_parked(message)
             return
         if isinstance(message, StepComplete | StepFail):
             # The attempt is over as far as the sandbox goes: whatever happens to the process

@@ -42,6 +42,7 @@ from .protocol import (
     Reply,
     Result,
     Run,
+    RunParked,
     RunResult,
     Shutdown,
     StepAttempt,
@@ -67,7 +68,16 @@ _EXIT_STATUS_WAIT = 0.5
 _PING_GRACE = 0.5
 """How long a worker whose call ran out of time has to answer a ping before it is killed."""
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-_STEP_MESSAGES = (StepComplete, StepFail, StepSleep, StepWaitForEvent, StepWake, StepAttempt)
+_STEP_MESSAGES = (
+    StepComplete,
+    StepFail,
+    StepSleep,
+    StepWaitForEvent,
+    StepWake,
+    StepAttempt,
+    RunParked,
+)
+_ONE_WAY = (StepAttempt, RunParked)
 _SIMPLE = (str, int, float, bool, type(None))
 
 
@@ -453,7 +463,7 @@ class WorkerProcess:
             listener = self._listeners.get(message.call)  # type: ignore[union-attr]
             if listener is not None:
                 listener.on_step_message(message)
-            elif kind is not StepAttempt:
+            elif kind not in _ONE_WAY:
                 self.reply(message.id, error=ErrorInfo("RunCancelled", "the run has ended"))  # type: ignore[union-attr]
         else:
             raise ProtocolError(f"unexpected {kind.__name__} message from a worker")

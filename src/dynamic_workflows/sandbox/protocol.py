@@ -14,7 +14,8 @@ Worker -> host: :class:`Hello`, :class:`Result` (of Load/Call), :class:`RunResul
 :class:`Pong`, and requests answered by a :class:`Reply`: :class:`CapCall` (a method of a
 binding), :class:`Fetch` (the tenant's global ``fetch``), and the step channel
 (:class:`StepComplete`, :class:`StepFail`, :class:`StepSleep`, :class:`StepWaitForEvent`,
-:class:`StepWake`). :class:`StepAttempt` is one-way: nothing answers it.
+:class:`StepWake`). :class:`StepAttempt` and :class:`RunParked` are one-way: nothing answers
+them.
 
 Values inside messages (arguments, results, env) are msgpack data plus three extension types:
 capability references (a binding living on the host), ``Request`` and ``Response``.
@@ -53,6 +54,7 @@ __all__ = [
     "Result",
     "Retire",
     "Run",
+    "RunParked",
     "RunResult",
     "Shutdown",
     "Spawn",
@@ -173,6 +175,9 @@ class Run(_Msg):
     now: float
     limits: Limits
     paused: bool = False
+    warm_horizon: float = 0.0
+    """Seconds: a quiescent run whose next wake-up is at most this far away is kept live
+    (parked, reported with :class:`RunParked`) instead of unwound. 0: always unwind."""
 
 
 class Reply(_Msg):
@@ -284,6 +289,15 @@ class StepAttempt(_Msg):
     retry_in: float | None
 
 
+class RunParked(_Msg):
+    """One-way: the run ``call`` went quiescent and is kept live (``parked``) until its near
+    wake-up at ``wake_at``, or it started work again (not ``parked``)."""
+
+    call: int
+    parked: bool
+    wake_at: float | None = None
+
+
 # -- host <-> zygote (the fork server's control socket) ------------------------------------------
 
 
@@ -347,6 +361,7 @@ Message = (
     | StepWaitForEvent
     | StepWake
     | StepAttempt
+    | RunParked
 )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from .. import errors as _errors
 from ..clock import SystemClock
 from ..journal import ErrorInfo, Failed, RunOutcome
-from ..replay import drive
+from ..replay import ParkPolicy, drive
 from ..step import RunState, WorkflowStep
 from ..workers import FetchResponse, Request, Response
 from ..workers.workflows import error_name, rebuild_error
@@ -47,6 +47,7 @@ from .protocol import (
     Reply,
     Result,
     Run,
+    RunParked,
     RunResult,
     Shutdown,
     StepAttempt,
@@ -398,13 +399,40 @@ class WorkerServer:
                     limits=message.limits,
                 )
                 event = message.event
-                outcome = await drive(lambda: entry.run(event, step), state, limits=message.limits)
+                outcome = await drive(
+                    lambda: entry.run(event, step),
+                    state,
+                    limits=message.limits,
+                    park=self._park_policy(message),
+                )
             except Exception as exc:
                 outcome = Failed(ErrorInfo(error_name(exc), str(exc)))
             self.send(RunResult(message.id, outcome))
         finally:
             self._runs.pop(message.id, None)
             self._tasks.pop(message.id, None)
+
+    def _park_policy(self, message: Run) -> ParkPolicy | None:
+        """Keep a quiescent run live when its wake-up is within the host's horizon, telling
+        the host (which owns the timers and counts parked runs)."""
+        horizon = message.warm_horizon
+        if horizon <= 0:
+            return None
+        # The host's clock at the run's start, carried forward by ours: a host on virtual time
+        # that jumps ahead only makes this estimate err towards unwinding, which is always safe.
+        started = time.monotonic()
+        call = message.id
+
+        def park(wake_at: float | None) -> Callable[[], None] | None:
+            if wake_at is None:
+                return None
+            host_now = message.now + (time.monotonic() - started)
+            if wake_at - host_now > horizon:
+                return None
+            self.send(RunParked(call, True, wake_at))
+            return lambda: self.send(RunParked(call, False))
+
+        return park
 
     # -- accounting ------------------------------------------------------------------------------
 
