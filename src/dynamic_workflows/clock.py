@@ -39,13 +39,20 @@ class Clock(Protocol):
         """Call ``callback`` on the running loop at ``deadline``."""
         ...
 
-    def timeout_at(self, deadline: float) -> asyncio.Timeout | _MockTimeout:
+    def timeout_at(self, deadline: float) -> asyncio.Timeout | _SharedTimeout | _MockTimeout:
         """An async context manager raising ``TimeoutError`` if the block runs past ``deadline``."""
         ...
 
 
 class SystemClock:
-    """Wall-clock time on the running asyncio loop."""
+    """Wall-clock time on the running asyncio loop.
+
+    Its timeouts share one loop timer (:class:`_Deadlines`): a step's timeout is armed and
+    disarmed on every attempt, and an ``asyncio.timeout`` each time (a timer handle pushed on
+    the loop's heap, and left there cancelled) was a third of a short step's cost."""
+
+    def __init__(self) -> None:
+        self._deadlines: _Deadlines | None = None
 
     def now(self) -> float:
         return time.time()
@@ -58,9 +65,91 @@ class SystemClock:
     def call_at(self, deadline: float, callback: Callable[[], None]) -> TimerHandle:
         return asyncio.get_running_loop().call_later(max(0.0, deadline - time.time()), callback)
 
-    def timeout_at(self, deadline: float) -> asyncio.Timeout:
+    def timeout_at(self, deadline: float) -> _SharedTimeout:
         loop = asyncio.get_running_loop()
-        return asyncio.timeout_at(loop.time() + (deadline - time.time()))
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._deadlines = _Deadlines(loop)
+        return _SharedTimeout(deadlines, loop.time() + (deadline - time.time()))
+
+
+class _SharedTimeout:
+    """``asyncio.timeout``'s behaviour, on a timer shared by every timeout of one loop."""
+
+    __slots__ = ("_deadlines", "_fired", "_task", "_when", "done")
+
+    def __init__(self, deadlines: _Deadlines, when: float) -> None:
+        self._deadlines = deadlines
+        self._when = when
+        self._task: asyncio.Task[object] | None = None
+        self._fired = False
+        self.done = False
+
+    async def __aenter__(self) -> _SharedTimeout:
+        self._task = asyncio.current_task()
+        if self._task is None:
+            raise RuntimeError("a timeout must be used inside a task")
+        self._deadlines.add(self._when, self)
+        return self
+
+    def fire(self) -> None:
+        if not self.done and self._task is not None and not self._task.done():
+            self._fired = True
+            self._task.cancel()
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        self.done = True
+        self._deadlines.finished()
+        assert self._task is not None
+        if self._fired and exc_type is asyncio.CancelledError and self._task.uncancel() == 0:
+            raise TimeoutError
+        return False
+
+
+class _Deadlines:
+    """The pending timeouts of one loop, earliest first, behind one loop timer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._heap: list[tuple[float, int, _SharedTimeout]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_for = float("inf")
+        self._finished = 0
+
+    def add(self, when: float, timeout: _SharedTimeout) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), timeout))
+        if when < self._armed_for:
+            self._arm(when)
+
+    def finished(self) -> None:
+        # Finished timeouts stay in the heap until their time; purge them once they are most of
+        # it, so that a steady stream of quick steps with long timeouts holds no memory.
+        self._finished += 1
+        if self._finished > 256 and self._finished * 2 > len(self._heap):
+            self._heap = [item for item in self._heap if not item[2].done]
+            heapq.heapify(self._heap)
+            self._finished = 0
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_for = when
+        self._timer = self.loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._armed_for = float("inf")
+        now = self.loop.time()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, timeout = heapq.heappop(heap)
+            if timeout.done:
+                self._finished = max(0, self._finished - 1)
+            else:
+                timeout.fire()
+        if heap:
+            self._arm(heap[0][0])
 
 
 class _MockTimer:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from dynamic_workflows.clock import MockClock
+import pytest
+
+from dynamic_workflows.clock import MockClock, SystemClock
 
 
 async def test_autojump_moves_to_the_next_timer() -> None:
@@ -56,3 +58,53 @@ async def test_advance_fires_due_timers_while_frozen() -> None:
         clock.advance(10.0)
         assert fired == ["five"]
         assert clock.now() == 10.0
+
+
+async def test_system_clock_timeouts_fire_in_deadline_order() -> None:
+    clock = SystemClock()
+    loop = asyncio.get_running_loop()
+    ended: dict[str, float] = {}
+
+    async def sleeper(name: str, timeout: float) -> None:
+        start = loop.time()
+        try:
+            async with clock.timeout_at(clock.now() + timeout):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            ended[name] = loop.time() - start
+
+    # The later deadline is armed first: the earlier one must re-arm the shared timer.
+    await asyncio.gather(sleeper("late", 0.2), sleeper("early", 0.05))
+    assert set(ended) == {"late", "early"}
+    assert 0.04 <= ended["early"] < 0.15
+    assert 0.19 <= ended["late"] < 0.5
+
+
+async def test_system_clock_timeout_not_reached_and_external_cancel() -> None:
+    clock = SystemClock()
+    async with clock.timeout_at(clock.now() + 10):
+        await asyncio.sleep(0)
+
+    async def cancelled_from_outside() -> None:
+        async with clock.timeout_at(clock.now() + 10):
+            await asyncio.sleep(5)
+
+    task = asyncio.ensure_future(cancelled_from_outside())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):  # not turned into a TimeoutError
+        await task
+
+
+async def test_system_clock_finished_timeouts_do_not_accumulate() -> None:
+    clock = SystemClock()
+    for _ in range(10_000):
+        async with clock.timeout_at(clock.now() + 600):
+            pass
+    deadlines = clock._deadlines
+    assert deadlines is not None
+    assert len(deadlines._heap) <= 1_000
+    # ...and a timeout after all of them still fires.
+    with pytest.raises(TimeoutError):
+        async with clock.timeout_at(clock.now() + 0.01):
+            await asyncio.sleep(1)
