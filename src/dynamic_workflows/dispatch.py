@@ -18,11 +18,10 @@ params round-trip as None; tenant code never sees the metadata.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import hashlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .codec import SerializationError, encode
@@ -57,25 +56,62 @@ class MissingDispatcherMetadataError(DynamicWorkflowsError):
         )
 
 
-@contextlib.contextmanager
-def bind_env(env: Any) -> Iterator[None]:
+class bind_env:  # a context manager used as a function: ``with bind_env(env):``
     """Make ``env`` the dispatcher env that :func:`wrap_workflow_binding` resolves bindings in
     (the host does this around every call into dispatcher code)."""
-    token = _current_env.set(env)
-    try:
-        yield
-    finally:
-        _current_env.reset(token)
+
+    __slots__ = ("_env", "_token")
+
+    def __init__(self, env: Any) -> None:
+        self._env = env
+
+    def __enter__(self) -> None:
+        self._token = _current_env.set(self._env)
+
+    def __exit__(self, *exc: object) -> None:
+        _current_env.reset(self._token)
+
+
+_SCALARS = (str, int, bool, type(None))
+_scopes: dict[Any, str] = {}
+"""``scope_of`` of simple metadata (a scalar, or a flat dict of str keys to scalars: what a
+dispatcher builds on every request), by a key that tells apart values that compare equal but
+encode differently (``1`` and ``True``)."""
+_SCOPES_MAX = 4096
+
+
+def _scope_key(metadata: Any) -> Any:
+    kind = type(metadata)
+    if kind is dict:
+        key: list[Any] = []
+        for k, v in metadata.items():
+            if type(k) is not str or type(v) not in _SCALARS:
+                return None
+            key += (k, type(v), v)
+        return tuple(key)
+    if kind in _SCALARS:
+        return (kind, metadata)
+    return None
 
 
 def scope_of(metadata: Any) -> str:
     """The id scope of a tenant: a hash of its metadata, the same whatever the key order (the
     admin API uses it to place an instance it creates in that tenant's namespace)."""
+    key = _scope_key(metadata)
+    if key is not None:
+        scope = _scopes.get(key)
+        if scope is not None:
+            return scope
     try:
         canonical = encode(_sorted(metadata))
     except SerializationError as exc:
         raise WorkflowError(f"dispatcher metadata must be JSON-serialisable: {exc}") from None
-    return "m-" + hashlib.sha256(canonical).hexdigest()[:32]
+    scope = "m-" + hashlib.sha256(canonical).hexdigest()[:32]
+    if key is not None:
+        if len(_scopes) >= _SCOPES_MAX:
+            _scopes.clear()
+        _scopes[key] = scope
+    return scope
 
 
 def _sorted(value: Any) -> Any:

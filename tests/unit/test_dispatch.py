@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from dynamic_workflows.dispatch import (
     bind_env,
     create_dynamic_workflow_entrypoint,
     dispatch_workflow,
+    scope_of,
     wrap_workflow_binding,
 )
 from dynamic_workflows.errors import WorkflowError
@@ -220,3 +222,32 @@ async def test_missing_binding_is_a_clear_error() -> None:
 async def test_metadata_must_be_json() -> None:
     with pytest.raises(WorkflowError, match="JSON-serialisable"):
         DynamicWorkflowBinding({"t": object()}, env=Env())
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ({"tenantId": "t1"}, {"tenantId": "t2"}),
+        ({"n": 1}, {"n": True}),  # equal in Python, not in JSON
+        ({"n": 0}, {"n": False}),
+        ({"n": 1}, {"n": "1"}),
+        ("t1", {"t1": None}),
+        (1, True),
+    ],
+)
+def test_scopes_of_different_metadata_differ(a: Any, b: Any) -> None:
+    for _ in range(2):  # the second time from the cache
+        assert scope_of(a) != scope_of(b)
+
+
+def test_the_scope_is_a_hash_of_the_sorted_metadata() -> None:
+    expected = "m-" + hashlib.sha256(b'{"a":1,"b":["x",2.5]}').hexdigest()[:32]
+    for _ in range(2):
+        assert scope_of({"b": ["x", 2.5], "a": 1}) == expected
+        assert scope_of({"a": 1, "b": ("x", 2.5)}) == expected
+    flat = "m-" + hashlib.sha256(b'{"a":"x","b":null}').hexdigest()[:32]
+    for _ in range(2):
+        assert scope_of({"b": None, "a": "x"}) == flat
+        assert scope_of({"a": "x", "b": None}) == flat
+    with pytest.raises(WorkflowError, match="JSON-serialisable"):
+        scope_of({"a": object()})

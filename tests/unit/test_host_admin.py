@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 
 from dynamic_workflows.host import (
     HostMetrics,
@@ -20,6 +21,7 @@ from dynamic_workflows.host import (
     Project,
     create_admin_app,
     create_dev_app,
+    create_public_app,
     load_config,
 )
 
@@ -174,6 +176,44 @@ async def test_a_dispatcher_exception_is_a_short_500(host: Host) -> None:
     response = await host.client.get("/boom")
     assert response.status_code == 500
     assert response.text == "Worker threw exception: RuntimeError: kaboom"
+
+
+async def test_the_public_port_in_plain_asgi(host: Host) -> None:
+    app = create_public_app(host.live, host.metrics)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://public.test") as public:
+        boom = await public.get("/boom")
+        assert (boom.status_code, boom.text) == (500, "Worker threw exception")  # no details
+        assert boom.headers["content-type"] == "text/plain; charset=utf-8"
+        ok = await public.post("/anything", content=b"body", headers={"x-test": "1"})
+        assert (ok.status_code, ok.text) == (200, "ok POST 1")
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(b"host", b"public.test"), (b"content-length", b"999999999999")],
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert sent[1]["body"] == b"request body of 999999999999 bytes is over 104857600 bytes"
+    text = generate_latest(host.metrics.registry).decode()
+    for method, status in (("GET", 500), ("POST", 200), ("POST", 413)):
+        assert (
+            f'dwf_http_request_duration_seconds_count{{handler="dispatcher",method="{method}",'
+            f'status="{status}"}} 1.0' in text
+        )
 
 
 async def test_wait_until_work_outlives_the_response(host: Host) -> None:

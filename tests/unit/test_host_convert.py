@@ -6,10 +6,13 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
 
 from dynamic_workflows.host.convert import (
     BodyTooLargeError,
+    read_request,
+    response_parts,
     to_http_response,
     to_workers_request,
 )
@@ -79,6 +82,65 @@ async def test_request_body_limit() -> None:
     declared = [(b"host", b"h"), (b"content-length", b"999")]
     with pytest.raises(BodyTooLargeError):
         await to_workers_request(http_request(headers=declared), max_body=15)
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "headers", "server", "scheme"),
+    [
+        ("/api/run", b"a=1&b=two", None, ("127.0.0.1", 8787), "http"),
+        ("/", b"", [(b"host", b"example.test")], ("127.0.0.1", 80), "http"),
+        ("/x", b"q", [], ("127.0.0.1", 80), "http"),  # no host header: the server address
+        ("/x", b"", [], ("::1", 8443), "https"),
+        ("/x", b"", [], None, "http"),  # neither: a relative URL
+        ("//x?#\\", b"", [(b"host", b"h:99999")], ("10.0.0.1", 81), "http"),  # bad port
+        ("/x", b"", [(b"Host", b"upper"), (b"host", b"a"), (b"host", b"b")], None, "http"),
+    ],
+)
+async def test_read_request_is_what_the_starlette_request_gives(
+    path: str,
+    query: bytes,
+    headers: list[tuple[bytes, bytes]] | None,
+    server: tuple[str, int] | None,
+    scheme: str,
+) -> None:
+    for _ in range(2):  # the second time from the cache of URLs
+        starlette = http_request(path=path, query=query, headers=headers)
+        starlette.scope.update(server=server, scheme=scheme)
+        expected = await to_workers_request(starlette)
+        asgi = http_request(path=path, query=query, headers=headers)
+        asgi.scope.update(server=server, scheme=scheme)
+        got = await read_request(asgi.scope, asgi.receive)
+        assert (got.url, got.method, got.headers.items()) == (
+            expected.url,
+            expected.method,
+            expected.headers.items(),
+        )
+        assert await got.bytes() == await expected.bytes()
+
+
+async def test_read_request_body_limit_and_disconnect() -> None:
+    chunks = http_request(chunks=(b"x" * 10, b"", b"y" * 10))
+    with pytest.raises(BodyTooLargeError, match="request body is over 15 bytes"):
+        await read_request(chunks.scope, chunks.receive, max_body=15)
+    declared = http_request(headers=[(b"host", b"h"), (b"content-length", b"999")])
+    with pytest.raises(BodyTooLargeError, match="request body of 999 bytes is over 15 bytes"):
+        await read_request(declared.scope, declared.receive, max_body=15)
+    whole = http_request(chunks=(b"ab", b"", b"cd"))
+    assert await (await read_request(whole.scope, whole.receive)).bytes() == b"abcd"
+
+    async def gone() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    with pytest.raises(ClientDisconnect):
+        await read_request(http_request().scope, gone)
+
+
+def test_response_parts_are_the_http_response() -> None:
+    worker = Response("hi", status=201, headers=[("x-a", "1"), ("connection", "close")])
+    status, headers, body = response_parts(worker)
+    out = to_http_response(worker)
+    assert (status, headers, body) == (out.status_code, out.raw_headers, out.body)
+    assert response_parts(worker, head=True) == (201, headers, b"")
 
 
 def test_response_status_headers_and_body() -> None:

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -28,7 +29,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .admin import CODE_NO_ROUTE, AdminAPI, envelope_error
-from .convert import BodyTooLargeError, to_http_response, to_workers_request
+from .convert import BodyTooLargeError, read_request, response_parts
 from .dashboard import dashboard
 from .live import LiveProject
 from .metrics import HostMetrics
@@ -122,6 +123,16 @@ class HostApp:
             await send({"type": "websocket.close", "code": 1003})
             return
         handler = self._route(scope["path"])
+        if handler == "dispatcher":
+            sent = [500]  # the status of the response started, if any
+            started = time.perf_counter()
+            try:
+                await self._dispatch(scope, receive, send, sent)
+            finally:
+                self.metrics.observe(
+                    handler, scope["method"], sent[0], time.perf_counter() - started
+                )
+            return
         status = 500
         started = time.perf_counter()
 
@@ -132,9 +143,7 @@ class HostApp:
             await send(message)
 
         try:
-            if handler == "dispatcher":
-                await self._dispatch(scope, receive, timed_send)
-            elif handler == "none":
+            if handler == "none":
                 await PlainTextResponse("Not Found", 404)(scope, receive, timed_send)
             else:
                 assert self.explorer is not None
@@ -162,27 +171,37 @@ class HostApp:
                 )
         return False
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = HTTPRequest(scope, receive)
-        response: Response
-        async with self.live.use() as project:
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, sent: list[int]) -> None:
+        """``Default.fetch`` for one request, in plain ASGI (this is the hot path of a host);
+        ``sent[0]`` is set to the status of the response when it starts."""
+        error: Response | None = None
+        project = await self.live.acquire()
+        try:
             try:
-                incoming = await to_workers_request(request)
+                incoming = await read_request(scope, receive)
             except BodyTooLargeError as exc:
-                response = PlainTextResponse(str(exc), 413)
+                error = PlainTextResponse(str(exc), 413)
             else:
                 try:
                     outgoing = await project.fetch(incoming)
-                    response = to_http_response(outgoing, head=request.method == "HEAD")
+                    status, headers, body = response_parts(outgoing, head=scope["method"] == "HEAD")
                 except Exception as exc:
                     log.exception(
-                        "%s %s: the dispatcher (Default.fetch) raised", request.method, request.url
+                        "%s %s: the dispatcher (Default.fetch) raised",
+                        scope["method"],
+                        URL(scope=scope),
                     )
                     text = "Worker threw exception"
                     if self.expose_errors:
                         text += f": {type(exc).__name__}: {exc}"
-                    response = PlainTextResponse(text, 500)
-        await response(scope, receive, send)
+                    error = PlainTextResponse(text, 500)
+        finally:
+            self.live.release()
+        if error is not None:
+            status, headers, body = error.status_code, error.raw_headers, bytes(error.body)
+        sent[0] = status
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -56,15 +56,27 @@ class LiveProject:
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[Project]:
         """The current project, held for the duration of one request."""
-        await self._open.wait()
+        project = await self.acquire()
+        try:
+            yield project
+        finally:
+            self.release()
+
+    async def acquire(self) -> Project:
+        """The current project, held until :meth:`release` (what :meth:`use` does, without a
+        context manager: every request of the dispatcher goes through here)."""
+        if not self._open.is_set():
+            await self._open.wait()
+        project = self.project
         self._in_flight += 1
         self._idle.clear()
-        try:
-            yield self.project
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
+        return project
+
+    def release(self) -> None:
+        """Let go of a project taken with :meth:`acquire`."""
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
 
     async def reload(self) -> bool:
         """Replace the project with a fresh one from the files; False if the new one failed to

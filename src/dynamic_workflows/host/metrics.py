@@ -78,9 +78,15 @@ class HostMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.registry.register(_EngineCollector(self))
+        self._durations: dict[tuple[str, str, int], Histogram] = {}
 
     def observe(self, handler: str, method: str, status: int, seconds: float) -> None:
-        self.request_duration.labels(handler, method, str(status)).observe(seconds)
+        key = (handler, method, status)
+        child = self._durations.get(key)
+        if child is None:
+            child = self.request_duration.labels(handler, method, str(status))
+            self._durations[key] = child
+        child.observe(seconds)
 
     async def refresh(self) -> None:
         """Read instance counts from storage (collectors are synchronous, storage is not)."""

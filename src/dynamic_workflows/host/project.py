@@ -20,15 +20,15 @@ import inspect
 import logging
 import traceback
 import types
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..dispatch import bind_env
+from ..dispatch import _current_env
 from ..engine import Engine
 from ..errors import ConfigurationError
+from ..ids import uuid4_str
 from ..storage import open_storage
 from ..workers import Env, ExecutionContext, Request, Response, WorkerEntrypoint
-from ..workers._fetch import use_http_client
+from ..workers._fetch import _client
 from .config import ProjectConfig, display_path
 from .sources import ProjectModules
 
@@ -50,6 +50,24 @@ DRAIN_TIMEOUT = 10.0
 
 class ProjectLoadError(ConfigurationError):
     """The project's main module cannot be imported, or does not export what the config names."""
+
+
+class _Bound:
+    """``bind_env(env)`` and ``use_http_client(http)`` in one context manager."""
+
+    __slots__ = ("_env", "_env_token", "_http", "_http_token")
+
+    def __init__(self, env: Any, http: httpx.AsyncClient | None) -> None:
+        self._env = env
+        self._http = http
+
+    def __enter__(self) -> None:
+        self._env_token = _current_env.set(self._env)
+        self._http_token = _client.set(self._http)
+
+    def __exit__(self, *exc: object) -> None:
+        _client.reset(self._http_token)
+        _current_env.reset(self._env_token)
 
 
 class _HostRun:
@@ -94,7 +112,7 @@ class Project:
             classes = {
                 wf.name: self._workflow_class(main, i) for i, wf in enumerate(config.workflows)
             }
-            self.engine = engine or Engine(open_storage(storage_url))
+            self.engine = engine or Engine(open_storage(storage_url), id_factory=uuid4_str)
             self.loaders, self.isolation = self._make_loaders()
         except BaseException:
             self.modules.close()
@@ -224,11 +242,9 @@ class Project:
 
     # -- calls into dispatcher code --------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def bound(self) -> Iterator[None]:
+    def bound(self) -> _Bound:
         """The context every call into dispatcher code runs in."""
-        with bind_env(self.env), use_http_client(self.http):
-            yield
+        return _Bound(self.env, self.http)
 
     async def fetch(self, request: Request) -> Response:
         """``Default(ctx, env).fetch(request)``; exceptions propagate to the caller."""
@@ -237,7 +253,7 @@ class Project:
         handler = getattr(entry, "fetch", None)
         if not callable(handler):
             raise TypeError("Default has no fetch(self, request) method")
-        with self.bound():
+        with _Bound(self.env, self.http):
             result = handler(request)
             if inspect.isawaitable(result):
                 result = await result

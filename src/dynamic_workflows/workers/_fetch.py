@@ -11,9 +11,8 @@ dispatcher code with :func:`use_http_client`; without one, each call opens a sho
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._http import Headers, Request, Response, make_request
@@ -47,14 +46,19 @@ class FetchResponse(Response):
     json = _JsonAccessor()
 
 
-@contextlib.contextmanager
-def use_http_client(client: httpx.AsyncClient | None) -> Iterator[None]:
+class use_http_client:  # a context manager used as a function
     """Make ``client`` the one :func:`fetch` sends through in this context."""
-    token = _client.set(client)
-    try:
-        yield
-    finally:
-        _client.reset(token)
+
+    __slots__ = ("_client", "_token")
+
+    def __init__(self, client: httpx.AsyncClient | None) -> None:
+        self._client = client
+
+    def __enter__(self) -> None:
+        self._token = _client.set(self._client)
+
+    def __exit__(self, *exc: object) -> None:
+        _client.reset(self._token)
 
 
 async def fetch(

@@ -28,6 +28,13 @@ class Headers:
         elif init is not None:
             self._items = [(str(k).lower(), str(v)) for k, v in init]
 
+    @classmethod
+    def _of(cls, items: list[tuple[str, str]]) -> Headers:
+        """Headers holding ``items`` as they are: names lowercased already, values str."""
+        headers = cls.__new__(cls)
+        headers._items = items
+        return headers
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """The values of ``name`` joined by ``, ``, or ``default``."""
         name = name.lower()
@@ -97,6 +104,18 @@ class Request:
         self.headers = Headers(headers)
         self._body: builtins.bytes = _to_bytes(body)
 
+    @classmethod
+    def _incoming(
+        cls, url: str, method: str, headers: list[tuple[str, str]], body: builtins.bytes
+    ) -> Request:
+        """A request as the server received it: ``headers`` with lowercased names."""
+        request = cls.__new__(cls)
+        request.url = url
+        request.method = method.upper()
+        request.headers = Headers._of(headers)
+        request._body = body
+        return request
+
     async def bytes(self) -> builtins.bytes:
         return self._body
 
@@ -136,7 +155,7 @@ class Response:
     def json(cls, data: Any, status: int = 200, headers: HeadersInit | Headers = None) -> Response:
         response = cls(encode(data), status=status, headers=headers)
         if not response.headers.has("content-type"):
-            response.headers.set("content-type", "application/json")
+            response.headers.append("content-type", "application/json")
         return response
 
     @property
