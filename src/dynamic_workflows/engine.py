@@ -70,7 +70,7 @@ __all__ = ["Engine", "WorkflowDefinition"]
 
 log = logging.getLogger("dynamic_workflows.engine")
 
-DEFAULT_WARM_HORIZON = 2.0
+DEFAULT_WARM_HORIZON = 5.0
 """Seconds: a wake-up at most this far away keeps its run live (parked) rather than hibernated,
 and instances due within it are replayed ahead of time."""
 
