@@ -223,7 +223,7 @@ def serve_project(
                     listener.sock.close()
             raise
         await live.start(project)
-        _tune_gc()
+        tune_gc()
         watch = (project.config.path, project.config.main.parent) if reload else None
         await run_listeners(live, chosen, watch=watch, ready=lambda: banner(project, chosen))
 
@@ -237,7 +237,7 @@ collecting took ~15% of a busy host's time, at this threshold less than half of 
 of a few ms)."""
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Garbage collection for a long-running server: everything the start made (modules, the
     project, the server) is moved out of the collector's reach, so that a full collection walks
     only what requests and runs made since; young collections run less often. (A ``dwf dev``
