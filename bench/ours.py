@@ -204,6 +204,29 @@ async def timers(n: int, db: Path, lead: float, concurrency: int = 256) -> dict[
     }
 
 
+def commit_floor(n: int, db: Path) -> dict[str, Any]:
+    """The machine's floor for one durable step: ``BEGIN; INSERT; COMMIT`` in WAL mode with
+    ``synchronous=FULL`` (an fsync), one at a time, as the sequential scenario commits."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE steps (n INTEGER, value BLOB)")
+    lat = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO steps VALUES (?, ?)", (i, b"1"))
+        conn.execute("COMMIT")
+        lat.append(time.perf_counter() - t0)
+    conn.close()
+    lat.sort()
+    return {
+        "commits": n,
+        "p50_ms": statistics.median(lat) * 1000,
+        "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
+    }
+
+
 def floor(n: int, db: Path) -> dict[str, Any]:
     """The machine's floor for the 3-step workload: plain calls, one batched insert per step."""
     conn = sqlite3.connect(db, isolation_level=None)
@@ -231,7 +254,9 @@ def floor(n: int, db: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["throughput", "sequential", "timers", "floor"])
+    parser.add_argument(
+        "scenario", choices=["throughput", "sequential", "timers", "floor", "commit-floor"]
+    )
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--steps", type=int, default=1000)
@@ -254,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
             result = asyncio.run(sequential(args.steps, db))
         elif args.scenario == "timers":
             result = asyncio.run(timers(args.instances, db, args.lead, args.concurrency or 256))
+        elif args.scenario == "commit-floor":
+            result = commit_floor(args.steps, db)
         else:
             result = floor(args.instances, db)
     sys.stdout.write(json.dumps(result) + "\n")

@@ -464,6 +464,7 @@ async def test_metrics_and_dashboard(host: Host) -> None:
     assert 'dwf_instances{status="waiting",workflow="plain"} 1.0' in text
     assert "dwf_steps_committed_total" in text
     assert "dwf_live_runs" in text
+    assert "dwf_parked_runs" in text
     assert (
         'dwf_http_request_duration_seconds_count{handler="dispatcher",method="GET",status="200"}'
         in text

@@ -7,7 +7,8 @@
     dwf_steps_committed_total                      step results committed
     dwf_instances_completed_total / _errored_total instances the engine finished
     dwf_runs_suspended_total                       runs that hibernated
-    dwf_live_runs                                  runs executing now
+    dwf_live_runs                                  runs executing now (parked ones included)
+    dwf_parked_runs                                live runs parked for a near wake-up
     dwf_http_request_duration_seconds{handler,method,status}   request latency
     dwf_reloads_total                              dev reloads
 
@@ -59,6 +60,11 @@ class _EngineCollector(Collector):
             yield CounterMetricFamily(name, doc, value=value)
         yield GaugeMetricFamily(
             "dwf_live_runs", "Runs executing now", value=project.engine.live_runs()
+        )
+        yield GaugeMetricFamily(
+            "dwf_parked_runs",
+            "Live runs parked (kept warm) for a wake-up within the warm horizon",
+            value=project.engine.parked_runs(),
         )
         yield CounterMetricFamily("dwf_reloads", "Reloads of the project", value=live.reloads)
 
