@@ -158,8 +158,8 @@ async def test_max_warm_bounds_parked_runs(make_env: EnvFactory) -> None:
     assert sorted(runs) == [1, 2, 2]  # only the hibernated one was replayed
 
 
-async def test_pausing_a_parked_run_hibernates_it_as_paused(make_env: EnvFactory) -> None:
-    executed: list[str] = []
+def nap_then_step(executed: list[str]) -> Any:
+    """A workflow that sleeps 2 seconds (within the horizon: it parks), then runs a step."""
 
     async def run(event: Any, step: Any) -> Any:
         await step.sleep("nap", "2 seconds")
@@ -171,7 +171,12 @@ async def test_pausing_a_parked_run_hibernates_it_as_paused(make_env: EnvFactory
 
         return await after()
 
-    wf = make_env(run, warm_horizon=HORIZON)
+    return run
+
+
+async def test_pausing_a_parked_run_hibernates_it_as_paused(make_env: EnvFactory) -> None:
+    executed: list[str] = []
+    wf = make_env(nap_then_step(executed), warm_horizon=HORIZON)
     async with wf, wf.clock.frozen():
         instance = await wf.binding.create()
         await until(lambda: wf.engine.parked_runs() == 1)
@@ -190,18 +195,7 @@ async def test_pausing_a_parked_run_hibernates_it_as_paused(make_env: EnvFactory
 
 async def test_terminating_a_parked_run(make_env: EnvFactory) -> None:
     executed: list[str] = []
-
-    async def run(event: Any, step: Any) -> Any:
-        await step.sleep("nap", "2 seconds")
-
-        @step.do("after")
-        async def after() -> str:
-            executed.append("after")
-            return "a"
-
-        return await after()
-
-    wf = make_env(run, warm_horizon=HORIZON)
+    wf = make_env(nap_then_step(executed), warm_horizon=HORIZON)
     async with wf, wf.clock.frozen():
         instance = await wf.binding.create()
         await until(lambda: wf.engine.parked_runs() == 1)
