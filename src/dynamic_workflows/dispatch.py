@@ -19,6 +19,7 @@ params round-trip as None; tenant code never sees the metadata.
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -73,14 +74,12 @@ class bind_env:  # a context manager used as a function: ``with bind_env(env):``
 
 
 _SCALARS = (str, int, bool, type(None))
-_scopes: dict[Any, str] = {}
-"""``scope_of`` of simple metadata (a scalar, or a flat dict of str keys to scalars: what a
-dispatcher builds on every request), by a key that tells apart values that compare equal but
-encode differently (``1`` and ``True``)."""
-_SCOPES_MAX = 4096
 
 
 def _scope_key(metadata: Any) -> Any:
+    """A hashable key for simple metadata (a scalar, or a flat dict of str keys to scalars: what
+    a dispatcher builds on every request) that tells apart values that compare equal but encode
+    differently (``1`` and ``True``); None for anything else (hashed on every call)."""
     kind = type(metadata)
     if kind is dict:
         key: list[Any] = []
@@ -99,19 +98,24 @@ def scope_of(metadata: Any) -> str:
     admin API uses it to place an instance it creates in that tenant's namespace)."""
     key = _scope_key(metadata)
     if key is not None:
-        scope = _scopes.get(key)
-        if scope is not None:
-            return scope
+        return _flat_scope(key)
+    return _hash_scope(metadata)
+
+
+@functools.lru_cache(maxsize=4096)
+def _flat_scope(key: tuple[Any, ...]) -> str:
+    # The key holds the metadata itself: (kind, value) for a scalar, (k, kind, v, ...) for a dict.
+    if len(key) == 2 and isinstance(key[0], type):
+        return _hash_scope(key[1])
+    return _hash_scope({key[i]: key[i + 2] for i in range(0, len(key), 3)})
+
+
+def _hash_scope(metadata: Any) -> str:
     try:
         canonical = encode(_sorted(metadata))
     except SerializationError as exc:
         raise WorkflowError(f"dispatcher metadata must be JSON-serialisable: {exc}") from None
-    scope = "m-" + hashlib.sha256(canonical).hexdigest()[:32]
-    if key is not None:
-        if len(_scopes) >= _SCOPES_MAX:
-            _scopes.clear()
-        _scopes[key] = scope
-    return scope
+    return "m-" + hashlib.sha256(canonical).hexdigest()[:32]
 
 
 def _sorted(value: Any) -> Any:

@@ -486,10 +486,9 @@ class Engine:
             entry = definition.factory(ExecutionContext(), definition.env)
             return await entry.run(event, step)
 
-        policy = self._park_policy(live)
         live.state.warm_horizon = self.warm_horizon if self._warm_room() > 0 else 0.0
-        live.state.park_policy = policy
-        return await drive(run, live.state, limits=self.limits, park=policy)
+        live.state.park_policy = self._park_policy(live)
+        return await drive(run, live.state, limits=self.limits)
 
     def _park_policy(self, live: LiveRun) -> Callable[[float | None], Callable[[], None] | None]:
         def park(wake_at: float | None) -> Callable[[], None] | None:

@@ -42,17 +42,16 @@ async def drive(
     state: RunState,
     *,
     limits: Limits = DEFAULT_LIMITS,
-    park: ParkPolicy | None = None,
 ) -> RunOutcome:
     """Run ``run()`` until it returns, raises, or goes quiescent (see :class:`RunState`).
 
-    A quiescent run whose wake-up is near may be kept live instead (``park``): its timer then
-    resumes it in memory, without the replay a hibernated instance costs.
+    A quiescent run whose wake-up is near may be kept live instead (``state.park_policy``): its
+    timer then resumes it in memory, without the replay a hibernated instance costs.
 
     Cancelling the task that awaits ``drive`` stops the run and returns :class:`Cancelled`.
     """
     try:
-        return await _drive(run, state, limits, park)
+        return await _drive(run, state, limits, state.park_policy)
     finally:
         state.unpark()
 

@@ -111,8 +111,8 @@ class RunState:
         self._listeners: list[Callable[[bool], None]] = []
         self.parked = False
         self._on_unpark: Callable[[], None] | None = None
-        # Set by the host for a run whose code runs elsewhere (a sandbox), which parks by itself:
-        # how near a wake-up must be to park, and the host's bookkeeping of parked runs.
+        # Whether a quiescent run may park (see replay.drive); a host also passes the horizon on
+        # to a run whose code runs elsewhere (a sandbox), which parks by itself and reports it.
         self.warm_horizon = 0.0
         self.park_policy: Callable[[float | None], Callable[[], None] | None] | None = None
 

@@ -22,13 +22,13 @@ import traceback
 import types
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..dispatch import _current_env
+from ..dispatch import bind_env
 from ..engine import Engine
 from ..errors import ConfigurationError
 from ..ids import uuid4_str
 from ..storage import open_storage
 from ..workers import Env, ExecutionContext, Request, Response, WorkerEntrypoint
-from ..workers._fetch import _client
+from ..workers._fetch import use_http_client
 from .config import ProjectConfig, display_path
 from .sources import ProjectModules
 
@@ -55,19 +55,19 @@ class ProjectLoadError(ConfigurationError):
 class _Bound:
     """``bind_env(env)`` and ``use_http_client(http)`` in one context manager."""
 
-    __slots__ = ("_env", "_env_token", "_http", "_http_token")
+    __slots__ = ("_env", "_http")
 
     def __init__(self, env: Any, http: httpx.AsyncClient | None) -> None:
-        self._env = env
-        self._http = http
+        self._env = bind_env(env)
+        self._http = use_http_client(http)
 
     def __enter__(self) -> None:
-        self._env_token = _current_env.set(self._env)
-        self._http_token = _client.set(self._http)
+        self._env.__enter__()
+        self._http.__enter__()
 
     def __exit__(self, *exc: object) -> None:
-        _client.reset(self._http_token)
-        _current_env.reset(self._env_token)
+        self._http.__exit__(*exc)
+        self._env.__exit__(*exc)
 
 
 class _HostRun:

@@ -399,12 +399,8 @@ class WorkerServer:
                     limits=message.limits,
                 )
                 event = message.event
-                outcome = await drive(
-                    lambda: entry.run(event, step),
-                    state,
-                    limits=message.limits,
-                    park=self._park_policy(message),
-                )
+                state.park_policy = self._park_policy(message)
+                outcome = await drive(lambda: entry.run(event, step), state, limits=message.limits)
             except Exception as exc:
                 outcome = Failed(ErrorInfo(error_name(exc), str(exc)))
             self.send(RunResult(message.id, outcome))
