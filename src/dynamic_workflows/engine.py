@@ -98,6 +98,71 @@ class _Counters:
     suspended: int = 0
 
 
+class StepWrites:
+    """The journal writes of one loop iteration, handed to the storage as one operation.
+
+    Every run whose step completed (or began a sleep, or failed) in the same loop iteration
+    shares one storage operation, one commit and one acknowledgement: with ten thousand sleepers
+    resuming at the same instant, the writes wait until they have all run their next step, rather
+    than each handing the writer thread its own operation in between."""
+
+    __slots__ = ("_engine", "_futures", "_scheduled", "_writes")
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._writes: list[tuple[int, int, JournalEntry]] = []
+        self._futures: list[asyncio.Future[None]] = []
+        self._scheduled = False
+
+    def add(self, pk: int, generation: int, entry: JournalEntry) -> asyncio.Future[None]:
+        """Queue a write; the future is done once it is committed, and raises
+        :class:`RunCancelled` if the run was stale (its write was not kept)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._writes.append((pk, generation, entry))
+        self._futures.append(fut)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+        return fut
+
+    def flush(self) -> None:
+        """Hand what is queued to the storage now."""
+        self._scheduled = False
+        if not self._writes:
+            return
+        writes, futures = self._writes, self._futures
+        self._writes, self._futures = [], []
+        self._engine._spawn(self._write(writes, futures))
+
+    async def _write(
+        self, writes: list[tuple[int, int, JournalEntry]], futures: list[asyncio.Future[None]]
+    ) -> None:
+        try:
+            kept = await self._engine.storage.record_steps(writes, self._engine.clock.now())
+        except Exception as exc:
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved: a waiter that was cancelled meanwhile is gone
+            return
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+        counters = self._engine.counters
+        for fut, ok, (_, _, entry) in zip(futures, kept, writes, strict=True):
+            if ok and entry.state == StepState.DONE:
+                counters.steps_committed += 1
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(None)
+            else:
+                fut.set_exception(RunCancelled())
+                fut.exception()
+
+
 class LiveRun:
     """The host side of one live run: it implements :class:`~dynamic_workflows.step.StepChannel`
     over the storage, and keeps the timers and wake-ups of the run's blocked branches."""
@@ -173,12 +238,9 @@ class LiveRun:
                 f"{self.engine.limits.max_steps:,} steps"
             )
 
-    async def _record(self, entry: JournalEntry) -> None:
-        ok = await self.engine.storage.record_step(
-            self.pk, self.generation, entry, self.engine.clock.now()
-        )
-        if not ok:
-            raise RunCancelled()
+    def _write(self, entry: JournalEntry) -> asyncio.Future[None]:
+        """Queue ``entry``; the future raises RunCancelled if the run is stale (it must stop)."""
+        return self.engine.writes.add(self.pk, self.generation, entry)
 
     def deliver(self, name: str, count: int, value: bytes) -> None:
         """An event was consumed for the step ``(name, count)`` of this run."""
@@ -200,46 +262,45 @@ class LiveRun:
 
     # -- StepChannel ------------------------------------------------------------------------
 
-    async def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> None:
+    def complete(
+        self, name: str, count: int, value: bytes, attempt: int = 1
+    ) -> asyncio.Future[None]:
+        # Not a coroutine: the future of the write is all there is to await (a step's hot path).
         self._new_step(name, count)
         check_size(value, f"the result of step {name!r}", self.engine.limits)
-        await self._record(
+        return self._write(
             JournalEntry(name, count, StepKind.DO, StepState.DONE, value=value, attempt=attempt)
         )
-        self.engine.counters.steps_committed += 1
 
     async def fail(
         self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
     ) -> float | None:
         self._new_step(name, count)
         if retry_in is None:
-            await self._record(
-                JournalEntry(
-                    name, count, StepKind.DO, StepState.FAILED, error=error, attempt=attempt
-                )
+            failed = JournalEntry(
+                name, count, StepKind.DO, StepState.FAILED, error=error, attempt=attempt
             )
+            await self._write(failed)
             return None
         wake_at = self.engine.clock.now() + retry_in
-        await self._record(
-            JournalEntry(
-                name,
-                count,
-                StepKind.DO,
-                StepState.RETRYING,
-                error=error,
-                attempt=attempt,
-                wake_at=wake_at,
-            )
+        retrying = JournalEntry(
+            name,
+            count,
+            StepKind.DO,
+            StepState.RETRYING,
+            error=error,
+            attempt=attempt,
+            wake_at=wake_at,
         )
+        await self._write(retrying)
         self._arm(name, count, wake_at)
         return wake_at
 
     async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:
         self._new_step(name, count)
         wake_at = until if until is not None else self.engine.clock.now() + seconds
-        await self._record(
-            JournalEntry(name, count, StepKind.SLEEP, StepState.SLEEPING, wake_at=wake_at)
-        )
+        sleeping = JournalEntry(name, count, StepKind.SLEEP, StepState.SLEEPING, wake_at=wake_at)
+        await self._write(sleeping)
         self._arm(name, count, wake_at)
         return wake_at
 
@@ -309,6 +370,7 @@ class Engine:
         self._parked: set[int] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._poke = asyncio.Event()
+        self.writes = StepWrites(self)
         self._scheduler: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -368,6 +430,7 @@ class Engine:
         tasks = [r.task for r in live if r.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        self.writes.flush()
         if self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         await self.storage.close()

@@ -17,7 +17,7 @@ import datetime as _dt
 import functools
 import inspect
 import types
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from .clock import Clock
@@ -55,7 +55,7 @@ class WaitRegistration(Protocol):
 class StepChannel(Protocol):
     """The host's side of a run: durable effects, answered once committed."""
 
-    async def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> None:
+    def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> Awaitable[None]:
         """Commit a step's result (``attempt``: the attempt that produced it)."""
         ...
 
@@ -231,7 +231,12 @@ class RunState:
 
 
 class StepFunction:
-    """What ``@step.do(...)`` returns: awaiting ``fn()`` runs (or replays) the step."""
+    # What ``@step.do(...)`` returns: awaiting ``fn()`` runs (or replays) the step. (A comment,
+    # not a docstring: ``__doc__`` is the decorated function's, as ``__name__`` is.) Slots: one
+    # is made per step per run, and every object a waking run makes is one more for the
+    # garbage collector to walk.
+
+    __slots__ = ("_concurrent", "_config", "_depends", "_func", "_step", "_step_name")
 
     def __init__(
         self,
@@ -248,8 +253,14 @@ class StepFunction:
         self._depends = depends
         self._concurrent = concurrent
         self._config = config
-        self.__name__ = getattr(func, "__name__", name)
-        self.__doc__ = getattr(func, "__doc__", None)
+
+    @property
+    def __name__(self) -> str:
+        return str(getattr(self._func, "__name__", self._step_name))
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return getattr(self._func, "__doc__", None)
 
     @property
     def step_name(self) -> str:
@@ -292,7 +303,8 @@ class WorkflowStep:
         self._steps_used = len(self._journal)
         self._closures: dict[str, StepFunction] = {}
         self._memo: dict[str, Any] = {}
-        self._in_flight: dict[str, asyncio.Future[Any]] = {}
+        self._in_flight: dict[str, object] = {}
+        self._waiters: dict[object, asyncio.Future[Any]] = {}
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -402,8 +414,10 @@ class WorkflowStep:
 
         return decorator
 
-    def _dependencies(self, fn: StepFunction) -> list[Any]:
+    def _dependencies(self, fn: StepFunction) -> Sequence[Any]:
         params = _parameter_names(fn._func)
+        if not params and not fn._depends:
+            return ()
         deps: list[Any] = []
         if fn._depends is None:
             for name in params:
@@ -435,34 +449,47 @@ class WorkflowStep:
             raise WorkflowDefinitionError(f"depends: {dep!r} is not a step")
         if dep.step_name in self._memo:
             return self._memo[dep.step_name]
-        if dep.step_name in self._in_flight:
-            return await self._in_flight[dep.step_name]
+        token = self._in_flight.get(dep.step_name)
+        if token is not None:
+            waiter = self._waiters.get(token)
+            if waiter is None:
+                waiter = self._waiters[token] = asyncio.get_running_loop().create_future()
+            return await waiter
         return await dep()
 
     async def _call_step_function(self, fn: StepFunction) -> Any:
         deps = self._dependencies(fn)
-        if fn._concurrent:
+        args: Sequence[Any] = deps
+        if not deps:
+            pass
+        elif fn._concurrent:
             args = list(await asyncio.gather(*(self._resolve(d) for d in deps)))
         else:
             args = [await self._resolve(d) for d in deps]
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._in_flight[fn.step_name] = future
+        name = fn.step_name
+        # While the step runs, a step that depends on it awaits it rather than running it again;
+        # the future it awaits is made only when one does (see _resolve).
+        token = object()
+        self._in_flight[name] = token
         try:
-            result = await self._do(fn.step_name, fn._config, fn._func, args)
+            result = await self._do(name, fn._config, fn._func, args)
         except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: waiters re-raise it themselves
+            waiter = self._waiters.pop(token, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+                waiter.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         else:
-            future.set_result(result)
-            self._memo[fn.step_name] = result
+            waiter = self._waiters.pop(token, None)
+            if waiter is not None:
+                waiter.set_result(result)
+            self._memo[name] = result
             return result
         finally:
             # Another occurrence of the same step may have started meanwhile (gathered calls of
             # one step function): its entry is not ours to remove.
-            if self._in_flight.get(fn.step_name) is future:
-                del self._in_flight[fn.step_name]
+            if self._in_flight.get(name) is token:
+                del self._in_flight[name]
 
     # -- the durable operations ----------------------------------------------------------------
 
@@ -488,7 +515,9 @@ class WorkflowStep:
             )
         return entry
 
-    async def _do(self, name: str, config: Any, func: Callable[..., Any], args: list[Any]) -> Any:
+    async def _do(
+        self, name: str, config: Any, func: Callable[..., Any], args: Sequence[Any]
+    ) -> Any:
         count = self._next_count(name)
         entry = self._replayed(name, count, StepKind.DO)
         attempt = 0
@@ -501,12 +530,15 @@ class WorkflowStep:
             if entry.wake_at is not None and entry.wake_at > self._now:
                 await self._block(name, count, entry.wake_at)
         cfg = resolve_step_config(config, name)
+        state = self.state
+        channel = self._channel
         while True:
             attempt += 1
-            await self.state.pause_gate()
-            self.state.begin_active()
+            if state.paused:
+                await state.pause_gate()
+            state.begin_active()
             try:
-                self._channel.attempt_started(
+                channel.attempt_started(
                     name,
                     count,
                     attempt,
@@ -514,16 +546,16 @@ class WorkflowStep:
                 )
                 outcome = await self._attempt(name, count, attempt, cfg, func, args)
                 if not isinstance(outcome, _AttemptFailed):
-                    await self._channel.complete(name, count, outcome, attempt)
+                    await channel.complete(name, count, outcome, attempt)
                     return decode(outcome)
                 final = outcome.final or attempt > cfg.retry_limit
                 retry_in = None if final else cfg.delay_before(attempt + 1)
-                wake_at = await self._channel.fail(name, count, attempt, outcome.info, retry_in)
+                wake_at = await channel.fail(name, count, attempt, outcome.info, retry_in)
                 if final or wake_at is None:
                     # Raise what a replay would raise, so first run and replays behave alike.
                     raise _rebuild(outcome.info) from outcome.exception
             finally:
-                self.state.end_active()
+                state.end_active()
             await self._block(name, count, wake_at)
 
     async def _attempt(
@@ -533,15 +565,29 @@ class WorkflowStep:
         attempt: int,
         cfg: StepConfig,
         func: Callable[..., Any],
-        args: list[Any],
+        args: Sequence[Any],
     ) -> bytes | _AttemptFailed:
-        ctx = {"step": {"name": name, "count": count}, "attempt": attempt, "config": cfg.as_dict()}
-        call_args = [ctx if a is _CTX else a for a in args]
+        if args:
+            ctx = {
+                "step": {"name": name, "count": count},
+                "attempt": attempt,
+                "config": cfg.as_dict(),
+            }
+            args = [ctx if a is _CTX else a for a in args]
         try:
-            async with self._clock.timeout_at(self._clock.now() + cfg.timeout):
-                result = func(*call_args)
-                if inspect.isawaitable(result):
-                    result = await result
+            # An ``async def`` body that returns without awaiting anything (a step that only
+            # computes, or reads the clock) finishes before any deadline could cancel it: it is
+            # stepped once by hand, and only a body that suspends pays for its timeout.
+            result = func(*args)
+            if type(result) is types.CoroutineType:
+                try:
+                    yielded = result.send(None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:
+                    result = await self._under_timeout(_resume(result, yielded), cfg.timeout)
+            elif inspect.isawaitable(result):
+                result = await self._under_timeout(result, cfg.timeout)
         except TimeoutError:
             err = WorkflowTimeoutError(f"Execution timed out after {int(cfg.timeout * 1000)}ms")
             return _AttemptFailed(err, final=False)
@@ -563,6 +609,17 @@ class WorkflowStep:
             return check_size(data, f"the result of step {name!r}", self._limits)
         except LimitExceededError as exc:
             return _AttemptFailed(NonRetryableError(str(exc)), final=True)
+
+    async def _under_timeout(self, awaitable: Awaitable[Any], timeout: float) -> Any:
+        deadline = self._clock.timeout_at(self._clock.now() + timeout)
+        deadline.start()
+        try:
+            value = await awaitable
+        except BaseException as exc:
+            deadline.finish(isinstance(exc, asyncio.CancelledError))
+            raise
+        deadline.finish(False)
+        return value
 
     async def _sleep(self, name: str, until: float | None, seconds: float) -> None:
         count = self._next_count(name)
@@ -588,6 +645,28 @@ class WorkflowStep:
             return await self._channel.wake(name, count)
         finally:
             self.state.end_blocked(token)
+
+
+@types.coroutine
+def _resume(coro: types.CoroutineType[Any, Any, Any], yielded: Any) -> Any:
+    """Go on awaiting ``coro``, which was stepped once by hand and yielded ``yielded``: what
+    ``await coro`` (``yield from``) does, from its second step on."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 class _AttemptFailed:

@@ -45,6 +45,13 @@ async def claim_one(storage: Storage, now: float = T0) -> tuple[int, int]:
     return row.pk, row.generation
 
 
+async def record_step(
+    storage: Storage, pk: int, generation: int, entry: JournalEntry, now: float
+) -> bool:
+    (kept,) = await storage.record_steps([(pk, generation, entry)], now)
+    return kept
+
+
 def done(name: str, count: int, value: bytes = b"1") -> JournalEntry:
     return JournalEntry(name, count, StepKind.DO, StepState.DONE, value=value, attempt=1)
 
@@ -105,7 +112,7 @@ async def test_journal_reads_back_in_the_order_steps_were_first_recorded(
     pk, gen = await claim_one(storage)
     retrying = JournalEntry("zeta", 1, StepKind.DO, StepState.RETRYING, attempt=1, wake_at=T0 + 5)
     for i, entry in enumerate([retrying, done("beta", 1), done("alpha", 1), done("zeta", 1)]):
-        assert await storage.record_step(pk, gen, entry, T0 + i)
+        assert await record_step(storage, pk, gen, entry, T0 + i)
     journal = await storage.load_journal(pk)
     assert [(e.name, e.state) for e in journal] == [
         ("zeta", StepState.DONE),  # updated in place: keeps its first position
@@ -148,7 +155,7 @@ async def test_claim_due_takes_earliest_first_and_only_due(storage: Storage) -> 
 async def test_claim_returns_the_journal(storage: Storage) -> None:
     await storage.create_instances([new("a")], T0)
     pk, gen = await claim_one(storage)
-    assert await storage.record_step(pk, gen, done("s", 1), T0)
+    assert await record_step(storage, pk, gen, done("s", 1), T0)
     assert await storage.suspend_run(pk, gen, T0 + 5, False, T0) == Status.WAITING
     claims = await storage.claim_due(T0 + 5, 10)
     assert [(e.name, e.count, e.value) for e in claims[0].journal] == [("s", 1, b"1")]
@@ -169,16 +176,41 @@ async def test_record_step_upserts_and_is_fenced(storage: Storage) -> None:
         attempt=1,
         wake_at=T0 + 10,
     )
-    assert await storage.record_step(pk, gen, retry, T0)
-    assert await storage.record_step(pk, gen, done("s", 1, b'"ok"'), T0)
+    assert await record_step(storage, pk, gen, retry, T0)
+    assert await record_step(storage, pk, gen, done("s", 1, b'"ok"'), T0)
     journal = await storage.load_journal(pk)
     assert len(journal) == 1
     assert journal[0].state == StepState.DONE
     assert decode(journal[0].value or b"") == "ok"
-    assert not await storage.record_step(pk, gen + 1, done("t", 1), T0)  # stale generation
+    assert not await record_step(storage, pk, gen + 1, done("t", 1), T0)  # stale generation
     await storage.control(pk, "terminate", T0)
-    assert not await storage.record_step(pk, gen, done("u", 1), T0)  # no longer running
+    assert not await record_step(storage, pk, gen, done("u", 1), T0)  # no longer running
     assert [e.name for e in await storage.load_journal(pk)] == ["s"]
+
+
+async def test_record_steps_writes_a_batch_and_skips_only_the_stale(storage: Storage) -> None:
+    await storage.create_instances([new("a"), new("b"), new("c")], T0)
+    claims = await storage.claim_due(T0, 3)
+    (pa, ga), (pb, gb), (pc, gc) = [(c.instance.pk, c.instance.generation) for c in claims]
+    await storage.control(pc, "terminate", T0)
+    kept = await storage.record_steps(
+        [
+            (pa, ga, done("s", 1)),
+            (pb, gb + 1, done("s", 1)),  # stale generation
+            (pc, gc, done("s", 1)),  # no longer running
+            (pb, gb, done("s", 1, b'"b"')),
+            (pa, ga, done("s", 2)),
+        ],
+        T0,
+    )
+    assert kept == [True, False, False, True, True]
+    assert sorted((e.name, e.count) for e in await storage.load_journal(pa)) == [
+        ("s", 1),
+        ("s", 2),
+    ]
+    assert [e.value for e in await storage.load_journal(pb)] == [b'"b"']
+    assert await storage.load_journal(pc) == []
+    assert await storage.record_steps([], T0) == []
 
 
 async def test_journal_entry_fields_round_trip(storage: Storage) -> None:
@@ -190,7 +222,7 @@ async def test_journal_entry_fields_round_trip(storage: Storage) -> None:
         JournalEntry("d", 2, StepKind.DO, StepState.DONE, value=b'{"a":[1,2]}', attempt=2),
     ]
     for e in entries:
-        assert await storage.record_step(pk, gen, e, T0)
+        assert await record_step(storage, pk, gen, e, T0)
     got = sorted(await storage.load_journal(pk), key=lambda e: (e.name, e.count))
     assert got == sorted(entries, key=lambda e: (e.name, e.count))
 
@@ -383,7 +415,7 @@ async def test_control_transitions(
     pk = row.pk
     if setup != "queued":
         pk, gen = await claim_one(storage)
-        await storage.record_step(pk, gen, done("s", 1), T0)
+        await record_step(storage, pk, gen, done("s", 1), T0)
         if setup == "waiting":
             await storage.suspend_run(pk, gen, T0 + 100, False, T0)
         elif setup == "complete":
@@ -431,7 +463,7 @@ async def test_restart_drops_consumed_events_and_keeps_buffered_ones(storage: St
 async def test_delete_removes_everything(storage: Storage) -> None:
     await storage.create_instances([new("a")], T0)
     pk, gen = await claim_one(storage)
-    await storage.record_step(pk, gen, done("s", 1), T0)
+    await record_step(storage, pk, gen, done("s", 1), T0)
     await storage.add_event(pk, "x", b"1", T0)
     assert await storage.delete_instance(pk)
     assert not await storage.delete_instance(pk)
@@ -499,7 +531,7 @@ async def test_sqlite_data_survives_reopen(tmp_path: Path) -> None:
     await store.open()
     await store.create_instances([new("a", params=b'{"k":"v"}')], T0)
     pk, gen = await claim_one(store)
-    await store.record_step(pk, gen, done("s", 1, b'"r"'), T0)
+    await record_step(store, pk, gen, done("s", 1, b'"r"'), T0)
     await store.close()
     store2 = SQLiteStorage(path)
     await store2.open()
@@ -526,7 +558,7 @@ async def test_restart_from_a_step_keeps_the_steps_recorded_before_it(storage: S
     await storage.create_instances([new("a")], T0)
     pk, gen = await claim_one(storage)
     for i, name in enumerate(["one", "two", "three"]):
-        assert await storage.record_step(pk, gen, done(name, 1), T0 + i)
+        assert await record_step(storage, pk, gen, done(name, 1), T0 + i)
     await storage.add_event(pk, "kept", b"1", T0)
     await storage.register_wait(pk, gen, "w", 1, "kept", T0 + 100, T0 + 3)  # consumes it
     result = await storage.control(pk, "restart", T0 + 5, restart_from=("two", 1))

@@ -175,8 +175,11 @@ class Storage(Protocol):
         """The earliest ``wake_at`` of a claimable instance."""
         ...
 
-    async def record_step(self, pk: int, generation: int, entry: JournalEntry, now: float) -> bool:
-        """Upsert a journal entry of a live run. False if the run is stale."""
+    async def record_steps(
+        self, writes: Sequence[tuple[int, int, JournalEntry]], now: float
+    ) -> list[bool]:
+        """Upsert journal entries of live runs, each ``(pk, generation, entry)``, in one
+        transaction; per write, False if its run is stale (that write is skipped)."""
         ...
 
     async def register_wait(

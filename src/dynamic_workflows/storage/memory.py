@@ -198,12 +198,16 @@ class MemoryStorage:
 
     # -- live runs --------------------------------------------------------------------------
 
-    async def record_step(self, pk: int, generation: int, entry: JournalEntry, now: float) -> bool:
-        inst = self._live(pk, generation)
-        if inst is None:
-            return False
-        inst.steps[(entry.name, entry.count)] = entry
-        return True
+    async def record_steps(
+        self, writes: Sequence[tuple[int, int, JournalEntry]], now: float
+    ) -> list[bool]:
+        done: list[bool] = []
+        for pk, generation, entry in writes:
+            inst = self._live(pk, generation)
+            if inst is not None:
+                inst.steps[(entry.name, entry.count)] = entry
+            done.append(inst is not None)
+        return done
 
     async def register_wait(
         self,

@@ -464,12 +464,17 @@ class SQLiteStorage:
 
     # -- live runs --------------------------------------------------------------------------
 
-    async def record_step(self, pk: int, generation: int, entry: JournalEntry, now: float) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            if not _live(conn, pk, generation):
-                return False
-            _put_step(conn, pk, entry, now)
-            return True
+    async def record_steps(
+        self, writes: Sequence[tuple[int, int, JournalEntry]], now: float
+    ) -> list[bool]:
+        def op(conn: sqlite3.Connection) -> list[bool]:
+            done: list[bool] = []
+            for pk, generation, entry in writes:
+                live = _live(conn, pk, generation)
+                if live:
+                    _put_step(conn, pk, entry, now)
+                done.append(live)
+            return done
 
         return await self._submit(op)
 

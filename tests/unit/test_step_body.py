@@ -1,0 +1,235 @@
+"""How a step's body is run: an ``async def`` body that never suspends is stepped once by hand
+(no timeout armed), one that suspends is awaited under its timeout from its second step on,
+and every other kind of body (sync, or returning an awaitable) behaves as before. Also: the
+journal writes of one loop iteration share one storage operation."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from unit_support import EnvFactory, until, workflow
+
+from dynamic_workflows.engine import Engine
+from dynamic_workflows.errors import RunCancelled, StorageError
+from dynamic_workflows.journal import JournalEntry, StepKind, StepState
+from dynamic_workflows.storage import MemoryStorage, SQLiteStorage
+from dynamic_workflows.storage.base import NewInstance
+from dynamic_workflows.workers.workflows import NonRetryableError
+
+ONE_TRY = {"retries": {"limit": 0, "delay": 1, "backoff": "constant"}, "timeout": 1000}
+
+
+async def test_a_body_that_suspends_many_times_gets_its_values_and_result(
+    make_env: EnvFactory,
+) -> None:
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("chatty")
+        async def chatty() -> list[Any]:
+            got = []
+            for i in range(3):
+                await asyncio.sleep(0)
+                fut = asyncio.get_running_loop().create_future()
+                asyncio.get_running_loop().call_soon(fut.set_result, i)
+                got.append(await fut)
+            return got
+
+        return await chatty()
+
+    async with make_env(run) as wf:
+        status = await wf.wait_for(await wf.binding.create())
+    assert status["output"] == [0, 1, 2]
+
+
+async def test_errors_before_and_after_the_first_suspension_fail_the_step(
+    make_env: EnvFactory,
+) -> None:
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("at-once", config=ONE_TRY)
+        async def at_once() -> None:
+            raise ValueError("at once")
+
+        @step.do("later", config=ONE_TRY)
+        async def later() -> None:
+            await asyncio.sleep(0)
+            raise NonRetryableError("later")
+
+        caught = []
+        for fn in (at_once, later):
+            try:
+                await fn()
+            except Exception as exc:
+                caught.append([type(exc).__name__, str(exc)])
+        return caught
+
+    async with make_env(run) as wf:
+        status = await wf.wait_for(await wf.binding.create())
+    assert status["output"] == [["ValueError", "at once"], ["NonRetryableError", "later"]]
+
+
+async def test_a_body_caught_by_its_timeout_after_suspending_twice(make_env: EnvFactory) -> None:
+    cleaned: list[str] = []
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("stuck", config=ONE_TRY)
+        async def stuck() -> None:
+            await asyncio.sleep(0)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cleaned.append("finally ran")
+
+        await stuck()
+
+    async with make_env(run) as wf:
+        status = await wf.wait_for(await wf.binding.create())
+    assert status["error"] == {
+        "name": "WorkflowTimeoutError",
+        "message": "Execution timed out after 1000ms",
+    }
+    assert cleaned == ["finally ran"]
+
+
+async def test_a_body_that_handles_what_is_thrown_into_it_goes_on(make_env: EnvFactory) -> None:
+    """An exception thrown into the awaited future reaches the body, which may handle it and
+    go on: what ``await`` does."""
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("recovers")
+        async def recovers() -> str:
+            fut = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(fut.set_exception, KeyError("k"))
+            try:
+                await fut
+            except KeyError:
+                await asyncio.sleep(0)
+                return "recovered"
+            return "not reached"
+
+        return await recovers()
+
+    async with make_env(run) as wf:
+        status = await wf.wait_for(await wf.binding.create())
+    assert status["output"] == "recovered"
+
+
+async def test_sync_bodies_and_bodies_returning_awaitables(make_env: EnvFactory) -> None:
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("sync")
+        def sync() -> int:
+            return 1
+
+        @step.do("future")
+        def future() -> asyncio.Future[int]:
+            fut = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(fut.set_result, 2)
+            return fut
+
+        @step.do("never", config=ONE_TRY)
+        def never() -> asyncio.Future[int]:
+            return asyncio.get_running_loop().create_future()  # the timeout applies to it too
+
+        out: list[Any] = [await sync(), await future()]
+        try:
+            await never()
+        except Exception as exc:
+            out.append(type(exc).__name__)
+        return out
+
+    async with make_env(run) as wf:
+        status = await wf.wait_for(await wf.binding.create())
+    assert status["output"] == [1, 2, "WorkflowTimeoutError"]
+
+
+async def test_terminating_a_run_cancels_a_suspended_body(make_env: EnvFactory) -> None:
+    seen: list[str] = []
+    started = asyncio.Event()
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("long")
+        async def long() -> None:
+            await asyncio.sleep(0)
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+
+        await long()
+
+    async with make_env(run) as wf:
+        instance = await wf.binding.create()
+        await asyncio.wait_for(started.wait(), 5)
+        await instance.terminate()
+        status = await wf.wait_for(instance)
+        await until(lambda: bool(seen))
+    assert status["status"] == "terminated"
+    assert seen == ["cancelled"]
+
+
+# -- the journal writes of one loop iteration: one storage operation --------------------------
+
+
+def _three_steps() -> type:
+    async def run(event: Any, step: Any) -> Any:
+        total = 0
+        for i in range(3):
+
+            @step.do(f"s{i}")
+            async def s() -> int:
+                return 1
+
+            total += await s()
+        return total
+
+    return workflow(run)
+
+
+async def test_steps_of_many_runs_share_storage_operations(tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
+    engine = Engine(storage)
+    binding = engine.register("three", _three_steps())
+    async with engine:
+        for _ in range(2):
+            await binding.create_batch([{} for _ in range(100)])
+        await until(lambda: engine.counters.completed == 200, timeout=30)
+        stats = storage.stats
+    assert engine.counters.steps_committed == 600
+    # 600 step writes + 200 finishes + claims; one operation per loop iteration for the steps,
+    # so far fewer operations than writes.
+    assert stats["operations"] < 600
+
+
+ENTRY = JournalEntry("s", 1, StepKind.DO, StepState.DONE, value=b"1", attempt=1)
+
+
+async def test_a_stale_write_raises_run_cancelled_and_the_others_are_kept() -> None:
+    storage = MemoryStorage()
+    await storage.open()
+    engine = Engine(storage)  # not started: only its writes are used here
+    await storage.create_instances([NewInstance("wf", "", i, b"null") for i in "ab"], 0.0)
+    claims = await storage.claim_due(1.0, 2)
+    (pa, ga), (pb, gb) = [(c.instance.pk, c.instance.generation) for c in claims]
+    kept = engine.writes.add(pa, ga, ENTRY)
+    stale = engine.writes.add(pb, gb + 1, ENTRY)
+    await kept
+    with pytest.raises(RunCancelled):
+        await stale
+    assert [e.name for e in await storage.load_journal(pa)] == ["s"]
+    assert await storage.load_journal(pb) == []
+    assert engine.counters.steps_committed == 1
+
+
+async def test_a_failed_storage_write_reaches_every_waiter() -> None:
+    class Failing(MemoryStorage):
+        async def record_steps(self, writes: Any, now: float) -> list[bool]:
+            raise StorageError("disk on fire")
+
+    engine = Engine(Failing())
+    futures = [engine.writes.add(pk, 0, ENTRY) for pk in (1, 2, 3)]
+    for fut in futures:
+        with pytest.raises(StorageError, match="disk on fire"):
+            await fut
