@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -96,6 +97,11 @@ class _Counters:
     completed: int = 0
     errored: int = 0
     suspended: int = 0
+
+
+def _wake(fut: asyncio.Future[bytes | None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class StepWrites:
@@ -204,9 +210,10 @@ class LiveRun:
     def _arm(self, name: str, count: int, wake_at: float) -> None:
         if self._closed:
             return
-        self._timers.append(
-            self.engine.clock.call_at(wake_at, lambda: self._resolve(name, count, None))
-        )
+        # The timer resolves the future itself (made now), with no lookup when it fires: ten
+        # thousand sleepers due at the same instant all fire before the first of them runs.
+        fut = self._future((name, count))
+        self._timers.append(self.engine.clock.call_at(wake_at, functools.partial(_wake, fut)))
 
     def _arm_deadline(self, name: str, count: int, deadline: float | None) -> None:
         if self._closed or deadline is None:

@@ -110,30 +110,55 @@ def _live(conn: sqlite3.Connection, pk: int, generation: int) -> bool:
     return r is not None and r[1] == generation and r[0] in _ACTIVE
 
 
-def _put_step(conn: sqlite3.Connection, pk: int, e: JournalEntry, now: float) -> None:
+_UPSERT_STEP = (
     # An upsert, not INSERT OR REPLACE: recorded_at keeps the time the step was first seen.
-    conn.execute(
-        "INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, "
-        "error_message, attempt, wake_at, event_type, recorded_at) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (instance_pk, name, count) DO UPDATE SET "
-        "kind=excluded.kind, state=excluded.state, value=excluded.value, "
-        "error_name=excluded.error_name, error_message=excluded.error_message, "
-        "attempt=excluded.attempt, wake_at=excluded.wake_at, event_type=excluded.event_type",
-        (
-            pk,
-            e.name,
-            e.count,
-            e.kind,
-            e.state,
-            e.value,
-            None if e.error is None else e.error.name,
-            None if e.error is None else e.error.message,
-            e.attempt,
-            e.wake_at,
-            e.event_type,
-            now,
-        ),
+    "INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, "
+    "error_message, attempt, wake_at, event_type, recorded_at) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (instance_pk, name, count) DO UPDATE SET "
+    "kind=excluded.kind, state=excluded.state, value=excluded.value, "
+    "error_name=excluded.error_name, error_message=excluded.error_message, "
+    "attempt=excluded.attempt, wake_at=excluded.wake_at, event_type=excluded.event_type"
+)
+
+_IN_CHUNK = 500
+"""Host parameters per ``IN (...)`` list (SQLite allows 32,766 since 3.32; older, 999)."""
+
+
+def _step_row(pk: int, e: JournalEntry, now: float) -> tuple[Any, ...]:
+    return (
+        pk,
+        e.name,
+        e.count,
+        e.kind,
+        e.state,
+        e.value,
+        None if e.error is None else e.error.name,
+        None if e.error is None else e.error.message,
+        e.attempt,
+        e.wake_at,
+        e.event_type,
+        now,
     )
+
+
+def _put_step(conn: sqlite3.Connection, pk: int, e: JournalEntry, now: float) -> None:
+    conn.execute(_UPSERT_STEP, _step_row(pk, e, now))
+
+
+def _live_generations(conn: sqlite3.Connection, pks: Sequence[int]) -> dict[int, int]:
+    """The generation of each of ``pks`` that is live (running or pausing)."""
+    live: dict[int, int] = {}
+    for i in range(0, len(pks), _IN_CHUNK):
+        chunk = pks[i : i + _IN_CHUNK]
+        rows = conn.execute(
+            "SELECT pk, status, generation FROM instances WHERE pk IN "
+            f"({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        for pk, status, generation in rows:
+            if status in _ACTIVE:
+                live[pk] = generation
+    return live
 
 
 class _Writer(threading.Thread):
@@ -468,13 +493,20 @@ class SQLiteStorage:
         self, writes: Sequence[tuple[int, int, JournalEntry]], now: float
     ) -> list[bool]:
         def op(conn: sqlite3.Connection) -> list[bool]:
-            done: list[bool] = []
-            for pk, generation, entry in writes:
-                live = _live(conn, pk, generation)
-                if live:
-                    _put_step(conn, pk, entry, now)
-                done.append(live)
-            return done
+            # One query for the liveness of every run and one executemany for the rows: this
+            # runs in the writer thread, and per-row execute() calls held the GIL long enough
+            # to slow down the event loop during a burst of steps.
+            live = _live_generations(conn, list({pk for pk, _, _ in writes}))
+            kept = [live.get(pk) == generation for pk, generation, _ in writes]
+            conn.executemany(
+                _UPSERT_STEP,
+                [
+                    _step_row(pk, entry, now)
+                    for (pk, _, entry), ok in zip(writes, kept, strict=True)
+                    if ok
+                ],
+            )
+            return kept
 
         return await self._submit(op)
 
