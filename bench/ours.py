@@ -94,12 +94,29 @@ class TenantWorkflow(WorkflowEntrypoint):
 """
 
 
-def sandboxed_entrypoint() -> tuple[type, Any]:
+TIMER_TENANT_SOURCE = """
+import time
+from workers import WorkflowEntrypoint
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        due = event["payload"]["due"]
+        await step.sleep_until("alarm", due * 1000)
+
+        @step.do("woke")
+        async def woke():
+            return time.time() - due
+
+        return await woke()
+"""
+
+
+def sandboxed_entrypoint(source: str = TENANT_SOURCE) -> tuple[type, Any]:
     """A dispatcher workflow whose run forwards to the tenant's code in a sandboxed worker."""
     from dynamic_workflows.sandbox.loader import Loader
 
     loader = Loader()
-    code = {"main_module": "tenant.py", "modules": {"tenant.py": TENANT_SOURCE}}
+    code = {"main_module": "tenant.py", "modules": {"tenant.py": source}}
 
     class Dispatcher(WorkflowEntrypoint):
         async def run(self, event: Any, step: Any) -> Any:
@@ -169,10 +186,19 @@ async def sequential(steps: int, db: Path) -> dict[str, Any]:
     }
 
 
-async def timers(n: int, db: Path, lead: float, concurrency: int = 256) -> dict[str, Any]:
+async def timers(
+    n: int, db: Path, lead: float, mode: str, concurrency: int = 256
+) -> dict[str, Any]:
     engine = Engine(SQLiteStorage(db), concurrency=concurrency)
-    binding = engine.register("alarm", SleepUntil)
+    loader = None
+    if mode == "sandboxed":
+        entry, loader = sandboxed_entrypoint(TIMER_TENANT_SOURCE)
+    else:
+        entry = SleepUntil
+    binding = engine.register("alarm", entry)
     async with engine:
+        if loader is not None:
+            await loader.start()
         due = time.time() + lead
         for start in range(0, n, 100):
             await binding.create_batch(
@@ -193,9 +219,12 @@ async def timers(n: int, db: Path, lead: float, concurrency: int = 256) -> dict[
         parked_before_due = engine.parked_runs()
         await wait_all(engine, "alarm", n)
         rows = await engine.storage.list_instances("alarm", limit=n + 1)
+        if loader is not None:
+            await loader.close()
     late = sorted(json.loads(r.output or b"0") for r in rows)
     return {
         "instances": n,
+        "mode": mode,
         "all_asleep_before_due": all_asleep_before_due,
         "parked_before_due": parked_before_due,
         "p50_late_ms": late[len(late) // 2] * 1000,
@@ -278,7 +307,9 @@ def main(argv: list[str] | None = None) -> None:
         elif args.scenario == "sequential":
             result = asyncio.run(sequential(args.steps, db))
         elif args.scenario == "timers":
-            result = asyncio.run(timers(args.instances, db, args.lead, args.concurrency or 256))
+            result = asyncio.run(
+                timers(args.instances, db, args.lead, args.mode, args.concurrency or 256)
+            )
         elif args.scenario == "commit-floor":
             result = commit_floor(args.steps, db)
         else:

@@ -375,6 +375,9 @@ class Engine:
         self._workflows: dict[str, WorkflowDefinition] = {}
         self._live: dict[int, LiveRun] = {}
         self._parked: set[int] = set()
+        # Set when a run whose wake-up was near hibernated all the same (its sandbox had no room
+        # to keep it, or max_warm was reached): claiming ahead again would replay it in a loop.
+        self._no_claims_ahead_until = 0.0
         self._background: set[asyncio.Task[Any]] = set()
         self._poke = asyncio.Event()
         self.writes = StepWrites(self)
@@ -483,7 +486,8 @@ class Engine:
         if free > 0:
             now = self.clock.now()
             claims = await self.storage.claim_due(now, free)
-            room = min(free - len(claims), self._warm_room())
+            ahead = now >= self._no_claims_ahead_until
+            room = min(free - len(claims), self._warm_room()) if ahead else 0
             if room > 0:
                 # Due soon: replay now, park until the instant (see the module's docstring).
                 claims += await self.storage.claim_due(now + self.warm_horizon, room)
@@ -492,7 +496,7 @@ class Engine:
             if claims:
                 return
             nxt = await self.storage.next_due()
-            if self._warm_room() > 0:
+            if ahead and self._warm_room() > 0:
                 lead = self.warm_horizon
         else:
             nxt = None
@@ -589,6 +593,14 @@ class Engine:
             ):
                 self.counters.errored += 1
         elif isinstance(outcome, Suspended):
+            wake_at = outcome.wake_at
+            if (
+                wake_at is not None
+                and not outcome.paused
+                and live.stop_reason is None
+                and wake_at - now <= self.warm_horizon
+            ):
+                self._no_claims_ahead_until = max(self._no_claims_ahead_until, wake_at)
             if await self.storage.suspend_run(
                 live.pk, live.generation, outcome.wake_at, outcome.paused, now
             ):

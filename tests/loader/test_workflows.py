@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from typing import Any
 
@@ -281,3 +283,24 @@ async def test_a_sandboxed_run_hibernates_without_a_warm_horizon(loader: Loader)
         status = await wait_status(instance, {"complete", "errored"})
     assert status["output"] == "woke"
     assert log.hits == ["run", "run", "after"]  # hibernated, then replayed
+
+
+def test_parked_runs_may_take_half_the_tenants_memory_allowance() -> None:
+    """A worker keeps a run warm only while its address space is under its parking ceiling
+    (half of the tenant's allowance above the warmed worker); past it, runs hibernate instead
+    of pushing the tenant into its memory limit."""
+    from dynamic_workflows.sandbox.worker import WorkerServer
+
+    a, b = socket.socketpair()
+    statm = os.open("/proc/self/statm", os.O_RDONLY)
+    try:
+        server = WorkerServer(a, stats_fds=(None, statm))
+        assert server._room_to_park()  # no memory limit: no ceiling
+        server._park_ceiling = 0
+        assert not server._room_to_park()
+        server._park_ceiling = 1 << 60
+        assert server._room_to_park()
+    finally:
+        os.close(statm)
+        a.close()
+        b.close()

@@ -158,6 +158,32 @@ async def test_max_warm_bounds_parked_runs(make_env: EnvFactory) -> None:
     assert sorted(runs) == [1, 2, 2]  # only the hibernated one was replayed
 
 
+async def test_a_near_run_that_could_not_park_is_not_claimed_ahead_in_a_loop(
+    make_env: EnvFactory,
+) -> None:
+    """Where the run's code decides it cannot park (a sandbox with no memory to spare), the
+    engine only sees it hibernate with a near wake-up: it must not claim it ahead again at once,
+    or the run would be replayed over and over until its due time."""
+    runs: list[int] = []
+
+    async def run(event: Any, step: Any) -> Any:
+        runs.append(1)
+        await step.sleep("nap", "3 seconds")
+        return "done"
+
+    wf = make_env(run, warm_horizon=HORIZON)
+    wf.engine._park_policy = lambda live: lambda wake_at: None  # type: ignore[method-assign]
+    async with wf, wf.clock.frozen():
+        instance = await wf.binding.create()
+        await wf.wait_for(instance, "waiting")
+        await asyncio.sleep(0.1)  # real time: a claim-ahead loop would replay it many times
+        assert len(runs) == 1
+        wf.clock.advance(3.0)
+        status = await wf.wait_for(instance)
+    assert status["output"] == "done"
+    assert len(runs) == 2
+
+
 def nap_then_step(executed: list[str]) -> Any:
     """A workflow that sleeps 2 seconds (within the horizon: it parks), then runs a step."""
 

@@ -221,6 +221,8 @@ class WorkerServer:
         self._runtime: TenantRuntime | None = None
         self._done: asyncio.Future[None] | None = None
         self._clock = SystemClock()
+        # The address space parked runs may grow to (see _room_to_park); None: no memory limit.
+        self._park_ceiling: int | None = None
         self._handlers: dict[type, Callable[[Any], None]] = {
             Call: self._on_call,
             Run: self._on_run,
@@ -423,7 +425,7 @@ class WorkerServer:
             if wake_at is None:
                 return None
             host_now = message.now + (time.monotonic() - started)
-            if wake_at - host_now > horizon:
+            if wake_at - host_now > horizon or not self._room_to_park():
                 return None
             self.send(RunParked(call, True, wake_at))
             return lambda: self.send(RunParked(call, False))
@@ -446,6 +448,15 @@ class WorkerServer:
                 total += int(line.split()[1]) * 1024
         return total
 
+    def _room_to_park(self) -> bool:
+        """Whether one more run may be kept live. Parked runs are the engine's choice, not the
+        tenant's: they may take half of the tenant's memory allowance, and past that a run
+        hibernates as it would with no warm horizon (unwinding frees what it held)."""
+        if self._park_ceiling is None or self._statm_fd is None:
+            return True
+        pages = int(os.pread(self._statm_fd, 256, 0).split()[0])
+        return pages * os.sysconf("SC_PAGE_SIZE") < self._park_ceiling
+
     def _limit_memory(self, extra: int) -> None:
         # The tenant's limit is headroom above the warmed worker: its address space at fork is
         # mostly the zygote's shared, already-paid-for mappings.
@@ -454,12 +465,16 @@ class WorkerServer:
         if self._statm_fd is None:
             return
         pages = int(os.pread(self._statm_fd, 256, 0).split()[0])
-        limit = pages * os.sysconf("SC_PAGE_SIZE") + extra
+        base = pages * os.sysconf("SC_PAGE_SIZE")
+        limit = base + extra
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
         if soft == resource.RLIM_INFINITY or limit < soft:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        else:
+            limit = soft
+        self._park_ceiling = base + max(0, limit - base) // 2
 
 
 # -- process entry ---------------------------------------------------------------------------------
