@@ -111,11 +111,13 @@ class TenantWorkflow(WorkflowEntrypoint):
 """
 
 
-def sandboxed_entrypoint(source: str = TENANT_SOURCE) -> tuple[type, Any]:
+def sandboxed_entrypoint(
+    source: str = TENANT_SOURCE, memory_mb: int | None = None
+) -> tuple[type, Any]:
     """A dispatcher workflow whose run forwards to the tenant's code in a sandboxed worker."""
     from dynamic_workflows.sandbox.loader import Loader
 
-    loader = Loader()
+    loader = Loader(limits=None if memory_mb is None else {"memory_mb": memory_mb})
     code = {"main_module": "tenant.py", "modules": {"tenant.py": source}}
 
     class Dispatcher(WorkflowEntrypoint):
@@ -187,12 +189,14 @@ async def sequential(steps: int, db: Path) -> dict[str, Any]:
 
 
 async def timers(
-    n: int, db: Path, lead: float, mode: str, concurrency: int = 256
+    n: int, db: Path, lead: float, mode: str, concurrency: int = 256, memory_mb: int | None = None
 ) -> dict[str, Any]:
     engine = Engine(SQLiteStorage(db), concurrency=concurrency)
     loader = None
     if mode == "sandboxed":
-        entry, loader = sandboxed_entrypoint(TIMER_TENANT_SOURCE)
+        # Parked runs live in the tenant's worker (~13 KB each) and may take half its memory
+        # allowance: 10,000 need more than the default 128 MiB.
+        entry, loader = sandboxed_entrypoint(TIMER_TENANT_SOURCE, memory_mb)
     else:
         entry = SleepUntil
     binding = engine.register("alarm", entry)
@@ -225,6 +229,7 @@ async def timers(
     return {
         "instances": n,
         "mode": mode,
+        "memory_mb": memory_mb,
         "all_asleep_before_due": all_asleep_before_due,
         "parked_before_due": parked_before_due,
         "p50_late_ms": late[len(late) // 2] * 1000,
@@ -291,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--mode", choices=["trusted", "sandboxed"], default="trusted")
     parser.add_argument("--lead", type=float, default=10.0)
+    parser.add_argument("--memory-mb", type=int, default=None, help="the sandboxed tenant's")
     args = parser.parse_args(argv)
     try:
         import uvloop
@@ -308,7 +314,14 @@ def main(argv: list[str] | None = None) -> None:
             result = asyncio.run(sequential(args.steps, db))
         elif args.scenario == "timers":
             result = asyncio.run(
-                timers(args.instances, db, args.lead, args.mode, args.concurrency or 256)
+                timers(
+                    args.instances,
+                    db,
+                    args.lead,
+                    args.mode,
+                    args.concurrency or 256,
+                    args.memory_mb,
+                )
             )
         elif args.scenario == "commit-floor":
             result = commit_floor(args.steps, db)
