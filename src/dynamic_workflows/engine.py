@@ -158,7 +158,7 @@ class StepWrites:
             raise
         counters = self._engine.counters
         for fut, ok, (_, _, entry) in zip(futures, kept, writes, strict=True):
-            if ok and entry.state == StepState.DONE:
+            if ok and entry.kind == StepKind.DO and entry.state == StepState.DONE:
                 counters.steps_committed += 1
             if fut.done():
                 continue

@@ -460,11 +460,9 @@ class WorkflowStep:
     async def _call_step_function(self, fn: StepFunction) -> Any:
         deps = self._dependencies(fn)
         args: Sequence[Any] = deps
-        if not deps:
-            pass
-        elif fn._concurrent:
+        if deps and fn._concurrent:
             args = list(await asyncio.gather(*(self._resolve(d) for d in deps)))
-        else:
+        elif deps:
             args = [await self._resolve(d) for d in deps]
         name = fn.step_name
         # While the step runs, a step that depends on it awaits it rather than running it again;
@@ -481,7 +479,7 @@ class WorkflowStep:
             raise
         else:
             waiter = self._waiters.pop(token, None)
-            if waiter is not None:
+            if waiter is not None and not waiter.done():  # (a cancelled dependent cancels it)
                 waiter.set_result(result)
             self._memo[name] = result
             return result
