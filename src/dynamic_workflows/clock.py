@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import heapq
 import itertools
@@ -90,7 +91,27 @@ class SystemClock:
         return _SharedTimeout(deadlines, loop.time() + (deadline - time.time()))
 
 
-class _SharedTimeout:
+class _TimeoutBlock(abc.ABC):
+    """``async with`` over a timeout's ``start()`` / ``finish(cancelled)``."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def finish(self, cancelled: bool) -> None: ...
+
+    async def __aenter__(self) -> _TimeoutBlock:
+        self.start()
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        self.finish(exc_type is asyncio.CancelledError)
+        return False
+
+
+class _SharedTimeout(_TimeoutBlock):
     """``asyncio.timeout``'s behaviour, on the timer shared by every timeout of one loop."""
 
     __slots__ = ("_deadlines", "_fired", "_task", "_when", "done")
@@ -119,14 +140,6 @@ class _SharedTimeout:
         assert self._task is not None
         if self._fired and cancelled and self._task.uncancel() == 0:
             raise TimeoutError
-
-    async def __aenter__(self) -> _SharedTimeout:
-        self.start()
-        return self
-
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        self.finish(exc_type is asyncio.CancelledError)
-        return False
 
 
 class _Deadlines:
@@ -187,7 +200,7 @@ class _MockTimer:
         self.cancelled = True
 
 
-class _MockTimeout:
+class _MockTimeout(_TimeoutBlock):
     """``asyncio.timeout``'s behaviour on virtual time."""
 
     def __init__(self, clock: MockClock, deadline: float) -> None:
@@ -208,18 +221,10 @@ class _MockTimeout:
         if self._fired and cancelled and self._task.uncancel() == 0:
             raise TimeoutError
 
-    async def __aenter__(self) -> _MockTimeout:
-        self.start()
-        return self
-
     def _fire(self) -> None:
         if self._task is not None and not self._task.done():
             self._fired = True
             self._task.cancel()
-
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        self.finish(exc_type is asyncio.CancelledError)
-        return False
 
 
 class MockClock:

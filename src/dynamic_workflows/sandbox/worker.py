@@ -452,20 +452,23 @@ class WorkerServer:
         """Whether one more run may be kept live. Parked runs are the engine's choice, not the
         tenant's: they may take half of the tenant's memory allowance, and past that a run
         hibernates as it would with no warm horizon (unwinding frees what it held)."""
-        if self._park_ceiling is None or self._statm_fd is None:
-            return True
-        pages = int(os.pread(self._statm_fd, 256, 0).split()[0])
-        return pages * os.sysconf("SC_PAGE_SIZE") < self._park_ceiling
+        size = self._address_space()
+        return self._park_ceiling is None or size is None or size < self._park_ceiling
+
+    def _address_space(self) -> int | None:
+        """This process's address space in bytes (what RLIMIT_AS counts)."""
+        if self._statm_fd is None:
+            return None
+        return int(os.pread(self._statm_fd, 256, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
     def _limit_memory(self, extra: int) -> None:
         # The tenant's limit is headroom above the warmed worker: its address space at fork is
         # mostly the zygote's shared, already-paid-for mappings.
         import resource
 
-        if self._statm_fd is None:
+        base = self._address_space()
+        if base is None:
             return
-        pages = int(os.pread(self._statm_fd, 256, 0).split()[0])
-        base = pages * os.sysconf("SC_PAGE_SIZE")
         limit = base + extra
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         if hard != resource.RLIM_INFINITY:
