@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamic_workflows import Engine, SQLiteStorage
-from dynamic_workflows.host.server import tune_gc
+from dynamic_workflows.gcpolicy import IdleCollector, tune_gc
 from dynamic_workflows.workers import WorkflowEntrypoint
 
 
@@ -232,6 +232,10 @@ async def timers(
         "memory_mb": memory_mb,
         "all_asleep_before_due": all_asleep_before_due,
         "parked_before_due": parked_before_due,
+        "late_ms_quantiles": {
+            str(q): round(late[int(q * (len(late) - 1))] * 1000, 1)
+            for q in (0.0, 0.1, 0.25, 0.5, 0.75, 0.9)
+        },
         "p50_late_ms": late[len(late) // 2] * 1000,
         "p99_late_ms": late[int(len(late) * 0.99) - 1] * 1000,
         "max_late_ms": late[-1] * 1000,
@@ -306,14 +310,26 @@ def main(argv: list[str] | None = None) -> None:
         pass
     # The engine runs here as it does in `dwf serve`: on uvloop, with the server's GC settings.
     tune_gc()
+
+    def run(coro: Any) -> Any:
+        async def collected() -> Any:
+            collector = IdleCollector()
+            collector.start()
+            try:
+                return await coro
+            finally:
+                collector.stop()
+
+        return asyncio.run(collected())
+
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.sqlite3"
         if args.scenario == "throughput":
-            result = asyncio.run(throughput(args.instances, args.concurrency or 50, args.mode, db))
+            result = run(throughput(args.instances, args.concurrency or 50, args.mode, db))
         elif args.scenario == "sequential":
-            result = asyncio.run(sequential(args.steps, db))
+            result = run(sequential(args.steps, db))
         elif args.scenario == "timers":
-            result = asyncio.run(
+            result = run(
                 timers(
                     args.instances,
                     db,

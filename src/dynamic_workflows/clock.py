@@ -43,6 +43,10 @@ class Timeout(Protocol):
 class Clock(Protocol):
     """The engine's source of time. Times are seconds since the Unix epoch (floats)."""
 
+    wall: bool
+    """Whether this is the system's wall clock, which another process (a sandboxed worker)
+    reads for itself; a virtual clock's instants exist only in this process."""
+
     def now(self) -> float:
         """The current time."""
         ...
@@ -68,6 +72,8 @@ class SystemClock:
     handle pushed on the loop's heap, and left there cancelled) was a third of a short step's
     cost. Timers (:meth:`call_at`) stay the loop's own: they fire from its C code, where ten
     thousand sleepers due at the same instant cost half what a shared Python heap does."""
+
+    wall = True
 
     def __init__(self) -> None:
         self._deadlines: _Deadlines | None = None
@@ -231,6 +237,8 @@ class MockClock:
     """Virtual time. Starts at ``start`` (default: a fixed date) and moves only when told to,
     or by itself when ``autojump`` is on and nothing has happened for ``autojump_threshold``
     real seconds."""
+
+    wall = False
 
     def __init__(
         self,

@@ -185,12 +185,10 @@ class LiveRun:
         self._futures: dict[tuple[str, int], asyncio.Future[bytes | None]] = {}
         self._timers: list[TimerHandle] = []
         self._closed = False
-        now = engine.clock.now()
+        # Sleeps and back-offs are armed when their step waits (see wake); event deadlines
+        # now, since expiring a wait is the host's own write.
         for e in journal:
-            if e.state in (StepState.SLEEPING, StepState.RETRYING):
-                if e.wake_at is not None and e.wake_at > now:
-                    self._arm(e.name, e.count, e.wake_at)
-            elif e.state == StepState.WAITING:
+            if e.state == StepState.WAITING:
                 self._arm_deadline(e.name, e.count, e.wake_at)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -207,12 +205,11 @@ class LiveRun:
         if not fut.done():
             fut.set_result(value)
 
-    def _arm(self, name: str, count: int, wake_at: float) -> None:
+    def _arm(self, fut: asyncio.Future[bytes | None], wake_at: float) -> None:
         if self._closed:
             return
-        # The timer resolves the future itself (made now), with no lookup when it fires: ten
-        # thousand sleepers due at the same instant all fire before the first of them runs.
-        fut = self._future((name, count))
+        # The timer resolves the future itself, with no lookup when it fires: ten thousand
+        # sleepers due at the same instant all fire before the first of them runs.
         self._timers.append(self.engine.clock.call_at(wake_at, functools.partial(_wake, fut)))
 
     def _arm_deadline(self, name: str, count: int, deadline: float | None) -> None:
@@ -300,7 +297,6 @@ class LiveRun:
             wake_at=wake_at,
         )
         await self._write(retrying)
-        self._arm(name, count, wake_at)
         return wake_at
 
     async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:
@@ -308,7 +304,6 @@ class LiveRun:
         wake_at = until if until is not None else self.engine.clock.now() + seconds
         sleeping = JournalEntry(name, count, StepKind.SLEEP, StepState.SLEEPING, wake_at=wake_at)
         await self._write(sleeping)
-        self._arm(name, count, wake_at)
         return wake_at
 
     async def wait_for_event(
@@ -326,9 +321,13 @@ class LiveRun:
             self._arm_deadline(name, count, result.deadline)
         return result
 
-    async def wake(self, name: str, count: int) -> bytes | None:
+    async def wake(self, name: str, count: int, timer: float | None = None) -> bytes | None:
         key = (name, count)
         fut = self._future(key)
+        if timer is not None and not fut.done():
+            # A sleep's or back-off's timer is armed by its waiter, so a sandboxed run that
+            # waits for its timers by itself (see Run.local_timers) costs the host none.
+            self._arm(fut, timer)
         value = await fut
         # A wake-up is spent once awaited: a step that fails again in this same run (a gathered
         # branch kept it from hibernating) needs a fresh one for its next back-off, or it would

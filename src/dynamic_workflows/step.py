@@ -77,9 +77,11 @@ class StepChannel(Protocol):
         """Register an event wait; a buffered event is consumed and returned at once."""
         ...
 
-    async def wake(self, name: str, count: int) -> bytes | None:
+    async def wake(self, name: str, count: int, timer: float | None = None) -> bytes | None:
         """Block until the host wakes this step: a sleep or back-off ended (None), an event
-        arrived (its JSON) or an event wait timed out (None)."""
+        arrived (its JSON) or an event wait timed out (None). ``timer``: the step waits for
+        nothing but that instant (a sleep or a back-off), which a channel whose host shares its
+        wall clock may wait for by itself."""
         ...
 
     def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
@@ -526,7 +528,7 @@ class WorkflowStep:
                 raise _rebuild(entry.error)
             attempt = entry.attempt
             if entry.wake_at is not None and entry.wake_at > self._now:
-                await self._block(name, count, entry.wake_at)
+                await self._block(name, count, entry.wake_at, timer=True)
         cfg = resolve_step_config(config, name)
         state = self.state
         channel = self._channel
@@ -554,7 +556,7 @@ class WorkflowStep:
                     raise _rebuild(outcome.info) from outcome.exception
             finally:
                 state.end_active()
-            await self._block(name, count, wake_at)
+            await self._block(name, count, wake_at, timer=True)
 
     async def _attempt(
         self,
@@ -635,12 +637,14 @@ class WorkflowStep:
                 wake_at = await self._channel.sleep(name, count, until, seconds)
             finally:
                 self.state.end_active()
-        await self._block(name, count, wake_at)
+        await self._block(name, count, wake_at, timer=True)
 
-    async def _block(self, name: str, count: int, wake_at: float | None) -> bytes | None:
+    async def _block(
+        self, name: str, count: int, wake_at: float | None, *, timer: bool = False
+    ) -> bytes | None:
         token = self.state.begin_blocked(wake_at)
         try:
-            return await self._channel.wake(name, count)
+            return await self._channel.wake(name, count, wake_at if timer else None)
         finally:
             self.state.end_blocked(token)
 

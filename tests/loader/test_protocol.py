@@ -110,7 +110,11 @@ def test_version_mismatch_is_a_clear_error() -> None:
     assert check_hello(hello).pid == 1
     future = msgspec.msgpack.encode(["Hello", PROTOCOL_VERSION + 1, 1, "", None, "new field"])
     with pytest.raises(
-        ProtocolVersionError, match=r"this side speaks version 1, the peer speaks 2"
+        ProtocolVersionError,
+        match=(
+            rf"this side speaks version {PROTOCOL_VERSION}, "
+            rf"the peer speaks {PROTOCOL_VERSION + 1}"
+        ),
     ):
         check_hello(future)
     with pytest.raises(ProtocolError, match="expected a Hello"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import socket
@@ -23,6 +22,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from ..gcpolicy import IdleCollector, tune_gc
 from .config import load_config
 from .live import LiveProject, watch_files
 from .metrics import HostMetrics
@@ -224,28 +224,15 @@ def serve_project(
             raise
         await live.start(project)
         tune_gc()
+        collector = IdleCollector()
+        collector.start()
         watch = (project.config.path, project.config.main.parent) if reload else None
-        await run_listeners(live, chosen, watch=watch, ready=lambda: banner(project, chosen))
+        try:
+            await run_listeners(live, chosen, watch=watch, ready=lambda: banner(project, chosen))
+        finally:
+            collector.stop()
 
     _run(main())
-
-
-GC_THRESHOLD = 10_000
-"""Allocations between two young collections of the garbage collector (Python's default: 700).
-Under load every collection walks all the requests and runs in flight again; at the default,
-collecting took ~15% of a busy host's time, at this threshold less than half of that (pauses
-of a few ms)."""
-
-
-def tune_gc() -> None:
-    """Garbage collection for a long-running server: everything the start made (modules, the
-    project, the server) is moved out of the collector's reach, so that a full collection walks
-    only what requests and runs made since; young collections run less often. (A ``dwf dev``
-    reload cannot free the first project's reference cycles then: one project's memory, once.)"""
-    gc.collect()
-    gc.freeze()
-    _, *older = gc.get_threshold()
-    gc.set_threshold(GC_THRESHOLD, *older)
 
 
 def _run(coro: Any) -> None:

@@ -89,6 +89,7 @@ class RunBridge:
                 step._limits,
                 state.paused,
                 state.warm_horizon,
+                step._clock.wall,
             )
 
         state.add_pause_listener(self._on_pause)
@@ -122,9 +123,7 @@ class RunBridge:
         state = self._step.state
         if self._closed:
             return
-        if not message.parked:
-            state.unpark()
-        elif not state.parked:
+        if not state.parked:
             policy = state.park_policy
             on_unpark = policy(message.wake_at) if policy is not None else None
             # Over the host's bound the run stays live anyway (the worker already decided);
@@ -140,11 +139,13 @@ class RunBridge:
 
     def on_step_message(self, message: Any) -> None:
         """A step-channel message from the worker (called in arrival order)."""
-        if isinstance(message, StepAttempt):
-            self._open[(message.name, message.count)] = (message.attempt, message.retry_in)
-            return
         if isinstance(message, RunParked):
             self._on_parked(message)
+            return
+        # Any other message of a parked run's says it went on (see RunParked).
+        self._step.state.unpark()
+        if isinstance(message, StepAttempt):
+            self._open[(message.name, message.count)] = (message.attempt, message.retry_in)
             return
         if isinstance(message, StepComplete | StepFail):
             # The attempt is over as far as the sandbox goes: whatever happens to the process
@@ -178,7 +179,7 @@ class RunBridge:
                 )
                 value = [registration.deadline, registration.value]
             elif isinstance(message, StepWake):
-                value = await channel.wake(message.name, message.count)
+                value = await channel.wake(message.name, message.count, message.timer)
             else:
                 raise TypeError(f"unexpected step message {type(message).__name__}")
         except RunCancelled:

@@ -45,6 +45,10 @@ class FrameProtocol(asyncio.Protocol):
     A protocol rather than ``StreamReader``: a frame is dispatched in the same loop iteration
     that received it, without a reader coroutine per connection, which keeps a round trip to a
     warm worker in the low hundreds of microseconds.
+
+    Frames sent in one loop iteration leave together, in one write at its end (:meth:`send`
+    queues, :meth:`flush` writes): ten thousand runs woken at the same instant send their steps
+    with a few system calls, not one each.
     """
 
     def __init__(
@@ -60,11 +64,14 @@ class FrameProtocol(asyncio.Protocol):
         self._buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self._closed = False
+        self._out: list[bytes] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport,
         # so no isinstance check here.
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         if not self._buffer and len(data) >= HEADER_SIZE:
@@ -120,15 +127,33 @@ class FrameProtocol(asyncio.Protocol):
         self._close(exc)
 
     def send(self, payload: bytes) -> None:
-        """Write one frame (raises FrameTooLargeError, ProtocolError when closed)."""
+        """Queue one frame, written at the end of this loop iteration (raises
+        FrameTooLargeError, ProtocolError when closed)."""
         if self.transport is None or self._closed or self.transport.is_closing():
             raise ProtocolError("connection is closed")
         if len(payload) > self.max_size:
             raise FrameTooLargeError(len(payload), self.max_size)
+        out = self._out
+        if not out:
+            assert self._loop is not None
+            self._loop.call_soon(self.flush)
         if len(payload) < 65536:
-            self.transport.write(_HEADER.pack(len(payload)) + payload)
+            out.append(_HEADER.pack(len(payload)) + payload)
         else:
-            self.transport.writelines([_HEADER.pack(len(payload)), payload])
+            out += (_HEADER.pack(len(payload)), payload)
+
+    def flush(self) -> None:
+        """Write the queued frames now (dropped if the connection is gone)."""
+        out, self._out = self._out, []
+        transport = self.transport
+        if out and transport is not None and not self._closed and not transport.is_closing():
+            transport.writelines(out)
+
+    def close(self) -> None:
+        """Write what is queued, then close the connection."""
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
 
     @property
     def closed(self) -> bool:

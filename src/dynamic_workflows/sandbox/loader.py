@@ -49,6 +49,10 @@ __all__ = [
 
 log = logging.getLogger("dynamic_workflows.sandbox")
 
+_WORKER_BASE_MB = 128
+"""Room for what a warmed worker maps before its tenant allocates anything (30-50 MiB, plus
+malloc arenas), when sizing the default address-space cap for a larger default limit."""
+
 DEFAULT_LIMITS = WorkerLimits(cpu_ms=30_000, memory_mb=128, wall_ms=60_000, sub_requests=1000)
 """Limits for a worker whose code sets none (Cloudflare's CPU default is 30 s per request)."""
 
@@ -267,8 +271,17 @@ class Loader:
             raise ValueError("idle_timeout must be positive")
         self.report = report if report is not None else probe()
         log.info("%s", self.report.summary())
+        self.default_limits = _merge(DEFAULT_LIMITS, _limits(limits))
         if policy is None:
-            policy = ConfinementPolicy(unconfined=unconfined)
+            # The address-space cap of every worker must hold the default tenant limit on top
+            # of what a warmed worker maps (a limit over the cap fails the load, naming both).
+            memory_mb = self.default_limits.memory_mb or 0
+            policy = ConfinementPolicy(
+                memory_bytes=max(
+                    ConfinementPolicy.memory_bytes, (memory_mb + _WORKER_BASE_MB) << 20
+                ),
+                unconfined=unconfined,
+            )
         elif unconfined and not policy.unconfined:
             policy = dataclasses.replace(policy, unconfined=True)
         if not policy.unconfined and not self.report.safe_for_untrusted():
@@ -277,7 +290,6 @@ class Loader:
                 f"({self.report.summary()}); pass unconfined=True to run trusted code anyway"
             )
         self.policy = policy
-        self.default_limits = _merge(DEFAULT_LIMITS, _limits(limits))
         self.idle_timeout = idle_timeout
         self.pool = WorkerPool(
             policy, warm=warm, zygote_max_forks=zygote_max_forks, start_timeout=start_timeout

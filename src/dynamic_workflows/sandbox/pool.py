@@ -127,7 +127,8 @@ class WorkerPool:
         try:
             worker = await self._spawn()
         except Exception:
-            log.exception("could not pre-fork a worker")
+            if not self.closed:  # a fork cut short by close() is no failure
+                log.exception("could not pre-fork a worker")
             return
         finally:
             self._filling -= 1

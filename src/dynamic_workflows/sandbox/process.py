@@ -197,8 +197,8 @@ class WorkerProcess:
         if not self.dead:
             with contextlib.suppress(ProtocolError):
                 self._send(Shutdown())
-            if self._protocol is not None and self._protocol.transport is not None:
-                self._protocol.transport.close()
+            if self._protocol is not None:
+                self._protocol.close()
 
     def _on_close(self, exc: BaseException | None) -> None:
         if self.dead:

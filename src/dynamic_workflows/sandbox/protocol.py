@@ -71,7 +71,7 @@ __all__ = [
     "encode_control",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Bumped on any change to a message's fields or meaning."""
 
 EXT_CAPABILITY = 1
@@ -178,6 +178,9 @@ class Run(_Msg):
     warm_horizon: float = 0.0
     """Seconds: a quiescent run whose next wake-up is at most this far away is kept live
     (parked, reported with :class:`RunParked`) instead of unwound. 0: always unwind."""
+    local_timers: bool = False
+    """The host's clock is the wall clock: the worker waits for a sleep's or back-off's instant
+    by itself instead of asking with :class:`StepWake` (the step that follows tells the host)."""
 
 
 class Reply(_Msg):
@@ -277,6 +280,7 @@ class StepWake(_Msg):
     call: int
     name: str
     count: int
+    timer: float | None = None
 
 
 class StepAttempt(_Msg):
@@ -290,12 +294,12 @@ class StepAttempt(_Msg):
 
 
 class RunParked(_Msg):
-    """One-way: the run ``call`` went quiescent and is kept live (``parked``) until its near
-    wake-up at ``wake_at``, or it started work again (not ``parked``)."""
+    """One-way: the run ``call`` went quiescent and is kept live (parked) for its near wake-up
+    at ``wake_at``. The run's next message (a step, its result) says it went on: a wake-up
+    costs no message of its own."""
 
     call: int
-    parked: bool
-    wake_at: float | None = None
+    wake_at: float
 
 
 # -- host <-> zygote (the fork server's control socket) ------------------------------------------

@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in _PREIMPORTS:
             __import__(name)
+        with contextlib.suppress(ImportError):  # the workers' event loop, where installed
+            __import__("uvloop")
         from .confine import ConfinementPolicy, prepare, probe
 
         fields = json.loads(args.policy)
