@@ -8,18 +8,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from dynamic_workflows import Engine, SQLiteStorage
 from dynamic_workflows.gcpolicy import IdleCollector, tune_gc
 from dynamic_workflows.workers import WorkflowEntrypoint
+
+
+@contextlib.asynccontextmanager
+async def idle_collection(engine: Engine) -> AsyncIterator[None]:
+    """Full garbage collections in idle moments, as `dwf serve` makes them."""
+    collector = IdleCollector(quiet=engine.quiet)
+    collector.start()
+    try:
+        yield
+    finally:
+        collector.stop()
 
 
 class ThreeSteps(WorkflowEntrypoint):
@@ -147,7 +160,7 @@ async def throughput(n: int, concurrency: int, mode: str, db: Path) -> dict[str,
     else:
         entry = ThreeSteps
     binding = engine.register("three", entry)
-    async with engine:
+    async with engine, idle_collection(engine):
         if loader is not None and hasattr(loader, "start"):
             await loader.start()
         # warm the path (and the tenant's worker) before timing
@@ -176,7 +189,7 @@ async def sequential(steps: int, db: Path) -> dict[str, Any]:
     SEQUENTIAL_LATENCIES.clear()
     engine = Engine(SQLiteStorage(db))
     binding = engine.register("seq", Sequential)
-    async with engine:
+    async with engine, idle_collection(engine):
         await binding.create(params={"steps": steps})
         await wait_all(engine, "seq", 1)
     lat = sorted(SEQUENTIAL_LATENCIES)
@@ -200,7 +213,7 @@ async def timers(
     else:
         entry = SleepUntil
     binding = engine.register("alarm", entry)
-    async with engine:
+    async with engine, idle_collection(engine):
         if loader is not None:
             await loader.start()
         due = time.time() + lead
@@ -311,25 +324,14 @@ def main(argv: list[str] | None = None) -> None:
     # The engine runs here as it does in `dwf serve`: on uvloop, with the server's GC settings.
     tune_gc()
 
-    def run(coro: Any) -> Any:
-        async def collected() -> Any:
-            collector = IdleCollector()
-            collector.start()
-            try:
-                return await coro
-            finally:
-                collector.stop()
-
-        return asyncio.run(collected())
-
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.sqlite3"
         if args.scenario == "throughput":
-            result = run(throughput(args.instances, args.concurrency or 50, args.mode, db))
+            result = asyncio.run(throughput(args.instances, args.concurrency or 50, args.mode, db))
         elif args.scenario == "sequential":
-            result = run(sequential(args.steps, db))
+            result = asyncio.run(sequential(args.steps, db))
         elif args.scenario == "timers":
-            result = run(
+            result = asyncio.run(
                 timers(
                     args.instances,
                     db,

@@ -39,6 +39,7 @@ from .errors import (
     UnknownWorkflowError,
     WorkflowError,
 )
+from .gcpolicy import QUIET_BEFORE_WAKE_UP
 from .journal import (
     Cancelled,
     Completed,
@@ -742,6 +743,17 @@ class Engine:
     def parked_runs(self) -> int:
         """How many live runs are parked: quiescent, kept warm for a near wake-up."""
         return len(self._parked)
+
+    def quiet(self, margin: float = QUIET_BEFORE_WAKE_UP) -> bool:
+        """Whether no parked run wakes up within ``margin`` seconds (an idle moment that a
+        long pause, such as a full garbage collection, cannot make late)."""
+        soon = self.clock.now() + margin
+        for pk in self._parked:
+            live = self._live.get(pk)
+            wake_at = live.state.wake_at() if live is not None else None
+            if wake_at is not None and wake_at <= soon:
+                return False
+        return True
 
 
 def status_dict(row: InstanceRow) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pytest
 from dynamic_workflows.codec import decode
 
 CHILD = Path(__file__).with_name("crash_child.py")
-INSTANCES = 5000
+INSTANCES = 10_000
 KILLS = 40
 
 

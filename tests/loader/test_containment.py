@@ -10,12 +10,14 @@ import pytest
 from dynamic_workflows import Engine, MemoryStorage
 from dynamic_workflows.errors import DynamicWorkflowsError
 from dynamic_workflows.sandbox.confine import (
+    ConfinementPolicy,
     IsolationReport,
     LayerStatus,
     SandboxUnavailableError,
 )
 from dynamic_workflows.sandbox.errors import TenantWorkerError
 from dynamic_workflows.sandbox.loader import Loader
+from dynamic_workflows.workers.workflows import error_name
 
 from .conftest import _REPORT, worker_code
 from .test_workflows import wait_status
@@ -147,6 +149,56 @@ async def test_memory_per_warm_worker_is_small(loader: Loader) -> None:
     memory = await loader.memory()
     assert memory["m"] is not None
     assert 0 < memory["m"] < 32 * 1024 * 1024
+
+
+BIG = """
+    from workers import WorkerEntrypoint
+    class Default(WorkerEntrypoint):
+        async def ok(self):
+            return "good"
+
+        async def allocate(self, mib):
+            return len(bytearray(mib << 20))
+"""
+
+
+@confined
+async def test_a_memory_limit_over_the_sandboxs_cap_fails_the_load_naming_both() -> None:
+    """A tenant limit the worker's address-space cap cannot hold is the tenant's error, named
+    with the cap, rather than a smaller limit than the code says."""
+    reason = (
+        r"^WorkerCode\.limits\.memory_mb: 1024 MiB on top of the \d+ MiB a warmed worker maps "
+        r"does not fit in the sandbox's address-space cap of 256 MiB "
+        r"\(ConfinementPolicy\.memory_bytes\)$"
+    )
+    policy = ConfinementPolicy(memory_bytes=256 << 20)
+    async with Loader(policy=policy, warm=1, report=_REPORT) as loader:
+        over = loader.get("over", lambda: worker_code(BIG, limits={"memory_mb": 1024}))
+        for _ in range(2):  # every call says so; none reaches the code
+            with pytest.raises(Exception, match=reason) as info:
+                await over.get_entrypoint().ok()
+            # the load's own error, by name (not a dead worker, not the call's)
+            assert error_name(info.value) == "WorkerCodeError"
+        # A limit that fits under the same cap loads, and holds.
+        fits = loader.get("fits", lambda: worker_code(BIG, limits={"memory_mb": 64}))
+        assert await fits.get_entrypoint().ok() == "good"
+        with pytest.raises(TenantWorkerError, match="exceeded the memory limit of 64 MiB"):
+            await fits.get_entrypoint().allocate(128)
+
+
+async def test_a_larger_default_memory_limit_sizes_the_sandboxs_cap() -> None:
+    """``Loader(limits={"memory_mb": N})`` leaves room for N MiB above a warmed worker in every
+    worker's address space, so code that sets no limit of its own gets all of it."""
+    unconfined = not _REPORT.safe_for_untrusted()
+    assert Loader(report=_REPORT, unconfined=unconfined).policy.memory_bytes == (256 << 20)
+    async with Loader(
+        limits={"memory_mb": 512}, warm=1, report=_REPORT, unconfined=unconfined
+    ) as loader:
+        assert loader.policy.memory_bytes >= (512 + 128) << 20
+        entry = loader.get("roomy", lambda: worker_code(BIG)).get_entrypoint()
+        assert await entry.ok() == "good"
+        # more than the address-space cap of the default policy (256 MiB) could ever hold
+        assert await entry.allocate(384) == 384 << 20
 
 
 async def test_fail_closed_without_isolation() -> None:

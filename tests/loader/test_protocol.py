@@ -159,3 +159,173 @@ async def test_read_frame_on_streams() -> None:
     assert await read_frame(reader) == b"abc"
     with pytest.raises(ProtocolError, match="inside a frame header"):
         await read_frame(reader)
+
+
+class _Peer:
+    """What a FrameProtocol at the other end of a connection received."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.closed: list[BaseException | None] = []
+
+    def protocol(self) -> FrameProtocol:
+        return FrameProtocol(self.frames.append, self.closed.append)
+
+
+async def _framed(sock: socket.socket, peer: _Peer | None = None) -> FrameProtocol:
+    """A FrameProtocol on ``sock`` (one end of a socket pair), on the running loop."""
+    loop = asyncio.get_running_loop()
+    factory = (peer or _Peer()).protocol
+    _, proto = await loop.connect_accepted_socket(factory, sock=sock)
+    return proto
+
+
+def _pending(sock: socket.socket) -> bytes:
+    """What has arrived on a non-blocking raw socket so far (b"" if nothing)."""
+    data = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+
+
+class _CountingTransport:
+    """Wraps a transport and counts its write calls."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self._transport.write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.writes += 1
+        self._transport.writelines(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+async def test_frames_sent_in_one_iteration_leave_together_at_its_end() -> None:
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    with b:
+        proto = await _framed(a)
+        counting = _CountingTransport(proto.transport)  # type: ignore[arg-type]
+        proto.transport = counting  # type: ignore[assignment]
+        frames = [b"one", b"", b"three", b"x" * 1000]
+        for frame in frames:
+            proto.send(frame)
+        assert _pending(b) == b""  # nothing left during the iteration
+        assert counting.writes == 0
+        await asyncio.sleep(0)
+        assert _pending(b) == b"".join(encode_frame(f) for f in frames)  # all, in order
+        assert counting.writes == 1  # in one write
+        # The next iteration's frames leave at its end, once.
+        proto.send(b"again")
+        assert _pending(b) == b""
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert _pending(b) == encode_frame(b"again")
+        assert counting.writes == 2
+        proto.close()
+
+
+async def test_flush_writes_at_once() -> None:
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    with b:
+        proto = await _framed(a)
+        proto.send(b"first")
+        proto.send(b"second")
+        proto.flush()
+        assert _pending(b) == encode_frame(b"first") + encode_frame(b"second")
+        proto.flush()  # nothing queued: nothing written
+        await asyncio.sleep(0)  # the end-of-iteration flush has nothing left to write
+        await asyncio.sleep(0)
+        assert _pending(b) == b""
+        proto.close()
+
+
+async def test_close_writes_what_is_queued_then_closes() -> None:
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    with b:
+        peer = _Peer()
+        proto = await _framed(a, peer)
+        proto.send(b"last")
+        proto.send(b"words")
+        proto.close()
+        received = bytearray()
+        while chunk := await asyncio.wait_for(loop.sock_recv(b, 1 << 16), 5):
+            received += chunk
+        assert bytes(received) == encode_frame(b"last") + encode_frame(b"words")  # then EOF
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert proto.closed
+        assert peer.closed == [None]
+        with pytest.raises(ProtocolError, match="connection is closed"):
+            proto.send(b"late")
+
+
+async def test_send_on_a_closed_connection_raises_at_once() -> None:
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    with b:
+        proto = await _framed(a)
+        proto.close()
+        with pytest.raises(ProtocolError, match="connection is closed"):
+            proto.send(b"x")  # the transport is closing
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert proto.closed
+        with pytest.raises(ProtocolError, match="connection is closed"):
+            proto.send(b"x")  # and gone
+        assert _pending(b) == b""
+    unconnected = FrameProtocol(lambda frame: None, lambda exc: None)
+    with pytest.raises(ProtocolError, match="connection is closed"):
+        unconnected.send(b"x")
+
+
+async def test_send_refuses_an_oversize_frame_at_once() -> None:
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    with b:
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.connect_accepted_socket(
+            lambda: FrameProtocol(lambda frame: None, lambda exc: None, max_size=10), sock=a
+        )
+        proto.send(b"ok")
+        with pytest.raises(FrameTooLargeError, match="frame of 11 bytes exceeds the limit of 10"):
+            proto.send(b"x" * 11)
+        await asyncio.sleep(0)
+        assert _pending(b) == encode_frame(b"ok")  # the refused frame was not queued
+        proto.close()
+
+
+async def test_large_frames_arrive_intact() -> None:
+    a, b = socket.socketpair()
+    peer = _Peer()
+    sender = await _framed(a)
+    receiver = await _framed(b, peer)
+    large = bytes(range(256)) * (4 * 1024 + 1)  # 1 MiB + 256 bytes, more than a socket buffer
+    edge = b"e" * 65536  # exactly the size where a frame goes out as header + payload
+    frames = [b"before", large, edge, b"y" * 65535, b"after"]
+    for frame in frames:
+        sender.send(frame)
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(peer.frames) < len(frames):
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+    assert peer.frames == frames
+    sender.close()
+    receiver.close()
+    for _ in range(10):
+        await asyncio.sleep(0)

@@ -8,9 +8,14 @@ import socket
 import time
 from typing import Any
 
+import pytest
+
 from dynamic_workflows import Engine, MemoryStorage
 from dynamic_workflows.binding import Instance
+from dynamic_workflows.clock import MockClock
+from dynamic_workflows.sandbox.bridge import RunBridge
 from dynamic_workflows.sandbox.loader import InProcessLoader, Loader
+from dynamic_workflows.sandbox.protocol import RunParked, StepAttempt, StepWake
 from dynamic_workflows.testing import WorkflowTestEnv
 from dynamic_workflows.workers import WorkflowEntrypoint
 
@@ -304,3 +309,146 @@ def test_parked_runs_may_take_half_the_tenants_memory_allowance() -> None:
         os.close(statm)
         a.close()
         b.close()
+
+
+# -- timers: the worker waits for them by itself on the wall clock; asks the host on a virtual one
+
+TIMED_TENANT = """
+    from workers import WorkflowEntrypoint
+
+    class TenantWorkflow(WorkflowEntrypoint):
+        async def run(self, event, step):
+            await self.env.LOG.hit("run")
+            await step.sleep("nap", event["payload"]["nap"])
+
+            @step.do("flaky", config={"retries": {"limit": 1, "delay": event["payload"]["delay"],
+                                                  "backoff": "constant"}})
+            async def flaky(ctx):
+                await self.env.LOG.hit(f"flaky#{ctx['attempt']}")
+                if ctx["attempt"] < event["payload"]["attempts"]:
+                    raise ValueError("not yet")
+                return ctx["attempt"]
+
+            return await flaky()
+"""
+
+
+class TimedLog(Log):
+    """Also notes, for every hit, the host's wall time and how many runs the engine counts as
+    parked at that moment (the worker's next message after a wake-up must have unparked it)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        self.at: dict[str, float] = {}
+        self.parked_at: dict[str, int] = {}
+
+    async def hit(self, name: str) -> None:
+        self.at[name] = time.time()
+        self.parked_at[name] = self.engine.parked_runs()
+        await super().hit(name)
+
+
+def record_step_messages(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> list[tuple[Any, int]]:
+    """Every step-channel message the host's bridges receive, with the engine's parked count
+    right after the bridge handled it."""
+    seen: list[tuple[Any, int]] = []
+    original = RunBridge.on_step_message
+
+    def on_step_message(self: RunBridge, message: Any) -> None:
+        original(self, message)
+        seen.append((message, engine.parked_runs()))
+
+    monkeypatch.setattr(RunBridge, "on_step_message", on_step_message)
+    return seen
+
+
+async def test_a_sandboxed_sleep_on_the_wall_clock_wakes_in_the_worker(
+    loader: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the host on the wall clock the parked run's own worker wakes it: the host gets no
+    StepWake, and the run's next step message is what unparks it."""
+    async with Engine(MemoryStorage(), warm_horizon=5.0) as engine:
+        seen = record_step_messages(monkeypatch, engine)
+        log = TimedLog(engine)
+        code = worker_code(TIMED_TENANT, env={"LOG": log})
+        binding = engine.register("wf", dispatcher(loader, lambda: code))
+        params = {"nap": "300 milliseconds", "delay": 10, "attempts": 1}
+        instance = await binding.create(id="nap", params=params)
+        status = await wait_status(instance, {"complete", "errored"}, timeout=10)
+        assert engine.parked_runs() == 0
+    assert status == {"status": "complete", "output": 1, "error": None}
+    assert log.hits == ["run", "flaky#1"]  # kept live through the sleep: not replayed
+    assert log.at["flaky#1"] - log.at["run"] >= 0.29  # the worker did wait for the instant
+    kinds = [type(m) for m, _ in seen]
+    assert StepWake not in kinds, kinds
+    assert kinds.count(RunParked) == 1
+    parked = next(m for m, _ in seen if isinstance(m, RunParked))
+    assert [n for m, n in seen if m is parked] == [1]  # the host counted it as parked
+    # the step after the sleep reached the host only once the run was unparked
+    assert log.parked_at["flaky#1"] == 0
+    after = kinds.index(RunParked) + 1
+    assert kinds[after] is StepAttempt
+    assert seen[after][1] == 0
+
+
+async def test_a_sandboxed_retry_back_off_on_the_wall_clock_wakes_in_the_worker(
+    loader: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Engine(MemoryStorage(), warm_horizon=5.0) as engine:
+        seen = record_step_messages(monkeypatch, engine)
+        log = TimedLog(engine)
+        code = worker_code(TIMED_TENANT, env={"LOG": log})
+        binding = engine.register("wf", dispatcher(loader, lambda: code))
+        params = {"nap": 0, "delay": "100 milliseconds", "attempts": 2}
+        instance = await binding.create(id="retry", params=params)
+        status = await wait_status(instance, {"complete", "errored"}, timeout=10)
+        assert engine.parked_runs() == 0
+        row = await engine.storage.get_instance("wf", "", "retry")
+        assert row is not None
+        journal = {e.name: e for e in await engine.storage.load_journal(row.pk)}
+    assert status == {"status": "complete", "output": 2, "error": None}
+    assert journal["flaky"].attempt == 2
+    assert log.hits == ["run", "flaky#1", "flaky#2"]  # retried in the live run, not replayed
+    assert log.at["flaky#2"] - log.at["flaky#1"] >= 0.09  # the back-off was waited for
+    kinds = [type(m) for m, _ in seen]
+    assert StepWake not in kinds, kinds
+    assert RunParked in kinds
+    assert log.parked_at["flaky#2"] == 0
+
+
+async def test_a_sandboxed_run_on_a_virtual_clock_asks_the_host_for_its_timers(
+    loader: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A MockClock's instants exist only in the host: the worker asks with StepWake (carrying
+    the instant), and the host arms the timer that answers it, so hours pass in no real time."""
+    clock = MockClock()
+    start = clock.now()
+    # A horizon of a day: the run is parked through both waits, so only the host's timers (armed
+    # when the StepWake arrives) can wake it.
+    async with Engine(MemoryStorage(), clock=clock, warm_horizon=86_400.0) as engine:
+        seen = record_step_messages(monkeypatch, engine)
+        log = TimedLog(engine)
+        code = worker_code(TIMED_TENANT, env={"LOG": log})
+        binding = engine.register("wf", dispatcher(loader, lambda: code))
+        params = {"nap": "2 hours", "delay": "1 hour", "attempts": 2}
+        began = time.monotonic()
+        instance = await binding.create(id="virtual", params=params)
+        status = await wait_status(instance, {"complete", "errored"}, timeout=10)
+        real = time.monotonic() - began
+        row = await engine.storage.get_instance("wf", "", "virtual")
+        assert row is not None
+        journal = {e.name: e for e in await engine.storage.load_journal(row.pk)}
+    assert status == {"status": "complete", "output": 2, "error": None}
+    assert log.hits == ["run", "flaky#1", "flaky#2"]  # parked through both: not replayed
+    assert real < 5
+    assert clock.now() - start >= 3 * 3600
+    wakes = [m for m, _ in seen if isinstance(m, StepWake)]
+    assert [(w.name, w.count) for w in wakes] == [("nap", 1), ("flaky", 1)]
+    nap, back_off = (w.timer for w in wakes)
+    assert nap is not None
+    assert back_off is not None
+    assert nap == journal["nap"].wake_at
+    assert nap - start >= 2 * 3600
+    assert back_off - nap >= 3600
+    assert sum(isinstance(m, RunParked) for m, _ in seen) == 2

@@ -224,7 +224,7 @@ def serve_project(
             raise
         await live.start(project)
         tune_gc()
-        collector = IdleCollector()
+        collector = IdleCollector(quiet=lambda: live.project.engine.quiet())
         collector.start()
         watch = (project.config.path, project.config.main.parent) if reload else None
         try:

@@ -207,10 +207,6 @@ class WorkerProcess:
         if isinstance(exc, ProtocolError) and self._kill_reason is None:
             self.kill(f"protocol error: {exc}")
         self.pool._forget(self)
-        if self._hello is not None and not self._hello.done():
-            self._hello.set_exception(
-                TenantWorkerError("<pool>", f"worker {self.pid} exited before it was ready")
-            )
         self._spawn(self._bury())
 
     async def _bury(self) -> None:
@@ -225,6 +221,12 @@ class WorkerProcess:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(
+                TenantWorkerError(
+                    "<pool>", f"worker {self.pid} exited before it was ready: {reason}"
+                )
+            )
         error = TenantWorkerError(self.tenant, reason)
         assert self._death is not None
         if not self._death.done():
