@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import Any
 
 from ..codec import decode
@@ -67,7 +68,9 @@ class RunBridge:
         self._key = key
         self._channel = step._channel
         self._open: dict[tuple[str, int], tuple[int, float | None]] = {}
-        self._tasks: dict[asyncio.Task[None], bool] = {}
+        # What serves the worker's step messages (is it a wake-up?): tasks, and the commits'
+        # own futures for step results.
+        self._tasks: dict[asyncio.Future[Any], bool] = {}
         self._closed = False
         self._call: int | None = None
 
@@ -154,18 +157,40 @@ class RunBridge:
         if self._closed:
             self._worker.reply(message.id, error=ErrorInfo("RunCancelled", "the run has ended"))
             return
-        task = asyncio.ensure_future(self._serve(message))
-        self._tasks[task] = isinstance(message, StepWake)
-        task.add_done_callback(self._tasks.pop)
+        if isinstance(message, StepComplete):
+            # The hot path (a step's result): the commit's future answers the worker itself,
+            # with no task of its own.
+            try:
+                pending = asyncio.ensure_future(
+                    self._channel.complete(
+                        message.name, message.count, message.value, message.attempt
+                    )
+                )
+            except Exception as exc:
+                self._worker.reply(message.id, error=ErrorInfo(error_name(exc), str(exc)))
+                return
+            pending.add_done_callback(functools.partial(self._committed, message.id))
+        else:
+            pending = asyncio.ensure_future(self._serve(message))
+        self._tasks[pending] = isinstance(message, StepWake)
+        pending.add_done_callback(self._tasks.pop)
+
+    def _committed(self, request: int, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            self._worker.reply(request, None)
+        elif isinstance(exc, RunCancelled):
+            self._worker.reply(request, error=ErrorInfo("RunCancelled", "the run was stopped"))
+        else:
+            self._worker.reply(request, error=ErrorInfo(error_name(exc), str(exc)))
 
     async def _serve(self, message: Any) -> None:
         channel = self._channel
         value: Any
         try:
-            if isinstance(message, StepComplete):
-                await channel.complete(message.name, message.count, message.value, message.attempt)
-                value = None
-            elif isinstance(message, StepFail):
+            if isinstance(message, StepFail):
                 value = await channel.fail(
                     message.name, message.count, message.attempt, message.error, message.retry_in
                 )
