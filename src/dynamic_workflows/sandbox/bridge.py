@@ -51,6 +51,13 @@ MAX_DEATHS_OUTSIDE_STEPS = 3
 _SETTLE_TIMEOUT = 10.0
 
 
+def _failure(exc: BaseException) -> ErrorInfo:
+    """What the worker is told when serving its step message raised ``exc``."""
+    if isinstance(exc, RunCancelled):
+        return ErrorInfo("RunCancelled", "the run was stopped")
+    return ErrorInfo(error_name(exc), str(exc))
+
+
 class RunBridge:
     """Runs one wake-up of a workflow instance in a worker, on behalf of the host's ``step``."""
 
@@ -167,7 +174,7 @@ class RunBridge:
                     )
                 )
             except Exception as exc:
-                self._worker.reply(message.id, error=ErrorInfo(error_name(exc), str(exc)))
+                self._worker.reply(message.id, error=_failure(exc))
                 return
             pending.add_done_callback(functools.partial(self._committed, message.id))
         else:
@@ -181,10 +188,8 @@ class RunBridge:
         exc = fut.exception()
         if exc is None:
             self._worker.reply(request, None)
-        elif isinstance(exc, RunCancelled):
-            self._worker.reply(request, error=ErrorInfo("RunCancelled", "the run was stopped"))
         else:
-            self._worker.reply(request, error=ErrorInfo(error_name(exc), str(exc)))
+            self._worker.reply(request, error=_failure(exc))
 
     async def _serve(self, message: Any) -> None:
         channel = self._channel
@@ -207,12 +212,10 @@ class RunBridge:
                 value = await channel.wake(message.name, message.count, message.timer)
             else:
                 raise TypeError(f"unexpected step message {type(message).__name__}")
-        except RunCancelled:
-            self._worker.reply(message.id, error=ErrorInfo("RunCancelled", "the run was stopped"))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            self._worker.reply(message.id, error=ErrorInfo(error_name(exc), str(exc)))
+        except (RunCancelled, Exception) as exc:
+            self._worker.reply(message.id, error=_failure(exc))
         else:
             self._worker.reply(message.id, value)
 
