@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import heapq
 import itertools
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -70,24 +72,34 @@ class SystemClock:
     Its timeouts share one loop timer (:class:`_Deadlines`): a step's timeout is armed and
     disarmed on every attempt that suspends, and an ``asyncio.timeout`` each time (a timer
     handle pushed on the loop's heap, and left there cancelled) was a third of a short step's
-    cost. Timers (:meth:`call_at`) stay the loop's own: they fire from its C code, where ten
-    thousand sleepers due at the same instant cost half what a shared Python heap does."""
+    cost. Its timers (:meth:`call_at`, :meth:`sleep_until`) share one loop timer per
+    millisecond they are due in (:class:`_Alarms`), and never fire early."""
 
     wall = True
 
     def __init__(self) -> None:
         self._deadlines: _Deadlines | None = None
+        self._alarms: _Alarms | None = None
 
     def now(self) -> float:
         return time.time()
 
     async def sleep_until(self, deadline: float) -> None:
-        delay = deadline - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if deadline <= time.time():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        alarm = self.call_at(deadline, functools.partial(_set_none, fut))
+        try:
+            await fut
+        finally:
+            alarm.cancel()
 
     def call_at(self, deadline: float, callback: Callable[[], None]) -> TimerHandle:
-        return asyncio.get_running_loop().call_later(max(0.0, deadline - time.time()), callback)
+        loop = asyncio.get_running_loop()
+        alarms = self._alarms
+        if alarms is None or alarms.loop is not loop:
+            alarms = self._alarms = _Alarms(loop)
+        return alarms.add(deadline, callback)
 
     def timeout_at(self, deadline: float) -> _SharedTimeout:
         loop = asyncio.get_running_loop()
@@ -192,6 +204,100 @@ class _Deadlines:
                 timeout.fire()
         if heap:
             self._arm(heap[0][0])
+
+
+def _set_none(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Alarm:
+    """One timer of :class:`_Alarms`; ``cancel()`` as ``asyncio.TimerHandle``'s."""
+
+    __slots__ = ("_bucket", "callback")
+
+    def __init__(self, bucket: _Bucket, callback: Callable[[], None]) -> None:
+        self._bucket = bucket
+        self.callback: Callable[[], None] | None = callback
+
+    def cancel(self) -> None:
+        if self.callback is not None:
+            self.callback = None
+            self._bucket.cancelled_one()
+
+
+class _Bucket:
+    """The timers of one loop due in the same millisecond, behind one loop timer."""
+
+    __slots__ = ("alarms", "handle", "key", "live", "owner")
+
+    def __init__(self, owner: _Alarms, key: int) -> None:
+        self.owner = owner
+        self.key = key
+        self.alarms: list[_Alarm] = []
+        self.live = 0
+        self.handle: asyncio.TimerHandle | None = None
+
+    def cancelled_one(self) -> None:
+        self.live -= 1
+        if self.live == 0:
+            # Nothing left to wake: no loop timer, and no memory, until a far-off instant.
+            self.owner.drop(self)
+
+
+class _Alarms:
+    """The wall-clock timers of one loop, one loop timer per millisecond they are due in.
+
+    Ten thousand sleepers due at the same instant are woken by one callback, in one loop
+    iteration, so every one of them has run its next step before the first one's write is
+    made; with a loop timer each, the loop took them a few at a time over tens of
+    milliseconds, between the writes of those woken before. A bucket fires once the wall clock
+    has reached its millisecond: a loop's timer may fire early (uvloop rounds its delays to the
+    nearest millisecond from the time its iteration began; the loop's monotonic clock and the
+    wall clock drift apart), and a sleep must never end before its instant."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._buckets: dict[int, _Bucket] = {}
+
+    def add(self, deadline: float, callback: Callable[[], None]) -> _Alarm:
+        key = math.ceil(deadline * 1000)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(self, key)
+            self._arm(bucket)
+        alarm = _Alarm(bucket, callback)
+        bucket.alarms.append(alarm)
+        bucket.live += 1
+        return alarm
+
+    def drop(self, bucket: _Bucket) -> None:
+        if self._buckets.get(bucket.key) is bucket:
+            del self._buckets[bucket.key]
+        if bucket.handle is not None:
+            bucket.handle.cancel()
+            bucket.handle = None
+
+    def _arm(self, bucket: _Bucket) -> None:
+        delay = bucket.key / 1000 - time.time()
+        bucket.handle = self.loop.call_later(max(0.0, delay), self._fire, bucket)
+
+    def _fire(self, bucket: _Bucket) -> None:
+        bucket.handle = None
+        if time.time() * 1000 < bucket.key:
+            self._arm(bucket)  # early: wait for the rest
+            return
+        self.drop(bucket)
+        for alarm in bucket.alarms:
+            callback = alarm.callback
+            if callback is not None:
+                alarm.callback = None
+                try:
+                    callback()
+                except Exception as exc:  # one timer's failure must not stop the others
+                    self.loop.call_exception_handler(
+                        {"message": "Exception in a timer callback", "exception": exc}
+                    )
 
 
 class _MockTimer:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import pytest
 
@@ -108,3 +110,99 @@ async def test_system_clock_finished_timeouts_do_not_accumulate() -> None:
     with pytest.raises(TimeoutError):
         async with clock.timeout_at(clock.now() + 0.01):
             await asyncio.sleep(1)
+
+
+async def _fire_all_never_early() -> None:
+    clock = SystemClock()
+    fired: list[tuple[float, float]] = []
+    for i in range(40):
+        deadline = time.time() + 0.0003 + i * 0.00037  # not on millisecond boundaries
+        clock.call_at(deadline, lambda d=deadline: fired.append((d, time.time())))
+    for i in range(10):
+        deadline = time.time() + 0.0004 + i * 0.0011
+        await clock.sleep_until(deadline)
+        fired.append((deadline, time.time()))
+        busy_until = time.perf_counter() + 0.0007  # the loop's cached time falls behind,
+        while time.perf_counter() < busy_until:  # as it does under load
+            pass
+    await asyncio.sleep(0.05)
+    assert len(fired) == 50
+    early = [round((deadline - at) * 1000, 3) for deadline, at in fired if at < deadline]
+    assert not early, f"fired early by {early} ms"
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_system_clock_timers_never_fire_early(loop_kind: str) -> None:
+    # The loop's timers may fire early (uvloop rounds delays to the nearest millisecond from the
+    # start of its iteration; the monotonic and wall clocks drift): a sleep must not end early.
+    uvloop = pytest.importorskip("uvloop") if loop_kind == "uvloop" else None
+    loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_fire_all_never_early())
+    finally:
+        loop.close()
+
+
+async def test_system_clock_timers_due_together_share_one_loop_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    armed = 0
+    call_later = loop.call_later
+
+    def counting_call_later(*args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        nonlocal armed
+        armed += 1
+        return call_later(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_later", counting_call_later)
+    clock = SystemClock()
+    due = time.time() + 0.02
+    order: list[int] = []
+    for i in range(1000):
+        clock.call_at(due, lambda i=i: order.append(i))
+    clock.call_at(due + 0.01, lambda: order.append(-1))
+    assert armed == 2  # one per distinct millisecond, not one per timer
+    await asyncio.sleep(0.05)
+    # All of the first millisecond's timers in one callback, in the order they were armed.
+    assert order == [*range(1000), -1]
+
+
+async def test_system_clock_cancelled_timers() -> None:
+    clock = SystemClock()
+    fired: list[str] = []
+    due = time.time() + 0.01
+    keep = clock.call_at(due, lambda: fired.append("kept"))
+    gone = clock.call_at(due, lambda: fired.append("cancelled"))
+    gone.cancel()
+    gone.cancel()  # idempotent
+    alone = clock.call_at(due + 0.005, lambda: fired.append("alone"))
+    alone.cancel()  # its millisecond had no other timer: the loop timer goes too
+    assert clock._alarms is not None
+    assert len(clock._alarms._buckets) == 1
+    await asyncio.sleep(0.03)
+    assert fired == ["kept"]
+    keep.cancel()  # after it fired: nothing happens
+    assert clock._alarms._buckets == {}
+
+
+async def test_system_clock_a_failing_timer_does_not_stop_the_others() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        clock = SystemClock()
+        fired: list[int] = []
+        due = time.time() + 0.005
+
+        def fail() -> None:
+            raise RuntimeError("boom")
+
+        clock.call_at(due, lambda: fired.append(1))
+        clock.call_at(due, fail)
+        clock.call_at(due, lambda: fired.append(2))
+        await asyncio.sleep(0.03)
+        assert fired == [1, 2]
+        assert [str(c["exception"]) for c in reported] == ["boom"]
+    finally:
+        loop.set_exception_handler(None)
