@@ -84,13 +84,10 @@ class StepChannel(Protocol):
         wall clock may wait for by itself."""
         ...
 
-    def attempt_started(
-        self, name: str, count: int, attempt: int, retry_in: float | None
-    ) -> Awaitable[None] | None:
+    def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
         """One-way notice that an attempt begins (no acknowledgement is awaited). A sandboxed
         channel uses it to count an attempt whose process died as failed; ``retry_in`` is the
-        back-off before the next attempt, None if this is the last one allowed. What it returns
-        (if anything) is awaited before the step's body runs: the notice must have left by then."""
+        back-off before the next attempt, None if this is the last one allowed."""
         ...
 
 
@@ -541,14 +538,12 @@ class WorkflowStep:
                 await state.pause_gate()
             state.begin_active()
             try:
-                sent = channel.attempt_started(
+                channel.attempt_started(
                     name,
                     count,
                     attempt,
                     None if attempt > cfg.retry_limit else cfg.delay_before(attempt + 1),
                 )
-                if sent is not None:
-                    await sent
                 outcome = await self._attempt(name, count, attempt, cfg, func, args)
                 if not isinstance(outcome, _AttemptFailed):
                     await channel.complete(name, count, outcome, attempt)

@@ -18,8 +18,7 @@ import contextvars
 import os
 import socket
 import time
-import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable
 from typing import Any
 
 from .. import errors as _errors
@@ -85,13 +84,6 @@ _PACKAGE_ERRORS: dict[str, type[Exception]] = {
         "CannotTerminateError",
     )
 }
-
-
-@types.coroutine
-def _next_iteration() -> Generator[None, None, None]:
-    """Await this to go on in the loop's next iteration: after the callbacks already scheduled,
-    among them the write of the frames sent so far (see FrameProtocol.send)."""
-    yield
 
 
 def remote_error(info: ErrorInfo) -> BaseException:
@@ -205,15 +197,10 @@ class RemoteStepChannel:
         result = await self._server.request(lambda i: StepWake(i, self._call, name, count, timer))
         return result if result is None else bytes(result)
 
-    def attempt_started(
-        self, name: str, count: int, attempt: int, retry_in: float | None
-    ) -> Awaitable[None]:
-        # The host must know of the attempt before its body runs, or a body that kills the
-        # process would not count as one. The notice goes with the frames of this loop
-        # iteration, and the step waits for the next one, after their write: ten thousand runs
-        # woken together share one write rather than making one each.
-        self._server.send(StepAttempt(self._call, name, count, attempt, retry_in))
-        return _next_iteration()
+    def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
+        # Written now, not at the end of the loop iteration: the host must know of the attempt
+        # before its body runs, or a body that kills the process would not count as one.
+        self._server.send(StepAttempt(self._call, name, count, attempt, retry_in), flush=True)
 
 
 class WorkerServer:
@@ -273,12 +260,14 @@ class WorkerServer:
         self.send(Hello(PROTOCOL_VERSION, os.getpid(), self._isolation))
         await self._done
 
-    def send(self, message: _Msg) -> None:
-        """Send one message to the host (dropped if the connection is gone), written at the end
-        of this loop iteration with the others sent in it."""
+    def send(self, message: _Msg, *, flush: bool = False) -> None:
+        """Send one message to the host (dropped if the connection is gone): at the end of this
+        loop iteration, with the others sent in it, or at once (with them) if ``flush``."""
         if self._protocol is None or self._protocol.closed:
             return
         self._protocol.send(self._codec.encode(message))
+        if flush:
+            self._protocol.flush()
 
     async def request(self, make: Callable[[int], _Msg]) -> Any:
         """Send the request ``make(id)`` and return the value of the host's :class:`Reply`."""
