@@ -51,7 +51,14 @@ from .journal import (
     StepState,
     Suspended,
 )
-from .limits import DEFAULT_LIMITS, Limits, check_event_type, check_instance_id, check_size
+from .limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_event_type,
+    check_instance_id,
+    check_size,
+    check_step_result,
+)
 from .replay import drive
 from .step import RunState, WorkflowStep
 from .storage.base import (
@@ -272,7 +279,7 @@ class LiveRun:
     ) -> asyncio.Future[None]:
         # Not a coroutine: the future of the write is all there is to await (a step's hot path).
         self._new_step(name, count)
-        check_size(value, f"the result of step {name!r}", self.engine.limits)
+        check_step_result(value, name, self.engine.limits)
         return self._write(
             JournalEntry(name, count, StepKind.DO, StepState.DONE, value=value, attempt=attempt)
         )

@@ -18,6 +18,7 @@ __all__ = [
     "check_instance_id",
     "check_size",
     "check_step_name",
+    "check_step_result",
 ]
 
 _ID_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9\-_]*$")
@@ -57,6 +58,12 @@ def check_event_type(value: object, limits: Limits = DEFAULT_LIMITS) -> str:
 def check_step_name(value: object, limits: Limits = DEFAULT_LIMITS) -> str:
     """Return ``value`` if it can name a step: a non-empty string, at most 256 characters,
     without control characters."""
+    if (
+        type(value) is str
+        and 0 < len(value) <= limits.max_step_name_length
+        and value.isprintable()  # (no control characters: the regex below is not needed)
+    ):
+        return value
     if not isinstance(value, str):
         raise WorkflowDefinitionError(f"step name must be a string, got {type(value).__name__}")
     if not value:
@@ -80,4 +87,12 @@ def check_size(data: bytes, what: str, limits: Limits = DEFAULT_LIMITS) -> bytes
             else f"{what} is {len(data):,} bytes once serialised; the limit is "
             f"{limits.max_value_bytes:,} bytes"
         )
+    return data
+
+
+def check_step_result(data: bytes, name: str, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """:func:`check_size` for the result of step ``name``, which names it only if it is too
+    large (the hot path of every step builds no message)."""
+    if len(data) > limits.max_value_bytes:
+        check_size(data, f"the result of step {name!r}", limits)
     return data

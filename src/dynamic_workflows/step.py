@@ -22,11 +22,17 @@ from typing import Any, Protocol
 
 from .clock import Clock
 from .codec import SerializationError, decode, encode
-from .config import StepConfig, resolve_step_config
+from .config import DEFAULT_STEP_CONFIG, StepConfig, resolve_step_config
 from .durations import MAX_SLEEP_SECONDS, parse_duration, parse_timestamp
 from .errors import LimitExceededError, RunCancelled, WorkflowDefinitionError
 from .journal import ErrorInfo, JournalEntry, StepKind, StepState
-from .limits import DEFAULT_LIMITS, Limits, check_event_type, check_size, check_step_name
+from .limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_event_type,
+    check_step_name,
+    check_step_result,
+)
 from .workers.workflows import (
     NonRetryableError,
     WorkflowTimeoutError,
@@ -121,7 +127,8 @@ class RunState:
     # -- transitions ---------------------------------------------------------------------------
 
     def begin_active(self) -> None:
-        self._check_open()
+        if self.closed:
+            raise RunCancelled()
         if self.parked:
             self.unpark()
         self.active += 1
@@ -529,7 +536,7 @@ class WorkflowStep:
             attempt = entry.attempt
             if entry.wake_at is not None and entry.wake_at > self._now:
                 await self._block(name, count, entry.wake_at, timer=True)
-        cfg = resolve_step_config(config, name)
+        cfg = DEFAULT_STEP_CONFIG if config is None else resolve_step_config(config, name)
         state = self.state
         channel = self._channel
         while True:
@@ -544,7 +551,9 @@ class WorkflowStep:
                     attempt,
                     None if attempt > cfg.retry_limit else cfg.delay_before(attempt + 1),
                 )
-                outcome = await self._attempt(name, count, attempt, cfg, func, args)
+                outcome = self._attempt(name, count, attempt, cfg, func, args)
+                if not isinstance(outcome, bytes | _AttemptFailed):
+                    outcome = await outcome
                 if not isinstance(outcome, _AttemptFailed):
                     await channel.complete(name, count, outcome, attempt)
                     return decode(outcome)
@@ -558,7 +567,7 @@ class WorkflowStep:
                 state.end_active()
             await self._block(name, count, wake_at, timer=True)
 
-    async def _attempt(
+    def _attempt(
         self,
         name: str,
         count: int,
@@ -566,7 +575,14 @@ class WorkflowStep:
         cfg: StepConfig,
         func: Callable[..., Any],
         args: Sequence[Any],
-    ) -> bytes | _AttemptFailed:
+    ) -> bytes | _AttemptFailed | Awaitable[bytes | _AttemptFailed]:
+        """Run one attempt of the step's body: its serialised result, or how it failed, or, if
+        the body suspends, an awaitable of either.
+
+        A plain method, not a coroutine: an ``async def`` body that returns without awaiting
+        anything (a step that only computes, or reads the clock) is stepped once by hand and
+        finishes here, with no coroutine of ours around it and before any deadline could
+        cancel it; only a body that suspends pays for its timeout."""
         if args:
             ctx = {
                 "step": {"name": name, "count": count},
@@ -575,9 +591,6 @@ class WorkflowStep:
             }
             args = [ctx if a is _CTX else a for a in args]
         try:
-            # An ``async def`` body that returns without awaiting anything (a step that only
-            # computes, or reads the clock) finishes before any deadline could cancel it: it is
-            # stepped once by hand, and only a body that suspends pays for its timeout.
             result = func(*args)
             if type(result) is types.CoroutineType:
                 try:
@@ -585,16 +598,24 @@ class WorkflowStep:
                 except StopIteration as stop:
                     result = stop.value
                 else:
-                    result = await self._under_timeout(_resume(result, yielded), cfg.timeout)
+                    return self._attempt_rest(name, _resume(result, yielded), cfg)
             elif inspect.isawaitable(result):
-                result = await self._under_timeout(result, cfg.timeout)
-        except TimeoutError:
-            err = WorkflowTimeoutError(f"Execution timed out after {int(cfg.timeout * 1000)}ms")
-            return _AttemptFailed(err, final=False)
-        except NonRetryableError as exc:
-            return _AttemptFailed(exc, final=True)
+                return self._attempt_rest(name, result, cfg)
         except Exception as exc:
-            return _AttemptFailed(exc, final=False)
+            return _attempt_failed(exc, cfg)
+        return self._serialised(name, result)
+
+    async def _attempt_rest(
+        self, name: str, awaitable: Awaitable[Any], cfg: StepConfig
+    ) -> bytes | _AttemptFailed:
+        """The rest of an attempt whose body suspended, under the step's timeout."""
+        try:
+            result = await self._under_timeout(awaitable, cfg.timeout)
+        except Exception as exc:
+            return _attempt_failed(exc, cfg)
+        return self._serialised(name, result)
+
+    def _serialised(self, name: str, result: Any) -> bytes | _AttemptFailed:
         try:
             data = encode(result)
         except SerializationError as exc:
@@ -606,7 +627,7 @@ class WorkflowStep:
                 final=True,
             )
         try:
-            return check_size(data, f"the result of step {name!r}", self._limits)
+            return check_step_result(data, name, self._limits)
         except LimitExceededError as exc:
             return _AttemptFailed(NonRetryableError(str(exc)), final=True)
 
@@ -671,6 +692,14 @@ def _resume(coro: types.CoroutineType[Any, Any, Any], yielded: Any) -> Any:
                 return stop.value
 
 
+def _attempt_failed(exc: Exception, cfg: StepConfig) -> _AttemptFailed:
+    """What an attempt that raised ``exc`` comes to."""
+    if isinstance(exc, TimeoutError):
+        err = WorkflowTimeoutError(f"Execution timed out after {int(cfg.timeout * 1000)}ms")
+        return _AttemptFailed(err, final=False)
+    return _AttemptFailed(exc, final=isinstance(exc, NonRetryableError))
+
+
 class _AttemptFailed:
     __slots__ = ("exception", "final", "info")
 
@@ -698,7 +727,7 @@ def _code_parameter_names(code: types.CodeType) -> tuple[str, ...]:
 
 
 def _parameter_names(func: Callable[..., Any]) -> tuple[str, ...]:
-    if inspect.isfunction(func) and not hasattr(func, "__wrapped__"):
+    if type(func) is types.FunctionType and not hasattr(func, "__wrapped__"):
         return _code_parameter_names(func.__code__)
     return tuple(inspect.signature(func).parameters)
 
