@@ -17,7 +17,7 @@ import datetime as _dt
 import functools
 import inspect
 import types
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any, Protocol
 
 from .clock import Clock
@@ -555,6 +555,10 @@ class WorkflowStep:
                 if not isinstance(outcome, bytes | _AttemptFailed):
                     outcome = await outcome
                 if not isinstance(outcome, _AttemptFailed):
+                    # The result is handed to the host in the next loop iteration: runs woken
+                    # together (sleepers due at one instant) all start their bodies first, and
+                    # their writes still share one commit.
+                    await _next_iteration()
                     await channel.complete(name, count, outcome, attempt)
                     return decode(outcome)
                 final = outcome.final or attempt > cfg.retry_limit
@@ -668,6 +672,12 @@ class WorkflowStep:
             return await self._channel.wake(name, count, wake_at if timer else None)
         finally:
             self.state.end_blocked(token)
+
+
+@types.coroutine
+def _next_iteration() -> Generator[None, None, None]:
+    """Await this to go on in the loop's next iteration, after what is already scheduled."""
+    yield
 
 
 @types.coroutine

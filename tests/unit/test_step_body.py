@@ -233,3 +233,40 @@ async def test_a_failed_storage_write_reaches_every_waiter() -> None:
     for fut in futures:
         with pytest.raises(StorageError, match="disk on fire"):
             await fut
+
+
+async def test_runs_woken_together_all_start_their_bodies_before_any_result_is_written() -> None:
+    # Ten thousand sleepers due at one instant: each run's result is handed to the host in the
+    # next loop iteration, so the last body does not wait behind the others' bookkeeping.
+    from dynamic_workflows.clock import SystemClock
+    from dynamic_workflows.step import RunState, WorkflowStep
+
+    log: list[str] = []
+
+    class Channel:
+        def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> Any:
+            log.append(f"write {value.decode()}")
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+        def attempt_started(self, *args: Any) -> None:
+            return None
+
+    async def run(i: int, gate: asyncio.Future[None]) -> Any:
+        step = WorkflowStep(Channel(), [], clock=SystemClock(), now=0.0, state=RunState())
+        await gate
+
+        @step.do("after")
+        async def after() -> int:
+            log.append(f"body {i}")
+            return i
+
+        return await after()
+
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    tasks = [asyncio.ensure_future(run(i, gate)) for i in range(3)]
+    await asyncio.sleep(0)
+    gate.set_result(None)
+    assert await asyncio.gather(*tasks) == [0, 1, 2]
+    assert log == ["body 0", "body 1", "body 2", "write 0", "write 1", "write 2"]
