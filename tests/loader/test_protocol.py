@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import socket
+from typing import Any
 
 import msgspec
 import pytest
@@ -250,6 +251,43 @@ async def test_flush_writes_at_once() -> None:
         await asyncio.sleep(0)  # the end-of-iteration flush has nothing left to write
         await asyncio.sleep(0)
         assert _pending(b) == b""
+        proto.close()
+
+
+async def test_send_now_writes_at_once_after_what_is_queued() -> None:
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    with b:
+        proto = await _framed(a)
+        counting = _CountingTransport(proto.transport)  # type: ignore[arg-type]
+        proto.transport = counting  # type: ignore[assignment]
+        scheduled = 0
+        call_soon = loop.call_soon
+
+        def counting_call_soon(*args: Any, **kwargs: Any) -> asyncio.Handle:
+            nonlocal scheduled
+            scheduled += 1
+            return call_soon(*args, **kwargs)
+
+        loop.call_soon = counting_call_soon  # type: ignore[method-assign]
+        try:
+            # Nothing queued: one write at once, and no end-of-iteration flush scheduled.
+            proto.send(b"notice", now=True)
+            assert _pending(b) == encode_frame(b"notice")
+            assert (counting.writes, scheduled) == (1, 0)
+            # Frames queued before it leave first, in the same write.
+            proto.send(b"queued")
+            proto.send(b"x" * 70_000, now=True)  # a large one, written in two parts
+            assert counting.writes == 2
+        finally:
+            loop.call_soon = call_soon  # type: ignore[method-assign]
+        await asyncio.sleep(0)
+        arrived = _pending(b)
+        while len(arrived) < len(encode_frame(b"queued")) + len(encode_frame(b"x" * 70_000)):
+            await asyncio.sleep(0.001)
+            arrived += _pending(b)
+        assert arrived == encode_frame(b"queued") + encode_frame(b"x" * 70_000)
         proto.close()
 
 

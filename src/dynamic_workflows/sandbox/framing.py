@@ -126,14 +126,22 @@ class FrameProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._close(exc)
 
-    def send(self, payload: bytes) -> None:
-        """Queue one frame, written at the end of this loop iteration (raises
-        FrameTooLargeError, ProtocolError when closed)."""
-        if self.transport is None or self._closed or self.transport.is_closing():
+    def send(self, payload: bytes, *, now: bool = False) -> None:
+        """Queue one frame, written at the end of this loop iteration, or at once (after what
+        is queued) if ``now`` (raises FrameTooLargeError, ProtocolError when closed)."""
+        transport = self.transport
+        if transport is None or self._closed or transport.is_closing():
             raise ProtocolError("connection is closed")
         if len(payload) > self.max_size:
             raise FrameTooLargeError(len(payload), self.max_size)
         out = self._out
+        if now and not out:
+            # Nothing queued: one write, and no end-of-iteration flush left to find nothing.
+            if len(payload) < 65536:
+                transport.write(_HEADER.pack(len(payload)) + payload)
+            else:
+                transport.writelines((_HEADER.pack(len(payload)), payload))
+            return
         if not out:
             assert self._loop is not None
             self._loop.call_soon(self.flush)
@@ -141,6 +149,8 @@ class FrameProtocol(asyncio.Protocol):
             out.append(_HEADER.pack(len(payload)) + payload)
         else:
             out += (_HEADER.pack(len(payload)), payload)
+        if now:
+            self.flush()
 
     def flush(self) -> None:
         """Write the queued frames now (dropped if the connection is gone)."""

@@ -265,9 +265,7 @@ class WorkerServer:
         loop iteration, with the others sent in it, or at once (with them) if ``flush``."""
         if self._protocol is None or self._protocol.closed:
             return
-        self._protocol.send(self._codec.encode(message))
-        if flush:
-            self._protocol.flush()
+        self._protocol.send(self._codec.encode(message), now=flush)
 
     async def request(self, make: Callable[[int], _Msg]) -> Any:
         """Send the request ``make(id)`` and return the value of the host's :class:`Reply`."""
