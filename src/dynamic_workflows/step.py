@@ -525,7 +525,8 @@ class WorkflowStep:
     async def _do(
         self, name: str, config: Any, func: Callable[..., Any], args: Sequence[Any]
     ) -> Any:
-        count = self._next_count(name)
+        counts = self._counts  # (_next_count, inlined: this is every step's path)
+        count = counts[name] = counts.get(name, 0) + 1
         entry = self._replayed(name, count, StepKind.DO)
         attempt = 0
         if entry is not None:
