@@ -16,7 +16,6 @@ import io
 import pstats
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ import ours
 
 from dynamic_workflows import clock
 from dynamic_workflows.gcpolicy import tune_gc
-from dynamic_workflows.workers import WorkflowEntrypoint
 
 
 def main() -> None:
@@ -49,21 +47,15 @@ def main() -> None:
 
     clock._Alarms._fire = profiled_fire  # type: ignore[method-assign]
 
-    class SleepUntil(WorkflowEntrypoint):
-        async def run(self, event: Any, step: Any) -> Any:
-            due = event["payload"]["due"]
-            await step.sleep_until("alarm", due * 1000)
+    lateness = ours.lateness
 
-            @step.do("woke")
-            async def woke() -> float:
-                started[0] += 1
-                if started[0] == int(n * 0.99) + 1:
-                    profiler.disable()
-                return time.time() - due
+    def profiled_lateness(due: float) -> float:
+        started[0] += 1
+        if started[0] == int(n * 0.99) + 1:
+            profiler.disable()
+        return lateness(due)
 
-            return await woke()
-
-    ours.SleepUntil = SleepUntil  # type: ignore[misc]
+    ours.lateness = profiled_lateness
     import uvloop
 
     uvloop.install()

@@ -213,13 +213,18 @@ class _CountingTransport:
         return getattr(self._transport, name)
 
 
+def _count_writes(proto: FrameProtocol) -> _CountingTransport:
+    counting = _CountingTransport(proto.transport)  # type: ignore[arg-type]
+    proto.transport = counting  # type: ignore[assignment]
+    return counting
+
+
 async def test_frames_sent_in_one_iteration_leave_together_at_its_end() -> None:
     a, b = socket.socketpair()
     b.setblocking(False)
     with b:
         proto = await _framed(a)
-        counting = _CountingTransport(proto.transport)  # type: ignore[arg-type]
-        proto.transport = counting  # type: ignore[assignment]
+        counting = _count_writes(proto)
         frames = [b"one", b"", b"three", b"x" * 1000]
         for frame in frames:
             proto.send(frame)
@@ -260,8 +265,7 @@ async def test_send_now_writes_at_once_after_what_is_queued() -> None:
     b.setblocking(False)
     with b:
         proto = await _framed(a)
-        counting = _CountingTransport(proto.transport)  # type: ignore[arg-type]
-        proto.transport = counting  # type: ignore[assignment]
+        counting = _count_writes(proto)
         scheduled = 0
         call_soon = loop.call_soon
 
