@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from .clock import Clock
 from .codec import SerializationError, decode, encode
-from .config import DEFAULT_STEP_CONFIG, StepConfig, resolve_step_config
+from .config import StepConfig, resolve_step_config
 from .durations import MAX_SLEEP_SECONDS, parse_duration, parse_timestamp
 from .errors import LimitExceededError, RunCancelled, WorkflowDefinitionError
 from .journal import ErrorInfo, JournalEntry, StepKind, StepState
@@ -127,8 +127,7 @@ class RunState:
     # -- transitions ---------------------------------------------------------------------------
 
     def begin_active(self) -> None:
-        if self.closed:
-            raise RunCancelled()
+        self._check_open()
         if self.parked:
             self.unpark()
         self.active += 1
@@ -525,8 +524,7 @@ class WorkflowStep:
     async def _do(
         self, name: str, config: Any, func: Callable[..., Any], args: Sequence[Any]
     ) -> Any:
-        counts = self._counts  # (_next_count, inlined: this is every step's path)
-        count = counts[name] = counts.get(name, 0) + 1
+        count = self._next_count(name)
         entry = self._replayed(name, count, StepKind.DO)
         attempt = 0
         if entry is not None:
@@ -537,7 +535,7 @@ class WorkflowStep:
             attempt = entry.attempt
             if entry.wake_at is not None and entry.wake_at > self._now:
                 await self._block(name, count, entry.wake_at, timer=True)
-        cfg = DEFAULT_STEP_CONFIG if config is None else resolve_step_config(config, name)
+        cfg = resolve_step_config(config, name)
         state = self.state
         channel = self._channel
         while True:

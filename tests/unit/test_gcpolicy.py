@@ -50,6 +50,17 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
         await asyncio.sleep(PERIOD)
 
 
+async def busy_for(seconds: float) -> None:
+    """Burn CPU in the loop's own thread, yielding every couple of milliseconds so that the
+    collector's checks do run (and find the process busy)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        spin = time.process_time() + 0.002
+        while time.process_time() < spin:
+            pass
+        await asyncio.sleep(0)
+
+
 async def test_collects_when_idle_and_owed() -> None:
     owe(3)
     collector = IdleCollector(period=PERIOD, min_promotions=3, young_batch=NO_YOUNG)
@@ -122,14 +133,7 @@ async def test_does_not_collect_while_busy() -> None:
     collector._check = counted_check  # type: ignore[method-assign]
     collector.start()
     try:
-        # Burn CPU in the loop's own thread across many periods, yielding every couple of
-        # milliseconds so that the collector's checks do run (and find the process busy).
-        end = time.monotonic() + 15 * period
-        while time.monotonic() < end:
-            spin = time.process_time() + 0.002
-            while time.process_time() < spin:
-                pass
-            await asyncio.sleep(0)
+        await busy_for(15 * period)  # across many periods
         assert checks >= 5
         assert collector.collections == 0
         assert gc.get_count()[2] == 5
@@ -201,17 +205,6 @@ def owe_young(allocations: int) -> list[list[int]]:
     kept = [[i] for i in range(allocations)]
     assert gc.get_count()[0] >= allocations
     return kept
-
-
-async def busy_for(seconds: float) -> None:
-    """Burn CPU in the loop's own thread, yielding every couple of milliseconds so that the
-    collector's checks do run (and find the process busy)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        spin = time.process_time() + 0.002
-        while time.process_time() < spin:
-            pass
-        await asyncio.sleep(0)
 
 
 async def test_young_collection_when_idle_and_owed() -> None:
