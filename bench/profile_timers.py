@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ours
 
-from dynamic_workflows import clock
+from dynamic_workflows.core import clock
 from dynamic_workflows.gcpolicy import tune_gc
 
 

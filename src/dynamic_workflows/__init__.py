@@ -9,7 +9,8 @@ Cloudflare's Python Workflows SDK, importable here as :mod:`dynamic_workflows.wo
 from __future__ import annotations
 
 from .binding import Instance, WorkflowBinding
-from .clock import Clock, MockClock, SystemClock
+from .core.clock import Clock, MockClock, SystemClock
+from .core.limits import Limits
 from .engine import Engine
 from .errors import (
     BatchError,
@@ -26,7 +27,6 @@ from .errors import (
     WorkflowDefinitionError,
     WorkflowError,
 )
-from .limits import Limits
 from .storage import MemoryStorage, SQLiteStorage, Storage, open_storage
 from .storage.base import Status
 

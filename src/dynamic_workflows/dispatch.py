@@ -25,7 +25,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from .codec import SerializationError, encode
+from .core.codec import SerializationError, encode
 from .errors import DynamicWorkflowsError, WorkflowError
 from .workers import WorkflowEntrypoint
 

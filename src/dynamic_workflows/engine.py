@@ -28,19 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .clock import Clock, SystemClock, TimerHandle
-from .codec import SerializationError, decode, encode
-from .errors import (
-    CannotTerminateError,
-    InstanceAlreadyExistsError,
-    InstanceNotFoundError,
-    LimitExceededError,
-    RunCancelled,
-    UnknownWorkflowError,
-    WorkflowError,
-)
-from .gcpolicy import QUIET_BEFORE_WAKE_UP
-from .journal import (
+from .core.clock import Clock, SystemClock, TimerHandle
+from .core.codec import SerializationError, decode, encode
+from .core.journal import (
     Cancelled,
     Completed,
     ErrorInfo,
@@ -51,7 +41,7 @@ from .journal import (
     StepState,
     Suspended,
 )
-from .limits import (
+from .core.limits import (
     DEFAULT_LIMITS,
     Limits,
     check_event_type,
@@ -59,8 +49,18 @@ from .limits import (
     check_size,
     check_step_result,
 )
-from .replay import drive
-from .step import RunState, WorkflowStep
+from .core.replay import drive
+from .core.step import RunState, WorkflowStep
+from .errors import (
+    CannotTerminateError,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    LimitExceededError,
+    RunCancelled,
+    UnknownWorkflowError,
+    WorkflowError,
+)
+from .gcpolicy import QUIET_BEFORE_WAKE_UP
 from .storage.base import (
     FINITE_STATUSES,
     Claim,
@@ -178,8 +178,9 @@ class StepWrites:
 
 
 class LiveRun:
-    """The host side of one live run: it implements :class:`~dynamic_workflows.step.StepChannel`
-    over the storage, and keeps the timers and wake-ups of the run's blocked branches."""
+    """The host side of one live run: it implements
+    :class:`~dynamic_workflows.core.step.StepChannel` over the storage, and keeps the timers and
+    wake-ups of the run's blocked branches."""
 
     def __init__(self, engine: Engine, row: InstanceRow, journal: list[JournalEntry]) -> None:
         self.engine = engine

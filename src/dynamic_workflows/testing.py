@@ -7,7 +7,7 @@
         status = await wf.wait_for(instance, "complete")
         assert status["output"] == "Hello, Ada!"
 
-Time is a :class:`~dynamic_workflows.clock.MockClock` that jumps to the next timer whenever the
+Time is a :class:`~dynamic_workflows.core.clock.MockClock` that jumps to the next timer whenever the
 program is idle; hold it still with ``async with wf.clock.frozen():`` while a test needs an
 instance to stay where it is (for example before sending it an event).
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .binding import Instance, WorkflowBinding
-from .clock import MockClock
+from .core.clock import MockClock
+from .core.limits import DEFAULT_LIMITS, Limits
 from .engine import Engine
-from .limits import DEFAULT_LIMITS, Limits
 from .storage import MemoryStorage, SQLiteStorage, Storage
 
 __all__ = ["WorkflowTestEnv"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dynamic_workflows.codec import decode
-from dynamic_workflows.journal import ErrorInfo, JournalEntry, StepKind, StepState
+from dynamic_workflows.core.codec import decode
+from dynamic_workflows.core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from dynamic_workflows.storage import MemoryStorage, SQLiteStorage, Storage
 from dynamic_workflows.storage.base import NewInstance, Status
 from dynamic_workflows.storage.sqlite import migrations

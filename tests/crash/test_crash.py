@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dynamic_workflows.codec import decode
+from dynamic_workflows.core.codec import decode
 
 CHILD = Path(__file__).with_name("crash_child.py")
 INSTANCES = 10_000

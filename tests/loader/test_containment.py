@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from dynamic_workflows import Engine, MemoryStorage
+from dynamic_workflows.core.step_errors import error_name
 from dynamic_workflows.errors import DynamicWorkflowsError
 from dynamic_workflows.sandbox.confine import (
     ConfinementPolicy,
@@ -17,7 +18,6 @@ from dynamic_workflows.sandbox.confine import (
 )
 from dynamic_workflows.sandbox.errors import TenantWorkerError
 from dynamic_workflows.sandbox.loader import Loader
-from dynamic_workflows.workers.workflows import error_name
 
 from .conftest import _REPORT, worker_code
 from .test_workflows import wait_status

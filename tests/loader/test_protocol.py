@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from dynamic_workflows.journal import Completed, ErrorInfo, JournalEntry, Suspended
-from dynamic_workflows.limits import Limits
+from dynamic_workflows.core.journal import Completed, ErrorInfo, JournalEntry, Suspended
+from dynamic_workflows.core.limits import Limits
 from dynamic_workflows.sandbox.errors import FrameTooLargeError, ProtocolError, ProtocolVersionError
 from dynamic_workflows.sandbox.framing import (
     FrameProtocol,

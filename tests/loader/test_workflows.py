@@ -12,7 +12,7 @@ import pytest
 
 from dynamic_workflows import Engine, MemoryStorage
 from dynamic_workflows.binding import Instance
-from dynamic_workflows.clock import MockClock
+from dynamic_workflows.core.clock import MockClock
 from dynamic_workflows.sandbox.bridge import RunBridge
 from dynamic_workflows.sandbox.loader import InProcessLoader, Loader
 from dynamic_workflows.sandbox.protocol import RunParked, StepAttempt, StepWake

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dynamic_workflows.clock import MockClock, SystemClock
+from dynamic_workflows.core.clock import MockClock, SystemClock
 
 
 async def test_autojump_moves_to_the_next_timer() -> None:

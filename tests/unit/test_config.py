@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from unit_support import EnvFactory
 
-from dynamic_workflows.config import DEFAULT_STEP_CONFIG, StepConfig, resolve_step_config
+from dynamic_workflows.core.stepconfig import DEFAULT_STEP_CONFIG, StepConfig, resolve_step_config
 from dynamic_workflows.errors import ConfigurationError
 
 

@@ -88,7 +88,7 @@ async def h() -> AsyncIterator[Harness]:
 async def test_envelope_is_exactly_the_references(h: Harness) -> None:
     inst = await h.tenant("a").create(id="one", params={"x": 1})
     row = await h.engine.storage.list_instances("dynamic")
-    from dynamic_workflows.codec import decode
+    from dynamic_workflows.core.codec import decode
 
     assert decode(row[0].params) == {METADATA_KEY: {"tenant": "a"}, "params": {"x": 1}}
     assert (await h.wait(inst))["output"] == "A says hi to {'x': 1}"

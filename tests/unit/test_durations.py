@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dynamic_workflows.durations import MAX_SLEEP_SECONDS, parse_duration, parse_timestamp
+from dynamic_workflows.core.durations import MAX_SLEEP_SECONDS, parse_duration, parse_timestamp
 from dynamic_workflows.errors import ConfigurationError
 
 UNITS = {

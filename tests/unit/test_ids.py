@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from dynamic_workflows import ids
+from dynamic_workflows.core import ids
 
 
 def test_formatted_as_uuid4_from_the_same_bytes() -> None:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from unit_support import EnvFactory, until, workflow
 
+from dynamic_workflows.core.journal import JournalEntry, StepKind, StepState
 from dynamic_workflows.engine import Engine
 from dynamic_workflows.errors import RunCancelled, StorageError
-from dynamic_workflows.journal import JournalEntry, StepKind, StepState
 from dynamic_workflows.storage import MemoryStorage, SQLiteStorage
 from dynamic_workflows.storage.base import NewInstance
 from dynamic_workflows.workers.workflows import NonRetryableError
@@ -238,8 +238,8 @@ async def test_a_failed_storage_write_reaches_every_waiter() -> None:
 async def test_runs_woken_together_all_start_their_bodies_before_any_result_is_written() -> None:
     # Ten thousand sleepers due at one instant: each run's result is handed to the host in the
     # next loop iteration, so the last body does not wait behind the others' bookkeeping.
-    from dynamic_workflows.clock import SystemClock
-    from dynamic_workflows.step import RunState, WorkflowStep
+    from dynamic_workflows.core.clock import SystemClock
+    from dynamic_workflows.core.step import RunState, WorkflowStep
 
     log: list[str] = []
 

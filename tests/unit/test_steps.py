@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from unit_support import EnvFactory, through_hibernations
 
-from dynamic_workflows.clock import MockClock
+from dynamic_workflows.core.clock import MockClock
 
 
 @pytest.fixture

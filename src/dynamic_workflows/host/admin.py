@@ -40,7 +40,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..binding import restart_point
-from ..codec import SerializationError, decode, encode
+from ..core.codec import SerializationError, decode, encode
+from ..core.journal import JournalEntry, StepKind, StepState
 from ..dispatch import METADATA_KEY, scope_of
 from ..errors import (
     CannotTerminateError,
@@ -50,7 +51,6 @@ from ..errors import (
     UnknownWorkflowError,
     WorkflowError,
 )
-from ..journal import JournalEntry, StepKind, StepState
 from ..storage.base import InstanceRow, Status
 from .live import LiveProject
 from .project import Project

@@ -22,10 +22,10 @@ import traceback
 import types
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..core.ids import uuid4_str
 from ..dispatch import bind_env
 from ..engine import Engine
 from ..errors import ConfigurationError
-from ..ids import uuid4_str
 from ..storage import open_storage
 from ..workers import Env, ExecutionContext, Request, Response, WorkerEntrypoint
 from ..workers._fetch import use_http_client

@@ -1,6 +1,6 @@
 """The host side of a sandboxed ``run(event, step)``: the engine's step, served over a socket.
 
-The engine hands the dispatcher a host :class:`~dynamic_workflows.step.WorkflowStep`; when the
+The engine hands the dispatcher a host :class:`~dynamic_workflows.core.step.WorkflowStep`; when the
 dispatcher passes it on to a sandboxed entrypoint's ``run``, :class:`RunBridge` sends the
 journal, the host's ``now`` and the limits with the call, and serves the sandbox's step-channel
 requests by calling the host step's channel (the engine's live run). The sandbox replays and
@@ -22,11 +22,11 @@ import contextlib
 import functools
 from typing import Any
 
-from ..codec import decode
+from ..core.codec import decode
+from ..core.journal import Cancelled, Completed, ErrorInfo, Failed, Suspended
+from ..core.step import WorkflowStep
+from ..core.step_errors import error_name, rebuild_error
 from ..errors import RunCancelled, RunSuspended
-from ..journal import Cancelled, Completed, ErrorInfo, Failed, Suspended
-from ..step import WorkflowStep
-from ..workers.workflows import error_name, rebuild_error
 from .errors import TenantWorkerError
 from .process import WorkerProcess
 from .protocol import (

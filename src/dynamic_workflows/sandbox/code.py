@@ -154,7 +154,7 @@ def _module(filename: object, value: object) -> ModuleSource:
                 raise WorkerCodeError(f"{where}.data", f"must be bytes, got {type(data).__name__}")
             data = bytes(data)
         if kind == "json":
-            from ..codec import SerializationError, encode
+            from ..core.codec import SerializationError, encode
 
             try:
                 encode(data)

@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from ..step import WorkflowStep
+from ..core.step import WorkflowStep
 from ..workers import Request, Response
 from ..workers._http import make_request
 from .bridge import RunBridge

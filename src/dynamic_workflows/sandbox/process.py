@@ -19,9 +19,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..journal import ErrorInfo
+from ..core.journal import ErrorInfo
+from ..core.step_errors import error_name, rebuild_error
 from ..workers import Response
-from ..workers.workflows import error_name, rebuild_error
 from .code import INHERIT, WorkerCode, WorkerLimits
 from .errors import ProtocolError, TenantWorkerError
 from .framing import FrameProtocol

@@ -28,8 +28,8 @@ from typing import Any
 
 import msgspec
 
-from ..journal import ErrorInfo, JournalEntry, RunOutcome
-from ..limits import Limits
+from ..core.journal import ErrorInfo, JournalEntry, RunOutcome
+from ..core.limits import Limits
 from ..workers import Headers, Request, Response
 from .errors import ProtocolError, ProtocolVersionError
 

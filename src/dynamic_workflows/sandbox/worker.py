@@ -7,8 +7,8 @@ serves calls. Several calls may be in flight at once, multiplexed by id, each in
 Everything that leaves the process goes through the host over the socket: binding methods
 (:class:`CapabilityProxy`), the global ``fetch``, and a workflow's durable steps
 (:class:`RemoteStepChannel`): the sandbox runs the same replay logic as the engine
-(:class:`~dynamic_workflows.step.WorkflowStep` + :func:`~dynamic_workflows.replay.drive`), with
-the host's journal sent along with the call.
+(:class:`~dynamic_workflows.core.step.WorkflowStep` +
+:func:`~dynamic_workflows.core.replay.drive`), with the host's journal sent along with the call.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import errors as _errors
-from ..clock import Clock, SystemClock
+from ..core.clock import Clock, SystemClock
+from ..core.journal import ErrorInfo, Failed, RunOutcome
+from ..core.replay import ParkPolicy, drive
+from ..core.step import RunState, WorkflowStep
+from ..core.step_errors import error_name, rebuild_error
 from ..gcpolicy import QUIET_BEFORE_WAKE_UP, IdleCollector, tune_gc
-from ..journal import ErrorInfo, Failed, RunOutcome
-from ..replay import ParkPolicy, drive
-from ..step import RunState, WorkflowStep
 from ..workers import FetchResponse, Request, Response
-from ..workers.workflows import error_name, rebuild_error
 from .code import ModuleSource, module_import_name
 from .errors import WorkerCodeError
 from .framing import DEFAULT_MAX_FRAME, FrameProtocol
@@ -152,7 +152,7 @@ class _Registration:
 
 
 class RemoteStepChannel:
-    """The sandbox side of :class:`~dynamic_workflows.step.StepChannel`: every method is a
+    """The sandbox side of :class:`~dynamic_workflows.core.step.StepChannel`: every method is a
     request to the host, which performs it on the engine's live run."""
 
     def __init__(self, server: WorkerServer, call: int, *, timers: Clock | None = None) -> None:
@@ -570,7 +570,7 @@ async def warm_up() -> None:
     """Exercise the code a real call runs (module loading, a fetch, an RPC call, a workflow run,
     the codec), so the copy-on-write faults of a fresh fork are paid before the worker says it
     is ready rather than during its first request."""
-    from ..limits import DEFAULT_LIMITS
+    from ..core.limits import DEFAULT_LIMITS
     from .protocol import ModuleData
 
     runtime = TenantRuntime(

@@ -88,8 +88,8 @@ _PREIMPORTS = (
     "zoneinfo",
     "msgspec",
     "dynamic_workflows.workers",
-    "dynamic_workflows.step",
-    "dynamic_workflows.replay",
+    "dynamic_workflows.core.step",
+    "dynamic_workflows.core.replay",
     "dynamic_workflows.sandbox.worker",
     "dynamic_workflows.sandbox.runtime",
 )

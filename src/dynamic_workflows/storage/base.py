@@ -16,7 +16,7 @@ from typing import Protocol
 
 import msgspec
 
-from ..journal import ErrorInfo, JournalEntry
+from ..core.journal import ErrorInfo, JournalEntry
 
 __all__ = [
     "ACTIVE_STATUSES",

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from ..codec import encode
-from ..journal import ErrorInfo, JournalEntry, StepKind, StepState
+from ..core.codec import encode
+from ..core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from .base import (
     ACTIVE_STATUSES,
     FINITE_STATUSES,

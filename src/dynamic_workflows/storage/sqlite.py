@@ -22,8 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from ..errors import ConfigurationError, StorageError
-from ..journal import ErrorInfo, JournalEntry, StepKind, StepState
 from .base import (
     FINITE_STATUSES,
     Claim,

@@ -7,7 +7,7 @@ import builtins
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ..codec import decode, encode
+from ..core.codec import decode, encode
 
 __all__ = ["Headers", "Request", "Response", "make_request"]
 

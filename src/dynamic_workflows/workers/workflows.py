@@ -2,60 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
+from ..core.step_errors import NonRetryableError, StepError, WorkflowTimeoutError
 
-__all__ = ["NonRetryableError", "StepError", "WorkflowTimeoutError", "rebuild_error"]
-
-
-class NonRetryableError(Exception):
-    """Raise inside a step to fail it at once: no further attempts, whatever its retry policy."""
-
-
-class WorkflowTimeoutError(Exception):
-    """A step ran past its timeout, or a ``wait_for_event`` got no event in time."""
-
-
-class StepError(Exception):
-    """A step's error replayed from storage whose original class is not a builtin one.
-
-    ``name`` is the original class name and ``str(error)`` its message, so an instance that lets
-    it escape reports the same ``{"name", "message"}`` on the first run and on every replay.
-    """
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
-        self.name = name
-
-
-_KNOWN: dict[str, type[Exception]] = {
-    "NonRetryableError": NonRetryableError,
-    "WorkflowTimeoutError": WorkflowTimeoutError,
-}
-
-
-def rebuild_error(name: str, message: str) -> Exception:
-    """The exception to raise for a stored step error: the SDK's own classes and Python's builtin
-    exception classes come back as themselves (so ``except ValueError`` works on replay), anything
-    else as :class:`StepError`."""
-    cls = _KNOWN.get(name)
-    if cls is None:
-        candidate = getattr(builtins, name, None)
-        if (
-            isinstance(candidate, type)
-            and issubclass(candidate, Exception)
-            and not issubclass(candidate, OSError | UnicodeError)  # need extra constructor args
-        ):
-            cls = candidate
-    if cls is not None:
-        try:
-            return cls(message)
-        except Exception:  # a builtin with an unusual constructor
-            pass
-    return StepError(name, message)
-
-
-def error_name(exc: BaseException) -> str:
-    """The name recorded for ``exc``: a replayed StepError keeps its original name."""
-    if isinstance(exc, StepError):
-        return exc.name
-    return type(exc).__name__
+__all__ = ["NonRetryableError", "StepError", "WorkflowTimeoutError"]

@@ -10,7 +10,7 @@ import datetime as _dt
 import math
 import re
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = ["MAX_SLEEP_SECONDS", "parse_duration", "parse_timestamp"]
 

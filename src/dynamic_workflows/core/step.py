@@ -2,12 +2,12 @@
 
 Nothing here does I/O. Every durable effect goes through a :class:`StepChannel` (the engine
 in-process, or a socket from a sandbox), and every completed step is answered from the
-:class:`~dynamic_workflows.journal.JournalEntry` list sent with the run, with no round trip.
+:class:`~dynamic_workflows.core.journal.JournalEntry` list sent with the run, with no round trip.
 
 A step costs one call on the channel (its result, committed before the call returns). Sleeps,
 event waits and retry back-offs are registered on the channel and then *block* on
 ``channel.wake``; when every live branch of the run is blocked, the run is *quiescent* and
-:func:`dynamic_workflows.replay.drive` unwinds it so the instance hibernates.
+:func:`dynamic_workflows.core.replay.drive` unwinds it so the instance hibernates.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ import types
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any, Protocol
 
+from ..errors import LimitExceededError, RunCancelled, WorkflowDefinitionError
 from .clock import Clock
 from .codec import SerializationError, decode, encode
-from .config import StepConfig, resolve_step_config
 from .durations import MAX_SLEEP_SECONDS, parse_duration, parse_timestamp
-from .errors import LimitExceededError, RunCancelled, WorkflowDefinitionError
 from .journal import ErrorInfo, JournalEntry, StepKind, StepState
 from .limits import (
     DEFAULT_LIMITS,
@@ -33,12 +32,13 @@ from .limits import (
     check_step_name,
     check_step_result,
 )
-from .workers.workflows import (
+from .step_errors import (
     NonRetryableError,
     WorkflowTimeoutError,
     error_name,
     rebuild_error,
 )
+from .stepconfig import StepConfig, resolve_step_config
 
 __all__ = ["RunState", "StepChannel", "StepFunction", "WaitRegistration", "WorkflowStep"]
 

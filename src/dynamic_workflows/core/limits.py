@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import (
+from ..errors import (
     InvalidEventTypeError,
     InvalidInstanceIdError,
     LimitExceededError,

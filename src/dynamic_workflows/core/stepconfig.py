@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..errors import ConfigurationError
 from .durations import parse_duration
-from .errors import ConfigurationError
 
 __all__ = ["Backoff", "StepConfig", "resolve_step_config"]
 

@@ -8,12 +8,12 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..errors import LimitExceededError, RunCancelled, RunSuspended
 from .codec import SerializationError, encode
-from .errors import LimitExceededError, RunCancelled, RunSuspended
 from .journal import Cancelled, Completed, ErrorInfo, Failed, RunOutcome, Suspended
 from .limits import DEFAULT_LIMITS, Limits, check_size
 from .step import RunState
-from .workers.workflows import error_name
+from .step_errors import error_name
 
 __all__ = ["drive", "outcome_of_exception"]
 
