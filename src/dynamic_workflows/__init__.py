@@ -4,6 +4,11 @@ The engine (:class:`Engine`) persists instances, steps, timers and events in a :
 backend and replays ``run(event, step)`` on every wake-up. Tenant code is written against
 Cloudflare's Python Workflows SDK, importable here as :mod:`dynamic_workflows.workers` (and as
 ``workers`` by code the runtime loads).
+
+The dispatch library (Cloudflare's ``@cloudflare/dynamic-workflows``) is importable from here, as
+the JS library is from its package root::
+
+    from dynamic_workflows import wrap_workflow_binding, create_dynamic_workflow_entrypoint
 """
 
 from __future__ import annotations
@@ -11,6 +16,12 @@ from __future__ import annotations
 from .binding import Instance, WorkflowBinding
 from .core.clock import Clock, MockClock, SystemClock
 from .core.limits import Limits
+from .dispatch import (
+    DynamicWorkflowBinding,
+    create_dynamic_workflow_entrypoint,
+    dispatch_workflow,
+    wrap_workflow_binding,
+)
 from .engine import Engine
 from .errors import (
     BatchError,
@@ -22,6 +33,7 @@ from .errors import (
     InvalidEventTypeError,
     InvalidInstanceIdError,
     LimitExceededError,
+    MissingDispatcherMetadataError,
     StorageError,
     UnknownWorkflowError,
     WorkflowDefinitionError,
@@ -35,6 +47,7 @@ __all__ = [
     "CannotTerminateError",
     "Clock",
     "ConfigurationError",
+    "DynamicWorkflowBinding",
     "DynamicWorkflowsError",
     "Engine",
     "Instance",
@@ -45,6 +58,7 @@ __all__ = [
     "LimitExceededError",
     "Limits",
     "MemoryStorage",
+    "MissingDispatcherMetadataError",
     "MockClock",
     "SQLiteStorage",
     "Status",
@@ -55,7 +69,10 @@ __all__ = [
     "WorkflowBinding",
     "WorkflowDefinitionError",
     "WorkflowError",
+    "create_dynamic_workflow_entrypoint",
+    "dispatch_workflow",
     "open_storage",
+    "wrap_workflow_binding",
 ]
 
 __version__ = "0.1.0"

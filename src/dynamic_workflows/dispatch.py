@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .core.codec import SerializationError, encode
-from .errors import DynamicWorkflowsError, WorkflowError
+from .errors import MissingDispatcherMetadataError, WorkflowError
 from .workers import WorkflowEntrypoint
 
 __all__ = [
@@ -44,17 +44,6 @@ METADATA_KEY = "__dispatcherMetadata"
 
 _current_env: contextvars.ContextVar[Any] = contextvars.ContextVar("dwf_dispatcher_env")
 _MISSING: Any = object()
-
-
-class MissingDispatcherMetadataError(DynamicWorkflowsError):
-    """A dynamic workflow's event carries no dispatcher metadata: the instance was created
-    through the raw binding instead of a wrapped one."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "dynamic-workflows: workflow event is missing dispatcher metadata. Did you forget to "
-            "wrap the Workflow binding with wrap_workflow_binding()?"
-        )
 
 
 class bind_env:  # a context manager used as a function: ``with bind_env(env):``

@@ -1,10 +1,14 @@
-"""Every error this package raises on purpose.
+"""Every error this package raises on purpose, in one tree.
 
 The tree::
 
     DynamicWorkflowsError                 root of everything raised by dynamic_workflows
     ├── ConfigurationError                bad engine/step configuration (durations, retries, URLs)
+    │   ├── WorkerCodeError               a WorkerCode field is missing or invalid (names it)
+    │   ├── ProjectConfigError            wrangler.jsonc/.toml missing or wrong (file, field)
+    │   └── ProjectLoadError              the project's main module cannot be imported/used
     ├── StorageError                      the database failed or is unusable
+    ├── SerializationError                a value cannot be turned into JSON (also a TypeError)
     ├── WorkflowError                     an operation on a workflow or instance was refused;
     │   │                                 ``code`` is Cloudflare's (``instance.not_found``...)
     │   ├── InvalidInstanceIdError        id not ``^[a-zA-Z0-9_][a-zA-Z0-9-_]*$`` or > 100 chars
@@ -15,10 +19,22 @@ The tree::
     │   ├── BatchError                    empty batch or more than 100 items
     │   ├── UnknownWorkflowError          no workflow registered under that name
     │   └── LimitExceededError            size/count limits (params, payloads, results, steps)
-    └── WorkflowDefinitionError           the tenant used the SDK wrongly (bad step name, params)
+    ├── WorkflowDefinitionError           the tenant used the SDK wrongly (bad step name, params)
+    ├── MissingDispatcherMetadataError    a dynamic workflow's event lacks the dispatch envelope
+    ├── TenantWorkerError                 a tenant's worker process died, broke a limit or stopped
+    │                                     answering; names the tenant and the cause
+    ├── SandboxUnavailableError           this machine cannot confine untrusted code as required
+    ├── ProtocolError                     a malformed frame or message on a worker socket
+    │   ├── FrameTooLargeError            a frame over the size limit
+    │   └── ProtocolVersionError          the two sides speak different protocol versions
+    ├── BodyTooLargeError                 an HTTP request body over the host's limit (ValueError)
+    ├── ListenError                       a host listener's address cannot be bound (OSError)
+    └── AdminError                        a call to the admin API from ``dwf`` failed
 
-Tenant-visible errors that Cloudflare's SDK defines live in :mod:`dynamic_workflows.workers`
-(``NonRetryableError``) and are plain ``Exception`` subclasses, as there.
+Tenant-visible errors that Cloudflare's SDK defines (``NonRetryableError``,
+``WorkflowTimeoutError``, and ``StepError`` for a replayed error of a non-builtin class) are
+plain ``Exception`` subclasses, as there: they live in :mod:`dynamic_workflows.core.step_errors`
+and tenant code imports them from ``workers.workflows``.
 
 The engine's control signals (:class:`RunSuspended`, :class:`RunCancelled`) derive from
 ``BaseException`` so that a tenant's ``except Exception`` cannot swallow them.
@@ -26,20 +42,35 @@ The engine's control signals (:class:`RunSuspended`, :class:`RunCancelled`) deri
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
+    "AdminError",
     "BatchError",
+    "BodyTooLargeError",
     "CannotTerminateError",
     "ConfigurationError",
     "DynamicWorkflowsError",
+    "FrameTooLargeError",
     "InstanceAlreadyExistsError",
     "InstanceNotFoundError",
     "InvalidEventTypeError",
     "InvalidInstanceIdError",
     "LimitExceededError",
+    "ListenError",
+    "MissingDispatcherMetadataError",
+    "ProjectConfigError",
+    "ProjectLoadError",
+    "ProtocolError",
+    "ProtocolVersionError",
     "RunCancelled",
     "RunSuspended",
+    "SandboxUnavailableError",
+    "SerializationError",
     "StorageError",
+    "TenantWorkerError",
     "UnknownWorkflowError",
+    "WorkerCodeError",
     "WorkflowDefinitionError",
     "WorkflowError",
 ]
@@ -147,6 +178,104 @@ class LimitExceededError(WorkflowError):
     """A size or count limit was exceeded; the message names the limit and the value."""
 
     code = "limit.exceeded"
+
+
+class SerializationError(DynamicWorkflowsError, TypeError):
+    """A value cannot be turned into JSON; the message says which type."""
+
+
+class MissingDispatcherMetadataError(DynamicWorkflowsError):
+    """A dynamic workflow's event carries no dispatcher metadata: the instance was created
+    through the raw binding instead of a wrapped one."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "dynamic-workflows: workflow event is missing dispatcher metadata. Did you forget to "
+            "wrap the Workflow binding with wrap_workflow_binding()?"
+        )
+
+
+class WorkerCodeError(ConfigurationError):
+    """A :class:`~dynamic_workflows.sandbox.code.WorkerCode` field is missing or invalid."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"WorkerCode.{field}: {problem}")
+        self.field = field
+
+
+class ProjectConfigError(ConfigurationError):
+    """A project's configuration is missing, unreadable or wrong; names file, field, problem."""
+
+    def __init__(self, file: str | Path, field: str, problem: str) -> None:
+        where = f"{file}: {field}" if field else str(file)
+        super().__init__(f"{where}: {problem}")
+        self.file = str(file)
+        self.field = field
+        self.problem = problem
+
+
+class ProjectLoadError(ConfigurationError):
+    """The project's main module cannot be imported, or does not export what the config names."""
+
+
+class TenantWorkerError(DynamicWorkflowsError):
+    """A tenant's worker died, exceeded a limit or stopped answering.
+
+    Only the calls of that tenant's worker fail; the next call gets a fresh process.
+    ``tenant`` is the loader id, ``reason`` what happened (for example
+    ``"call exceeded the wall-time limit of 5000 ms"``).
+    """
+
+    def __init__(self, tenant: str, reason: str) -> None:
+        super().__init__(f"tenant {tenant!r}: {reason}")
+        self.tenant = tenant
+        self.reason = reason
+
+
+class SandboxUnavailableError(DynamicWorkflowsError):
+    """The machine (or this child) cannot confine untrusted code as the policy requires.
+
+    Raised when the fail-closed rule is not met (seccomp and either Landlock or a network
+    namespace; and Landlock whenever the children would run as uid 0), and when a layer fails to
+    apply in a child; the message names the layer and the reason.
+    """
+
+
+class ProtocolError(DynamicWorkflowsError):
+    """A frame or message on a worker's socket is malformed."""
+
+
+class FrameTooLargeError(ProtocolError):
+    """A frame is larger than the configured maximum."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size:,} bytes exceeds the limit of {limit:,} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class ProtocolVersionError(ProtocolError):
+    """The peer speaks another version of the worker protocol."""
+
+    def __init__(self, ours: int, theirs: object) -> None:
+        super().__init__(
+            f"worker protocol version mismatch: this side speaks version {ours}, the peer "
+            f"speaks {theirs!r} (host and sandbox must run the same dynamic_workflows release)"
+        )
+        self.ours = ours
+        self.theirs = theirs
+
+
+class BodyTooLargeError(DynamicWorkflowsError, ValueError):
+    """An HTTP request body is over the host's limit."""
+
+
+class ListenError(DynamicWorkflowsError, OSError):
+    """A listener's address cannot be bound; the message names it."""
+
+
+class AdminError(DynamicWorkflowsError):
+    """A call to the admin API failed; the message says why, in one line."""
 
 
 class RunSuspended(BaseException):

@@ -18,6 +18,7 @@ def test_package_exports_are_pinned() -> None:
         "CannotTerminateError",
         "Clock",
         "ConfigurationError",
+        "DynamicWorkflowBinding",
         "DynamicWorkflowsError",
         "Engine",
         "Instance",
@@ -28,6 +29,7 @@ def test_package_exports_are_pinned() -> None:
         "LimitExceededError",
         "Limits",
         "MemoryStorage",
+        "MissingDispatcherMetadataError",
         "MockClock",
         "SQLiteStorage",
         "Status",
@@ -38,7 +40,10 @@ def test_package_exports_are_pinned() -> None:
         "WorkflowBinding",
         "WorkflowDefinitionError",
         "WorkflowError",
+        "create_dynamic_workflow_entrypoint",
+        "dispatch_workflow",
         "open_storage",
+        "wrap_workflow_binding",
     ]
     for name in dynamic_workflows.__all__:
         assert getattr(dynamic_workflows, name) is not None
@@ -91,3 +96,95 @@ def test_no_top_level_workers_distribution_is_installed() -> None:
         check=True,
     )
     assert proc.stdout.strip() == "True"
+
+
+def test_the_dispatch_library_is_importable_from_the_root() -> None:
+    from dynamic_workflows import (
+        DynamicWorkflowBinding,
+        MissingDispatcherMetadataError,
+        create_dynamic_workflow_entrypoint,
+        dispatch,
+        dispatch_workflow,
+        wrap_workflow_binding,
+    )
+
+    assert wrap_workflow_binding is dispatch.wrap_workflow_binding
+    assert create_dynamic_workflow_entrypoint is dispatch.create_dynamic_workflow_entrypoint
+    assert DynamicWorkflowBinding is dispatch.DynamicWorkflowBinding
+    assert dispatch_workflow is dispatch.dispatch_workflow
+    assert MissingDispatcherMetadataError is dispatch.MissingDispatcherMetadataError
+
+
+def test_dispatch_exports_are_pinned() -> None:
+    from dynamic_workflows import dispatch
+
+    assert sorted(dispatch.__all__) == [
+        "DynamicWorkflowBinding",
+        "METADATA_KEY",
+        "MissingDispatcherMetadataError",
+        "bind_env",
+        "create_dynamic_workflow_entrypoint",
+        "dispatch_workflow",
+        "scope_of",
+        "wrap_workflow_binding",
+    ]
+
+
+def test_testing_exports_are_pinned() -> None:
+    from dynamic_workflows import testing
+
+    assert sorted(testing.__all__) == ["WorkflowTestEnv"]
+
+
+def test_workers_exports_are_pinned() -> None:
+    from dynamic_workflows.workers import workflows
+
+    assert sorted(workers.__all__) == [
+        "Env",
+        "ExecutionContext",
+        "FetchResponse",
+        "Headers",
+        "NonRetryableError",
+        "Request",
+        "Response",
+        "WorkerEntrypoint",
+        "WorkflowEntrypoint",
+        "fetch",
+    ]
+    assert sorted(workflows.__all__) == ["NonRetryableError", "StepError", "WorkflowTimeoutError"]
+
+
+# Exception classes that never leave the module defining them: each is caught there and turned
+# into an error of the tree (or an HTTP answer) before anything else sees it.
+_INTERNAL_ERRORS = {
+    "dynamic_workflows.host.admin.APIError": "an HTTP error answer inside the admin app",
+    "dynamic_workflows.host.jsonc.JSONCError": "turned into ProjectConfigError by host.config",
+}
+
+
+def test_every_error_class_in_the_package_is_in_the_one_tree() -> None:
+    import pkgutil
+
+    from dynamic_workflows import errors
+    from dynamic_workflows.core import step_errors
+
+    tenant_sdk = {getattr(step_errors, n) for n in step_errors.__all__}
+    tree = {getattr(errors, n) for n in errors.__all__}
+    stray = []
+    for info in pkgutil.walk_packages(dynamic_workflows.__path__, "dynamic_workflows."):
+        if info.name.endswith((".zygote", ".__main__")):
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+                and value not in tree
+                and value not in tenant_sdk
+                and f"{info.name}.{value.__name__}" not in _INTERNAL_ERRORS
+            ):
+                stray.append(f"{info.name}.{value.__name__}")
+    assert stray == [], "error classes outside dynamic_workflows.errors: " + ", ".join(stray)
+    for name in errors.__all__:
+        assert name in (errors.__doc__ or ""), f"{name} is missing from the tree in errors.py"

@@ -6,14 +6,12 @@ from typing import Any
 
 import msgspec
 
+from ..errors import SerializationError
+
 __all__ = ["SerializationError", "decode", "encode"]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
-
-
-class SerializationError(TypeError):
-    """A value cannot be turned into JSON; the message says which type."""
 
 
 def encode(value: object) -> bytes:

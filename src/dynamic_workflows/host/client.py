@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import AdminError
 from .app import EXPLORER_API
 
 __all__ = ["DEFAULT_URL", "AdminClient", "AdminError", "Printer"]
@@ -32,10 +33,6 @@ _STATUS_STYLE = {
     "running": "cyan",
     "queued": "cyan",
 }
-
-
-class AdminError(Exception):
-    """A call to the admin API failed; the message says why, in one line."""
 
 
 def _q(value: str) -> str:

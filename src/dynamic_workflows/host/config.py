@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ProjectConfigError
 from . import jsonc
 
 __all__ = [
@@ -52,17 +52,6 @@ _USED = {
 }
 _WORKFLOW_NAME_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class ProjectConfigError(ConfigurationError):
-    """A project's configuration is missing, unreadable or wrong; names file, field, problem."""
-
-    def __init__(self, file: str | Path, field: str, problem: str) -> None:
-        where = f"{file}: {field}" if field else str(file)
-        super().__init__(f"{where}: {problem}")
-        self.file = str(file)
-        self.field = field
-        self.problem = problem
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response as HTTPResponse
 from starlette.types import Receive, Scope
 
+from ..errors import BodyTooLargeError
 from ..workers import Request, Response
 
 __all__ = [
@@ -30,10 +31,6 @@ MAX_BODY = 100 * 1024 * 1024
 """Cloudflare's request body limit on the Free and Pro plans: 100 MB."""
 
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
-
-
-class BodyTooLargeError(ValueError):
-    """The request body is over the limit."""
 
 
 async def to_workers_request(request: HTTPRequest, *, max_body: int = MAX_BODY) -> Request:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..core.ids import uuid4_str
 from ..dispatch import bind_env
 from ..engine import Engine
-from ..errors import ConfigurationError
+from ..errors import ProjectLoadError
 from ..storage import open_storage
 from ..workers import Env, ExecutionContext, Request, Response, WorkerEntrypoint
 from ..workers._fetch import use_http_client
@@ -46,10 +46,6 @@ host process itself (``--trusted``)."""
 
 DRAIN_TIMEOUT = 10.0
 """How long a stop waits for ``ctx.wait_until`` work of finished requests."""
-
-
-class ProjectLoadError(ConfigurationError):
-    """The project's main module cannot be imported, or does not export what the config names."""
 
 
 class _Bound:

@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from ..errors import ListenError
 from ..gcpolicy import IdleCollector, tune_gc
 from .config import load_config
 from .live import LiveProject, watch_files
@@ -31,10 +32,6 @@ from .project import LoaderMode, Project
 __all__ = ["ListenError", "Listener", "bind", "run_listeners", "serve_project", "setup_logging"]
 
 log = logging.getLogger("dynamic_workflows.host")
-
-
-class ListenError(OSError):
-    """A listener's address cannot be bound; the message names it."""
 
 
 @dataclass

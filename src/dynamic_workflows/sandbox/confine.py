@@ -82,7 +82,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ..errors import ConfigurationError, DynamicWorkflowsError
+from ..errors import ConfigurationError, SandboxUnavailableError
 from . import landlock, namespaces, seccomp_filter
 
 __all__ = [
@@ -126,16 +126,6 @@ _prctl_call.argtypes = (
     ctypes.c_ulong,
 )
 _prctl_call.restype = ctypes.c_int
-
-
-class SandboxUnavailableError(DynamicWorkflowsError):
-    """The machine (or this child) cannot confine untrusted code as the policy requires.
-
-    Raised by :func:`prepare` when the fail-closed rule is not met (seccomp and either
-    Landlock or a network namespace; and Landlock whenever the children would run as uid 0),
-    and by :func:`confine_child` when a layer fails to apply or a kept descriptor is a
-    datagram socket; the message names the layer and the reason.
-    """
 
 
 @dataclass(frozen=True)
