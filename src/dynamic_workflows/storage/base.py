@@ -7,11 +7,17 @@ deleted), so a stale run can never write over a newer one.
 ``wake_at`` on an instance row means "claim me at this time": it is set for ``queued`` (ready
 now) and ``waiting`` (a timer) instances, and for running ones when an event arrived during the
 run (so the hibernation that follows does not miss it). Claiming clears it.
+
+Several nodes may share one database (PostgreSQL, ``shared`` is True): a claimed run's row then
+names its ``owner`` (the claiming node's ``node_id``) until a lease time, which the owner renews
+(``renew_leases``); a row whose lease ran out is taken over by the next node that claims it, with
+its generation bumped so that the old owner's writes are refused. The single-node backends
+(memory, SQLite) have one owner, always; for them the lease methods are trivial.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -247,4 +253,49 @@ class Storage(Protocol):
     async def recover(self, now: float) -> int:
         """After a crash of the only node: requeue ``running``, and pause ``waitingForPause``.
         Returns how many instances were requeued."""
+        ...
+
+    # -- several nodes ---------------------------------------------------------------------------
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes may use the same database at once (PostgreSQL): runs are
+        then held under leases that the engine must renew. False for memory and SQLite."""
+        ...
+
+    @property
+    def node_id(self) -> str:
+        """This process's name in the database: the ``owner`` of the runs it claimed."""
+        ...
+
+    async def heartbeat(self, now: float) -> None:
+        """Say that this node is alive (its row in ``nodes``, for the operators' view)."""
+        ...
+
+    async def renew_leases(self, pks: Sequence[int], now: float) -> set[int]:
+        """Extend the lease of each of ``pks`` that this node still holds, in one statement.
+        Returns the pks of ``pks`` it does not hold any more (terminated, restarted, deleted or
+        taken over after a lapsed lease): their runs must stop."""
+        ...
+
+    async def park_run(self, pk: int, generation: int, wake_at: float | None, now: float) -> bool:
+        """Keep a live ``running`` run warm in this process until ``wake_at`` (None: until an
+        event): on a shared database its row reads ``waiting`` meanwhile, still held by this node
+        (no other node claims it while the lease lives). False if the run is not live and
+        running (stale, or a pause is pending: suspend it instead). Single-node backends leave
+        the row ``running``."""
+        ...
+
+    async def unpark_run(self, pk: int, generation: int, now: float) -> bool:
+        """A parked run goes on: its row is ``running`` again (``wake_at`` cleared, as a claim
+        does). False if this node does not hold it any more (its warm state must be dropped).
+        An event that arrived while it was parked is in the journal already."""
+        ...
+
+    async def listen(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(kind, subject)`` for every committed change, by any node (this one
+        included), that a node may need to act on: ``("new", workflow)``, ``("event", pk)``,
+        ``("control", pk)``, ``("due", pk)``; and ``("reconnected", "")`` after a lost
+        notification channel came back (anything may have been missed: poll). Returns once
+        listening; single-node backends never call it (there is nobody else)."""
         ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -416,3 +416,28 @@ class MemoryStorage:
             elif inst.row.status == Status.WAITING_FOR_PAUSE:
                 self._set(inst, status=Status.PAUSED, wake_at=None, updated_at=now)
         return count
+
+    # -- several nodes: there is only this one -----------------------------------------------
+
+    shared = False
+    node_id = "local"
+
+    async def heartbeat(self, now: float) -> None:
+        return None
+
+    async def renew_leases(self, pks: Sequence[int], now: float) -> set[int]:
+        return {
+            pk
+            for pk in pks
+            if (inst := self._by_pk.get(pk)) is None or inst.row.status not in ACTIVE_STATUSES
+        }
+
+    async def park_run(self, pk: int, generation: int, wake_at: float | None, now: float) -> bool:
+        inst = self._live(pk, generation)  # nobody else claims: the row stays running
+        return inst is not None and inst.row.status == Status.RUNNING
+
+    async def unpark_run(self, pk: int, generation: int, now: float) -> bool:
+        return self._live(pk, generation) is not None
+
+    async def listen(self, callback: Callable[[str, str], None]) -> None:
+        return None  # every change is made by this process's engine, which knows of it

@@ -801,3 +801,32 @@ class SQLiteStorage:
             return cur.rowcount
 
         return await self._submit(op)
+
+    # -- several nodes: one process owns the file --------------------------------------------
+
+    shared = False
+    node_id = "local"
+
+    async def heartbeat(self, now: float) -> None:
+        return None
+
+    async def renew_leases(self, pks: Sequence[int], now: float) -> set[int]:
+        def op(conn: sqlite3.Connection) -> set[int]:
+            return set(pks) - set(_live_generations(conn, list(set(pks))))
+
+        return await self._submit(op)
+
+    async def park_run(self, pk: int, generation: int, wake_at: float | None, now: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:  # nobody else claims: the row stays running
+            r = conn.execute(
+                "SELECT status, generation FROM instances WHERE pk=?", (pk,)
+            ).fetchone()
+            return r is not None and r[1] == generation and r[0] == Status.RUNNING
+
+        return await self._submit(op)
+
+    async def unpark_run(self, pk: int, generation: int, now: float) -> bool:
+        return await self._submit(lambda conn: _live(conn, pk, generation))
+
+    async def listen(self, callback: Callable[[str, str], None]) -> None:
+        return None  # every change is made by this process's engine, which knows of it
