@@ -8,6 +8,11 @@ deleted), so a stale run can never write over a newer one.
 now) and ``waiting`` (a timer) instances, and for running ones when an event arrived during the
 run (so the hibernation that follows does not miss it). Claiming clears it.
 
+Which status goes where is decided in :mod:`dynamic_workflows.core.transitions`, once for every
+backend: a backend loads the state an action needs, calls the transition and applies the change
+it returns in the method's transaction. The statuses and the answers (``ControlResult``,
+``WaitResult``, ``EventDelivery``) are defined there and re-exported here.
+
 Several nodes may share one database (PostgreSQL, ``shared`` is True): a claimed run's row then
 names its ``owner`` (the claiming node's ``node_id``) until a lease time, which the owner renews
 (``renew_leases``); a row whose lease ran out is taken over by the next node that claims it, with
@@ -23,6 +28,14 @@ from typing import Protocol
 import msgspec
 
 from ..core.journal import ErrorInfo, JournalEntry
+from ..core.transitions import (
+    ACTIVE_STATUSES,
+    FINITE_STATUSES,
+    ControlResult,
+    EventDelivery,
+    Status,
+    WaitResult,
+)
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -36,37 +49,6 @@ __all__ = [
     "Storage",
     "WaitResult",
 ]
-
-
-class Status:
-    """Instance statuses, spelled as Cloudflare's."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    PAUSED = "paused"
-    ERRORED = "errored"
-    TERMINATED = "terminated"
-    COMPLETE = "complete"
-    WAITING = "waiting"
-    WAITING_FOR_PAUSE = "waitingForPause"
-    UNKNOWN = "unknown"
-
-    ALL = (
-        QUEUED,
-        RUNNING,
-        PAUSED,
-        ERRORED,
-        TERMINATED,
-        COMPLETE,
-        WAITING,
-        WAITING_FOR_PAUSE,
-        UNKNOWN,
-    )
-
-
-FINITE_STATUSES = frozenset({Status.COMPLETE, Status.ERRORED, Status.TERMINATED})
-ACTIVE_STATUSES = frozenset({Status.RUNNING, Status.WAITING_FOR_PAUSE})
-"""Statuses in which a live run may write."""
 
 
 class NewInstance(msgspec.Struct, frozen=True):
@@ -99,30 +81,6 @@ class Claim(msgspec.Struct, frozen=True):
 
     instance: InstanceRow
     journal: list[JournalEntry]
-
-
-class WaitResult(msgspec.Struct, frozen=True):
-    """``register_wait``'s answer: the deadline, and a buffered event consumed for it."""
-
-    deadline: float
-    value: bytes | None
-
-
-class EventDelivery(msgspec.Struct, frozen=True):
-    """``add_event`` consumed the event for a waiting step: the run waiting on
-    ``(name, count)`` gets ``value``."""
-
-    name: str
-    count: int
-    value: bytes
-
-
-class ControlResult(msgspec.Struct, frozen=True):
-    """What a control action did: the status before and after (``None`` if no such pk)."""
-
-    before: str
-    after: str
-    generation: int
 
 
 class Storage(Protocol):
@@ -242,7 +200,8 @@ class Storage(Protocol):
     async def control(
         self, pk: int, action: str, now: float, *, restart_from: tuple[str, int] | None = None
     ) -> ControlResult | None:
-        """``pause``, ``resume``, ``terminate`` or ``restart`` (see the engine for the rules).
+        """``pause``, ``resume``, ``terminate`` or ``restart`` (ValueError for anything else;
+        the rules are :func:`~dynamic_workflows.core.transitions.control`'s).
         ``terminate`` of a finite instance changes nothing (``after == before``). A restart
         ``restart_from`` a step ``(name, count)`` keeps the steps recorded before it (and the
         events); otherwise it clears the journal and the consumed events."""
