@@ -80,7 +80,9 @@ __all__ = [
     "event_value",
     "expire_wait",
     "finish_run",
+    "is_held",
     "is_live",
+    "may_park",
     "recover",
     "recover_plan",
     "register_wait",
@@ -297,6 +299,17 @@ NO_CHANGE = Change()
 def is_live(status: str, generation: int, expected: int) -> bool:
     """Whether the run of generation ``expected`` still owns an instance in this state."""
     return generation == expected and status in ACTIVE_STATUSES
+
+
+def is_held(status: str) -> bool:
+    """Whether some run owns an instance in this status (whatever its generation)."""
+    return status in ACTIVE_STATUSES
+
+
+def may_park(status: str, generation: int, expected: int) -> bool:
+    """Whether the live run of generation ``expected`` may park (stay warm in its process until
+    its wake-up): only while running, not while a pause is pending (it suspends then)."""
+    return generation == expected and status == Status.RUNNING
 
 
 def _live(state: InstanceState | None, generation: int) -> bool:

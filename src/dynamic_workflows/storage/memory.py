@@ -1,4 +1,8 @@
-"""An in-memory backend for tests and throwaway runs: SQLite's semantics, no durability."""
+"""An in-memory backend for tests and throwaway runs: SQLite's semantics, no durability.
+
+Every state change is :mod:`~dynamic_workflows.core.transitions`'s: a method finds the instance,
+asks the transition, and applies the answer to its dicts.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,14 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from ..core.codec import encode
-from ..core.journal import ErrorInfo, JournalEntry, StepKind, StepState
+from ..core import transitions as t
+from ..core.journal import ErrorInfo, JournalEntry
 from .base import (
-    ACTIVE_STATUSES,
-    FINITE_STATUSES,
     Claim,
     ControlResult,
     EventDelivery,
     InstanceRow,
     NewInstance,
-    Status,
     WaitResult,
 )
 
@@ -26,24 +27,13 @@ __all__ = ["MemoryStorage"]
 
 
 @dataclass
-class _Event:
-    seq: int
-    type: str
-    payload: bytes
-    created_at: float
-    consumed: bool = False
-
-
-@dataclass
 class _Instance:
     row: InstanceRow
     steps: dict[tuple[str, int], JournalEntry] = field(default_factory=dict)
-    events: list[_Event] = field(default_factory=list)
-
-
-def event_value(event_type: str, payload: bytes, timestamp: float) -> bytes:
-    """The JSON a consumed event is stored as: ``{"type", "payload", "timestamp"}``."""
-    return encode({"type": event_type, "payload": msgspec.Raw(payload), "timestamp": timestamp})
+    """In the order the steps were first recorded."""
+    buffered: list[t.BufferedEvent] = field(default_factory=list)
+    """Events not consumed yet, in arrival order."""
+    consumed: list[t.BufferedEvent] = field(default_factory=list)
 
 
 class MemoryStorage:
@@ -64,20 +54,17 @@ class MemoryStorage:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _set(self, inst: _Instance, **changes: object) -> InstanceRow:
-        row = msgspec.structs.replace(inst.row, **changes)
-        inst.row = row
-        if row.wake_at is not None:
-            heapq.heappush(self._due, (row.wake_at, row.pk))
-        return row
+    def _apply(self, inst: _Instance, change: t.Change) -> InstanceRow:
+        updates = change.updates()
+        if updates:
+            inst.row = msgspec.structs.replace(inst.row, **updates)
+            if inst.row.wake_at is not None:
+                heapq.heappush(self._due, (inst.row.wake_at, inst.row.pk))
+        return inst.row
 
-    def _live(self, pk: int, generation: int) -> _Instance | None:
-        inst = self._by_pk.get(pk)
-        if inst is None or inst.row.generation != generation:
-            return None
-        if inst.row.status not in ACTIVE_STATUSES:
-            return None
-        return inst
+    def _update_step(self, inst: _Instance, update: t.StepUpdate) -> None:
+        key = (update.name, update.count)
+        inst.steps[key] = msgspec.structs.replace(inst.steps[key], **update.updates())
 
     # -- instances --------------------------------------------------------------------------
 
@@ -97,7 +84,7 @@ class MemoryStorage:
                 workflow=item.workflow,
                 scope=item.scope,
                 id=item.id,
-                status=Status.QUEUED,
+                status=t.INITIAL_STATUS,
                 params=item.params,
                 generation=0,
                 created_at=now,
@@ -171,16 +158,10 @@ class MemoryStorage:
             inst = self._by_pk.get(pk)
             if inst is None or inst.row.wake_at != wake_at:
                 continue  # stale heap entry
-            if inst.row.status not in (Status.QUEUED, Status.WAITING):
+            change = t.claim(inst.row, now)
+            if change is None:
                 continue
-            row = self._set(
-                inst,
-                status=Status.RUNNING,
-                wake_at=None,
-                updated_at=now,
-                started_at=inst.row.started_at or now,
-            )
-            claims.append(Claim(row, list(inst.steps.values())))
+            claims.append(Claim(self._apply(inst, change), list(inst.steps.values())))
         return claims
 
     async def next_due(self) -> float | None:
@@ -190,7 +171,7 @@ class MemoryStorage:
             if (
                 inst is not None
                 and inst.row.wake_at == wake_at
-                and inst.row.status in (Status.QUEUED, Status.WAITING)
+                and inst.row.status in t.CLAIMABLE_STATUSES
             ):
                 return wake_at
             heapq.heappop(self._due)
@@ -203,10 +184,12 @@ class MemoryStorage:
     ) -> list[bool]:
         done: list[bool] = []
         for pk, generation, entry in writes:
-            inst = self._live(pk, generation)
-            if inst is not None:
+            inst = self._by_pk.get(pk)
+            if inst is not None and t.is_live(inst.row.status, inst.row.generation, generation):
                 inst.steps[(entry.name, entry.count)] = entry
-            done.append(inst is not None)
+                done.append(True)
+            else:
+                done.append(False)
         return done
 
     async def register_wait(
@@ -219,49 +202,32 @@ class MemoryStorage:
         deadline: float,
         now: float,
     ) -> WaitResult | None:
-        inst = self._live(pk, generation)
+        inst = self._by_pk.get(pk)
         if inst is None:
             return None
-        for event in inst.events:
-            if not event.consumed and event.type == event_type:
-                event.consumed = True
-                value = event_value(event.type, event.payload, event.created_at)
-                inst.steps[(name, count)] = JournalEntry(
-                    name,
-                    count,
-                    StepKind.WAIT,
-                    StepState.DONE,
-                    value=value,
-                    wake_at=deadline,
-                    event_type=event_type,
-                )
-                return WaitResult(deadline, value)
-        inst.steps[(name, count)] = JournalEntry(
-            name,
-            count,
-            StepKind.WAIT,
-            StepState.WAITING,
-            wake_at=deadline,
-            event_type=event_type,
+        outcome = t.register_wait(
+            inst.row, generation, name, count, event_type, deadline, inst.buffered
         )
-        return WaitResult(deadline, None)
+        if outcome is None:
+            return None
+        if outcome.consumed is not None:
+            inst.buffered.remove(outcome.consumed)
+            inst.consumed.append(outcome.consumed)
+        inst.steps[(name, count)] = outcome.entry
+        return outcome.result
 
     async def expire_wait(
         self, pk: int, generation: int, name: str, count: int, error: ErrorInfo, now: float
     ) -> tuple[bool, bytes | None] | None:
-        inst = self._live(pk, generation)
+        inst = self._by_pk.get(pk)
         if inst is None:
             return None
-        entry = inst.steps.get((name, count))
-        if entry is None:
+        outcome = t.expire_wait(inst.row, generation, inst.steps.get((name, count)), error)
+        if outcome is None:
             return None
-        if entry.state == StepState.DONE:
-            return (False, entry.value)
-        if entry.state == StepState.WAITING:
-            inst.steps[(name, count)] = msgspec.structs.replace(
-                entry, state=StepState.FAILED, error=error
-            )
-        return (True, None)
+        if outcome.step is not None:
+            self._update_step(inst, outcome.step)
+        return (outcome.timed_out, outcome.value)
 
     async def add_event(
         self, pk: int, event_type: str, payload: bytes, now: float
@@ -269,31 +235,16 @@ class MemoryStorage:
         inst = self._by_pk.get(pk)
         if inst is None:
             return None
-        event = _Event(self._next_seq, event_type, payload, now)
+        outcome = t.add_event(inst.row, event_type, payload, now, inst.steps.values())
+        event = t.BufferedEvent(self._next_seq, event_type, payload, now)
         self._next_seq += 1
-        inst.events.append(event)
-        if inst.row.status in FINITE_STATUSES:
-            return None
-        waiting = [
-            e
-            for e in inst.steps.values()
-            if e.state == StepState.WAITING
-            and e.event_type == event_type
-            and (e.wake_at is None or e.wake_at > now)
-        ]
-        if not waiting:
-            return None
-        entry = min(waiting, key=lambda e: (e.wake_at or 0.0, e.name, e.count))
-        event.consumed = True
-        value = event_value(event_type, payload, now)
-        inst.steps[(entry.name, entry.count)] = msgspec.structs.replace(
-            entry, state=StepState.DONE, value=value
-        )
-        if inst.row.status == Status.WAITING:
-            self._set(inst, status=Status.QUEUED, wake_at=now, updated_at=now)
-        elif inst.row.status in ACTIVE_STATUSES:
-            self._set(inst, wake_at=now)
-        return EventDelivery(entry.name, entry.count, value)
+        if outcome.step is None:
+            inst.buffered.append(event)
+        else:
+            inst.consumed.append(event)
+            self._update_step(inst, outcome.step)
+        self._apply(inst, outcome.change)
+        return outcome.delivery
 
     async def finish_run(
         self,
@@ -304,101 +255,63 @@ class MemoryStorage:
         error: ErrorInfo | None,
         now: float,
     ) -> bool:
-        inst = self._live(pk, generation)
+        inst = self._by_pk.get(pk)
         if inst is None:
             return False
-        self._set(
-            inst,
-            status=status,
-            output=output,
-            error=error,
-            wake_at=None,
-            updated_at=now,
-            ended_at=now,
-        )
+        change = t.finish_run(inst.row, generation, status, output, error, now)
+        if change is None:
+            return False
+        self._apply(inst, change)
         return True
 
     async def suspend_run(
         self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
     ) -> str | None:
-        inst = self._live(pk, generation)
+        inst = self._by_pk.get(pk)
         if inst is None:
             return None
-        if inst.row.status == Status.WAITING_FOR_PAUSE:
-            self._set(inst, status=Status.PAUSED, wake_at=None, updated_at=now)
-            return Status.PAUSED
-        if held_by_pause:  # the pause was lifted while the run wound down
-            wake_at = now
-        pending = inst.row.wake_at
-        if pending is not None:
-            wake_at = pending if wake_at is None else min(wake_at, pending)
-        self._set(inst, status=Status.WAITING, wake_at=wake_at, updated_at=now)
-        return Status.WAITING
+        outcome = t.suspend_run(inst.row, generation, wake_at, held_by_pause, now)
+        if outcome is None:
+            return None
+        self._apply(inst, outcome.change)
+        return outcome.status
 
     async def release_run(self, pk: int, generation: int, now: float) -> bool:
-        inst = self._live(pk, generation)
+        inst = self._by_pk.get(pk)
         if inst is None:
             return False
-        status = Status.PAUSED if inst.row.status == Status.WAITING_FOR_PAUSE else Status.QUEUED
-        self._set(
-            inst, status=status, wake_at=None if status == Status.PAUSED else now, updated_at=now
-        )
+        change = t.release_run(inst.row, generation, now)
+        if change is None:
+            return False
+        self._apply(inst, change)
         return True
 
     async def control(
         self, pk: int, action: str, now: float, *, restart_from: tuple[str, int] | None = None
     ) -> ControlResult | None:
+        t.check_control_action(action)
         inst = self._by_pk.get(pk)
         if inst is None:
             return None
-        before = inst.row.status
-        after = before
-        gen = inst.row.generation
-        if action == "pause":
-            if before in (Status.QUEUED, Status.WAITING):
-                after = Status.PAUSED
-                self._set(inst, status=after, wake_at=None, updated_at=now)
-            elif before == Status.RUNNING:
-                after = Status.WAITING_FOR_PAUSE
-                self._set(inst, status=after, updated_at=now)
-        elif action == "resume":
-            if before == Status.PAUSED:
-                after = Status.QUEUED
-                self._set(inst, status=after, wake_at=now, updated_at=now)
-            elif before == Status.WAITING_FOR_PAUSE:
-                after = Status.RUNNING
-                self._set(inst, status=after, updated_at=now)
-        elif action == "terminate":
-            if before not in FINITE_STATUSES:
-                after = Status.TERMINATED
-                gen += 1
-                self._set(
-                    inst, status=after, wake_at=None, generation=gen, updated_at=now, ended_at=now
-                )
-        elif action == "restart":
-            after = Status.QUEUED
-            gen += 1
-            keys = list(inst.steps)  # in the order the steps were first recorded
-            if restart_from is not None and restart_from in inst.steps:
-                for key in keys[keys.index(restart_from) :]:
-                    del inst.steps[key]
-            else:
+        outcome = t.control(
+            inst.row,
+            action,
+            now,
+            restart_from=restart_from,
+            step_recorded=restart_from is not None and restart_from in inst.steps,
+        )
+        if outcome.truncate is not None:
+            cut = outcome.truncate.from_step
+            if cut is None:
                 inst.steps.clear()
-                inst.events = [e for e in inst.events if not e.consumed]
-            self._set(
-                inst,
-                status=after,
-                wake_at=now,
-                generation=gen,
-                output=None,
-                error=None,
-                updated_at=now,
-                started_at=None,
-                ended_at=None,
-            )
-        else:
-            raise ValueError(f"unknown control action {action!r}")
-        return ControlResult(before, after, gen)
+            else:
+                keys = list(inst.steps)
+                for key in keys[keys.index(cut) :]:
+                    del inst.steps[key]
+        if outcome.drop_consumed_events:
+            inst.consumed.clear()
+        self._apply(inst, outcome.change)
+        return outcome.result
 
     async def delete_instance(self, pk: int) -> bool:
         inst = self._by_pk.pop(pk, None)
@@ -408,13 +321,13 @@ class MemoryStorage:
         return True
 
     async def recover(self, now: float) -> int:
+        plan = {bulk.status: bulk for bulk in t.recover_plan(now)}
         count = 0
         for inst in self._by_pk.values():
-            if inst.row.status == Status.RUNNING:
-                self._set(inst, status=Status.QUEUED, wake_at=now, updated_at=now)
-                count += 1
-            elif inst.row.status == Status.WAITING_FOR_PAUSE:
-                self._set(inst, status=Status.PAUSED, wake_at=None, updated_at=now)
+            bulk = plan.get(inst.row.status)
+            if bulk is not None:
+                self._apply(inst, bulk.change)
+                count += bulk.requeued
         return count
 
     # -- several nodes: there is only this one -----------------------------------------------
@@ -429,15 +342,16 @@ class MemoryStorage:
         return {
             pk
             for pk in pks
-            if (inst := self._by_pk.get(pk)) is None or inst.row.status not in ACTIVE_STATUSES
+            if (inst := self._by_pk.get(pk)) is None or not t.is_held(inst.row.status)
         }
 
     async def park_run(self, pk: int, generation: int, wake_at: float | None, now: float) -> bool:
-        inst = self._live(pk, generation)  # nobody else claims: the row stays running
-        return inst is not None and inst.row.status == Status.RUNNING
+        inst = self._by_pk.get(pk)  # nobody else claims: the row stays running
+        return inst is not None and t.may_park(inst.row.status, inst.row.generation, generation)
 
     async def unpark_run(self, pk: int, generation: int, now: float) -> bool:
-        return self._live(pk, generation) is not None
+        inst = self._by_pk.get(pk)
+        return inst is not None and t.is_live(inst.row.status, inst.row.generation, generation)
 
     async def listen(self, callback: Callable[[str, str], None]) -> None:
         return None  # every change is made by this process's engine, which knows of it

@@ -34,7 +34,7 @@ from .base import (
     Status,
     WaitResult,
 )
-from .memory import event_value
+from ..core.transitions import event_value
 
 __all__ = ["SQLiteStorage", "migrations"]
 
