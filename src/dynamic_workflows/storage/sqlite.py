@@ -8,6 +8,12 @@ through the same thread, so they see exactly what was acknowledged.
 Durability: ``synchronous=FULL`` by default (a committed step survives power loss);
 ``durability="normal"`` trades the last few commits on power loss (never on a process crash)
 for speed.
+
+State changes are :mod:`~dynamic_workflows.core.transitions`'s: an operation loads the columns
+a transition reads, calls it, and writes the change it returns (:func:`_apply`).
+
+One process owns a database file at a time (:mod:`.filelock`): a second engine on the same file
+would claim the first one's live runs as its own.
 """
 
 from __future__ import annotations
@@ -17,24 +23,25 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core.journal import ErrorInfo, JournalEntry, StepKind, StepState
+import msgspec
+
+from ..core import transitions as t
+from ..core.journal import ErrorInfo, JournalEntry
 from ..errors import ConfigurationError, StorageError
 from .base import (
-    FINITE_STATUSES,
     Claim,
     ControlResult,
     EventDelivery,
     InstanceRow,
     NewInstance,
-    Status,
     WaitResult,
 )
-from ..core.transitions import event_value
+from .filelock import FileLock
 
 __all__ = ["SQLiteStorage", "migrations"]
 
@@ -50,7 +57,8 @@ _INSTANCE_COLUMNS = (
 _STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type"
 )
-_ACTIVE = (Status.RUNNING, Status.WAITING_FOR_PAUSE)
+_STATE_COLUMNS = "status, generation, wake_at, started_at"
+_CLAIMABLE = ", ".join(f"'{status}'" for status in sorted(t.CLAIMABLE_STATUSES))
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -105,9 +113,41 @@ def _journal(conn: sqlite3.Connection, pk: int) -> list[JournalEntry]:
     return [_entry(r) for r in rows]
 
 
-def _live(conn: sqlite3.Connection, pk: int, generation: int) -> bool:
-    r = conn.execute("SELECT status, generation FROM instances WHERE pk = ?", (pk,)).fetchone()
-    return r is not None and r[1] == generation and r[0] in _ACTIVE
+def _state(conn: sqlite3.Connection, pk: int) -> t.State | None:
+    r = conn.execute(f"SELECT {_STATE_COLUMNS} FROM instances WHERE pk = ?", (pk,)).fetchone()
+    return None if r is None else t.State(*r)
+
+
+def _assignments(updates: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``SET`` assignments for the fields of a Change or StepUpdate (the fields are the columns,
+    but for ``error``: two columns)."""
+    sets: list[str] = []
+    args: list[Any] = []
+    for name, value in updates.items():
+        if name == "error":
+            sets.append("error_name=?, error_message=?")
+            args += (None, None) if value is None else (value.name, value.message)
+        else:
+            sets.append(f"{name}=?")
+            args.append(value)
+    return ", ".join(sets), args
+
+
+def _apply(conn: sqlite3.Connection, pk: int, change: t.Change) -> dict[str, Any]:
+    """Write ``change`` to the instance ``pk``; returns the fields written."""
+    updates = change.updates()
+    if updates:
+        sets, args = _assignments(updates)
+        conn.execute(f"UPDATE instances SET {sets} WHERE pk=?", (*args, pk))
+    return updates
+
+
+def _update_step(conn: sqlite3.Connection, pk: int, update: t.StepUpdate) -> None:
+    sets, args = _assignments(update.updates())
+    conn.execute(
+        f"UPDATE steps SET {sets} WHERE instance_pk=? AND name=? AND count=?",
+        (*args, pk, update.name, update.count),
+    )
 
 
 _UPSERT_STEP = (
@@ -145,9 +185,9 @@ def _put_step(conn: sqlite3.Connection, pk: int, e: JournalEntry, now: float) ->
     conn.execute(_UPSERT_STEP, _step_row(pk, e, now))
 
 
-def _live_generations(conn: sqlite3.Connection, pks: Sequence[int]) -> dict[int, int]:
-    """The generation of each of ``pks`` that is live (running or pausing)."""
-    live: dict[int, int] = {}
+def _statuses(conn: sqlite3.Connection, pks: Sequence[int]) -> dict[int, tuple[str, int]]:
+    """The status and generation of each of ``pks`` that exists, in one query per chunk."""
+    found: dict[int, tuple[str, int]] = {}
     for i in range(0, len(pks), _IN_CHUNK):
         chunk = pks[i : i + _IN_CHUNK]
         rows = conn.execute(
@@ -156,9 +196,8 @@ def _live_generations(conn: sqlite3.Connection, pks: Sequence[int]) -> dict[int,
             chunk,
         )
         for pk, status, generation in rows:
-            if status in _ACTIVE:
-                live[pk] = generation
-    return live
+            found[pk] = (status, generation)
+    return found
 
 
 class _Writer(threading.Thread):
@@ -289,28 +328,40 @@ class SQLiteStorage:
         self.path = Path(path)
         self._synchronous = durability.upper()
         self._writer: _Writer | None = None
+        self._lock = FileLock(self.path)
 
     # -- plumbing -----------------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Take the database for this process (StorageError if another storage holds it, in
+        this process or another), then create or migrate the schema."""
         if self._writer is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = _Writer(str(self.path), self._synchronous)
-        writer.start()
-        await asyncio.get_running_loop().run_in_executor(None, writer.ready.wait)
-        if writer.startup_error is not None:
-            raise StorageError(
-                f"cannot open SQLite database {self.path}: {writer.startup_error}"
-            ) from writer.startup_error
+        self._lock.acquire()
+        try:
+            writer = _Writer(str(self.path), self._synchronous)
+            writer.start()
+            await asyncio.get_running_loop().run_in_executor(None, writer.ready.wait)
+            if writer.startup_error is not None:
+                raise StorageError(
+                    f"cannot open SQLite database {self.path}: {writer.startup_error}"
+                ) from writer.startup_error
+        except BaseException:
+            self._lock.release()
+            raise
         self._writer = writer
 
     async def close(self) -> None:
+        """Finish the queued operations, close the database and let another process have it."""
         writer, self._writer = self._writer, None
         if writer is None:
             return
-        writer.queue.put(None)
-        await asyncio.get_running_loop().run_in_executor(None, writer.join)
+        try:
+            writer.queue.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, writer.join)
+        finally:
+            self._lock.release()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -339,7 +390,7 @@ class SQLiteStorage:
                     "INSERT INTO instances (workflow, scope, id, status, params, created_at, "
                     "updated_at, wake_at) VALUES (?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (workflow, scope, id) DO NOTHING",
-                    (it.workflow, it.scope, it.id, Status.QUEUED, it.params, now, now, now),
+                    (it.workflow, it.scope, it.id, t.INITIAL_STATUS, it.params, now, now, now),
                 )
                 if cur.rowcount == 0:
                     out.append(None)
@@ -350,7 +401,7 @@ class SQLiteStorage:
                         workflow=it.workflow,
                         scope=it.scope,
                         id=it.id,
-                        status=Status.QUEUED,
+                        status=t.INITIAL_STATUS,
                         params=it.params,
                         generation=0,
                         created_at=now,
@@ -445,33 +496,16 @@ class SQLiteStorage:
         def op(conn: sqlite3.Connection) -> list[Claim]:
             rows = conn.execute(
                 f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE wake_at <= ? "
-                "AND status IN ('queued', 'waiting') ORDER BY wake_at LIMIT ?",
+                f"AND status IN ({_CLAIMABLE}) ORDER BY wake_at LIMIT ?",
                 (now, limit),
             ).fetchall()
             claims = []
             for r in rows:
                 row = _row(r)
-                conn.execute(
-                    "UPDATE instances SET status='running', wake_at=NULL, updated_at=?, "
-                    "started_at=coalesce(started_at, ?) WHERE pk=?",
-                    (now, now, row.pk),
-                )
-                row = InstanceRow(
-                    pk=row.pk,
-                    workflow=row.workflow,
-                    scope=row.scope,
-                    id=row.id,
-                    status=Status.RUNNING,
-                    params=row.params,
-                    generation=row.generation,
-                    created_at=row.created_at,
-                    updated_at=now,
-                    output=row.output,
-                    error=row.error,
-                    wake_at=None,
-                    started_at=row.started_at or now,
-                    ended_at=row.ended_at,
-                )
+                change = t.claim(row, now)
+                if change is None:
+                    continue
+                row = msgspec.structs.replace(row, **_apply(conn, row.pk, change))
                 claims.append(Claim(row, _journal(conn, row.pk)))
             return claims
 
@@ -481,7 +515,7 @@ class SQLiteStorage:
         def op(conn: sqlite3.Connection) -> float | None:
             r = conn.execute(
                 "SELECT min(wake_at) FROM instances WHERE wake_at IS NOT NULL "
-                "AND status IN ('queued', 'waiting')"
+                f"AND status IN ({_CLAIMABLE})"
             ).fetchone()
             return None if r is None else r[0]
 
@@ -496,8 +530,11 @@ class SQLiteStorage:
             # One query for the liveness of every run and one executemany for the rows: this
             # runs in the writer thread, and per-row execute() calls held the GIL long enough
             # to slow down the event loop during a burst of steps.
-            live = _live_generations(conn, list({pk for pk, _, _ in writes}))
-            kept = [live.get(pk) == generation for pk, generation, _ in writes]
+            found = _statuses(conn, list({pk for pk, _, _ in writes}))
+            kept = [
+                (state := found.get(pk)) is not None and t.is_live(*state, generation)
+                for pk, generation, _ in writes
+            ]
             conn.executemany(
                 _UPSERT_STEP,
                 [
@@ -520,46 +557,26 @@ class SQLiteStorage:
         deadline: float,
         now: float,
     ) -> WaitResult | None:
-        def op(conn: sqlite3.Connection) -> WaitResult | None:
-            if not _live(conn, pk, generation):
-                return None
+        def oldest(conn: sqlite3.Connection) -> Iterator[t.BufferedEvent]:
+            # A generator: the query runs only if the transition asks (not for a stale run).
             ev = conn.execute(
-                "SELECT seq, payload, created_at FROM events WHERE instance_pk=? AND type=? "
-                "AND consumed=0 ORDER BY seq LIMIT 1",
+                "SELECT seq, type, payload, created_at FROM events WHERE instance_pk=? AND "
+                "type=? AND consumed=0 ORDER BY seq LIMIT 1",
                 (pk, event_type),
             ).fetchone()
-            if ev is None:
-                _put_step(
-                    conn,
-                    pk,
-                    JournalEntry(
-                        name,
-                        count,
-                        StepKind.WAIT,
-                        StepState.WAITING,
-                        wake_at=deadline,
-                        event_type=event_type,
-                    ),
-                    now,
-                )
-                return WaitResult(deadline, None)
-            conn.execute("UPDATE events SET consumed=1 WHERE seq=?", (ev[0],))
-            value = event_value(event_type, bytes(ev[1]), ev[2])
-            _put_step(
-                conn,
-                pk,
-                JournalEntry(
-                    name,
-                    count,
-                    StepKind.WAIT,
-                    StepState.DONE,
-                    value=value,
-                    wake_at=deadline,
-                    event_type=event_type,
-                ),
-                now,
+            if ev is not None:
+                yield t.BufferedEvent(ev[0], ev[1], bytes(ev[2]), ev[3])
+
+        def op(conn: sqlite3.Connection) -> WaitResult | None:
+            outcome = t.register_wait(
+                _state(conn, pk), generation, name, count, event_type, deadline, oldest(conn)
             )
-            return WaitResult(deadline, value)
+            if outcome is None:
+                return None
+            if outcome.consumed is not None:
+                conn.execute("UPDATE events SET consumed=1 WHERE seq=?", (outcome.consumed.seq,))
+            _put_step(conn, pk, outcome.entry, now)
+            return outcome.result
 
         return await self._submit(op)
 
@@ -567,61 +584,54 @@ class SQLiteStorage:
         self, pk: int, generation: int, name: str, count: int, error: ErrorInfo, now: float
     ) -> tuple[bool, bytes | None] | None:
         def op(conn: sqlite3.Connection) -> tuple[bool, bytes | None] | None:
-            if not _live(conn, pk, generation):
-                return None
+            # The instance and the wait's entry in one query.
             r = conn.execute(
-                "SELECT state, value FROM steps WHERE instance_pk=? AND name=? AND count=?",
-                (pk, name, count),
+                "SELECT i.status, i.generation, i.wake_at, i.started_at, s.name, s.count, "
+                "s.kind, s.state, s.value, s.error_name, s.error_message, s.attempt, "
+                "s.wake_at, s.event_type FROM instances i LEFT JOIN steps s "
+                "ON s.instance_pk = i.pk AND s.name=? AND s.count=? WHERE i.pk=?",
+                (name, count, pk),
             ).fetchone()
             if r is None:
                 return None
-            if r[0] == StepState.DONE:
-                return (False, None if r[1] is None else bytes(r[1]))
-            if r[0] == StepState.WAITING:
-                conn.execute(
-                    "UPDATE steps SET state='failed', error_name=?, error_message=? "
-                    "WHERE instance_pk=? AND name=? AND count=?",
-                    (error.name, error.message, pk, name, count),
-                )
-            return (True, None)
+            entry = None if r[4] is None else _entry(r[4:])
+            outcome = t.expire_wait(t.State(*r[:4]), generation, entry, error)
+            if outcome is None:
+                return None
+            if outcome.step is not None:
+                _update_step(conn, pk, outcome.step)
+            return (outcome.timed_out, outcome.value)
 
         return await self._submit(op)
 
     async def add_event(
         self, pk: int, event_type: str, payload: bytes, now: float
     ) -> EventDelivery | None:
+        def waiting(conn: sqlite3.Connection) -> Iterator[JournalEntry]:
+            # A generator: the query runs only if the transition asks (not for a finished
+            # instance). The literal 'waiting' lets SQLite use the partial index steps_waiting.
+            rows = conn.execute(
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE instance_pk=? AND state='waiting' "
+                "AND event_type=?",
+                (pk, event_type),
+            )
+            for r in rows:
+                yield _entry(r)
+
         def op(conn: sqlite3.Connection) -> EventDelivery | None:
-            inst = conn.execute("SELECT status FROM instances WHERE pk=?", (pk,)).fetchone()
-            if inst is None:
+            state = _state(conn, pk)
+            if state is None:
                 return None
-            waiting = None
-            if inst[0] not in FINITE_STATUSES:
-                waiting = conn.execute(
-                    "SELECT name, count FROM steps WHERE instance_pk=? AND state='waiting' "
-                    "AND event_type=? AND (wake_at IS NULL OR wake_at > ?) "
-                    "ORDER BY wake_at, name, count LIMIT 1",
-                    (pk, event_type, now),
-                ).fetchone()
+            outcome = t.add_event(state, event_type, payload, now, waiting(conn))
             conn.execute(
                 "INSERT INTO events (instance_pk, type, payload, created_at, consumed) "
                 "VALUES (?,?,?,?,?)",
-                (pk, event_type, payload, now, 0 if waiting is None else 1),
+                (pk, event_type, payload, now, 0 if outcome.delivery is None else 1),
             )
-            if waiting is None:
-                return None
-            value = event_value(event_type, payload, now)
-            conn.execute(
-                "UPDATE steps SET state='done', value=? WHERE instance_pk=? AND name=? AND count=?",
-                (value, pk, waiting[0], waiting[1]),
-            )
-            if inst[0] == Status.WAITING:
-                conn.execute(
-                    "UPDATE instances SET status='queued', wake_at=?, updated_at=? WHERE pk=?",
-                    (now, now, pk),
-                )
-            elif inst[0] in _ACTIVE:
-                conn.execute("UPDATE instances SET wake_at=? WHERE pk=?", (now, pk))
-            return EventDelivery(waiting[0], waiting[1], value)
+            if outcome.step is not None:
+                _update_step(conn, pk, outcome.step)
+            _apply(conn, pk, outcome.change)
+            return outcome.delivery
 
         return await self._submit(op)
 
@@ -635,21 +645,10 @@ class SQLiteStorage:
         now: float,
     ) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
-            if not _live(conn, pk, generation):
+            change = t.finish_run(_state(conn, pk), generation, status, output, error, now)
+            if change is None:
                 return False
-            conn.execute(
-                "UPDATE instances SET status=?, output=?, error_name=?, error_message=?, "
-                "wake_at=NULL, updated_at=?, ended_at=? WHERE pk=?",
-                (
-                    status,
-                    output,
-                    None if error is None else error.name,
-                    None if error is None else error.message,
-                    now,
-                    now,
-                    pk,
-                ),
-            )
+            _apply(conn, pk, change)
             return True
 
         return await self._submit(op)
@@ -658,45 +657,20 @@ class SQLiteStorage:
         self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
     ) -> str | None:
         def op(conn: sqlite3.Connection) -> str | None:
-            r = conn.execute(
-                "SELECT status, generation, wake_at FROM instances WHERE pk=?", (pk,)
-            ).fetchone()
-            if r is None or r[1] != generation or r[0] not in _ACTIVE:
+            outcome = t.suspend_run(_state(conn, pk), generation, wake_at, held_by_pause, now)
+            if outcome is None:
                 return None
-            if r[0] == Status.WAITING_FOR_PAUSE:
-                conn.execute(
-                    "UPDATE instances SET status='paused', wake_at=NULL, updated_at=? WHERE pk=?",
-                    (now, pk),
-                )
-                return Status.PAUSED
-            wake = now if held_by_pause else wake_at
-            if r[2] is not None:
-                wake = r[2] if wake is None else min(wake, r[2])
-            conn.execute(
-                "UPDATE instances SET status='waiting', wake_at=?, updated_at=? WHERE pk=?",
-                (wake, now, pk),
-            )
-            return Status.WAITING
+            _apply(conn, pk, outcome.change)
+            return outcome.status
 
         return await self._submit(op)
 
     async def release_run(self, pk: int, generation: int, now: float) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
-            r = conn.execute(
-                "SELECT status, generation FROM instances WHERE pk=?", (pk,)
-            ).fetchone()
-            if r is None or r[1] != generation or r[0] not in _ACTIVE:
+            change = t.release_run(_state(conn, pk), generation, now)
+            if change is None:
                 return False
-            if r[0] == Status.WAITING_FOR_PAUSE:
-                conn.execute(
-                    "UPDATE instances SET status='paused', wake_at=NULL, updated_at=? WHERE pk=?",
-                    (now, pk),
-                )
-            else:
-                conn.execute(
-                    "UPDATE instances SET status='queued', wake_at=?, updated_at=? WHERE pk=?",
-                    (now, now, pk),
-                )
+            _apply(conn, pk, change)
             return True
 
         return await self._submit(op)
@@ -704,76 +678,40 @@ class SQLiteStorage:
     async def control(
         self, pk: int, action: str, now: float, *, restart_from: tuple[str, int] | None = None
     ) -> ControlResult | None:
-        if action not in ("pause", "resume", "terminate", "restart"):
-            raise ValueError(f"unknown control action {action!r}")
+        t.check_control_action(action)  # here: raised in the writer, it would be a StorageError
 
         def op(conn: sqlite3.Connection) -> ControlResult | None:
-            r = conn.execute(
-                "SELECT status, generation FROM instances WHERE pk=?", (pk,)
-            ).fetchone()
-            if r is None:
+            state = _state(conn, pk)
+            if state is None:
                 return None
-            before, gen = r[0], r[1]
-            after = before
-            if action == "pause":
-                if before in (Status.QUEUED, Status.WAITING):
-                    after = Status.PAUSED
-                    conn.execute(
-                        "UPDATE instances SET status=?, wake_at=NULL, updated_at=? WHERE pk=?",
-                        (after, now, pk),
-                    )
-                elif before == Status.RUNNING:
-                    after = Status.WAITING_FOR_PAUSE
-                    conn.execute(
-                        "UPDATE instances SET status=?, updated_at=? WHERE pk=?", (after, now, pk)
-                    )
-            elif action == "resume":
-                if before == Status.PAUSED:
-                    after = Status.QUEUED
-                    conn.execute(
-                        "UPDATE instances SET status=?, wake_at=?, updated_at=? WHERE pk=?",
-                        (after, now, now, pk),
-                    )
-                elif before == Status.WAITING_FOR_PAUSE:
-                    after = Status.RUNNING
-                    conn.execute(
-                        "UPDATE instances SET status=?, updated_at=? WHERE pk=?", (after, now, pk)
-                    )
-            elif action == "terminate":
-                if before not in FINITE_STATUSES:
-                    after = Status.TERMINATED
-                    gen += 1
-                    conn.execute(
-                        "UPDATE instances SET status=?, wake_at=NULL, generation=?, "
-                        "updated_at=?, ended_at=? WHERE pk=?",
-                        (after, gen, now, now, pk),
-                    )
-            else:  # restart
-                after = Status.QUEUED
-                gen += 1
-                cutoff = None
-                if restart_from is not None:
-                    cutoff = conn.execute(
-                        "SELECT recorded_at FROM steps WHERE instance_pk=? AND name=? AND count=?",
-                        (pk, *restart_from),
-                    ).fetchone()
-                if cutoff is not None and cutoff[0] is not None:
-                    # Steps recorded at the very same instant as the cutoff run again too.
+            cutoff = None
+            if restart_from is not None:
+                r = conn.execute(
+                    "SELECT recorded_at FROM steps WHERE instance_pk=? AND name=? AND count=?",
+                    (pk, *restart_from),
+                ).fetchone()
+                cutoff = None if r is None else r[0]
+            outcome = t.control(
+                state,
+                action,
+                now,
+                restart_from=restart_from,
+                step_recorded=cutoff is not None,
+            )
+            if outcome.truncate is not None:
+                if outcome.truncate.from_step is None:
+                    conn.execute("DELETE FROM steps WHERE instance_pk=?", (pk,))
+                else:
+                    # Steps recorded at the very same instant as the cutoff go too.
                     conn.execute(
                         "DELETE FROM steps WHERE instance_pk=? AND "
                         "(recorded_at IS NULL OR recorded_at >= ?)",
-                        (pk, cutoff[0]),
+                        (pk, cutoff),
                     )
-                else:
-                    conn.execute("DELETE FROM steps WHERE instance_pk=?", (pk,))
-                    conn.execute("DELETE FROM events WHERE instance_pk=? AND consumed=1", (pk,))
-                conn.execute(
-                    "UPDATE instances SET status=?, wake_at=?, generation=?, output=NULL, "
-                    "error_name=NULL, error_message=NULL, updated_at=?, started_at=NULL, "
-                    "ended_at=NULL WHERE pk=?",
-                    (after, now, gen, now, pk),
-                )
-            return ControlResult(before, after, gen)
+            if outcome.drop_consumed_events:
+                conn.execute("DELETE FROM events WHERE instance_pk=? AND consumed=1", (pk,))
+            _apply(conn, pk, outcome.change)
+            return outcome.result
 
         return await self._submit(op)
 
@@ -788,17 +726,15 @@ class SQLiteStorage:
 
     async def recover(self, now: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "UPDATE instances SET status='queued', wake_at=?, updated_at=? "
-                "WHERE status='running'",
-                (now, now),
-            )
-            conn.execute(
-                "UPDATE instances SET status='paused', wake_at=NULL, updated_at=? "
-                "WHERE status='waitingForPause'",
-                (now,),
-            )
-            return cur.rowcount
+            requeued = 0
+            for bulk in t.recover_plan(now):
+                sets, args = _assignments(bulk.change.updates())
+                cur = conn.execute(
+                    f"UPDATE instances SET {sets} WHERE status=?", (*args, bulk.status)
+                )
+                if bulk.requeued:
+                    requeued += cur.rowcount
+            return requeued
 
         return await self._submit(op)
 
@@ -812,21 +748,24 @@ class SQLiteStorage:
 
     async def renew_leases(self, pks: Sequence[int], now: float) -> set[int]:
         def op(conn: sqlite3.Connection) -> set[int]:
-            return set(pks) - set(_live_generations(conn, list(set(pks))))
+            found = _statuses(conn, list(set(pks)))
+            return {pk for pk in pks if (s := found.get(pk)) is None or not t.is_held(s[0])}
 
         return await self._submit(op)
 
     async def park_run(self, pk: int, generation: int, wake_at: float | None, now: float) -> bool:
         def op(conn: sqlite3.Connection) -> bool:  # nobody else claims: the row stays running
-            r = conn.execute(
-                "SELECT status, generation FROM instances WHERE pk=?", (pk,)
-            ).fetchone()
-            return r is not None and r[1] == generation and r[0] == Status.RUNNING
+            state = _state(conn, pk)
+            return state is not None and t.may_park(state.status, state.generation, generation)
 
         return await self._submit(op)
 
     async def unpark_run(self, pk: int, generation: int, now: float) -> bool:
-        return await self._submit(lambda conn: _live(conn, pk, generation))
+        def op(conn: sqlite3.Connection) -> bool:
+            state = _state(conn, pk)
+            return state is not None and t.is_live(state.status, state.generation, generation)
+
+        return await self._submit(op)
 
     async def listen(self, callback: Callable[[str, str], None]) -> None:
         return None  # every change is made by this process's engine, which knows of it
