@@ -1,7 +1,8 @@
 """The ``step`` object a workflow's ``run(event, step)`` receives, and the replay logic behind it.
 
-Nothing here does I/O. Every durable effect goes through a :class:`StepChannel` (the engine
-in-process, or a socket from a sandbox), and every completed step is answered from the
+Nothing here does I/O. Every durable effect goes through a
+:class:`~dynamic_workflows.core.channel.StepChannel` (the engine in-process, or a socket from a
+sandbox), and every completed step is answered from the
 :class:`~dynamic_workflows.core.journal.JournalEntry` list sent with the run, with no round trip.
 
 A step costs one call on the channel (its result, committed before the call returns). Sleeps,
@@ -18,9 +19,10 @@ import functools
 import inspect
 import types
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import LimitExceededError, RunCancelled, WorkflowDefinitionError
+from .channel import StepChannel
 from .clock import Clock
 from .codec import SerializationError, decode, encode
 from .durations import MAX_SLEEP_SECONDS, parse_duration, parse_timestamp
@@ -40,61 +42,12 @@ from .step_errors import (
 )
 from .stepconfig import StepConfig, resolve_step_config
 
-__all__ = ["RunState", "StepChannel", "StepFunction", "WaitRegistration", "WorkflowStep"]
+__all__ = ["RunDetails", "RunState", "StepFunction", "WorkflowStep"]
 
 _SETTLE_ROUNDS = 4
 """Loop iterations a run must stay blocked before it counts as quiescent: tenant code between two
 steps runs synchronously or awaits only other steps, so a few rounds are enough to see it start
 its next step."""
-
-
-class WaitRegistration(Protocol):
-    """What registering an event wait returns: the deadline, and the event if one was buffered."""
-
-    @property
-    def deadline(self) -> float: ...
-
-    @property
-    def value(self) -> bytes | None: ...
-
-
-class StepChannel(Protocol):
-    """The host's side of a run: durable effects, answered once committed."""
-
-    def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> Awaitable[None]:
-        """Commit a step's result (``attempt``: the attempt that produced it)."""
-        ...
-
-    async def fail(
-        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
-    ) -> float | None:
-        """Commit a failed attempt. ``retry_in`` None: the error is final. Otherwise returns the
-        time the next attempt is due."""
-        ...
-
-    async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:
-        """Register a sleep (``until`` an absolute time, else ``seconds`` from now); returns when
-        it ends."""
-        ...
-
-    async def wait_for_event(
-        self, name: str, count: int, event_type: str, timeout: float
-    ) -> WaitRegistration:
-        """Register an event wait; a buffered event is consumed and returned at once."""
-        ...
-
-    async def wake(self, name: str, count: int, timer: float | None = None) -> bytes | None:
-        """Block until the host wakes this step: a sleep or back-off ended (None), an event
-        arrived (its JSON) or an event wait timed out (None). ``timer``: the step waits for
-        nothing but that instant (a sleep or a back-off), which a channel whose host shares its
-        wall clock may wait for by itself."""
-        ...
-
-    def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
-        """One-way notice that an attempt begins (no acknowledgement is awaited). A sandboxed
-        channel uses it to count an attempt whose process died as failed; ``retry_in`` is the
-        back-off before the next attempt, None if this is the last one allowed."""
-        ...
 
 
 class RunState:
@@ -242,20 +195,21 @@ class StepFunction:
     # What ``@step.do(...)`` returns: awaiting ``fn()`` runs (or replays) the step. (A comment,
     # not a docstring: ``__doc__`` is the decorated function's, as ``__name__`` is.) Slots: one
     # is made per step per run, and every object a waking run makes is one more for the
-    # garbage collector to walk.
+    # garbage collector to walk. It is given the function that runs it (its step's, one bound
+    # method per run) rather than its step, and hands that function what it was declared with.
 
-    __slots__ = ("_concurrent", "_config", "_depends", "_func", "_step", "_step_name")
+    __slots__ = ("_concurrent", "_config", "_depends", "_func", "_run", "_step_name")
 
     def __init__(
         self,
-        step: WorkflowStep,
+        run: _StepCall,
         name: str,
         func: Callable[..., Any],
         depends: list[StepFunction] | None,
         concurrent: bool,
         config: Any,
     ) -> None:
-        self._step = step
+        self._run = run
         self._step_name = name
         self._func = func
         self._depends = depends
@@ -275,10 +229,47 @@ class StepFunction:
         return self._step_name
 
     def __call__(self) -> Awaitable[Any]:
-        return self._step._call_step_function(self)
+        return self._run(self._step_name, self._func, self._depends, self._concurrent, self._config)
 
     def __repr__(self) -> str:
         return f"<step {self._step_name!r}>"
+
+
+_StepCall = Callable[
+    [str, Callable[..., Any], list[StepFunction] | None, bool, Any], Awaitable[Any]
+]
+"""What runs a declared step: ``(name, func, depends, concurrent, config)`` -> its result."""
+
+
+class RunDetails:
+    """What one wake-up of a run was given, as one object: the hand-off across the sandbox seam
+    (as temporal's ``WorkflowInstanceDetails``).
+
+    The host's step hands it out (:meth:`WorkflowStep.run_details`); the sandbox bridge sends
+    its journal, ``now``, limits and clock kind to the worker (which builds its own step from
+    them), serves the worker's step requests on ``channel`` and reports to ``state``."""
+
+    __slots__ = ("channel", "clock", "journal", "limits", "now", "state")
+
+    def __init__(
+        self,
+        channel: StepChannel,
+        journal: list[JournalEntry],
+        clock: Clock,
+        now: float,
+        limits: Limits,
+        state: RunState,
+    ) -> None:
+        self.channel = channel
+        """Where the run's durable effects go (the engine's live run)."""
+        self.journal = journal
+        """The steps recorded before this wake-up, answered without a round trip."""
+        self.clock = clock
+        self.now = now
+        """The host's clock reading when this wake-up began (replays compare wake-ups with it)."""
+        self.limits = limits
+        self.state = state
+        """The run's bookkeeping (pause, parking) on the host."""
 
 
 _CTX = object()
@@ -313,6 +304,8 @@ class WorkflowStep:
         self._memo: dict[str, Any] = {}
         self._in_flight: dict[str, object] = {}
         self._waiters: dict[object, asyncio.Future[Any]] = {}
+        # What every StepFunction of this run calls: one bound method per run, not per step.
+        self._run_function: _StepCall = self._call_step_function
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -391,6 +384,20 @@ class WorkflowStep:
             raise _wait_timed_out(name, seconds, event_type)
         return _event_dict(value)
 
+    # -- the hand-off to a runner elsewhere --------------------------------------------------------
+
+    def run_details(self) -> RunDetails:
+        """What this run was given, for code that runs it somewhere else (the sandbox bridge):
+        not part of the workflow API. Made when asked, so a run in the host pays nothing."""
+        return RunDetails(
+            self._channel,
+            list(self._journal.values()),
+            self._clock,
+            self._now,
+            self._limits,
+            self.state,
+        )
+
     # -- step declaration and dependency resolution --------------------------------------------
 
     def _declare(
@@ -410,7 +417,7 @@ class WorkflowStep:
                 raise WorkflowDefinitionError("@step.do(...) must decorate a function")
             step_name = name if name is not None else check_step_name(func.__name__)
             fn = StepFunction(
-                self,
+                self._run_function,
                 step_name,
                 func,
                 list(depends) if depends is not None else None,
@@ -422,32 +429,34 @@ class WorkflowStep:
 
         return decorator
 
-    def _dependencies(self, fn: StepFunction) -> Sequence[Any]:
-        params = _parameter_names(fn._func)
-        if not params and not fn._depends:
+    def _dependencies(
+        self, name: str, func: Callable[..., Any], depends: list[StepFunction] | None
+    ) -> Sequence[Any]:
+        params = _parameter_names(func)
+        if not params and not depends:
             return ()
         deps: list[Any] = []
-        if fn._depends is None:
-            for name in params:
-                if name == "ctx":
+        if depends is None:
+            for param in params:
+                if param == "ctx":
                     deps.append(_CTX)
-                elif name in self._closures:
-                    deps.append(self._closures[name])
+                elif param in self._closures:
+                    deps.append(self._closures[param])
                 else:
                     raise WorkflowDefinitionError(
-                        f"step {fn.step_name!r}: received unexpected parameter {name!r} "
+                        f"step {name!r}: received unexpected parameter {param!r} "
                         "(parameters must be named like an earlier step, or ctx)"
                     )
             return deps
-        others = [name for name in params if name != "ctx"]
-        if len(others) != len(fn._depends):
+        others = [param for param in params if param != "ctx"]
+        if len(others) != len(depends):
             raise WorkflowDefinitionError(
-                f"step {fn.step_name!r} declares {len(others)} non-ctx parameter(s) but "
-                f"depends has {len(fn._depends)} item(s)"
+                f"step {name!r} declares {len(others)} non-ctx parameter(s) but "
+                f"depends has {len(depends)} item(s)"
             )
-        queue = list(fn._depends)
-        for name in params:
-            deps.append(_CTX if name == "ctx" else queue.pop(0))
+        queue = list(depends)
+        for param in params:
+            deps.append(_CTX if param == "ctx" else queue.pop(0))
         return deps
 
     async def _resolve(self, dep: Any) -> Any:
@@ -465,20 +474,26 @@ class WorkflowStep:
             return await waiter
         return await dep()
 
-    async def _call_step_function(self, fn: StepFunction) -> Any:
-        deps = self._dependencies(fn)
+    async def _call_step_function(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        depends: list[StepFunction] | None,
+        concurrent: bool,
+        config: Any,
+    ) -> Any:
+        deps = self._dependencies(name, func, depends)
         args: Sequence[Any] = deps
-        if deps and fn._concurrent:
+        if deps and concurrent:
             args = list(await asyncio.gather(*(self._resolve(d) for d in deps)))
         elif deps:
             args = [await self._resolve(d) for d in deps]
-        name = fn.step_name
         # While the step runs, a step that depends on it awaits it rather than running it again;
         # the future it awaits is made only when one does (see _resolve).
         token = object()
         self._in_flight[name] = token
         try:
-            result = await self._do(name, fn._config, fn._func, args)
+            result = await self._do(name, config, func, args)
         except BaseException as exc:
             waiter = self._waiters.pop(token, None)
             if waiter is not None and not waiter.done():

@@ -1,9 +1,10 @@
 """The host side of a sandboxed ``run(event, step)``: the engine's step, served over a socket.
 
 The engine hands the dispatcher a host :class:`~dynamic_workflows.core.step.WorkflowStep`; when the
-dispatcher passes it on to a sandboxed entrypoint's ``run``, :class:`RunBridge` sends the
+dispatcher passes it on to a sandboxed entrypoint's ``run``, :class:`RunBridge` takes the step's
+:class:`~dynamic_workflows.core.step.RunDetails` (the one hand-off across this seam), sends the
 journal, the host's ``now`` and the limits with the call, and serves the sandbox's step-channel
-requests by calling the host step's channel (the engine's live run). The sandbox replays and
+requests by calling the run's channel (the engine's live run). The sandbox replays and
 drives the run itself and answers with an outcome, which is turned back into what the engine
 expects from ``run``: a value, an exception, or the :class:`RunSuspended` /
 :class:`RunCancelled` signals.
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..core.codec import decode
 from ..core.journal import Cancelled, Completed, ErrorInfo, Failed, Suspended
-from ..core.step import WorkflowStep
+from ..core.step import RunDetails
 from ..core.step_errors import error_name, rebuild_error
 from ..errors import RunCancelled, RunSuspended
 from .errors import TenantWorkerError
@@ -64,16 +65,16 @@ class RunBridge:
     def __init__(
         self,
         worker: WorkerProcess,
-        step: WorkflowStep,
+        details: RunDetails,
         *,
         strikes: dict[str, int] | None = None,
         key: str = "",
     ) -> None:
         self._worker = worker
-        self._step = step
+        self._details = details
         self._strikes = strikes if strikes is not None else {}
         self._key = key
-        self._channel = step._channel
+        self._channel = details.channel
         self._open: dict[tuple[str, int], tuple[int, float | None]] = {}
         # What serves the worker's step messages (is it a wake-up?): tasks, and the commits'
         # own futures for step results.
@@ -84,9 +85,8 @@ class RunBridge:
     async def run(self, entrypoint: str | None, event: Any) -> Any:
         """Run ``entrypoint.run(event, step)`` in the worker; returns its value or raises what
         the engine understands (the run's error, RunSuspended, RunCancelled)."""
-        step = self._step
-        journal = list(step._journal.values())
-        state = step.state
+        details = self._details
+        state = details.state
 
         def message(call: int) -> Run:
             self._call = call
@@ -94,12 +94,12 @@ class RunBridge:
                 call,
                 entrypoint,
                 event,
-                journal,
-                step._now,
-                step._limits,
+                details.journal,
+                details.now,
+                details.limits,
                 state.paused,
                 state.warm_horizon,
-                step._clock.wall,
+                details.clock.wall,
             )
 
         state.add_pause_listener(self._on_pause)
@@ -130,7 +130,7 @@ class RunBridge:
     def _on_parked(self, message: RunParked) -> None:
         # The worker keeps its quiescent run live for a near wake-up: the host counts it as
         # parked (not holding a concurrency slot, reported as waiting) until it goes on.
-        state = self._step.state
+        state = self._details.state
         if self._closed:
             return
         if not state.parked:
@@ -153,7 +153,7 @@ class RunBridge:
             self._on_parked(message)
             return
         # Any other message of a parked run's says it went on (see RunParked).
-        self._step.state.unpark()
+        self._details.state.unpark()
         if isinstance(message, StepAttempt):
             self._open[(message.name, message.count)] = (message.attempt, message.retry_in)
             return
@@ -244,7 +244,7 @@ class RunBridge:
             self._strikes[self._key] = strikes
             if len(self._strikes) > 10_000:  # forget the oldest
                 self._strikes.pop(next(iter(self._strikes)))
-            return RunSuspended(self._step._clock.now() + 0.05 * strikes, False)
+            return RunSuspended(self._details.clock.now() + 0.05 * strikes, False)
         error = ErrorInfo(SANDBOX_ERROR, str(exc))
         wake_times: list[float] = []
         for (name, count), (attempt, retry_in) in list(self._open.items()):
@@ -252,4 +252,4 @@ class RunBridge:
             if wake_at is not None:
                 wake_times.append(wake_at)
         self._open.clear()
-        return RunSuspended(min(wake_times) if wake_times else self._step._clock.now(), False)
+        return RunSuspended(min(wake_times) if wake_times else self._details.clock.now(), False)

@@ -428,7 +428,8 @@ class Loader:
         worker = await self._worker_for(entry)
         instance = event.get("instanceId") if isinstance(event, Mapping) else None
         key = f"{entry.key}\x00{instance if instance is not None else id(step)}"
-        return await RunBridge(worker, step, strikes=self._strikes, key=key).run(name, event)
+        bridge = RunBridge(worker, step.run_details(), strikes=self._strikes, key=key)
+        return await bridge.run(name, event)
 
     # -- introspection ---------------------------------------------------------------------------
 
