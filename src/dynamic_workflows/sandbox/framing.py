@@ -58,7 +58,8 @@ class FrameProtocol(asyncio.Protocol):
         *,
         max_size: int = DEFAULT_MAX_FRAME,
     ) -> None:
-        self._on_frame = on_frame
+        self.on_frame = on_frame
+        """Called with each frame; may be replaced, e.g. once a handshake frame was checked."""
         self._on_close = on_close
         self.max_size = max_size
         self._buffer = bytearray()
@@ -79,7 +80,7 @@ class FrameProtocol(asyncio.Protocol):
             (size,) = _HEADER.unpack_from(data)
             if size == len(data) - HEADER_SIZE and size <= self.max_size:
                 try:
-                    self._on_frame(data[HEADER_SIZE:])
+                    self.on_frame(data[HEADER_SIZE:])
                 except Exception as exc:
                     self._fail(exc)
                 return
@@ -97,7 +98,7 @@ class FrameProtocol(asyncio.Protocol):
                 start = offset + HEADER_SIZE
                 frame = bytes(buf[start : start + size])
                 offset = start + size
-                self._on_frame(frame)
+                self.on_frame(frame)
         except Exception as exc:
             del buf[:offset]
             self._fail(exc)

@@ -152,7 +152,16 @@ class WorkerPool:
             if zygote.closed:
                 raise ProtocolError("the fork server is gone and could not be restarted")
         pid, pidfd, sock = await zygote.spawn()
-        worker = WorkerProcess(self, zygote, pid, pidfd, sock)
+        worker = WorkerProcess(
+            zygote,
+            pid,
+            pidfd,
+            sock,
+            policy=self.policy,
+            max_frame=self.max_frame,
+            on_call_started=self._watch,
+            on_closed=self._forget,
+        )
         self._all.add(worker)
         self.spawned += 1
         try:
@@ -207,16 +216,9 @@ class WorkerPool:
         if worker.dead or not worker.busy:
             self._busy.discard(worker)
             return
-        cpu = worker.read_cpu_seconds()
-        if cpu is None:
+        cpu = worker.check_cpu()
+        if cpu is None:  # unreadable, or the worker was killed for a call's CPU limit
             return
-        worker.cpu_seconds = cpu
-        for pending in worker._pending.values():
-            if pending.cpu_start is None:
-                pending.cpu_start = cpu
-            elif pending.cpu_ms is not None and (cpu - pending.cpu_start) * 1000 > pending.cpu_ms:
-                worker.kill(f"call exceeded the CPU limit of {pending.cpu_ms} ms")
-                return
         if cpu > self.policy.cpu_seconds / 2:
             # RLIMIT_CPU counts the worker's whole life: retire it before it is reached.
             worker.retired = True
@@ -237,8 +239,7 @@ class WorkerPool:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         for worker in list(self._all):
-            for task in list(worker._tasks):
-                task.cancel()
+            worker.cancel_tasks()
         self._zygote = None
 
     def stats(self) -> dict[str, Any]:

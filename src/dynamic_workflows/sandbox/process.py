@@ -3,7 +3,11 @@
 Calls in flight are multiplexed by id (Load, Call, Run). The capabilities it holds are the env
 bindings it was loaded with (for its lifetime) and the objects returned to it during a call
 (released when that call ends). Limits: wall time per call (here), CPU while a call is in
-flight (the pool's watchdog reads ``/proc/<pid>/stat``), memory (RLIMIT_AS in the worker).
+flight (the pool's watchdog calls :meth:`WorkerProcess.check_cpu`, which reads
+``/proc/<pid>/stat``), memory (RLIMIT_AS in the worker).
+
+A worker process does not know its pool: it is built with callbacks (``on_call_started``,
+``on_closed``), so this module does not import :mod:`.pool`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .errors import ProtocolError, TenantWorkerError
 from .framing import FrameProtocol
 from .outbound import fetch_via_host
 from .protocol import (
+    BaseMessage,
     Call,
     Cancel,
     CapCall,
@@ -51,7 +56,6 @@ from .protocol import (
     StepSleep,
     StepWaitForEvent,
     StepWake,
-    _Msg,
     check_hello,
 )
 from .runtime import NO_NETWORK_MESSAGE
@@ -59,7 +63,6 @@ from .runtime import NO_NETWORK_MESSAGE
 if TYPE_CHECKING:
     from .confine import ConfinementPolicy
     from .forkserver import ZygoteProcess
-    from .pool import WorkerPool
 
 __all__ = ["RunListener", "WorkerProcess"]
 
@@ -98,18 +101,30 @@ class _Pending:
 
 
 class WorkerProcess:
-    """The host's side of one worker process: its connection, calls, capabilities, limits."""
+    """The host's side of one worker process: its connection, calls, capabilities, limits.
+
+    ``policy``: the confinement it was forked under (its CPU allowance names a SIGXCPU death).
+    ``on_call_started(worker)``: a call was sent (the CPU watchdog starts watching it).
+    ``on_closed(worker)``: the connection is gone, once (the process is dead or dying).
+    """
 
     def __init__(
         self,
-        pool: WorkerPool,
         zygote: ZygoteProcess,
         pid: int,
         pidfd: int,
         sock: socket.socket,
+        *,
+        policy: ConfinementPolicy,
+        max_frame: int,
+        on_call_started: Callable[[WorkerProcess], None],
+        on_closed: Callable[[WorkerProcess], None],
     ) -> None:
-        self.pool = pool
         self.zygote = zygote
+        self.policy = policy
+        self.max_frame = max_frame
+        self._on_call_started = on_call_started
+        self._on_closed = on_closed
         self.pid = pid
         self._pidfd: int | None = pidfd
         self._sock = sock
@@ -144,9 +159,7 @@ class WorkerProcess:
         self._hello = loop.create_future()
         self._death = loop.create_future()
         _, self._protocol = await loop.create_connection(
-            lambda: FrameProtocol(
-                self._on_first_frame, self._on_close, max_size=self.pool.max_frame
-            ),
+            lambda: FrameProtocol(self._on_first_frame, self._on_close, max_size=self.max_frame),
             sock=self._sock,
         )
         try:
@@ -167,7 +180,7 @@ class WorkerProcess:
         assert self._protocol is not None
         assert self._hello is not None
         hello = check_hello(frame)
-        self._protocol._on_frame = self._on_frame  # every later frame is a regular message
+        self._protocol.on_frame = self._on_frame  # every later frame is a regular message
         if not self._hello.done():
             self._hello.set_result(hello)
 
@@ -206,7 +219,7 @@ class WorkerProcess:
         self.dead = True
         if isinstance(exc, ProtocolError) and self._kill_reason is None:
             self.kill(f"protocol error: {exc}")
-        self.pool._forget(self)
+        self._on_closed(self)
         self._spawn(self._bury())
 
     async def _bury(self) -> None:
@@ -215,7 +228,7 @@ class WorkerProcess:
             reason = "the worker was shut down (idle or evicted) while calls were in flight"
         if reason is None:
             status = await self.zygote.exit_status(self.pid, _EXIT_STATUS_WAIT)
-            reason = _describe_exit(status, self.pool.policy)
+            reason = _describe_exit(status, self.policy)
         else:
             await self.zygote.exit_status(self.pid, 0.05)  # reap the record
         if self._pidfd is not None:
@@ -237,7 +250,7 @@ class WorkerProcess:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _send(self, message: _Msg, owner: int | None = None) -> None:
+    def _send(self, message: BaseMessage, owner: int | None = None) -> None:
         if self._protocol is None or self._protocol.closed:
             raise ProtocolError("the worker's connection is closed")
         self._export_owner = owner
@@ -255,7 +268,7 @@ class WorkerProcess:
     async def _round_trip(
         self,
         request_id: int,
-        message: _Msg,
+        message: BaseMessage,
         what: str,
         *,
         owner: int | None,
@@ -268,7 +281,7 @@ class WorkerProcess:
         self.last_used = time.monotonic()
         try:
             self._send(message, owner=owner)
-            self.pool._watch(self)
+            self._on_call_started(self)
             wall_ms = self.limits.wall_ms
             try:
                 if wall_ms is None:
@@ -424,6 +437,28 @@ class WorkerProcess:
             # A confined worker is not dumpable: only it can read its own smaps.
             size = (await self.ping(2.0)).private_bytes
         return size
+
+    def check_cpu(self) -> float | None:
+        """The CPU watchdog's look at this worker while calls are in flight: reads its CPU time
+        (kept in :attr:`cpu_seconds`) and kills it if a call has used more than its CPU limit
+        since the first look. Returns the CPU time, None if it could not be read or the worker
+        was killed."""
+        cpu = self.read_cpu_seconds()
+        if cpu is None:
+            return None
+        self.cpu_seconds = cpu
+        for pending in self._pending.values():
+            if pending.cpu_start is None:
+                pending.cpu_start = cpu
+            elif pending.cpu_ms is not None and (cpu - pending.cpu_start) * 1000 > pending.cpu_ms:
+                self.kill(f"call exceeded the CPU limit of {pending.cpu_ms} ms")
+                return None
+        return cpu
+
+    def cancel_tasks(self) -> None:
+        """Cancel the worker's own background tasks (burying it, serving its requests)."""
+        for task in list(self._tasks):
+            task.cancel()
 
     def read_cpu_seconds(self) -> float | None:
         """User + system CPU time of the process (from /proc/<pid>/stat)."""

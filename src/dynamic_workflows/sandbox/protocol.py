@@ -35,6 +35,7 @@ from .errors import ProtocolError, ProtocolVersionError
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "BaseMessage",
     "Call",
     "Cancel",
     "CapCall",
@@ -79,14 +80,14 @@ EXT_REQUEST = 2
 EXT_RESPONSE = 3
 
 
-class _Msg(msgspec.Struct, tag=True, array_like=True):
+class BaseMessage(msgspec.Struct, tag=True, array_like=True):
     """Base of every message; the tag is the class name."""
 
 
 # -- handshake and control -------------------------------------------------------------------
 
 
-class Hello(_Msg):
+class Hello(BaseMessage):
     """The worker is confined, warmed up and ready. Always the first frame."""
 
     version: int
@@ -96,13 +97,13 @@ class Hello(_Msg):
     """Set instead of serving when the worker could not be confined (fail closed)."""
 
 
-class Ping(_Msg):
+class Ping(BaseMessage):
     """Liveness probe; the worker answers :class:`Pong` from its event loop."""
 
     id: int
 
 
-class Pong(_Msg):
+class Pong(BaseMessage):
     """Answer to :class:`Ping`, with the worker's own accounting."""
 
     id: int
@@ -111,17 +112,17 @@ class Pong(_Msg):
     """Private memory from ``/proc/self/smaps_rollup`` (None where it cannot be read)."""
 
 
-class Shutdown(_Msg):
+class Shutdown(BaseMessage):
     """Exit now (the worker closes its socket and leaves)."""
 
 
-class Cancel(_Msg):
+class Cancel(BaseMessage):
     """Cancel the host-originated call ``id``."""
 
     id: int
 
 
-class Pause(_Msg):
+class Pause(BaseMessage):
     """The instance behind the run ``call`` was paused (True) or resumed (False)."""
 
     call: int
@@ -139,7 +140,7 @@ class ModuleData(msgspec.Struct, array_like=True, frozen=True):
     data: Any
 
 
-class Load(_Msg):
+class Load(BaseMessage):
     """Load tenant code into this (fresh) worker. Answered by a :class:`Result`."""
 
     id: int
@@ -154,7 +155,7 @@ class Load(_Msg):
     compatibility_flags: list[str] = []
 
 
-class Call(_Msg):
+class Call(BaseMessage):
     """Call ``method`` (``fetch`` or an RPC method) of an entrypoint (None: ``Default``)."""
 
     id: int
@@ -165,7 +166,7 @@ class Call(_Msg):
     props: dict[str, Any] | None = None
 
 
-class Run(_Msg):
+class Run(BaseMessage):
     """Run ``run(event, step)`` of a workflow entrypoint over the host's journal."""
 
     id: int
@@ -183,7 +184,7 @@ class Run(_Msg):
     by itself instead of asking with :class:`StepWake` (the step that follows tells the host)."""
 
 
-class Reply(_Msg):
+class Reply(BaseMessage):
     """The host's answer to a worker request (:class:`CapCall`, :class:`Fetch`, ``Step*``)."""
 
     id: int
@@ -194,7 +195,7 @@ class Reply(_Msg):
 # -- worker -> host ----------------------------------------------------------------------------
 
 
-class Result(_Msg):
+class Result(BaseMessage):
     """The answer to :class:`Load` or :class:`Call`: a value, or the error it raised."""
 
     id: int
@@ -202,14 +203,14 @@ class Result(_Msg):
     error: ErrorInfo | None = None
 
 
-class RunResult(_Msg):
+class RunResult(BaseMessage):
     """The outcome of a :class:`Run`."""
 
     id: int
     outcome: RunOutcome
 
 
-class CapCall(_Msg):
+class CapCall(BaseMessage):
     """Call ``method`` of the host capability ``cap`` on behalf of the call ``call``."""
 
     id: int
@@ -220,7 +221,7 @@ class CapCall(_Msg):
     kwargs: dict[str, Any] = {}
 
 
-class Fetch(_Msg):
+class Fetch(BaseMessage):
     """The tenant's global ``fetch(request)``, performed by the host (or its outbound binding)."""
 
     id: int
@@ -228,7 +229,7 @@ class Fetch(_Msg):
     request: Any
 
 
-class StepComplete(_Msg):
+class StepComplete(BaseMessage):
     """``StepChannel.complete``."""
 
     id: int
@@ -239,7 +240,7 @@ class StepComplete(_Msg):
     attempt: int = 1
 
 
-class StepFail(_Msg):
+class StepFail(BaseMessage):
     """``StepChannel.fail``; the reply is the next attempt's time or None."""
 
     id: int
@@ -251,7 +252,7 @@ class StepFail(_Msg):
     retry_in: float | None
 
 
-class StepSleep(_Msg):
+class StepSleep(BaseMessage):
     """``StepChannel.sleep``; the reply is the wake-up time."""
 
     id: int
@@ -262,7 +263,7 @@ class StepSleep(_Msg):
     seconds: float
 
 
-class StepWaitForEvent(_Msg):
+class StepWaitForEvent(BaseMessage):
     """``StepChannel.wait_for_event``; the reply is ``[deadline, event JSON or None]``."""
 
     id: int
@@ -273,7 +274,7 @@ class StepWaitForEvent(_Msg):
     timeout: float
 
 
-class StepWake(_Msg):
+class StepWake(BaseMessage):
     """``StepChannel.wake``; the reply (event JSON or None) comes when the host wakes it."""
 
     id: int
@@ -283,7 +284,7 @@ class StepWake(_Msg):
     timer: float | None = None
 
 
-class StepAttempt(_Msg):
+class StepAttempt(BaseMessage):
     """``StepChannel.attempt_started``: one-way, no reply."""
 
     call: int
@@ -293,7 +294,7 @@ class StepAttempt(_Msg):
     retry_in: float | None
 
 
-class RunParked(_Msg):
+class RunParked(BaseMessage):
     """One-way: the run ``call`` went quiescent and is kept live (parked) for its near wake-up
     at ``wake_at``. The run's next message (a step, its result) says it went on: a wake-up
     costs no message of its own."""
@@ -305,7 +306,7 @@ class RunParked(_Msg):
 # -- host <-> zygote (the fork server's control socket) ------------------------------------------
 
 
-class ZygoteReady(_Msg):
+class ZygoteReady(BaseMessage):
     """The fork server has imported the runtime and prepared confinement."""
 
     version: int
@@ -316,13 +317,13 @@ class ZygoteReady(_Msg):
     """Set when the fork server refuses to serve (for example, fail-closed confinement)."""
 
 
-class Spawn(_Msg):
+class Spawn(BaseMessage):
     """Fork a worker; the worker's end of its socketpair rides along (SCM_RIGHTS)."""
 
     id: int
 
 
-class Spawned(_Msg):
+class Spawned(BaseMessage):
     """The worker ``pid`` was forked; a pidfd for it rides along (SCM_RIGHTS)."""
 
     id: int
@@ -330,14 +331,14 @@ class Spawned(_Msg):
     error: str | None = None
 
 
-class Exited(_Msg):
+class Exited(BaseMessage):
     """The worker ``pid`` was reaped: ``status`` is its exit code, or minus the signal."""
 
     pid: int
     status: int
 
 
-class Retire(_Msg):
+class Retire(BaseMessage):
     """Fork no more; exit once every worker forked so far has exited."""
 
 
@@ -390,7 +391,7 @@ _control_encoder = msgspec.msgpack.Encoder()
 _control_decoder: msgspec.msgpack.Decoder[ControlMessage] = msgspec.msgpack.Decoder(ControlMessage)
 
 
-def encode_control(message: _Msg) -> bytes:
+def encode_control(message: BaseMessage) -> bytes:
     """The bytes of a message on the fork server's control socket."""
     return _control_encoder.encode(message)
 
@@ -447,7 +448,7 @@ class Codec:
             Message, ext_hook=self._ext_hook
         )
 
-    def encode(self, message: _Msg) -> bytes:
+    def encode(self, message: BaseMessage) -> bytes:
         """The bytes of ``message``; TypeError names a value that cannot cross."""
         return self._encoder.encode(message)
 

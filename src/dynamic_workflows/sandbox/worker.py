@@ -34,6 +34,7 @@ from .errors import WorkerCodeError
 from .framing import DEFAULT_MAX_FRAME, FrameProtocol
 from .protocol import (
     PROTOCOL_VERSION,
+    BaseMessage,
     Call,
     Cancel,
     CapCall,
@@ -58,7 +59,6 @@ from .protocol import (
     StepSleep,
     StepWaitForEvent,
     StepWake,
-    _Msg,
 )
 from .runtime import TenantRuntime
 
@@ -152,7 +152,7 @@ class _Registration:
 
 
 class RemoteStepChannel:
-    """The sandbox side of :class:`~dynamic_workflows.core.step.StepChannel`: every method is a
+    """The sandbox side of :class:`~dynamic_workflows.core.channel.StepChannel`: every method is a
     request to the host, which performs it on the engine's live run."""
 
     def __init__(self, server: WorkerServer, call: int, *, timers: Clock | None = None) -> None:
@@ -260,14 +260,14 @@ class WorkerServer:
         self.send(Hello(PROTOCOL_VERSION, os.getpid(), self._isolation))
         await self._done
 
-    def send(self, message: _Msg, *, flush: bool = False) -> None:
+    def send(self, message: BaseMessage, *, flush: bool = False) -> None:
         """Send one message to the host (dropped if the connection is gone): at the end of this
         loop iteration, with the others sent in it, or at once (with them) if ``flush``."""
         if self._protocol is None or self._protocol.closed:
             return
         self._protocol.send(self._codec.encode(message), now=flush)
 
-    async def request(self, make: Callable[[int], _Msg]) -> Any:
+    async def request(self, make: Callable[[int], BaseMessage]) -> Any:
         """Send the request ``make(id)`` and return the value of the host's :class:`Reply`."""
         request_id = self._next_id
         self._next_id += 1
