@@ -2,7 +2,8 @@
 
 As in Cloudflare's Python Workers, ``main`` (``src/entry.py``) imports the modules next to it by
 plain name (``from tenants import TENANTS``) and the SDK as ``workers``. Those modules are loaded
-here, from the project's files, with an ``__import__`` that resolves the project's names first;
+here, from the project's files, with an ``__import__`` that resolves the project's names first
+(:class:`~dynamic_workflows.modules.LocalImporter`);
 they are registered in ``sys.modules`` only under a private package (``dwf_project.tenants``), so
 a project's ``tenants`` never shadows, or is shadowed by, an installed module of that name, and
 two projects loaded in one process do not see each other's modules.
@@ -10,14 +11,11 @@ two projects loaded in one process do not see each other's modules.
 
 from __future__ import annotations
 
-import builtins
 import sys
 import types
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from ..modules import absolute_import_name, install_workers_alias
+from ..modules import LocalImporter, install_workers_alias
 
 __all__ = ["ProjectModules"]
 
@@ -34,9 +32,7 @@ class ProjectModules:
         sys.modules[self.prefix] = package
         self._modules: dict[str, types.ModuleType] = {}
         self._found: dict[str, tuple[Path, bool] | None] = {}
-        self._real_import = builtins.__import__
-        self._builtins = dict(builtins.__dict__)
-        self._builtins["__import__"] = self._import
+        self._importer = LocalImporter(self._is_local, self.load)
 
     def load(self, name: str) -> types.ModuleType:
         """The project module ``name`` (``"entry"``, ``"lib.util"``), imported if needed."""
@@ -52,7 +48,7 @@ class ProjectModules:
         qualified = f"{self.prefix}.{name}"
         module = types.ModuleType(qualified)
         module.__file__ = str(path)
-        module.__dict__["__builtins__"] = self._builtins
+        module.__dict__["__builtins__"] = self._importer.builtins
         module.__package__ = name if is_package else parent_name
         if is_package:
             module.__path__ = [str(path.parent)]
@@ -90,28 +86,8 @@ class ProjectModules:
         self._found[name] = found
         return found
 
-    def _import(
-        self,
-        name: str,
-        globals: Mapping[str, Any] | None = None,
-        locals: Mapping[str, Any] | None = None,
-        fromlist: tuple[str, ...] | list[str] | None = (),
-        level: int = 0,
-    ) -> types.ModuleType:
-        ours = globals is not None and globals.get("__builtins__") is self._builtins
-        if level > 0 and ours:
-            assert globals is not None
-            name = absolute_import_name(name, globals.get("__package__") or "", level)
-            level = 0
-        if level == 0 and self._locate(name.partition(".")[0]) is not None:
-            module = self.load(name)
-            if not fromlist:
-                return self.load(name.partition(".")[0])
-            for item in fromlist:
-                if item != "*" and not hasattr(module, item) and self._locate(f"{name}.{item}"):
-                    self.load(f"{name}.{item}")
-            return module
-        return self._real_import(name, globals, locals, fromlist or (), level)
+    def _is_local(self, name: str) -> bool:
+        return self._locate(name) is not None
 
 
 def _free_prefix() -> str:

@@ -2,22 +2,22 @@
 
 Shared by the sandboxed worker process (:mod:`.worker`) and the in-process loader. Tenant
 modules are loaded from source strings (never from disk) and are *not* put in ``sys.modules``:
-each module's ``__builtins__`` carries an ``__import__`` that resolves the tenant's own module
-names first (so ``from tenants import x`` finds the tenant's ``tenants.py``, and two tenants in
-one process never see each other's modules), maps ``workers`` to the SDK with a ``fetch`` bound
-to this tenant's outbound policy, and hands everything else to the normal import system.
+each module's ``__builtins__`` carries an ``__import__``
+(:class:`~dynamic_workflows.modules.LocalImporter`) that resolves the tenant's own module names
+first (so ``from tenants import x`` finds the tenant's ``tenants.py``, and two tenants in one
+process never see each other's modules), maps ``workers`` to the SDK with a ``fetch`` bound to
+this tenant's outbound policy, and hands everything else to the normal import system.
 """
 
 from __future__ import annotations
 
-import builtins
 import inspect
 import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from .. import workers as _sdk
-from ..modules import absolute_import_name
+from ..modules import LocalImporter
 from ..workers import (
     Env,
     ExecutionContext,
@@ -66,16 +66,15 @@ class TenantRuntime:
         self._modules: dict[str, types.ModuleType] = {}
         self._outbound = outbound
         self.env = Env(dict(env))
-        self._real_import = builtins.__import__
-        self._builtins = dict(builtins.__dict__)
-        self._builtins["__import__"] = self._import
-        self._builtins["fetch"] = self.fetch
-        self._workers = types.ModuleType("workers", _sdk.__doc__)
-        self._workers.__dict__.update(
+        workers = types.ModuleType("workers", _sdk.__doc__)
+        workers.__dict__.update(
             {k: v for k, v in _sdk.__dict__.items() if not k.startswith("__") or k == "__all__"}
         )
-        self._workers.__dict__["fetch"] = self.fetch
-        self._workers.__dict__["__getattr__"] = _sdk.__dict__["__getattr__"]
+        workers.__dict__["fetch"] = self.fetch
+        workers.__dict__["__getattr__"] = _sdk.__dict__["__getattr__"]
+        self._importer = LocalImporter(
+            self._is_known, self._load, workers=workers, extra_builtins={"fetch": self.fetch}
+        )
 
     # -- modules ---------------------------------------------------------------------------------
 
@@ -83,10 +82,6 @@ class TenantRuntime:
     def main(self) -> types.ModuleType:
         """The main module (loaded on first use)."""
         return self._load(self._main_name)
-
-    def _is_tenant(self, name: str) -> bool:
-        top = name.partition(".")[0]
-        return top in self._sources or top in self._packages
 
     def _load(self, name: str) -> types.ModuleType:
         module = self._modules.get(name)
@@ -98,7 +93,7 @@ class TenantRuntime:
         if src is None and name not in self._packages:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         module = types.ModuleType(name)
-        module.__dict__["__builtins__"] = self._builtins
+        module.__dict__["__builtins__"] = self._importer.builtins
         is_package = name in self._packages
         if is_package:
             module.__path__ = []
@@ -117,35 +112,6 @@ class TenantRuntime:
         if parent is not None:
             setattr(parent, last, module)
         return module
-
-    def _import(
-        self,
-        name: str,
-        globals: Mapping[str, Any] | None = None,
-        locals: Mapping[str, Any] | None = None,
-        fromlist: tuple[str, ...] | list[str] | None = (),
-        level: int = 0,
-    ) -> types.ModuleType:
-        if level > 0 and globals is not None and globals.get("__builtins__") is self._builtins:
-            name = absolute_import_name(name, globals.get("__package__") or "", level)
-            level = 0
-        if level == 0:
-            top = name.partition(".")[0]
-            if top == "workers":
-                if name == "workers":
-                    return self._workers
-                sub = self._real_import("dynamic_workflows." + name, fromlist=("_",))
-                return sub if fromlist else self._workers
-            if self._is_tenant(name):
-                module = self._load(name)
-                if not fromlist:
-                    return self._load(top)
-                for item in fromlist:
-                    qualified = f"{name}.{item}"
-                    if item != "*" and not hasattr(module, item) and self._is_known(qualified):
-                        self._load(qualified)
-                return module
-        return self._real_import(name, globals, locals, fromlist or (), level)
 
     def _is_known(self, name: str) -> bool:
         return name in self._sources or name in self._packages
