@@ -147,7 +147,7 @@ class StepWrites:
             return
         writes, futures = self._writes, self._futures
         self._writes, self._futures = [], []
-        self._engine._spawn(self._write(writes, futures))
+        self._engine.spawn(self._write(writes, futures))
 
     async def _write(
         self, writes: list[tuple[int, int, JournalEntry]], futures: list[asyncio.Future[None]]
@@ -179,7 +179,7 @@ class StepWrites:
 
 class LiveRun:
     """The host side of one live run: it implements
-    :class:`~dynamic_workflows.core.step.StepChannel` over the storage, and keeps the timers and
+    :class:`~dynamic_workflows.core.channel.StepChannel` over the storage, and keeps the timers and
     wake-ups of the run's blocked branches."""
 
     def __init__(self, engine: Engine, row: InstanceRow, journal: list[JournalEntry]) -> None:
@@ -227,7 +227,7 @@ class LiveRun:
 
         def fire() -> None:
             if not self._closed:
-                self.engine._spawn(self._expire(name, count))
+                self.engine.spawn(self._expire(name, count))
 
         self._timers.append(self.engine.clock.call_at(deadline, fire))
 
@@ -460,7 +460,9 @@ class Engine:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background (a group commit, an expired wait); :meth:`stop` waits
+        for it."""
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
