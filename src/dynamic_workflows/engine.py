@@ -61,6 +61,7 @@ from .errors import (
     WorkflowError,
 )
 from .gcpolicy import QUIET_BEFORE_WAKE_UP
+from .queries import Queries
 from .storage.base import (
     FINITE_STATUSES,
     Claim,
@@ -389,6 +390,9 @@ class Engine:
         self._background: set[asyncio.Task[Any]] = set()
         self._poke = asyncio.Event()
         self.writes = StepWrites(self)
+        self.queries = Queries(self)
+        """The read side: listings, counts, views and journals (:mod:`dynamic_workflows.queries`);
+        the admin API, metrics and CLI read through it, never from ``storage``."""
         self._scheduler: asyncio.Task[None] | None = None
         self._stopping = False
 

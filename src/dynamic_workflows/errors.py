@@ -9,6 +9,7 @@ The tree::
     │   └── ProjectLoadError              the project's main module cannot be imported/used
     ├── StorageError                      the database failed or is unusable
     ├── SerializationError                a value cannot be turned into JSON (also a TypeError)
+    ├── InvalidQueryError                 a listing's paging or filter is invalid (a ValueError)
     ├── WorkflowError                     an operation on a workflow or instance was refused;
     │   │                                 ``code`` is Cloudflare's (``instance.not_found``...)
     │   ├── InvalidInstanceIdError        id not ``^[a-zA-Z0-9_][a-zA-Z0-9-_]*$`` or > 100 chars
@@ -56,6 +57,7 @@ __all__ = [
     "InstanceNotFoundError",
     "InvalidEventTypeError",
     "InvalidInstanceIdError",
+    "InvalidQueryError",
     "LimitExceededError",
     "ListenError",
     "MissingDispatcherMetadataError",
@@ -182,6 +184,11 @@ class LimitExceededError(WorkflowError):
 
 class SerializationError(DynamicWorkflowsError, TypeError):
     """A value cannot be turned into JSON; the message says which type."""
+
+
+class InvalidQueryError(DynamicWorkflowsError, ValueError):
+    """A query of :mod:`dynamic_workflows.queries` got a bad limit, offset or status; the
+    message names the argument."""
 
 
 class MissingDispatcherMetadataError(DynamicWorkflowsError):

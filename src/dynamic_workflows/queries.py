@@ -1,0 +1,365 @@
+"""What the engine can tell about its instances: the one read path for the admin API, the
+metrics, the dashboard (through the API) and the CLI. Nothing above this layer reads storage.
+
+Reached as ``engine.queries`` (one :class:`Queries` per engine)::
+
+    page = await engine.queries.list_instances("orders", status="waiting", limit=25)
+    for view in page.instances:                      # InstanceView: decoded, status as reported
+        print(view.id, view.status, view.params)
+    details = await engine.queries.describe(page.instances[0])     # + its journal (StepView)
+    counts = await engine.queries.count_instances("orders")        # StatusCounts
+
+Statuses here are the ones users see (:meth:`Engine.reported_status`): a run kept live and
+*parked* for a near wake-up is ``running`` in storage but ``waiting`` here, in views, in counts
+and in the ``status`` filter alike. A sleep whose time has come reads as ``done``.
+
+Views are read-only snapshots. Acting on an instance stays with the engine (``engine.control``,
+``engine.send_event``, ``engine.delete``): a view's ``row`` is the handle those take.
+
+:func:`wait_for_status` is the one status-polling loop (``dwf run``, ``WorkflowTestEnv.wait_for``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .core.codec import decode
+from .core.journal import ErrorInfo, JournalEntry, StepKind, StepState
+from .errors import InvalidQueryError
+from .storage.base import FINITE_STATUSES, InstanceRow, Status
+
+if TYPE_CHECKING:
+    from .binding import Instance
+    from .engine import Engine
+
+__all__ = [
+    "MAX_LIMIT",
+    "InstanceDetails",
+    "InstancePage",
+    "InstanceView",
+    "Queries",
+    "StatusCounts",
+    "StepView",
+    "wait_for_status",
+]
+
+MAX_LIMIT = 1000
+"""The most instances one page may hold."""
+
+_SCAN_CHUNK = 1000
+"""Rows read from storage at a time when a listing is filtered here rather than by storage."""
+
+_COUNTED = tuple(s for s in Status.ALL if s != Status.UNKNOWN)
+"""Statuses every :class:`StatusCounts` holds, zero or not (``unknown`` only when present)."""
+
+
+class InstanceView(msgspec.Struct, frozen=True):
+    """One instance as users see it. ``status`` is the reported one (parked runs are
+    ``waiting``); ``params``/``output`` decode the stored JSON on access (a listing never
+    pays for them); times are epoch seconds."""
+
+    workflow: str
+    scope: str
+    id: str
+    status: str
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    ended_at: float | None
+    wake_at: float | None
+    """When the instance is due to run next (a timer, a retry, an event deadline), if ever."""
+    error: ErrorInfo | None
+    params_json: bytes
+    output_json: bytes | None
+    row: InstanceRow
+    """The stored row: the handle ``engine.control``/``send_event``/``delete`` take."""
+
+    @property
+    def params(self) -> Any:
+        """The params, decoded (``None`` when created without)."""
+        return decode(self.params_json)
+
+    @property
+    def output(self) -> Any:
+        """The output, decoded; ``None`` until the instance completes."""
+        return None if self.output_json is None else decode(self.output_json)
+
+
+class StepView(msgspec.Struct, frozen=True):
+    """One journal entry: a step occurrence ``(name, count)``. ``state`` is as reported: a
+    sleep whose ``wake_at`` has passed is ``done`` (the journal keeps it ``sleeping``)."""
+
+    name: str
+    count: int
+    kind: str
+    """``do``, ``sleep`` or ``wait`` (:class:`~dynamic_workflows.core.journal.StepKind`)."""
+    state: str
+    """:class:`~dynamic_workflows.core.journal.StepState`."""
+    value: Any
+    """The result (``do``) or the received event (``wait``), decoded; ``None`` otherwise."""
+    error: ErrorInfo | None
+    attempt: int
+    wake_at: float | None
+    """A sleep's end, a retry's next attempt, or an event wait's deadline."""
+    event_type: str | None
+
+
+class InstanceDetails(msgspec.Struct, frozen=True):
+    """An instance and its journal, in the order the steps were recorded."""
+
+    instance: InstanceView
+    steps: list[StepView]
+
+
+class StatusCounts(msgspec.Struct, frozen=True):
+    """Instances per reported status: every status is present (zero included), in
+    :attr:`Status.ALL` order; ``unknown`` only when some instance has it."""
+
+    by_status: dict[str, int]
+
+    def get(self, status: str) -> int:
+        """How many instances are ``status``."""
+        return self.by_status.get(status, 0)
+
+    @property
+    def total(self) -> int:
+        """How many instances in all."""
+        return sum(self.by_status.values())
+
+
+class InstancePage(msgspec.Struct, frozen=True):
+    """One page of a listing, newest first; ``total`` counts every match, not this page."""
+
+    instances: list[InstanceView]
+    total: int
+    offset: int
+    limit: int
+
+
+def _check_paging(limit: object, offset: object) -> tuple[int, int]:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidQueryError(f"limit: must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidQueryError(f"offset: must be an integer >= 0, got {offset!r}")
+    return limit, offset
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in Status.ALL:
+        raise InvalidQueryError(f"status: {status!r} is not one of {', '.join(Status.ALL)}")
+
+
+def _creation_order(row: InstanceRow) -> tuple[float, int]:
+    """The storage protocol's listing order (which lists it reversed: newest first)."""
+    return (row.created_at, row.pk)
+
+
+class Queries:
+    """The read side of one :class:`~dynamic_workflows.engine.Engine` (``engine.queries``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- views ------------------------------------------------------------------------------
+
+    def view(self, row: InstanceRow) -> InstanceView:
+        """The view of a stored row, its status as reported now."""
+        return InstanceView(
+            workflow=row.workflow,
+            scope=row.scope,
+            id=row.id,
+            status=self.engine.reported_status(row),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+            wake_at=row.wake_at,
+            error=row.error,
+            params_json=row.params,
+            output_json=row.output,
+            row=row,
+        )
+
+    def step_view(self, entry: JournalEntry, now: float | None = None) -> StepView:
+        """The view of a journal entry (``now``: when to judge whether a sleep is over)."""
+        if now is None:
+            now = self.engine.clock.now()
+        slept = (
+            entry.kind == StepKind.SLEEP
+            and entry.state == StepState.SLEEPING
+            and entry.wake_at is not None
+            and entry.wake_at <= now
+        )
+        return StepView(
+            name=entry.name,
+            count=entry.count,
+            kind=entry.kind,
+            state=StepState.DONE if slept else entry.state,
+            value=None if entry.value is None else decode(entry.value),
+            error=entry.error,
+            attempt=entry.attempt,
+            wake_at=entry.wake_at,
+            event_type=entry.event_type,
+        )
+
+    # -- single instances -------------------------------------------------------------------
+
+    async def get_instance(self, workflow: str, scope: str, id: str) -> InstanceView | None:
+        """The instance ``id`` of ``workflow`` in ``scope``, or None."""
+        row = await self.engine.storage.get_instance(workflow, scope, id)
+        return None if row is None else self.view(row)
+
+    async def find_instances(self, workflow: str, id: str) -> list[InstanceView]:
+        """The instances of ``workflow`` with this ``id`` in every scope, oldest first (tenants
+        may reuse an id; a trusted caller such as the admin API sees them all)."""
+        return [self.view(r) for r in await self.engine.storage.find_instances(workflow, id)]
+
+    async def journal(self, instance: InstanceView) -> list[StepView]:
+        """The steps ``instance`` recorded, in recording order."""
+        entries = await self.engine.storage.load_journal(instance.row.pk)
+        now = self.engine.clock.now()
+        return [self.step_view(e, now) for e in entries]
+
+    async def describe(self, instance: InstanceView) -> InstanceDetails:
+        """``instance`` with its journal."""
+        return InstanceDetails(instance, await self.journal(instance))
+
+    # -- counts and listings ----------------------------------------------------------------
+
+    async def _counts(
+        self, workflow: str | None, scope: str | None
+    ) -> tuple[dict[str, int], list[InstanceRow] | None]:
+        """Reported counts, and the stored ``running`` rows when some of them are parked runs
+        (reported ``waiting``), else None."""
+        stored = await self.engine.storage.count_instances(workflow, scope=scope)
+        counts = {s: stored.get(s, 0) for s in _COUNTED}
+        for status, n in stored.items():
+            counts.setdefault(status, n)
+        running = counts[Status.RUNNING]
+        if not running or not self.engine.parked_runs():
+            return counts, None
+        # Running rows are live runs: few (at most concurrency + max_warm per engine).
+        rows = await self.engine.storage.list_instances(
+            workflow, scope=scope, status=Status.RUNNING, limit=running
+        )
+        parked = sum(1 for r in rows if self.engine.reported_status(r) == Status.WAITING)
+        if not parked:
+            return counts, None
+        counts[Status.RUNNING] -= parked
+        counts[Status.WAITING] += parked
+        return counts, rows
+
+    async def count_instances(
+        self, workflow: str | None = None, *, scope: str | None = None
+    ) -> StatusCounts:
+        """Instances per reported status, of one workflow and/or scope when given."""
+        counts, _ = await self._counts(workflow, scope)
+        return StatusCounts(counts)
+
+    async def list_instances(
+        self,
+        workflow: str | None,
+        *,
+        scope: str | None = None,
+        status: str | None = None,
+        created_since: float | None = None,
+        created_until: float | None = None,
+        limit: int = 25,
+        offset: int = 0,
+    ) -> InstancePage:
+        """A page of instances, newest first, filtered by scope, reported status and creation
+        time (``created_since``/``created_until``: epoch seconds, inclusive).
+
+        ``limit`` is 1 to :data:`MAX_LIMIT`, ``offset`` at least 0 (else InvalidQueryError); an
+        offset past the last match gives an empty page, however large it is."""
+        limit, offset = _check_paging(limit, offset)
+        _check_status(status)
+        counts, running = await self._counts(workflow, scope)
+        dated = created_since is not None or created_until is not None
+        if not dated and (running is None or status not in (Status.RUNNING, Status.WAITING)):
+            total = counts.get(status, 0) if status is not None else sum(counts.values())
+            if offset >= total:  # also keeps offsets storage cannot represent away from it
+                return InstancePage([], total, offset, limit)
+            rows = await self.engine.storage.list_instances(
+                workflow, scope=scope, status=status, limit=limit, offset=offset
+            )
+            return InstancePage([self.view(r) for r in rows], total, offset, limit)
+        # Storage cannot filter by date, nor by reported status while runs are parked: read
+        # the candidates and filter here.
+        matching = []
+        for row in await self._candidates(workflow, scope, status, running):
+            if (created_since is not None and row.created_at < created_since) or (
+                created_until is not None and row.created_at > created_until
+            ):
+                continue
+            view = self.view(row)
+            if status is None or view.status == status:
+                matching.append(view)
+        return InstancePage(matching[offset : offset + limit], len(matching), offset, limit)
+
+    async def _candidates(
+        self,
+        workflow: str | None,
+        scope: str | None,
+        status: str | None,
+        running: list[InstanceRow] | None,
+    ) -> list[InstanceRow]:
+        """Every stored row that may be reported as ``status``, newest first (``running``: the
+        stored running rows, when some are parked runs)."""
+        if running is not None and status == Status.RUNNING:
+            return running
+        if running is not None and status == Status.WAITING:
+            rows = running + await self._scan(workflow, scope, Status.WAITING)
+            rows.sort(key=_creation_order, reverse=True)
+            return rows
+        return await self._scan(workflow, scope, status)
+
+    async def _scan(
+        self, workflow: str | None, scope: str | None, status: str | None
+    ) -> list[InstanceRow]:
+        """Every stored row of ``status`` (None: any), newest first, read in chunks."""
+        rows: list[InstanceRow] = []
+        while True:
+            chunk = await self.engine.storage.list_instances(
+                workflow, scope=scope, status=status, limit=_SCAN_CHUNK, offset=len(rows)
+            )
+            rows.extend(chunk)
+            if len(chunk) < _SCAN_CHUNK:
+                return rows
+
+
+async def wait_for_status(
+    instance: Instance,
+    statuses: str | Iterable[str] = FINITE_STATUSES,
+    *,
+    timeout: float | None = None,
+    interval: float = 0.05,
+    on_change: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Poll ``instance.status()`` until its status is one of ``statuses`` (default: a finite
+    one: complete, errored, terminated); returns that status dict.
+
+    ``timeout`` is in real seconds (TimeoutError after it; None waits for ever), whatever the
+    engine's clock does; ``on_change`` is called with each status seen, once per change."""
+    wanted = {statuses} if isinstance(statuses, str) else set(statuses)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last: str | None = None
+    while True:
+        status = await instance.status()
+        current = str(status["status"])
+        if on_change is not None and current != last:
+            on_change(current)
+        last = current
+        if current in wanted:
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(
+                f"instance {instance.id} is {current!r} after {timeout} s; "
+                f"expected one of {sorted(wanted)}"
+            )
+        await asyncio.sleep(interval)
