@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope
 
 from ..errors import BodyTooLargeError
 from ..workers import Request, Response
+from ..workers.hosting import incoming_request
 
 __all__ = [
     "MAX_BODY",
@@ -112,7 +113,7 @@ async def read_request(scope: Scope, receive: Receive, *, max_body: int = MAX_BO
         elif kind == "http.disconnect":
             raise ClientDisconnect()
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    return Request._incoming(_request_url(scope, host), scope["method"], headers, bytes(body))
+    return incoming_request(_request_url(scope, host), scope["method"], headers, bytes(body))
 
 
 def response_parts(

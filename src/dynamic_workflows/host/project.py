@@ -28,7 +28,7 @@ from ..engine import Engine
 from ..errors import ProjectLoadError
 from ..storage import open_storage
 from ..workers import Env, ExecutionContext, Request, Response, WorkerEntrypoint
-from ..workers._fetch import use_http_client
+from ..workers.hosting import use_http_client
 from .config import ProjectConfig, display_path
 from .sources import ProjectModules
 
@@ -253,7 +253,7 @@ class Project:
             result = handler(request)
             if inspect.isawaitable(result):
                 result = await result
-            if ctx._pending:
+            if ctx.pending:
                 task = asyncio.ensure_future(ctx.drain())
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)

@@ -56,6 +56,12 @@ class ExecutionContext:
 
     waitUntil = wait_until
 
+    @property
+    def pending(self) -> int:
+        """How many awaitables passed to ``wait_until`` are still running (the host drains a
+        request's context only when there is something to wait for)."""
+        return len(self._pending)
+
     def pass_through_on_exception(self) -> None:
         """Accepted for compatibility; there is no origin to fall back to here."""
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..core.codec import decode, encode
 
-__all__ = ["Headers", "Request", "Response", "make_request"]
+__all__ = ["Headers", "Request", "Response", "incoming_request", "make_request"]
 
 HeadersInit = Mapping[str, str] | Iterable[tuple[str, str]] | None
 
@@ -104,18 +104,6 @@ class Request:
         self.headers = Headers(headers)
         self._body: builtins.bytes = _to_bytes(body)
 
-    @classmethod
-    def _incoming(
-        cls, url: str, method: str, headers: list[tuple[str, str]], body: builtins.bytes
-    ) -> Request:
-        """A request as the server received it: ``headers`` with lowercased names."""
-        request = cls.__new__(cls)
-        request.url = url
-        request.method = method.upper()
-        request.headers = Headers._of(headers)
-        request._body = body
-        return request
-
     async def bytes(self) -> builtins.bytes:
         return self._body
 
@@ -177,6 +165,17 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response {self.status}>"
+
+
+def incoming_request(url: str, method: str, headers: list[tuple[str, str]], body: bytes) -> Request:
+    """A Request as a server received it, built without re-checking its parts: ``headers`` are
+    ``(name, value)`` pairs with lowercased names, kept as they are (the host's HTTP path)."""
+    request = Request.__new__(Request)
+    request.url = url
+    request.method = method.upper()
+    request.headers = Headers._of(headers)
+    request._body = body
+    return request
 
 
 def make_request(resource: Any, init: Mapping[str, Any] | None = None, **options: Any) -> Request:
