@@ -26,6 +26,7 @@ from .binding import Instance
 from .engine import Engine
 from .errors import DynamicWorkflowsError, InstanceAlreadyExistsError
 from .modules import load_module_from_source
+from .queries import wait_for_status
 from .storage import open_storage
 from .workers import WorkflowEntrypoint
 
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 log = logging.getLogger("dynamic_workflows.host")
-
-TERMINAL = ("complete", "errored", "terminated")
 
 
 def _json_arg(value: str | None, what: str) -> Any:
@@ -148,15 +147,10 @@ async def _run(
             click.echo(f"resuming instance {instance.id}", err=True)
         for etype, body in events:
             await instance.send_event(type=etype, payload=body)
-        last = None
-        while True:
-            status = await instance.status()
-            if status["status"] != last:
-                last = status["status"]
-                click.echo(f"  {instance.id}: {last}", err=True)
-            if last in TERMINAL:
-                return status
-            await asyncio.sleep(0.05)
+        iid = instance.id
+        return await wait_for_status(
+            instance, on_change=lambda status: click.echo(f"  {iid}: {status}", err=True)
+        )
 
 
 # -- dwf dev / dwf serve ------------------------------------------------------------------------

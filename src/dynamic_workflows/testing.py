@@ -14,8 +14,6 @@ instance to stay where it is (for example before sending it an event).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,11 +22,11 @@ from .binding import Instance, WorkflowBinding
 from .core.clock import MockClock
 from .core.limits import DEFAULT_LIMITS, Limits
 from .engine import Engine
+from .queries import wait_for_status
 from .storage import MemoryStorage, SQLiteStorage, Storage
+from .storage.base import FINITE_STATUSES
 
 __all__ = ["WorkflowTestEnv"]
-
-TERMINAL = ("complete", "errored", "terminated")
 
 
 class WorkflowTestEnv:
@@ -86,21 +84,10 @@ class WorkflowTestEnv:
     async def wait_for(
         self,
         instance: Instance,
-        statuses: str | Iterable[str] = TERMINAL,
+        statuses: str | Iterable[str] = FINITE_STATUSES,
         *,
         timeout: float = 10.0,
     ) -> dict[str, Any]:
         """Poll until the instance's status is one of ``statuses``; returns its status dict.
         ``timeout`` is in real seconds (virtual time may run far ahead meanwhile)."""
-        wanted = {statuses} if isinstance(statuses, str) else set(statuses)
-        deadline = time.monotonic() + timeout
-        while True:
-            status = await instance.status()
-            if status["status"] in wanted:
-                return status
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"instance {instance.id} is {status['status']!r} after {timeout} s; "
-                    f"expected one of {sorted(wanted)}"
-                )
-            await asyncio.sleep(0.001)
+        return await wait_for_status(instance, statuses, timeout=timeout, interval=0.001)

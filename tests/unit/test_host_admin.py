@@ -493,3 +493,32 @@ async def test_the_admin_port_needs_the_token(host: Host) -> None:
         assert (await admin.get("/cdn-cgi/local/explorer/")).status_code == 200
         # The admin port has no dispatcher.
         assert (await admin.get("/vars", headers=auth)).status_code == 404
+
+
+async def test_a_page_past_the_end_is_empty_however_large(tmp_path: Path) -> None:
+    # On SQLite, whose OFFSET stops at 2**63 - 1, a huge page once answered 500 (an overflow).
+    folder = write_project(tmp_path / "project")
+    url = str(tmp_path / "state.sqlite3")
+    live = LiveProject(
+        lambda: Project(load_config(folder), storage_url=url, loader_mode="in-process")
+    )
+    await live.start()
+    app = create_dev_app(live, HostMetrics(live))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://dev.test"
+        ) as client:
+            host = Host(live, client, HostMetrics(live))
+            await host.api("POST", "/workflows/plain/instances", json={"id": "only"})
+            for page in ("9223372036854775807", "9223372036854775808", str(10**30)):
+                for extra in ({}, {"status": "queued"}, {"date_end": "2999-01-01T00:00:00Z"}):
+                    code, body = await host.api(
+                        "GET", "/workflows/plain/instances", params={"page": page, **extra}
+                    )
+                    assert code == 200, body
+                    assert body["result"] == []
+                    assert body["result_info"]["page"] == int(page)
+            code, body = await host.api("GET", "/workflows/plain/instances")
+            assert [i["id"] for i in body["result"]] == ["only"]
+    finally:
+        await live.stop()

@@ -1,4 +1,4 @@
-"""The admin API: wrangler's local explorer API for Workflows, over the engine's storage.
+"""The admin API: wrangler's local explorer API for Workflows, over the engine's queries.
 
 Mounted at ``/cdn-cgi/local/explorer/api`` (so ``wrangler workflows ... --local`` works against
 ``dwf dev``), with Cloudflare's envelope ``{"success", "errors", "messages", "result"}``::
@@ -25,6 +25,9 @@ unscoped one (the raw binding's).
 
 Error codes: 10001 internal or invalid request, 10400 invalid input, 10409 conflict (already
 exists, cannot terminate), 10501 workflow or instance not found, 7003 no such route.
+
+Everything read comes from ``engine.queries`` (:mod:`dynamic_workflows.queries`); every change
+goes through the engine's actions (``create``, ``control``, ``send_event``, ``delete``).
 """
 
 from __future__ import annotations
@@ -39,19 +42,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from .. import Status
 from ..binding import restart_point
 from ..core.codec import SerializationError, decode, encode
-from ..core.journal import JournalEntry, StepKind, StepState
+from ..core.journal import StepKind, StepState
 from ..dispatch import METADATA_KEY, scope_of
 from ..errors import (
     CannotTerminateError,
     DynamicWorkflowsError,
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
+    InvalidQueryError,
     UnknownWorkflowError,
     WorkflowError,
 )
-from ..storage.base import InstanceRow, Status
+from ..queries import InstanceView, StepView
 from .live import LiveProject
 from .project import Project
 
@@ -167,61 +172,59 @@ async def _json_body(request: Request, *, required: bool) -> Any:
         raise APIError(400, CODE_INVALID, f"request body: not valid JSON ({exc})") from None
 
 
-def _decode_or_none(data: bytes | None) -> Any:
-    return None if data is None else decode(data)
-
-
-def instance_summary(row: InstanceRow, status: str | None = None) -> dict[str, Any]:
-    """An instance as listed: the spec's ``id``/``status``/``created_on``, plus its scope
-    (``status``: the engine's reported status, when it differs from the stored one)."""
+def instance_summary(instance: InstanceView) -> dict[str, Any]:
+    """An instance as listed: the spec's ``id``/``status``/``created_on``, plus its scope."""
     return {
-        "id": row.id,
-        "status": status or row.status,
-        "created_on": iso(row.created_at),
-        "modified_on": iso(row.updated_at),
-        "started_on": iso(row.started_at),
-        "ended_on": iso(row.ended_at),
-        "scope": row.scope,
+        "id": instance.id,
+        "status": instance.status,
+        "created_on": iso(instance.created_at),
+        "modified_on": iso(instance.updated_at),
+        "started_on": iso(instance.started_at),
+        "ended_on": iso(instance.ended_at),
+        "scope": instance.scope,
     }
 
 
-def step_view(entry: JournalEntry, now: float) -> dict[str, Any]:
+def step_json(step: StepView) -> dict[str, Any]:
     """One journal entry for the API: our fields plus Cloudflare's ``type``/``success``."""
-    slept = entry.state == StepState.SLEEPING and entry.wake_at is not None and entry.wake_at <= now
-    finished = slept or entry.state in (StepState.DONE, StepState.FAILED)
+    # The query layer reports a sleep whose time has come as done (the journal keeps it
+    # "sleeping"): such a sleep is over, and ended at its wake-up time.
+    slept = step.kind == StepKind.SLEEP and step.state == StepState.DONE
+    finished = step.state in (StepState.DONE, StepState.FAILED)
     success = (
-        True
-        if entry.state == StepState.DONE
+        None
+        if slept  # a sleep has no outcome
+        else True
+        if step.state == StepState.DONE
         else False
-        if entry.state == StepState.FAILED
+        if step.state == StepState.FAILED
         else None
     )
-    output = _decode_or_none(entry.value)
-    if entry.kind == StepKind.WAIT and isinstance(output, dict):
+    output = step.value
+    if step.kind == StepKind.WAIT and isinstance(output, dict):
         stamp = output.get("timestamp")
         if isinstance(stamp, int | float) and not isinstance(stamp, bool):
             output = {**output, "timestamp": iso(stamp)}  # stored as epoch seconds
     view: dict[str, Any] = {
-        "name": entry.name,
-        "count": entry.count,
-        "type": _STEP_TYPES.get(entry.kind, entry.kind),
-        "kind": entry.kind,
-        # A sleep stays "sleeping" in the journal; once its time has come it is over.
-        "state": StepState.DONE if slept else entry.state,
-        "attempt": entry.attempt,
+        "name": step.name,
+        "count": step.count,
+        "type": _STEP_TYPES.get(step.kind, step.kind),
+        "kind": step.kind,
+        "state": step.state,
+        "attempt": step.attempt,
         "finished": finished,
         "success": success,
         "output": output,
-        "error": None if entry.error is None else entry.error.as_dict(),
-        "wake_at": iso(entry.wake_at),
-        "event_type": entry.event_type,
+        "error": None if step.error is None else step.error.as_dict(),
+        "wake_at": iso(step.wake_at),
+        "event_type": step.event_type,
         # wrangler's `instances describe` reads these: the journal keeps no per-attempt times,
         # so attempts is empty; a sleep's end is its wake-up time.
         "attempts": [],
-        "config": None if success is not None or entry.kind != StepKind.DO else {"retries": {}},
+        "config": None if success is not None or step.kind != StepKind.DO else {"retries": {}},
     }
     if slept:
-        view["end"] = iso(entry.wake_at)
+        view["end"] = iso(step.wake_at)
     return view
 
 
@@ -261,7 +264,7 @@ class AdminAPI:
                 return envelope_error(404, CODE_NOT_FOUND, str(exc))
             except (InstanceAlreadyExistsError, CannotTerminateError) as exc:
                 return envelope_error(409, CODE_CONFLICT, str(exc))
-            except (WorkflowError, SerializationError) as exc:
+            except (WorkflowError, SerializationError, InvalidQueryError) as exc:
                 return envelope_error(400, CODE_INVALID, str(exc))
             except DynamicWorkflowsError as exc:
                 log.exception("admin API: %s %s failed", request.method, request.url.path)
@@ -283,15 +286,15 @@ class AdminAPI:
         return name
 
     @staticmethod
-    async def _instance(request: Request, project: Project, workflow: str) -> InstanceRow:
+    async def _instance(request: Request, project: Project, workflow: str) -> InstanceView:
         instance_id = str(request.path_params["instance_id"])
         return await _find(project, workflow, instance_id, request.query_params.get("scope"))
 
     @staticmethod
     async def _counts(project: Project, workflow: str, scope: str | None = None) -> dict[str, int]:
-        stored = await project.engine.storage.count_instances(workflow, scope=scope)
-        counts = {status: stored.get(status, 0) for status in LIST_STATUSES}
-        for status, n in stored.items():  # e.g. "unknown": shown, not hidden
+        counted = await project.engine.queries.count_instances(workflow, scope=scope)
+        counts = {status: counted.get(status) for status in LIST_STATUSES}
+        for status, n in counted.by_status.items():  # e.g. "unknown": shown, not hidden
             counts.setdefault(status, n)
         return counts
 
@@ -327,15 +330,14 @@ class AdminAPI:
 
     async def delete_workflow(self, request: Request, project: Project) -> Response:
         name = self._workflow(request, project)
-        storage = project.engine.storage
         deleted = 0
         while True:
-            rows = await storage.list_instances(name, limit=500)
-            if not rows:
+            page = await project.engine.queries.list_instances(name, limit=500)
+            if not page.instances:
                 break
-            for row in rows:
+            for instance in page.instances:
                 try:
-                    await project.engine.delete(row)
+                    await project.engine.delete(instance.row)
                     deleted += 1
                 except InstanceNotFoundError:
                     pass
@@ -355,42 +357,25 @@ class AdminAPI:
         scope = request.query_params.get("scope")
         start = request.query_params.get("date_start")
         end = request.query_params.get("date_end")
-        t0 = _parse_date(start, "date_start") if start else None
-        t1 = _parse_date(end, "date_end") if end else None
-        storage = project.engine.storage
-        offset = (page - 1) * per_page
         counts = await self._counts(project, name, scope)
-        if t0 is None and t1 is None:
-            total = counts.get(status, 0) if status else sum(counts.values())
-            rows = await storage.list_instances(
-                name, scope=scope, status=status, limit=per_page, offset=offset
-            )
-        else:
-            # Dates are not indexed by the storage protocol: scan, newest first.
-            matching: list[InstanceRow] = []
-            scanned = 0
-            while True:
-                chunk = await storage.list_instances(
-                    name, scope=scope, status=status, limit=1000, offset=scanned
-                )
-                scanned += len(chunk)
-                matching.extend(
-                    r
-                    for r in chunk
-                    if (t0 is None or r.created_at >= t0) and (t1 is None or r.created_at <= t1)
-                )
-                if len(chunk) < 1000:
-                    break
-            total = len(matching)
-            rows = matching[offset : offset + per_page]
+        # A page past the last gives an empty page, however large its number (no overflow).
+        listed = await project.engine.queries.list_instances(
+            name,
+            scope=scope,
+            status=status,
+            created_since=_parse_date(start, "date_start") if start else None,
+            created_until=_parse_date(end, "date_end") if end else None,
+            limit=per_page,
+            offset=(page - 1) * per_page,
+        )
         return envelope_ok(
-            [instance_summary(r, project.engine.reported_status(r)) for r in rows],
+            [instance_summary(i) for i in listed.instances],
             result_info={
                 "page": page,
                 "per_page": per_page,
-                "count": len(rows),
-                "total_count": total,
-                "total_pages": max(1, math.ceil(total / per_page)),
+                "count": len(listed.instances),
+                "total_count": listed.total,
+                "total_pages": max(1, math.ceil(listed.total / per_page)),
                 "status_counts": counts,
             },
         )
@@ -433,8 +418,8 @@ class AdminAPI:
         errors: list[dict[str, Any]] = []
         for instance_id in ids:
             try:
-                row = await _find(project, name, instance_id, scope)
-                await project.engine.delete(row)
+                instance = await _find(project, name, instance_id, scope)
+                await project.engine.delete(instance.row)
                 deleted.append({"id": instance_id})
             except InstanceNotFoundError:
                 errors.append(
@@ -450,24 +435,25 @@ class AdminAPI:
 
     async def instance_details(self, request: Request, project: Project) -> Response:
         name = self._workflow(request, project)
-        row = await self._instance(request, project, name)
-        journal = await project.engine.storage.load_journal(row.pk)
-        now = project.engine.clock.now()
-        steps = [step_view(e, now) for e in journal]
+        described = await project.engine.queries.describe(
+            await self._instance(request, project, name)
+        )
+        instance = described.instance
+        steps = [step_json(s) for s in described.steps]
         details: dict[str, Any] = {
-            **instance_summary(row, project.engine.reported_status(row)),
-            "params": decode(row.params),
-            "output": _decode_or_none(row.output),
+            **instance_summary(instance),
+            "params": instance.params,
+            "output": instance.output,
         }
-        if row.error is not None:  # the spec's "error" is an object, never null: absent instead
-            details["error"] = row.error.as_dict()
+        if instance.error is not None:  # the spec's "error" is an object, never null: absent
+            details["error"] = instance.error.as_dict()
         return envelope_ok(
             {
                 **details,
-                "queued": iso(row.created_at),
-                "start": iso(row.started_at),
-                "end": iso(row.ended_at),
-                "wake_at": iso(row.wake_at),
+                "queued": iso(instance.created_at),
+                "start": iso(instance.started_at),
+                "end": iso(instance.ended_at),
+                "wake_at": iso(instance.wake_at),
                 "steps": steps,
                 "step_count": len(steps),
             }
@@ -475,8 +461,8 @@ class AdminAPI:
 
     async def delete_instance(self, request: Request, project: Project) -> Response:
         name = self._workflow(request, project)
-        row = await self._instance(request, project, name)
-        await project.engine.delete(row)
+        instance = await self._instance(request, project, name)
+        await project.engine.delete(instance.row)
         return envelope_ok({"success": True})
 
     async def change_status(self, request: Request, project: Project) -> Response:
@@ -502,35 +488,38 @@ class AdminAPI:
                 restart_from = restart_point({"from": body["from"]})
             except WorkflowError as exc:
                 raise APIError(400, CODE_INVALID, f"from: {exc}") from None
-        row = await self._instance(request, project, name)
-        after = await project.engine.control(row, str(action), restart_from=restart_from)
+        instance = await self._instance(request, project, name)
+        after = await project.engine.control(instance.row, str(action), restart_from=restart_from)
         return envelope_ok({"status": after, "timestamp": iso(project.engine.clock.now())})
 
     async def send_event(self, request: Request, project: Project) -> Response:
         name = self._workflow(request, project)
         payload = await _json_body(request, required=False)
-        row = await self._instance(request, project, name)
-        await project.engine.send_event(row, str(request.path_params["event_type"]), payload)
+        instance = await self._instance(request, project, name)
+        await project.engine.send_event(
+            instance.row, str(request.path_params["event_type"]), payload
+        )
         return envelope_ok({"success": True})
 
 
 async def _find(
     project: Project, workflow: str, instance_id: str, scope: str | None
-) -> InstanceRow:
+) -> InstanceView:
     """The instance ``instance_id`` of ``workflow``, in ``scope`` or the only scope holding it."""
+    queries = project.engine.queries
     if scope is not None:
-        row = await project.engine.storage.get_instance(workflow, scope, instance_id)
-        rows = [] if row is None else [row]
+        found = await queries.get_instance(workflow, scope, instance_id)
+        matches = [] if found is None else [found]
     else:
-        rows = await project.engine.storage.find_instances(workflow, instance_id)
-    if not rows:
+        matches = await queries.find_instances(workflow, instance_id)
+    if not matches:
         raise APIError(404, CODE_NOT_FOUND, f"Workflow instance '{instance_id}' not found.")
-    if len(rows) > 1:
-        scopes = ", ".join(repr(r.scope) for r in rows)
+    if len(matches) > 1:
+        scopes = ", ".join(repr(m.scope) for m in matches)
         raise APIError(
             400,
             CODE_INVALID,
-            f"scope: instance id '{instance_id}' exists in {len(rows)} scopes ({scopes}); "
+            f"scope: instance id '{instance_id}' exists in {len(matches)} scopes ({scopes}); "
             "choose one with ?scope=<scope> (dwf: --scope)",
         )
-    return rows[0]
+    return matches[0]

@@ -2,7 +2,7 @@
 
 ::
 
-    dwf_instances{workflow,status}                 instances by status (read from storage)
+    dwf_instances{workflow,status}                 instances by status (engine.queries; zeros too)
     dwf_runs_total                                 runs (wake-ups) started by the engine
     dwf_steps_committed_total                      step results committed
     dwf_instances_completed_total / _errored_total instances the engine finished
@@ -95,12 +95,12 @@ class HostMetrics:
         child.observe(seconds)
 
     async def refresh(self) -> None:
-        """Read instance counts from storage (collectors are synchronous, storage is not)."""
+        """Read instance counts from the engine (collectors are synchronous, queries are not)."""
         project = self.live.project
         counts: dict[tuple[str, str], int] = {}
         for wf in project.config.workflows:
-            stored = await project.engine.storage.count_instances(wf.name)
-            for status, n in stored.items():
+            counted = await project.engine.queries.count_instances(wf.name)
+            for status, n in counted.by_status.items():
                 counts[(wf.name, status)] = n
         self.instance_counts = counts
 
