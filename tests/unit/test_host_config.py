@@ -123,6 +123,17 @@ def test_name_defaults_to_the_folder_and_a_config_file_can_be_named(tmp_path: Pa
     assert load_config(folder / "wrangler.jsonc").name == tmp_path.name
 
 
+def test_a_folder_with_several_config_files_uses_wranglers_order(tmp_path: Path) -> None:
+    # wrangler's findWranglerConfig: wrangler.json, then wrangler.jsonc, then wrangler.toml, so
+    # that dwf dev and wrangler dev read the same file of a folder.
+    project(tmp_path, 'name = "from-toml"\nmain = "src/entry.py"\n', name="wrangler.toml")
+    assert load_config(tmp_path).name == "from-toml"
+    project(tmp_path, '{"name": "from-jsonc", "main": "src/entry.py",}', name="wrangler.jsonc")
+    assert load_config(tmp_path).name == "from-jsonc"
+    project(tmp_path, '{"name": "from-json", "main": "src/entry.py"}', name="wrangler.json")
+    assert load_config(tmp_path).name == "from-json"
+
+
 # -- every mistake: file, field, problem ----------------------------------------------------------
 
 
