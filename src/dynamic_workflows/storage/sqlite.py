@@ -118,19 +118,25 @@ def _state(conn: sqlite3.Connection, pk: int) -> t.State | None:
     return None if r is None else t.State(*r)
 
 
+_SETS: dict[tuple[str, ...], str] = {}
+"""``SET`` clauses by the fields they assign (a handful of shapes, built once each)."""
+
+
 def _assignments(updates: dict[str, Any]) -> tuple[str, list[Any]]:
     """``SET`` assignments for the fields of a Change or StepUpdate (the fields are the columns,
     but for ``error``: two columns)."""
-    sets: list[str] = []
-    args: list[Any] = []
-    for name, value in updates.items():
-        if name == "error":
-            sets.append("error_name=?, error_message=?")
-            args += (None, None) if value is None else (value.name, value.message)
-        else:
-            sets.append(f"{name}=?")
-            args.append(value)
-    return ", ".join(sets), args
+    names = tuple(updates)
+    sets = _SETS.get(names)
+    if sets is None:
+        sets = _SETS[names] = ", ".join(
+            "error_name=?, error_message=?" if name == "error" else f"{name}=?" for name in names
+        )
+    args = list(updates.values())
+    if "error" in updates:
+        at = names.index("error")
+        error = args[at]
+        args[at : at + 1] = (None, None) if error is None else (error.name, error.message)
+    return sets, args
 
 
 def _apply(conn: sqlite3.Connection, pk: int, change: t.Change) -> dict[str, Any]:
@@ -499,15 +505,21 @@ class SQLiteStorage:
                 f"AND status IN ({_CLAIMABLE}) ORDER BY wake_at LIMIT ?",
                 (now, limit),
             ).fetchall()
-            claims = []
+            claimed = []
+            writes: dict[str, list[list[Any]]] = {}  # one executemany per shape of change
             for r in rows:
                 row = _row(r)
                 change = t.claim(row, now)
                 if change is None:
                     continue
-                row = msgspec.structs.replace(row, **_apply(conn, row.pk, change))
-                claims.append(Claim(row, _journal(conn, row.pk)))
-            return claims
+                updates = change.updates()
+                sets, args = _assignments(updates)
+                args.append(row.pk)
+                writes.setdefault(sets, []).append(args)
+                claimed.append(msgspec.structs.replace(row, **updates))
+            for sets, batch in writes.items():
+                conn.executemany(f"UPDATE instances SET {sets} WHERE pk=?", batch)
+            return [Claim(row, _journal(conn, row.pk)) for row in claimed]
 
         return await self._submit(op)
 
