@@ -9,12 +9,20 @@ not an import at run time and is left out of the cycle check.
 from __future__ import annotations
 
 import ast
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
-import dynamic_workflows
 
-PACKAGE = Path(dynamic_workflows.__file__).resolve().parent
+def _package_folder() -> Path:
+    # Found, not imported: the checks read the source only.
+    spec = importlib.util.find_spec("dynamic_workflows")
+    assert spec is not None
+    assert spec.origin is not None
+    return Path(spec.origin).resolve().parent
+
+
+PACKAGE = _package_folder()
 ROOT = PACKAGE.parent
 SELF_NAMES = frozenset({"self", "cls", "mcs"})
 
