@@ -13,18 +13,20 @@ import pytest
 
 from dynamic_workflows.core.codec import decode
 from dynamic_workflows.core.journal import ErrorInfo, JournalEntry, StepKind, StepState
-from dynamic_workflows.storage import MemoryStorage, SQLiteStorage, Storage
+from dynamic_workflows.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage
 from dynamic_workflows.storage.base import NewInstance, Status
 from dynamic_workflows.storage.sqlite import migrations
 
 T0 = 1_000_000.0
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     store: Storage
     if request.param == "memory":
         store = MemoryStorage()
+    elif request.param == "postgresql":
+        store = PostgresStorage(request.getfixturevalue("pg_url"))
     else:
         store = SQLiteStorage(tmp_path / "contract.sqlite3")
     await store.open()

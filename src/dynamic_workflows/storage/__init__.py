@@ -1,18 +1,25 @@
-"""Storage backends, chosen by URL: ``memory://``, ``sqlite:///path/to/db`` (or a plain path)."""
+"""Storage backends, chosen by URL: ``memory://``, ``sqlite:///path/to/db`` (or a plain path),
+``postgresql://user@host/database`` (shared by several nodes)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from .base import Storage
 from .memory import MemoryStorage
 from .sqlite import SQLiteStorage
 
-__all__ = ["MemoryStorage", "SQLiteStorage", "Storage", "open_storage"]
+if TYPE_CHECKING:
+    from .postgres import PostgresStorage
+
+__all__ = ["MemoryStorage", "PostgresStorage", "SQLiteStorage", "Storage", "open_storage"]
 
 
 def open_storage(url: str, *, durability: str = "full") -> Storage:
-    """The backend for ``url``: ``memory://``, ``sqlite:///abs/path``, ``sqlite://rel/path`` or a
-    filesystem path (SQLite)."""
+    """The backend for ``url``: ``memory://``, ``sqlite:///abs/path``, ``sqlite://rel/path``, a
+    filesystem path (SQLite), or ``postgresql://...`` / ``postgres://...`` (PostgreSQL; add
+    ``?schema=name`` for a schema of its own)."""
     if url in ("memory://", ":memory:", "memory"):
         return MemoryStorage()
     if url.startswith("sqlite://"):
@@ -21,11 +28,21 @@ def open_storage(url: str, *, durability: str = "full") -> Storage:
             raise ConfigurationError(f"storage URL {url!r} names no file")
         return SQLiteStorage(path, durability=durability)
     if url.startswith(("postgres://", "postgresql://")):
-        raise ConfigurationError(
-            "the PostgreSQL backend is not available in this version; use sqlite:// or memory://"
-        )
+        from .postgres import PostgresStorage
+
+        return PostgresStorage(url, durability=durability)
     if "://" in url:
         raise ConfigurationError(
-            f"unknown storage URL scheme in {url!r}; use memory:// or sqlite:///path"
+            f"unknown storage URL scheme in {url!r}; use memory://, sqlite:///path or "
+            "postgresql://..."
         )
     return SQLiteStorage(url, durability=durability)
+
+
+def __getattr__(name: str) -> Any:
+    # asyncpg takes ~80 ms to import: only a process that uses PostgreSQL pays for it.
+    if name == "PostgresStorage":
+        from .postgres import PostgresStorage
+
+        return PostgresStorage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,69 @@
+-- The schema the migrations (NNNN_*.sql) add up to, for reading: nothing applies this file but
+-- the test that checks the migrations reproduce it exactly. Change the schema with a new
+-- migration, then mirror it here.
+--
+-- Times are epoch seconds from the engine's clock (which tests replace), never the server's
+-- now(). JSON is stored as the exact bytes the engine gives (BYTEA).
+
+CREATE TABLE instances (
+    pk            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workflow      TEXT             NOT NULL,
+    scope         TEXT             NOT NULL DEFAULT '',  -- tenant scope of the id
+    id            TEXT             NOT NULL,
+    status        TEXT             NOT NULL,
+    params        BYTEA            NOT NULL,             -- JSON
+    output        BYTEA,                                 -- JSON of run()'s return value
+    error_name    TEXT,
+    error_message TEXT,
+    generation    INTEGER          NOT NULL DEFAULT 0,   -- bumped by terminate/restart/takeover
+    created_at    DOUBLE PRECISION NOT NULL,
+    updated_at    DOUBLE PRECISION NOT NULL,
+    started_at    DOUBLE PRECISION,
+    ended_at      DOUBLE PRECISION,
+    wake_at       DOUBLE PRECISION,                      -- claim at this time (queued/waiting)
+    owner         TEXT,                                  -- the node holding a live/parked run
+    lease_until   DOUBLE PRECISION,                      -- ... until then, unless it renews
+    UNIQUE (workflow, scope, id)
+);
+
+CREATE INDEX instances_due ON instances (wake_at) WHERE wake_at IS NOT NULL;
+CREATE INDEX instances_by_created ON instances (workflow, created_at, pk);
+CREATE INDEX instances_leased ON instances (lease_until) WHERE owner IS NOT NULL;
+
+CREATE TABLE steps (
+    instance_pk   BIGINT           NOT NULL,
+    name          TEXT COLLATE "C" NOT NULL,
+    count         INTEGER          NOT NULL,
+    kind          TEXT             NOT NULL,             -- do | sleep | wait
+    state         TEXT             NOT NULL,             -- done | failed | retrying | sleeping | waiting
+    value         BYTEA,
+    error_name    TEXT,
+    error_message TEXT,
+    attempt       INTEGER          NOT NULL DEFAULT 0,
+    wake_at       DOUBLE PRECISION,
+    event_type    TEXT,
+    recorded_at   DOUBLE PRECISION,                      -- first recorded: the journal's order
+    PRIMARY KEY (instance_pk, name, count)
+);
+
+CREATE INDEX steps_waiting ON steps (instance_pk, event_type) WHERE state = 'waiting';
+
+CREATE TABLE events (
+    seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    instance_pk   BIGINT           NOT NULL,
+    type          TEXT             NOT NULL,
+    payload       BYTEA            NOT NULL,
+    created_at    DOUBLE PRECISION NOT NULL,
+    consumed      BOOLEAN          NOT NULL DEFAULT false
+);
+
+CREATE INDEX events_pending ON events (instance_pk, type, seq) WHERE NOT consumed;
+CREATE INDEX events_by_instance ON events (instance_pk);
+
+CREATE TABLE nodes (
+    id            TEXT             PRIMARY KEY,
+    started_at    DOUBLE PRECISION NOT NULL,
+    heartbeat_at  DOUBLE PRECISION NOT NULL,
+    host          TEXT             NOT NULL,
+    pid           INTEGER          NOT NULL
+);
