@@ -44,13 +44,13 @@ library so as not to clash with field names."""
 
 PRIVATE_ACCESS_IN_TRANSITION: frozenset[tuple[str, str]] = frozenset(
     {
-        # being removed by the storage/host refactor (workers/hosting.py takes the HTTP helpers)
+        # being removed by the storage/host refactor: the SDK's HTTP value classes build one
+        # another from their private state (incoming_request is the host's HTTP fast path)
         ("workers/_http.py", "Headers._of"),
         ("workers/_http.py", "headers._items"),
         ("workers/_http.py", "init._items"),
         ("workers/_http.py", "request._body"),
-        ("host/convert.py", "Request._incoming"),
-        ("host/project.py", "ctx._pending"),
+        # being removed by the storage/host refactor
         ("storage/postgres.py", "self.store._round_trips"),
     }
 )
@@ -59,8 +59,6 @@ remove an entry when its code is gone."""
 
 PRIVATE_IMPORTS_IN_TRANSITION: frozenset[tuple[str, str]] = frozenset(
     {
-        # being removed by the storage/host refactor (workers/hosting.py takes the HTTP helpers)
-        ("host/project.py", "dynamic_workflows.workers._fetch"),
         # make_request (fetch's arguments -> Request): to come from workers/hosting.py once the
         # host refactor's module offers it
         ("sandbox/loader.py", "dynamic_workflows.workers._http"),
