@@ -9,12 +9,19 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from dynamic_workflows.core.codec import decode
 from dynamic_workflows.core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from dynamic_workflows.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage
-from dynamic_workflows.storage.base import NewInstance, Status
+from dynamic_workflows.storage.base import (
+    ControlResult,
+    InstanceRow,
+    NewInstance,
+    Status,
+    WaitResult,
+)
 from dynamic_workflows.storage.sqlite import migrations
 
 T0 = 1_000_000.0
@@ -572,3 +579,440 @@ async def test_restart_from_a_step_keeps_the_steps_recorded_before_it(storage: S
     again = await storage.register_wait(pk2, gen2, "w", 1, "kept", T0 + 100, T0 + 6)
     assert again is not None
     assert again.value is None
+
+
+# -- every transition, from every status --------------------------------------------------------
+#
+# The rules are core/transitions' (tested alone in tests/unit/test_transitions.py); these tests
+# check that each backend applies every one of them, from every status an instance can be in.
+
+T1 = T0 + 1
+ERR = ErrorInfo("E", "m")
+SETUPS = (
+    Status.QUEUED,
+    Status.RUNNING,
+    Status.WAITING,
+    Status.PAUSED,
+    Status.WAITING_FOR_PAUSE,
+    Status.COMPLETE,
+    Status.ERRORED,
+    Status.TERMINATED,
+)
+LIVE = (Status.RUNNING, Status.WAITING_FOR_PAUSE)
+FINITE = (Status.COMPLETE, Status.ERRORED, Status.TERMINATED)
+
+
+async def put_in(storage: Storage, status: str, id: str = "a", *, wait: bool = False) -> int:
+    """Create an instance and bring it to ``status`` with the storage's own actions; returns its
+    pk. Its run (if it had one) has generation 0 and recorded the step ``s``; with ``wait`` the
+    run also registered a wait ``("w", 1)`` for an event ``go`` until ``T0 + 100``."""
+    (row,) = await storage.create_instances([new(id)], T0)
+    assert row is not None
+    pk = row.pk
+    if status == Status.QUEUED and not wait:
+        return pk
+    claims = await storage.claim_due(T0, 1)
+    assert [c.instance.pk for c in claims] == [pk]
+    assert await record_step(storage, pk, 0, done("s", 1), T0)
+    if wait:
+        assert await storage.register_wait(pk, 0, "w", 1, "go", T0 + 100, T0) is not None
+    if status == Status.QUEUED:
+        assert await storage.release_run(pk, 0, T0)
+    elif status == Status.WAITING:
+        assert await storage.suspend_run(pk, 0, T0 + 100, False, T0) == Status.WAITING
+    elif status in (Status.PAUSED, Status.WAITING_FOR_PAUSE):
+        await storage.control(pk, "pause", T0)
+        if status == Status.PAUSED:
+            assert await storage.suspend_run(pk, 0, None, True, T0) == Status.PAUSED
+    elif status == Status.COMPLETE:
+        assert await storage.finish_run(pk, 0, Status.COMPLETE, b'"out"', None, T0)
+    elif status == Status.ERRORED:
+        assert await storage.finish_run(pk, 0, Status.ERRORED, None, ERR, T0)
+    elif status == Status.TERMINATED:
+        await storage.control(pk, "terminate", T0)
+    current = await storage.get_instance_by_pk(pk)
+    assert current is not None
+    assert current.status == status
+    return pk
+
+
+async def put_all(storage: Storage) -> dict[str, int]:
+    """One instance in each status (the queued one last: the others are claimed at ``T0``)."""
+    pks = {s: await put_in(storage, s, s) for s in SETUPS if s != Status.QUEUED}
+    pks[Status.QUEUED] = await put_in(storage, Status.QUEUED, Status.QUEUED)
+    return pks
+
+
+async def row_of(storage: Storage, pk: int) -> InstanceRow:
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    return row
+
+
+CONTROL_MOVES = {
+    "pause": {
+        Status.QUEUED: Status.PAUSED,
+        Status.WAITING: Status.PAUSED,
+        Status.RUNNING: Status.WAITING_FOR_PAUSE,
+    },
+    "resume": {Status.PAUSED: Status.QUEUED, Status.WAITING_FOR_PAUSE: Status.RUNNING},
+    "terminate": {s: Status.TERMINATED for s in SETUPS if s not in FINITE},
+    "restart": dict.fromkeys(SETUPS, Status.QUEUED),
+}
+
+
+@pytest.mark.parametrize("action", list(CONTROL_MOVES))
+@pytest.mark.parametrize("status", SETUPS)
+async def test_control_from_every_status(storage: Storage, status: str, action: str) -> None:
+    pk = await put_in(storage, status)
+    before = await row_of(storage, pk)
+    result = await storage.control(pk, action, T1)
+    after = CONTROL_MOVES[action].get(status, status)
+    bumped = action == "restart" or (action == "terminate" and status not in FINITE)
+    assert result is not None
+    assert (result.before, result.after) == (status, after)
+    assert result.generation == before.generation + bumped
+    row = await row_of(storage, pk)
+    if status not in CONTROL_MOVES[action]:
+        assert row == before  # nothing changed, not even updated_at
+        return
+    assert (row.status, row.generation, row.updated_at) == (after, result.generation, T1)
+    if after in (Status.PAUSED, Status.TERMINATED):
+        assert row.wake_at is None
+    elif after == Status.QUEUED:
+        assert row.wake_at == T1
+    else:
+        assert row.wake_at == before.wake_at
+    if action == "restart":
+        assert (row.output, row.error, row.started_at, row.ended_at) == (None, None, None, None)
+        assert await storage.load_journal(pk) == []
+    else:
+        assert [e.name for e in await storage.load_journal(pk)] == (
+            [] if status == Status.QUEUED else ["s"]
+        )
+        assert (row.output, row.error, row.started_at) == (
+            before.output,
+            before.error,
+            before.started_at,
+        )
+        assert row.ended_at == (T1 if after == Status.TERMINATED else before.ended_at)
+
+
+@pytest.mark.parametrize("stale", [False, True])
+@pytest.mark.parametrize("action", ["suspend", "release", "finish"])
+@pytest.mark.parametrize("status", SETUPS)
+async def test_live_run_actions_from_every_status(
+    storage: Storage, status: str, action: str, stale: bool
+) -> None:
+    pk = await put_in(storage, status)
+    before = await row_of(storage, pk)
+    generation = before.generation + 1 if stale else 0
+    answer: object
+    if action == "suspend":
+        answer = await storage.suspend_run(pk, generation, T0 + 50, False, T1)
+    elif action == "release":
+        answer = await storage.release_run(pk, generation, T1)
+    else:
+        answer = await storage.finish_run(pk, generation, Status.COMPLETE, b"7", None, T1)
+    row = await row_of(storage, pk)
+    if stale or status not in LIVE:
+        assert answer in (None, False)
+        assert row == before
+        return
+    pausing = status == Status.WAITING_FOR_PAUSE
+    if action == "suspend":
+        assert answer == (Status.PAUSED if pausing else Status.WAITING)
+        assert (row.status, row.wake_at) == (
+            (Status.PAUSED, None) if pausing else (Status.WAITING, T0 + 50)
+        )
+    elif action == "release":
+        assert answer is True
+        assert (row.status, row.wake_at) == (
+            (Status.PAUSED, None) if pausing else (Status.QUEUED, T1)
+        )
+    else:
+        assert answer is True
+        assert (row.status, row.output, row.wake_at, row.ended_at) == (
+            Status.COMPLETE,
+            b"7",
+            None,
+            T1,
+        )
+    assert row.updated_at == T1
+    assert row.generation == before.generation
+
+
+@pytest.mark.parametrize("status", SETUPS)
+async def test_waits_from_every_status(storage: Storage, status: str) -> None:
+    pk = await put_in(storage, status, wait=status != Status.QUEUED)
+    before = await row_of(storage, pk)
+    journal = await storage.load_journal(pk)
+    live = status in LIVE
+    stale = before.generation + 1
+    assert await storage.register_wait(pk, stale, "v", 1, "go", T0 + 100, T1) is None
+    assert await storage.expire_wait(pk, stale, "w", 1, ERR, T1) is None
+    registered = await storage.register_wait(pk, 0, "v", 1, "go", T0 + 100, T1)
+    expired = await storage.expire_wait(pk, 0, "w", 1, ERR, T0 + 100)
+    if not live:
+        assert registered is None
+        assert expired is None
+        assert await storage.load_journal(pk) == journal
+    else:
+        assert registered == WaitResult(T0 + 100, None)
+        assert expired == (True, None)
+        states = {(e.name, e.count): e.state for e in await storage.load_journal(pk)}
+        assert states == {
+            ("s", 1): StepState.DONE,
+            ("w", 1): StepState.FAILED,
+            ("v", 1): StepState.WAITING,
+        }
+    assert await row_of(storage, pk) == before  # waits never move the instance
+
+
+async def test_claim_takes_queued_and_waiting_only_even_when_others_are_due(
+    storage: Storage,
+) -> None:
+    # A running and a pausing run that were sent an event carry a wake-up time too.
+    for status in LIVE:
+        pk = await put_in(storage, status, f"{status}-woken", wait=True)
+        assert await storage.add_event(pk, "go", b"1", T1) is not None
+        assert (await row_of(storage, pk)).wake_at == T1
+    pks = await put_all(storage)
+    claims = await storage.claim_due(T0 + 1000, 100)
+    assert sorted(c.instance.pk for c in claims) == sorted(
+        [pks[Status.QUEUED], pks[Status.WAITING]]
+    )
+    for claim in claims:
+        assert claim.instance == await row_of(storage, claim.instance.pk)
+        assert (claim.instance.status, claim.instance.wake_at) == (Status.RUNNING, None)
+        assert claim.instance.updated_at == T0 + 1000
+    started = {c.instance.pk: c.instance.started_at for c in claims}
+    assert started[pks[Status.WAITING]] == T0  # its first run's start stays
+    assert started[pks[Status.QUEUED]] == T0 + 1000
+    assert await storage.next_due() is None
+
+
+async def test_recover_from_every_status(storage: Storage) -> None:
+    pks = await put_all(storage)
+    before = {s: await row_of(storage, pk) for s, pk in pks.items()}
+    assert await storage.recover(T1) == 1
+    for status, pk in pks.items():
+        row = await row_of(storage, pk)
+        if status == Status.RUNNING:
+            assert (row.status, row.wake_at, row.updated_at) == (Status.QUEUED, T1, T1)
+        elif status == Status.WAITING_FOR_PAUSE:
+            assert (row.status, row.wake_at, row.updated_at) == (Status.PAUSED, None, T1)
+        else:
+            assert row == before[status]
+        assert row.generation == before[status].generation
+
+
+@pytest.mark.parametrize("status", SETUPS)
+async def test_an_event_from_every_status(storage: Storage, status: str) -> None:
+    pk = await put_in(storage, status, wait=True)
+    before = await row_of(storage, pk)
+    delivery = await storage.add_event(pk, "go", b'"p"', T1)
+    row = await row_of(storage, pk)
+    states = {(e.name, e.count): e for e in await storage.load_journal(pk)}
+    if status in FINITE:
+        assert delivery is None
+        assert row == before
+        assert states[("w", 1)].state == StepState.WAITING
+        # buffered: a fresh run gets it (a restart drops consumed events, not buffered ones)
+        await storage.control(pk, "restart", T1)
+        claims = await storage.claim_due(T1, 1)
+        generation = claims[0].instance.generation
+        got = await storage.register_wait(pk, generation, "w", 1, "go", T0 + 100, T1)
+        assert got is not None
+        assert got.value is not None
+        assert decode(got.value) == {"type": "go", "payload": "p", "timestamp": T1}
+        return
+    assert delivery is not None
+    assert (delivery.name, delivery.count) == ("w", 1)
+    assert decode(delivery.value) == {"type": "go", "payload": "p", "timestamp": T1}
+    assert (states[("w", 1)].state, states[("w", 1)].value) == (StepState.DONE, delivery.value)
+    if status == Status.WAITING:
+        assert (row.status, row.wake_at, row.updated_at) == (Status.QUEUED, T1, T1)
+    elif status in LIVE:  # the hibernation that follows must not miss it
+        assert row == msgspec.structs.replace(before, wake_at=T1)
+    else:  # queued (due already) or paused (stays so until resumed)
+        assert row == before
+
+
+@pytest.mark.parametrize("status", SETUPS)
+async def test_an_event_nobody_waits_for_is_buffered_from_every_status(
+    storage: Storage, status: str
+) -> None:
+    pk = await put_in(storage, status)
+    before = await row_of(storage, pk)
+    journal = await storage.load_journal(pk)
+    assert await storage.add_event(pk, "go", b"1", T1) is None
+    assert await row_of(storage, pk) == before
+    assert await storage.load_journal(pk) == journal
+
+
+async def test_waits_take_buffered_events_oldest_first(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    for i, (event_type, payload) in enumerate([("go", b"1"), ("other", b"x"), ("go", b"2")]):
+        assert await storage.add_event(pk, event_type, payload, T0 + 1 + i) is None
+    values = []
+    for count in (1, 2, 3):
+        result = await storage.register_wait(pk, gen, "w", count, "go", T0 + 100, T0 + 5)
+        assert result is not None
+        values.append(None if result.value is None else decode(result.value))
+    assert values == [
+        {"type": "go", "payload": 1, "timestamp": T0 + 1},
+        {"type": "go", "payload": 2, "timestamp": T0 + 3},
+        None,
+    ]
+    journal = {(e.name, e.count): e.state for e in await storage.load_journal(pk)}
+    assert journal == {
+        ("w", 1): StepState.DONE,
+        ("w", 2): StepState.DONE,
+        ("w", 3): StepState.WAITING,
+    }
+
+
+async def test_an_event_goes_to_the_wait_due_first(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    await storage.register_wait(pk, gen, "late", 1, "go", T0 + 200, T0)
+    await storage.register_wait(pk, gen, "early", 1, "go", T0 + 50, T0)
+    await storage.register_wait(pk, gen, "else", 1, "other", T0 + 10, T0)
+    first = await storage.add_event(pk, "go", b"1", T1)
+    second = await storage.add_event(pk, "go", b"2", T1)
+    assert first is not None
+    assert second is not None
+    assert [(first.name, decode(first.value)["payload"])] == [("early", 1)]
+    assert [(second.name, decode(second.value)["payload"])] == [("late", 2)]
+    assert await storage.add_event(pk, "go", b"3", T1) is None  # nobody left: buffered
+    got = await storage.register_wait(pk, gen, "again", 1, "go", T0 + 300, T1)
+    assert got is not None
+    assert got.value is not None
+    assert decode(got.value)["payload"] == 3
+
+
+async def test_an_event_at_the_deadline_is_too_late_for_the_wait(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    await storage.register_wait(pk, gen, "w", 1, "go", T0 + 10, T0)
+    assert await storage.add_event(pk, "go", b"1", T0 + 10) is None
+    assert (await row_of(storage, pk)).wake_at is None  # nothing woken
+    assert await storage.expire_wait(pk, gen, "w", 1, ERR, T0 + 10) == (True, None)
+    later = await storage.register_wait(pk, gen, "w", 2, "go", T0 + 100, T0 + 11)
+    assert later is not None
+    assert later.value is not None  # the late event was kept for the next wait
+
+
+async def test_an_expiry_that_lost_the_race_to_an_event_and_one_that_won(
+    storage: Storage,
+) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    await storage.register_wait(pk, gen, "lost", 1, "go", T0 + 10, T0)
+    await storage.register_wait(pk, gen, "won", 1, "go", T0 + 20, T0)
+    delivery = await storage.add_event(pk, "go", b"1", T0 + 5)
+    assert delivery is not None
+    assert delivery.name == "lost"
+    assert await storage.expire_wait(pk, gen, "lost", 1, ERR, T0 + 10) == (False, delivery.value)
+    assert await storage.expire_wait(pk, gen, "won", 1, ERR, T0 + 20) == (True, None)
+    assert await storage.expire_wait(pk, gen, "won", 1, ERR, T0 + 21) == (True, None)  # again
+    assert await storage.add_event(pk, "go", b"2", T0 + 22) is None  # too late: buffered
+    assert await storage.expire_wait(pk, gen, "never", 1, ERR, T0 + 22) is None  # not recorded
+    journal = {e.name: (e.state, e.error) for e in await storage.load_journal(pk)}
+    assert journal == {"lost": (StepState.DONE, None), "won": (StepState.FAILED, ERR)}
+
+
+async def test_a_restarted_run_refuses_every_write_of_the_old_one(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, old = await claim_one(storage)
+    await storage.register_wait(pk, old, "w", 1, "go", T0 + 100, T0)
+    result = await storage.control(pk, "restart", T1)
+    assert result is not None
+    pk2, new_gen = await claim_one(storage, T1)
+    assert (pk2, new_gen) == (pk, old + 1)
+    # the instance is running again, but not for the old run
+    assert not await record_step(storage, pk, old, done("s", 1), T1)
+    assert await storage.register_wait(pk, old, "w", 1, "go", T0 + 100, T1) is None
+    assert await storage.expire_wait(pk, old, "w", 1, ERR, T1) is None
+    assert await storage.suspend_run(pk, old, None, False, T1) is None
+    assert not await storage.release_run(pk, old, T1)
+    assert not await storage.finish_run(pk, old, Status.COMPLETE, b"1", None, T1)
+    assert not await storage.park_run(pk, old, None, T1)
+    assert not await storage.unpark_run(pk, old, T1)
+    assert await storage.load_journal(pk) == []
+    assert await record_step(storage, pk, new_gen, done("s", 1), T1)
+    assert await storage.park_run(pk, new_gen, None, T1)
+    assert await storage.unpark_run(pk, new_gen, T1)
+    assert await storage.finish_run(pk, new_gen, Status.COMPLETE, b"1", None, T1)
+
+
+async def test_restart_from_a_step_never_recorded_is_a_full_restart(storage: Storage) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    for i, name in enumerate(["one", "two"]):
+        assert await record_step(storage, pk, gen, done(name, 1), T0 + i)
+    await storage.add_event(pk, "x", b"1", T0)
+    await storage.register_wait(pk, gen, "w", 1, "x", T0 + 100, T0 + 3)  # consumes it
+    await storage.add_event(pk, "y", b"2", T0 + 4)  # buffered
+    result = await storage.control(pk, "restart", T0 + 5, restart_from=("nope", 1))
+    assert result is not None
+    assert await storage.load_journal(pk) == []
+    pk2, gen2 = await claim_one(storage, T0 + 6)
+    consumed = await storage.register_wait(pk2, gen2, "w", 1, "x", T0 + 100, T0 + 6)
+    buffered = await storage.register_wait(pk2, gen2, "v", 1, "y", T0 + 100, T0 + 6)
+    assert consumed == WaitResult(T0 + 100, None)
+    assert buffered is not None
+    assert buffered.value is not None
+
+
+async def test_restart_from_a_step_keeps_the_steps_before_it_from_any_status(
+    storage: Storage,
+) -> None:
+    await storage.create_instances([new("a")], T0)
+    pk, gen = await claim_one(storage)
+    for i, name in enumerate(["one", "two", "three"]):
+        assert await record_step(storage, pk, gen, done(name, 1), T0 + i)
+    await storage.finish_run(pk, gen, Status.ERRORED, None, ERR, T0 + 4)
+    result = await storage.control(pk, "restart", T0 + 5, restart_from=("three", 1))
+    assert result == ControlResult(Status.ERRORED, Status.QUEUED, gen + 1)
+    assert [e.name for e in await storage.load_journal(pk)] == ["one", "two"]
+    row = await row_of(storage, pk)
+    assert (row.error, row.ended_at, row.wake_at) == (None, None, T0 + 5)
+
+
+async def test_a_pause_keeps_a_pending_wake_up_until_the_run_winds_down(
+    storage: Storage,
+) -> None:
+    pk = await put_in(storage, Status.RUNNING, wait=True)
+    assert await storage.add_event(pk, "go", b"1", T1) is not None
+    paused = await storage.control(pk, "pause", T1 + 1)
+    assert paused is not None
+    assert paused.after == Status.WAITING_FOR_PAUSE
+    assert (await row_of(storage, pk)).wake_at == T1
+    assert not await storage.park_run(pk, 0, None, T1 + 1)  # a pausing run suspends instead
+    assert await storage.unpark_run(pk, 0, T1 + 1)
+    assert await storage.suspend_run(pk, 0, T0 + 100, False, T1 + 2) == Status.PAUSED
+    assert (await row_of(storage, pk)).wake_at is None
+    resumed = await storage.control(pk, "resume", T1 + 3)
+    assert resumed is not None
+    assert (resumed.after, (await row_of(storage, pk)).wake_at) == (Status.QUEUED, T1 + 3)
+
+
+async def test_unknown_control_actions_are_refused(storage: Storage) -> None:
+    pk = await put_in(storage, Status.RUNNING)
+    before = await row_of(storage, pk)
+    with pytest.raises(ValueError, match="unknown control action"):
+        await storage.control(pk, "explode", T1)
+    with pytest.raises(ValueError, match="unknown control action"):
+        await storage.control(4242, "explode", T1)
+    assert await row_of(storage, pk) == before
+
+
+async def test_renew_leases_names_the_runs_that_lost_their_instance(storage: Storage) -> None:
+    running = await put_in(storage, Status.RUNNING, "r")
+    pausing = await put_in(storage, Status.WAITING_FOR_PAUSE, "p")
+    ended = await put_in(storage, Status.COMPLETE, "c")
+    lost = await storage.renew_leases([running, pausing, ended, 4242], T1)
+    assert lost == {ended, 4242}
