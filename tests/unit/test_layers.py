@@ -40,7 +40,7 @@ def test_the_check_finds_a_storage_read() -> None:
 
 
 async def test_the_sdk_gives_the_host_public_ways() -> None:
-    assert sorted(hosting.__all__) == ["incoming_request", "use_http_client"]
+    assert sorted(hosting.__all__) == ["incoming_request", "make_request", "use_http_client"]
     ctx = ExecutionContext()
     assert ctx.pending == 0
     gate = asyncio.Event()

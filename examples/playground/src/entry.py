@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from page import EXAMPLE, PAGE
 from workers import Response, WorkerEntrypoint
 
-from dynamic_workflows.dispatch import (
+from dynamic_workflows import (
     create_dynamic_workflow_entrypoint,
     wrap_workflow_binding,
 )

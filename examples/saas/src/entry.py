@@ -9,7 +9,7 @@ and every run of that instance is routed back to the same tenant's code.
 from tenants import TENANT_API, TENANT_WORKFLOWS
 from workers import Response, WorkerEntrypoint
 
-from dynamic_workflows.dispatch import (
+from dynamic_workflows import (
     create_dynamic_workflow_entrypoint,
     wrap_workflow_binding,
 )

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from ..core.step import WorkflowStep
 from ..workers import Request, Response
-from ..workers._http import make_request
+from ..workers.hosting import make_request
 from .bridge import RunBridge
 from .code import INHERIT, WorkerCode, WorkerLimits
 from .confine import ConfinementPolicy, IsolationReport, SandboxUnavailableError, probe

@@ -27,7 +27,7 @@ from ..workers import (
     WorkerEntrypoint,
     WorkflowEntrypoint,
 )
-from ..workers._http import make_request
+from ..workers.hosting import make_request
 from .code import ModuleSource
 
 __all__ = ["NO_NETWORK_MESSAGE", "Outbound", "TenantRuntime"]

@@ -6,6 +6,6 @@ code has no use for it.
 from __future__ import annotations
 
 from ._fetch import use_http_client
-from ._http import incoming_request
+from ._http import incoming_request, make_request
 
-__all__ = ["incoming_request", "use_http_client"]
+__all__ = ["incoming_request", "make_request", "use_http_client"]
