@@ -1,6 +1,7 @@
 """PostgreSQL for the tests (imported as ``pg_support``; the fixtures are in ``conftest.py``).
 
-The server is ``$DWF_TEST_POSTGRES`` (default ``postgresql://postgres@127.0.0.1:5432/test``).
+The server is ``$DWF_TEST_POSTGRES`` (default: the local one, ``127.0.0.1:5432``, user postgres;
+without TLS, which the tests' many short connections would each negotiate).
 Each test session makes a database of its own (other sessions may test against the same server
 at the same time) and drops it at the end. Tests get a schema each, already migrated: schemas
 are made on demand, emptied after each test and handed out again, which costs a few
@@ -30,7 +31,7 @@ from dynamic_workflows.storage.postgres_schema import migrate, quote_ident
 
 T = TypeVar("T")
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"
 TABLES = ("instances", "steps", "events", "nodes")
 
 

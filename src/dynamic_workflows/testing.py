@@ -23,7 +23,7 @@ from .core.clock import MockClock
 from .core.limits import DEFAULT_LIMITS, Limits
 from .engine import Engine
 from .queries import wait_for_status
-from .storage import MemoryStorage, SQLiteStorage, Storage
+from .storage import MemoryStorage, SQLiteStorage, Storage, open_storage
 from .storage.base import FINITE_STATUSES
 
 __all__ = ["WorkflowTestEnv"]
@@ -32,7 +32,8 @@ __all__ = ["WorkflowTestEnv"]
 class WorkflowTestEnv:
     """An engine on virtual time with one workflow registered as ``name``.
 
-    ``storage``: ``"memory"`` (default), ``"sqlite"`` (a file in ``tmp_path``), or a Storage.
+    ``storage``: ``"memory"`` (default), ``"sqlite"`` (a file in ``tmp_path``), a
+    ``postgresql://`` URL, or a Storage.
 
     ``warm_horizon`` is 0 here, unlike the engine's default: every sleep, back-off and event
     wait hibernates the instance, so each wake-up replays ``run()`` from the top, which is what
@@ -60,9 +61,12 @@ class WorkflowTestEnv:
                 if tmp_path is None:
                     raise ValueError("storage='sqlite' needs tmp_path")
                 storage = SQLiteStorage(Path(tmp_path) / "dwf.sqlite3", durability="normal")
+            elif storage.startswith(("postgresql://", "postgres://")):
+                storage = open_storage(storage, durability="normal")
             else:
                 raise ValueError(
-                    f"storage must be 'memory', 'sqlite' or a Storage, not {storage!r}"
+                    "storage must be 'memory', 'sqlite', a postgresql:// URL or a Storage, "
+                    f"not {storage!r}"
                 )
         self.storage = storage
         self.engine = Engine(

@@ -117,6 +117,12 @@ _ROLLED_BACK: tuple[type[BaseException], ...] = (
 """The statement or transaction failed as a whole and may run again."""
 
 
+async def _learn_types(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    # asyncpg looks the array types up on each new connection, one query per statement that
+    # meets new ones (some ms each): one statement with all of them makes it one lookup.
+    await conn.prepare("SELECT $1::bigint[], $2::int[], $3::float8[], $4::bytea[]")
+
+
 class _Held(msgspec.Struct, frozen=True):
     """What a transition reads of a locked row (a ``transitions.InstanceState``) and who holds
     it."""
@@ -287,6 +293,7 @@ class PostgresStorage:
                 min_size=1,
                 max_size=self.pool_size,
                 server_settings=self._settings,
+                init=_learn_types,
             )
         except _FAILED as exc:
             raise StorageError(
