@@ -372,6 +372,23 @@ def doctor(as_json: bool) -> None:
     sys.exit(0 if facts["sandbox"]["safe_for_untrusted"] else 1)
 
 
+@main.command()
+@click.option("--db", required=True, help="Storage URL (postgresql://..., sqlite:///...) or path.")
+def migrate(db: str) -> None:
+    """Create or update the database schema, printing the migrations applied. Engines migrate
+    on start too; run this first when several nodes share one database."""
+    from .storage.migrate import migrate_url
+
+    try:
+        report = asyncio.run(migrate_url(db))
+    except DynamicWorkflowsError as exc:
+        raise click.ClickException(str(exc)) from None
+    for label in report.applied:
+        click.echo(f"applied {label}")
+    state = "now at" if report.applied else "already at"
+    click.echo(f"schema {state} version {report.version}")
+
+
 @main.group()
 def workflows() -> None:
     """The workflows of a running `dwf dev` or `dwf serve` (through its admin API)."""

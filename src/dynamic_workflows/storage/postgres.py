@@ -53,7 +53,7 @@ from ..core.transitions import (
 from ..errors import ConfigurationError, StorageError
 from .base import Claim, InstanceRow, NewInstance
 from .postgres_listen import Listener
-from .postgres_schema import migrate, queries, quote_ident
+from .postgres_schema import Migration, current_version, migrate, queries, quote_ident
 
 __all__ = ["PostgresStorage"]
 
@@ -312,6 +312,23 @@ class PostgresStorage:
         # Schemas of one database are separate deployments: their nodes must not hear each other.
         self.channel = "dwf" if schema in (None, "public") else f"dwf.{schema}"
         self._pool = pool
+
+    async def migrate(self, target: int | None = None) -> tuple[list[Migration], int]:
+        """Migrate the schema (to ``target``, default the latest) over one connection of its
+        own, without opening the storage: the migrations applied, and the version now."""
+        try:
+            conn = await self._connect_one()
+        except _FAILED as exc:
+            raise StorageError(
+                f"cannot connect to PostgreSQL at {_redact(self.url)}: {exc}"
+            ) from exc
+        try:
+            applied = await migrate(conn, schema=self.schema, target=target)
+            return applied, await current_version(conn)
+        except _FAILED as exc:
+            raise StorageError(f"cannot migrate PostgreSQL at {_redact(self.url)}: {exc}") from exc
+        finally:
+            await conn.close()
 
     async def close(self) -> None:
         """Finish the writes in flight, stop listening, close the connections."""
