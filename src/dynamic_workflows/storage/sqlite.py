@@ -19,6 +19,7 @@ would claim the first one's live runs as its own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import queue
 import sqlite3
@@ -118,25 +119,24 @@ def _state(conn: sqlite3.Connection, pk: int) -> t.State | None:
     return None if r is None else t.State(*r)
 
 
-_SETS: dict[tuple[str, ...], str] = {}
-"""``SET`` clauses by the fields they assign (a handful of shapes, built once each)."""
+@functools.lru_cache(maxsize=64)
+def _set_clause(names: tuple[str, ...]) -> str:
+    # A handful of shapes of change, each built once (and one statement in sqlite3's cache).
+    return ", ".join(
+        "error_name=?, error_message=?" if name == "error" else f"{name}=?" for name in names
+    )
 
 
 def _assignments(updates: dict[str, Any]) -> tuple[str, list[Any]]:
     """``SET`` assignments for the fields of a Change or StepUpdate (the fields are the columns,
     but for ``error``: two columns)."""
     names = tuple(updates)
-    sets = _SETS.get(names)
-    if sets is None:
-        sets = _SETS[names] = ", ".join(
-            "error_name=?, error_message=?" if name == "error" else f"{name}=?" for name in names
-        )
     args = list(updates.values())
     if "error" in updates:
         at = names.index("error")
         error = args[at]
         args[at : at + 1] = (None, None) if error is None else (error.name, error.message)
-    return sets, args
+    return _set_clause(names), args
 
 
 def _apply(conn: sqlite3.Connection, pk: int, change: t.Change) -> dict[str, Any]:
