@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import BatchError, WorkflowError
+from .errors import AmbiguousInstanceError, BatchError, InstanceNotFoundError, WorkflowError
 from .storage.base import InstanceRow
 
 if TYPE_CHECKING:
@@ -127,8 +127,10 @@ class Instance:
 class WorkflowBinding:
     """What ``env.MY_WORKFLOW`` is: ``create``, ``create_batch`` and ``get``.
 
-    ``scope`` partitions instance ids: a binding only sees the instances created through a
-    binding of the same scope (the dispatch library gives each tenant its own).
+    ``scope`` partitions instance ids: a binding creates in its scope, and a scoped binding only
+    sees the instances created through a binding of the same scope (the dispatch library gives
+    each tenant its own). The unscoped binding also finds other scopes' instances by id
+    (:meth:`get`).
     """
 
     def __init__(self, engine: Engine, name: str, *, scope: str = "") -> None:
@@ -167,8 +169,25 @@ class WorkflowBinding:
     createBatch = create_batch
 
     async def get(self, id: str) -> Instance:
-        """The instance ``id``; raises InstanceNotFoundError."""
-        return Instance(self._engine, await self._engine.get(self.name, self.scope, id))
+        """The instance ``id``; raises InstanceNotFoundError.
+
+        A scoped binding (a tenant's, see :meth:`with_scope`) sees its own scope only. The
+        unscoped one is the dispatcher's own ``env.WORKFLOWS``, the platform's trusted view, as on
+        Cloudflare: an id missing from its scope is looked up in every tenant's scope and found
+        when exactly one holds it; AmbiguousInstanceError when several do (a tenant's own binding,
+        ``wrap_workflow_binding(metadata)``, tells them apart)."""
+        try:
+            row = await self._engine.get(self.name, self.scope, id)
+        except InstanceNotFoundError:
+            if self.scope or not isinstance(id, str):
+                raise
+            matches = await self._engine.queries.find_instances(self.name, id)
+            if not matches:
+                raise
+            if len(matches) > 1:
+                raise AmbiguousInstanceError(id, [m.scope for m in matches]) from None
+            row = matches[0].row
+        return Instance(self._engine, row)
 
     def with_scope(self, scope: str) -> WorkflowBinding:
         """The same workflow seen through another id scope (a tenant's own namespace)."""

@@ -14,6 +14,11 @@ Where the reference is weak, this one is better: a wrapped binding only sees ins
 through a binding with the same metadata (others look like ids that do not exist), so tenants'
 ids never collide or leak; ``terminate``/``restart`` options and ``delete`` are forwarded; absent
 params round-trip as None; tenant code never sees the metadata.
+
+What stays as there: the dispatcher's own, unwrapped binding is the platform's trusted view, and
+its ``get(id)`` finds an instance whichever tenant created it (an id that several tenants hold
+raises ``AmbiguousInstanceError``: the dispatcher names the tenant by wrapping the binding with
+its metadata); see :meth:`WorkflowBinding.get <dynamic_workflows.binding.WorkflowBinding.get>`.
 """
 
 from __future__ import annotations

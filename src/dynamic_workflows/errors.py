@@ -15,6 +15,7 @@ The tree::
     │   ├── InvalidInstanceIdError        id not ``^[a-zA-Z0-9_][a-zA-Z0-9-_]*$`` or > 100 chars
     │   ├── InstanceAlreadyExistsError
     │   ├── InstanceNotFoundError
+    │   ├── AmbiguousInstanceError        the unscoped binding's get(id) matches several tenants
     │   ├── InvalidEventTypeError
     │   ├── CannotTerminateError          the instance is already in a finite state
     │   ├── BatchError                    empty batch or more than 100 items
@@ -47,6 +48,7 @@ from pathlib import Path
 
 __all__ = [
     "AdminError",
+    "AmbiguousInstanceError",
     "BatchError",
     "BodyTooLargeError",
     "CannotTerminateError",
@@ -138,6 +140,27 @@ class InstanceNotFoundError(WorkflowError):
     def __init__(self, instance_id: str) -> None:
         super().__init__("(instance.not_found) Instance not found")
         self.instance_id = instance_id
+
+
+class AmbiguousInstanceError(WorkflowError):
+    """The dispatcher's unscoped binding was asked for an id that several tenants' scopes hold.
+
+    The unscoped binding (``env.WORKFLOWS`` in the dispatcher) finds a tenant's instance by its id
+    alone, as on Cloudflare; only an id that tenants share needs the tenant named, through that
+    tenant's wrapped binding. ``scopes`` lists the scopes holding the id."""
+
+    code = "instance.ambiguous"
+
+    def __init__(self, instance_id: str, scopes: list[str]) -> None:
+        super().__init__(
+            f'(instance.ambiguous) Workflow instance id "{instance_id}" exists in '
+            f"{len(scopes)} tenants' scopes, so the unwrapped binding cannot tell which one is "
+            "meant; get it through that tenant's binding: "
+            "wrap_workflow_binding(metadata).get(id), with the metadata the tenant's instances "
+            "were created with"
+        )
+        self.instance_id = instance_id
+        self.scopes = scopes
 
 
 class InvalidEventTypeError(WorkflowError):
