@@ -51,9 +51,10 @@ def restart_point(options: object) -> tuple[str, int] | None:
         raise WorkflowError("restart(): from.name must be a step name")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise WorkflowError(f"restart(): from.count must be an integer >= 1, got {count!r}")
-    if point.get("type") is not None and point["type"] not in _STEP_TYPES:
+    kind = point.get("type")
+    if kind is not None and (not isinstance(kind, str) or kind not in _STEP_TYPES):
         raise WorkflowError(
-            f"restart(): from.type must be one of do, sleep, waitForEvent, got {point['type']!r}"
+            f"restart(): from.type must be one of do, sleep, waitForEvent, got {kind!r}"
         )
     return (name, count)
 

@@ -299,6 +299,14 @@ def serve(
             "dwf serve needs an admin token for its admin port: pass --admin-token TOKEN or "
             "set DWF_ADMIN_TOKEN (e.g. DWF_ADMIN_TOKEN=$(openssl rand -hex 32))"
         )
+    from .host.auth import token_problem
+
+    problem = token_problem(admin_token)
+    if problem is not None:
+        raise click.UsageError(
+            f"--admin-token (or DWF_ADMIN_TOKEN) {problem} "
+            "(e.g. DWF_ADMIN_TOKEN=$(openssl rand -hex 32))"
+        )
     setup_logging(verbose)
     mode = _loader_mode(trusted, unconfined)
     token = admin_token

@@ -5,16 +5,21 @@ acceptance tests run the same through the sandbox."""
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
+from dynamic_workflows.errors import AdminError, ConfigurationError
 from dynamic_workflows.host import (
     HostMetrics,
     LiveProject,
@@ -24,6 +29,8 @@ from dynamic_workflows.host import (
     create_public_app,
     load_config,
 )
+from dynamic_workflows.host.auth import bearer_matches
+from dynamic_workflows.host.client import AdminClient
 
 API = "/cdn-cgi/local/explorer/api"
 
@@ -454,6 +461,223 @@ async def test_unknown_routes_and_methods(host: Host) -> None:
     assert body["errors"] == [{"code": 7003, "message": "No route for the URI"}]
     code, body = await host.api("PUT", "/workflows")
     assert code == 405
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", API + "/workflows", "GET, HEAD"),
+        ("POST", API + "/workflows/plain", "GET, DELETE, HEAD"),
+        ("DELETE", API + "/workflows/plain/instances", "GET, POST, HEAD"),
+        ("GET", API + "/workflows/plain/instances/batch/delete", "POST"),
+        ("PATCH", API + "/workflows/plain/instances/x", "GET, DELETE, HEAD"),
+        ("GET", API + "/workflows/plain/instances/x/status", "PATCH"),
+        ("GET", API + "/workflows/plain/instances/x/events/go", "POST"),
+        ("PUT", "/cdn-cgi/explorer/api/workflows/plain", "GET, DELETE, HEAD"),
+        ("POST", "/cdn-cgi/local/explorer/", "GET, HEAD"),
+        ("DELETE", "/cdn-cgi/local/metrics", "GET, HEAD"),
+    ],
+)
+async def test_a_405_names_every_method_of_the_path(
+    host: Host, method: str, path: str, allow: str
+) -> None:
+    # RFC 9110 15.5.6: a 405 carries Allow, listing all the methods the path answers (a path
+    # with two routes once named only the first's).
+    response = await host.client.request(method, path)
+    assert response.status_code == 405
+    assert response.json()["success"] is False
+    assert response.headers["allow"] == allow
+    app = create_admin_app(host.live, host.metrics, "s3cret")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://admin.test",
+        headers={"authorization": "Bearer s3cret"},
+    ) as admin:
+        for how, where, methods in (
+            (method, path, allow),
+            ("PUT", "/metrics", "GET, HEAD"),
+            ("POST", "/", "GET, HEAD"),
+        ):
+            response = await admin.request(how, where)
+            assert response.status_code == 405
+            assert response.headers["allow"] == methods
+
+
+@pytest.mark.parametrize("field", ["type", "name", "count"])
+@pytest.mark.parametrize("value", [[1], {"a": 1}, ["do"], {}])
+async def test_a_restart_point_of_the_wrong_type_is_a_400(
+    host: Host, field: str, value: Any
+) -> None:
+    # from.type as a list or object was looked up in a dict: TypeError, a 500.
+    await host.api("POST", "/workflows/plain/instances", json={"id": "r"})
+    point = {"name": "first", field: value}
+    code, body = await host.api(
+        "PATCH", "/workflows/plain/instances/r/status", json={"status": "restart", "from": point}
+    )
+    assert code == 400
+    assert body["errors"][0]["message"].startswith(f"from: restart(): from.{field} ")
+
+
+_WRONG = [None, True, 0, -1, 1.5, 10**30, "", "x", [], [1], ["x"], {}, {"a": 1}]
+_FIELDS = [
+    ("POST", "/workflows/plain/instances", {"id": "w", "params": {}}, ("id",)),
+    ("POST", "/workflows/plain/instances", {"id": "w", "params": {}}, ("params",)),
+    ("POST", "/workflows/plain/instances/batch/delete", {"instances": ["ghost"]}, ("instances",)),
+    ("POST", "/workflows/plain/instances/batch/delete", {"instances": ["ghost"]}, ("instances", 0)),
+    ("PATCH", "/workflows/plain/instances/w/status", {"status": "pause"}, ("status",)),
+    ("PATCH", "/workflows/plain/instances/w/status", {"action": "pause"}, ("action",)),
+    ("PATCH", "/workflows/plain/instances/w/status", {"status": "terminate"}, ("rollback",)),
+    *(
+        (
+            "PATCH",
+            "/workflows/plain/instances/w/status",
+            {"status": "restart", "from": {"name": "first", "count": 1, "type": "do"}},
+            ("from", *field),
+        )
+        for field in ((), ("name",), ("count",), ("type",))
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    _FIELDS,
+    ids=[f"{m} {p.rsplit('/', 1)[1]} {'.'.join(map(str, f))}" for m, p, _, f in _FIELDS],
+)
+async def test_every_field_of_the_wrong_json_type_is_a_4xx(
+    host: Host, method: str, path: str, body: dict[str, Any], field: tuple[Any, ...]
+) -> None:
+    # from.type as a list or object was looked up in a dict: TypeError, a 500.
+    for value in _WRONG:
+        await host.client.post(API + "/workflows/plain/instances", json={"id": "w"})
+        sent = json.loads(json.dumps(body))
+        inner = sent
+        for key in field[:-1]:
+            inner = inner[key]
+        inner[field[-1]] = value
+        status, answer = await host.api(method, path, json=sent)
+        assert status < 500, (value, answer)
+
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+_NOT_JSON = st.binary(max_size=20).map(lambda raw: raw.decode("latin-1"))
+_POINT = st.fixed_dictionaries(
+    {"name": st.just("first") | _JSON, "type": _JSON}, optional={"count": _JSON}
+)
+# Each route with the body it expects, every field of it any JSON.
+_ROUTES = {
+    ("GET", "/workflows"): st.nothing(),
+    ("GET", "/workflows/{wf}"): st.nothing(),
+    ("DELETE", "/workflows/{wf}"): st.nothing(),
+    ("GET", "/workflows/{wf}/instances"): st.nothing(),
+    ("POST", "/workflows/{wf}/instances"): st.fixed_dictionaries(
+        {"id": st.none() | _TEXT | _JSON, "params": _JSON}, optional={"x": _JSON}
+    ),
+    ("POST", "/workflows/{wf}/instances/batch/delete"): st.fixed_dictionaries(
+        {"instances": st.lists(st.just("ghost") | _JSON, max_size=3) | _JSON}
+    ),
+    ("GET", "/workflows/{wf}/instances/{id}"): st.nothing(),
+    ("DELETE", "/workflows/{wf}/instances/{id}"): st.nothing(),
+    ("PATCH", "/workflows/{wf}/instances/{id}/status"): st.fixed_dictionaries(
+        {
+            "status": st.sampled_from(["restart", "pause", "resume", "terminate"]) | _JSON,
+            "from": st.none() | _POINT | _JSON,
+        },
+        optional={"action": _JSON, "rollback": _JSON},
+    ),
+    ("POST", "/workflows/{wf}/instances/{id}/events/{type}"): _JSON,
+}
+_QUERIES = st.dictionaries(
+    st.sampled_from(["page", "per_page", "status", "scope", "date_start", "date_end"]),
+    _TEXT | st.integers().map(str),
+    max_size=3,
+)
+
+
+@pytest.mark.parametrize("route", sorted(_ROUTES), ids=" ".join)
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data(), query=_QUERIES)
+async def test_no_admin_request_is_a_500(
+    host: Host, route: tuple[str, str], data: st.DataObject, query: dict[str, str]
+) -> None:
+    """Whatever JSON (or not) a client sends in any field of any route, with any query and
+    any names in the path: an answer in the envelope, below 500."""
+    await host.client.post(API + "/workflows/plain/instances", json={"id": "fuzzed"})
+    method, template = route
+    body = data.draw(_ROUTES[route] | st.none() | _JSON | _NOT_JSON, "body")
+    path = template.format(
+        wf=data.draw(st.sampled_from(["plain", "plain", "dyn", "nope"]), "workflow"),
+        id=quote(data.draw(st.sampled_from(["fuzzed", "ghost"]) | _TEXT.filter(bool)), ""),
+        type=quote(data.draw(st.just("go") | _TEXT.filter(bool)), safe=""),
+    )
+    if body is None:
+        content = None
+    elif isinstance(body, str) and body and not body.startswith('"'):
+        content = body.encode()  # as it is: mostly not JSON
+    else:
+        content = json.dumps(body).encode()
+    status, _ = await host.api(method, path, content=content, params=query)
+    assert status < 500
+
+
+# -- the admin token -------------------------------------------------------------------------------
+
+_BAD_TOKENS = [
+    ("", "is empty"),
+    ("   ", "is only whitespace"),
+    ("\t\n", "is only whitespace"),
+    ("s3cr\u00e9t", "must be printable ASCII without spaces (characters ! to ~): character 5 is"),
+    ("two words", "character 4 is a space"),
+    (" padded", "character 1 is a space"),
+    ("nul\x00", "character 4 is '\\x00'"),
+]
+
+
+@pytest.mark.parametrize(("token", "problem"), _BAD_TOKENS)
+async def test_an_unusable_admin_token_is_refused_at_start(
+    host: Host, token: str, problem: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"^the admin token ") as caught:
+        create_admin_app(host.live, host.metrics, token)
+    assert problem in str(caught.value)
+    if token:  # an empty one means no token to the client
+        with pytest.raises(AdminError, match=r"^the admin token \(--token or DWF_ADMIN_TOKEN\) "):
+            AdminClient("http://127.0.0.1:9", token)
+
+
+@given(st.binary(max_size=40), st.sampled_from([b"", b"Bearer ", b"bearer  ", b"Basic "]))
+def test_any_authorization_header_is_checked_without_crashing(raw: bytes, prefix: bytes) -> None:
+    assert bearer_matches(prefix + raw, "s3cret") == (
+        prefix.strip().lower() == b"bearer" and raw.strip(b" \t") == b"s3cret"
+    )
+
+
+async def test_non_ascii_authorization_headers_are_a_401(host: Host) -> None:
+    app = create_admin_app(host.live, host.metrics, "s3cret")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin.test") as admin:
+        for value in (
+            "Bearer s3cr\u00e9t".encode(),
+            "Bearer s3cr\u00e9t".encode("latin-1"),
+            b"\xff",
+        ):
+            response = await admin.get(API + "/workflows", headers={"authorization": value})
+            assert response.status_code == 401
+        ok = await admin.get(API + "/workflows", headers={"authorization": b"bEaReR  s3cret "})
+        assert ok.status_code == 200
 
 
 async def test_metrics_and_dashboard(host: Host) -> None:

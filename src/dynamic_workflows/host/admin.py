@@ -38,9 +38,11 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, request_response
+from starlette.types import Receive, Scope, Send
 
 from .. import Status
 from ..binding import restart_point
@@ -60,7 +62,7 @@ from ..queries import InstanceView, StepView
 from .live import LiveProject
 from .project import Project
 
-__all__ = ["APIError", "AdminAPI", "envelope_error", "envelope_ok"]
+__all__ = ["APIError", "AdminAPI", "envelope_error", "envelope_ok", "method_route"]
 
 log = logging.getLogger("dynamic_workflows.host")
 
@@ -229,6 +231,33 @@ def step_json(step: StepView) -> dict[str, Any]:
 
 
 Handler = Callable[[Request, Project], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def method_route(path: str, **endpoints: Endpoint) -> Route:
+    """One route for ``path`` whose ``endpoints`` are keyed by method (``GET`` also answers
+    ``HEAD``). Any other method is a 405 whose ``Allow`` names every method of the path (RFC
+    9110, 15.5.6): separate Starlette routes for one path would each name only their own."""
+    if "GET" in endpoints and "HEAD" not in endpoints:
+        endpoints = {**endpoints, "HEAD": endpoints["GET"]}
+    allow = ", ".join(endpoints)
+
+    async def endpoint(request: Request) -> Response:
+        chosen = endpoints.get(request.method)
+        if chosen is None:
+            raise HTTPException(405, headers={"Allow": allow})
+        return await chosen(request)
+
+    # As an ASGI app (not a function) the route takes every method and leaves them to us.
+    return Route(path, _ASGIEndpoint(endpoint), name=path)
+
+
+class _ASGIEndpoint:
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 class AdminAPI:
@@ -242,19 +271,18 @@ class AdminAPI:
         base = "/workflows/{workflow_name}"
         inst = base + "/instances/{instance_id}"
         return [
-            Route("/workflows", h(self.list_workflows), methods=["GET"]),
-            Route(base, h(self.workflow_details), methods=["GET"]),
-            Route(base, h(self.delete_workflow), methods=["DELETE"]),
-            Route(base + "/instances/batch/delete", h(self.batch_delete), methods=["POST"]),
-            Route(base + "/instances", h(self.list_instances), methods=["GET"]),
-            Route(base + "/instances", h(self.create_instance), methods=["POST"]),
-            Route(inst, h(self.instance_details), methods=["GET"]),
-            Route(inst, h(self.delete_instance), methods=["DELETE"]),
-            Route(inst + "/status", h(self.change_status), methods=["PATCH"]),
-            Route(inst + "/events/{event_type}", h(self.send_event), methods=["POST"]),
+            method_route("/workflows", GET=h(self.list_workflows)),
+            method_route(base, GET=h(self.workflow_details), DELETE=h(self.delete_workflow)),
+            method_route(base + "/instances/batch/delete", POST=h(self.batch_delete)),
+            method_route(
+                base + "/instances", GET=h(self.list_instances), POST=h(self.create_instance)
+            ),
+            method_route(inst, GET=h(self.instance_details), DELETE=h(self.delete_instance)),
+            method_route(inst + "/status", PATCH=h(self.change_status)),
+            method_route(inst + "/events/{event_type}", POST=h(self.send_event)),
         ]
 
-    def _handle(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def _handle(self, handler: Handler) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             try:
                 return await handler(request, self.live.project)

@@ -15,7 +15,6 @@ the admin API, the dashboard and ``/metrics``, every path but the dashboard's st
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from typing import Any
@@ -25,10 +24,12 @@ from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .admin import CODE_NO_ROUTE, AdminAPI, envelope_error
+from ..errors import ConfigurationError
+from .admin import CODE_NO_ROUTE, AdminAPI, envelope_error, method_route
+from .auth import bearer_matches, token_problem
 from .convert import BodyTooLargeError, read_request, response_parts
 from .dashboard import dashboard
 from .live import LiveProject
@@ -58,7 +59,9 @@ async def _http_error(request: HTTPRequest, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return envelope_error(404, CODE_NO_ROUTE, "No route for the URI")
-    return envelope_error(exc.status_code, exc.status_code * 10 + 3, exc.detail)
+    response = envelope_error(exc.status_code, exc.status_code * 10 + 3, exc.detail)
+    response.headers.update(exc.headers or {})  # a 405's Allow
+    return response
 
 
 def _explorer(live: LiveProject, metrics: HostMetrics, metrics_paths: tuple[str, ...]) -> Starlette:
@@ -69,12 +72,12 @@ def _explorer(live: LiveProject, metrics: HostMetrics, metrics_paths: tuple[str,
     routes: list[BaseRoute] = [
         Mount(EXPLORER_API, routes=api),
         Mount(WRANGLER_API, routes=api),
-        Route(DASHBOARD_PATH, dashboard, methods=["GET"]),
-        Route("/cdn-cgi/explorer/", dashboard, methods=["GET"]),
-        Route(DASHBOARD_PATH.rstrip("/"), to_dashboard, methods=["GET"]),
-        Route("/cdn-cgi/explorer", to_dashboard, methods=["GET"]),
-        Route("/", to_dashboard, methods=["GET"]),  # reached on the admin port only
-        *(Route(path, metrics.endpoint, methods=["GET"]) for path in metrics_paths),
+        method_route(DASHBOARD_PATH, GET=dashboard),
+        method_route("/cdn-cgi/explorer/", GET=dashboard),
+        method_route(DASHBOARD_PATH.rstrip("/"), GET=to_dashboard),
+        method_route("/cdn-cgi/explorer", GET=to_dashboard),
+        method_route("/", GET=to_dashboard),  # reached on the admin port only
+        *(method_route(path, GET=metrics.endpoint) for path in metrics_paths),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
@@ -165,10 +168,7 @@ class HostApp:
         assert self.token is not None
         for name, value in scope["headers"]:
             if name == b"authorization":
-                scheme, _, given = value.decode("latin-1").partition(" ")
-                return scheme.lower() == "bearer" and hmac.compare_digest(
-                    given.strip().encode(), self.token.encode()
-                )
+                return bearer_matches(value, self.token)
         return False
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, sent: list[int]) -> None:
@@ -234,8 +234,9 @@ def create_public_app(live: LiveProject, metrics: HostMetrics) -> HostApp:
 
 def create_admin_app(live: LiveProject, metrics: HostMetrics, token: str) -> HostApp:
     """``dwf serve``'s admin port: admin API, dashboard and ``/metrics`` behind ``token``."""
-    if not token:
-        raise ValueError("the admin app needs a token")
+    problem = token_problem(token)
+    if problem is not None:
+        raise ConfigurationError(f"the admin token {problem}")
     return HostApp(
         live,
         metrics,

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from ..errors import AdminError
 from .app import EXPLORER_API
+from .auth import token_problem
 
 __all__ = ["DEFAULT_URL", "AdminClient", "AdminError", "Printer"]
 
@@ -43,6 +44,9 @@ class AdminClient:
     """The admin API of the server at ``url`` (``token``: for ``dwf serve``'s admin port)."""
 
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 30):
+        problem = None if not token else token_problem(token)
+        if problem is not None:
+            raise AdminError(f"the admin token (--token or DWF_ADMIN_TOKEN) {problem}")
         self.url = url.rstrip("/")
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
