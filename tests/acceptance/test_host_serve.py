@@ -40,6 +40,43 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "problem"),
+    [
+        (["--admin-token", "   "], {}, "--admin-token (or DWF_ADMIN_TOKEN) is only whitespace"),
+        (
+            [],
+            {"DWF_ADMIN_TOKEN": "s3cr\u00e9t"},
+            "--admin-token (or DWF_ADMIN_TOKEN) must be printable ASCII without spaces "
+            "(characters ! to ~): character 5 is '\u00e9'",
+        ),
+        (["--admin-token", "a b"], {}, "character 2 is a space"),
+    ],
+)
+def test_serve_refuses_an_unusable_token(
+    tmp_path: Path, args: list[str], env: dict[str, str], problem: str
+) -> None:
+    # A whitespace-only token was accepted, and then nothing authenticated; a non-ASCII one
+    # matched or not depending on how the client encoded it.
+    out = CliRunner().invoke(
+        main, ["serve", str(PROJECT), "--db", str(tmp_path / "s.db"), *args], env=env
+    )
+    assert out.exit_code == 2, out.output
+    assert problem in out.output
+    assert not (tmp_path / "s.db").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize("token", ["s3cr\u00e9t", " ", "to ken"])
+def test_the_client_refuses_an_unusable_token(token: str) -> None:
+    # A non-ASCII token crashed httpx with a UnicodeEncodeError traceback.
+    out = CliRunner().invoke(
+        main, ["workflows", "list", "--url", "http://127.0.0.1:9", "--token", token]
+    )
+    assert out.exit_code == 1, out.output
+    assert "Error: the admin token (--token or DWF_ADMIN_TOKEN) " in out.output
+    assert "Traceback" not in out.output
+
+
 class Serve:
     def __init__(self, server: Server, admin: str) -> None:
         self.server = server
