@@ -48,7 +48,7 @@ def _sqlite_version(path: Path) -> int:
     if not path.exists():
         return 0
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
         finally:

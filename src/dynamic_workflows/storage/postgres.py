@@ -27,6 +27,7 @@ failed before their ``COMMIT`` was sent); a write whose outcome is unknown raise
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -392,7 +393,8 @@ class PostgresStorage:
                         except BaseException:
                             if not conn.is_closed():
                                 self._round_trips += 1
-                                await tx.rollback()
+                                with contextlib.suppress(Exception):  # the first error tells
+                                    await tx.rollback()
                             raise
                         committing = True
                         self._round_trips += 1

@@ -144,7 +144,7 @@ def _check_not_newer(version: int, latest: int) -> None:
 
 _DESCRIBE_COLUMNS = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attidentity,
+       coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attidentity::text,
        coalesce(co.collname, '')
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace

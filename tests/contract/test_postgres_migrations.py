@@ -1,0 +1,138 @@
+"""The PostgreSQL schema: the migrations reproduce ``schema.sql``, one at a time as well as all
+at once; they are recorded, applied once when several nodes start together, and a database
+newer than the code is refused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import asyncpg
+import pytest
+
+import pg_support
+from dynamic_workflows.errors import StorageError
+from dynamic_workflows.storage import PostgresStorage
+from dynamic_workflows.storage.postgres_schema import (
+    describe,
+    latest_version,
+    migrate,
+    migrations,
+    quote_ident,
+    schema_sql,
+)
+
+
+@pytest.fixture
+async def conn(pg_server: pg_support.PgServer) -> AsyncIterator[asyncpg.Connection]:
+    c = await asyncpg.connect(pg_server.url)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+def fresh(pg_server: pg_support.PgServer) -> Iterator[Callable[[], str]]:
+    """``fresh()``: a schema name nobody uses yet (the schema is dropped after the test)."""
+    made: list[str] = []
+
+    def name() -> str:
+        made.append(pg_server.new_schema_name())
+        return made[-1]
+
+    yield name
+    for schema in made:
+        pg_server.drop(schema)
+
+
+async def use(conn: asyncpg.Connection, schema: str) -> None:
+    await conn.execute(f"SET search_path = {quote_ident(schema)}")
+
+
+async def test_migrating_from_empty_reproduces_schema_sql(
+    pg_server: pg_support.PgServer, conn: asyncpg.Connection, fresh: Callable[[], str]
+) -> None:
+    reference = fresh()
+    await conn.execute(f"CREATE SCHEMA {quote_ident(reference)}")
+    await use(conn, reference)
+    await conn.execute(schema_sql())
+    expected = await describe(conn)
+
+    migrated = fresh()
+    await use(conn, migrated)
+    applied = await migrate(conn, schema=migrated)
+    assert [m.version for m in applied] == [m.version for m in migrations()]
+    assert await describe(conn) == expected
+    # not an empty comparison: the tables, columns and indexes are all in it
+    for line in (
+        "column instances owner text",
+        "column instances lease_until double precision",
+        "column steps name text NOT NULL COLLATE C",
+        "index instances instances_leased",
+        "constraint instances instances_workflow_scope_id_key UNIQUE (workflow, scope, id)",
+        "column nodes heartbeat_at double precision NOT NULL",
+    ):
+        assert line in expected
+
+
+async def test_each_migration_alone_gives_what_all_at_once_give(
+    pg_server: pg_support.PgServer, conn: asyncpg.Connection, fresh: Callable[[], str]
+) -> None:
+    at_once = fresh()
+    await use(conn, at_once)
+    await migrate(conn, schema=at_once)
+    expected = await describe(conn)
+
+    stepwise = fresh()
+    await use(conn, stepwise)
+    for mig in migrations():
+        assert await migrate(conn, schema=stepwise, target=mig.version) == [mig]
+    assert await describe(conn) == expected
+
+
+async def test_migrations_are_recorded_and_applied_once(
+    pg_server: pg_support.PgServer, conn: asyncpg.Connection, fresh: Callable[[], str]
+) -> None:
+    name = fresh()
+    await use(conn, name)
+    assert len(await migrate(conn, schema=name)) == len(migrations())
+    assert await migrate(conn, schema=name) == []
+    rows = await conn.fetch("SELECT version, name FROM dwf_migrations ORDER BY version")
+    assert [(r[0], r[1]) for r in rows] == [(m.version, m.name) for m in migrations()]
+    assert latest_version() == migrations()[-1].version
+
+
+async def test_nodes_starting_together_migrate_once(
+    pg_server: pg_support.PgServer, conn: asyncpg.Connection, fresh: Callable[[], str]
+) -> None:
+    name = fresh()
+    url = pg_server.schema_url(name)
+    stores = [PostgresStorage(url, pool_size=1) for _ in range(5)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    await use(conn, name)
+    count = await conn.fetchval("SELECT count(*) FROM dwf_migrations")
+    assert count == len(migrations())
+
+
+async def test_a_database_newer_than_the_code_is_refused(
+    pg_server: pg_support.PgServer, conn: asyncpg.Connection, fresh: Callable[[], str]
+) -> None:
+    name = fresh()
+    await use(conn, name)
+    await migrate(conn, schema=name)
+    await conn.execute("INSERT INTO dwf_migrations (version, name) VALUES (9999, 'future')")
+    with pytest.raises(StorageError, match="newer than this release"):
+        await migrate(conn, schema=name)
+    store = PostgresStorage(pg_server.schema_url(name))
+    with pytest.raises(StorageError, match="newer than this release"):
+        await store.open()
+    await store.close()
+
+
+def test_migration_files_are_numbered_without_gaps() -> None:
+    assert [m.version for m in migrations()] == list(range(1, len(migrations()) + 1))
+    assert all(m.label == f"{m.version:04d}_{m.name}" for m in migrations())
