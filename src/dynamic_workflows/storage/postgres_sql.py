@@ -1,0 +1,134 @@
+"""The PostgreSQL backend's statements (``sql/postgres/queries.sql``, by name) and the mapping
+between their rows and the storage structs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from ..core.journal import ErrorInfo, JournalEntry
+from ..core.transitions import Change
+from .base import InstanceRow
+from .postgres_schema import queries
+
+__all__ = ["Held", "Q", "change_sets", "entry", "held", "row", "step_args"]
+
+INSTANCE_COLUMNS = (
+    "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
+    "error_name, error_message, wake_at, started_at, ended_at"
+)
+STEP_COLUMNS = (
+    "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type"
+)
+
+
+def _of(alias: str, columns: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
+
+
+def _load() -> dict[str, str]:
+    fill = {
+        "{instance_columns}": INSTANCE_COLUMNS,
+        "{instance_columns_of_i}": _of("i", INSTANCE_COLUMNS) + ", picked.t",
+        "{step_columns}": STEP_COLUMNS,
+        "{step_columns_of_s}": _of("s", STEP_COLUMNS),
+    }
+    out = {}
+    for name, sql in queries().items():
+        for key, value in fill.items():
+            sql = sql.replace(key, value)
+        out[name] = sql
+    return out
+
+
+Q = _load()
+"""The statements by name, column lists filled in."""
+
+
+class Held(msgspec.Struct, frozen=True):
+    """What a transition reads of a locked row (a ``transitions.InstanceState``) and who holds
+    it (``lock_instance``'s columns)."""
+
+    status: str
+    generation: int
+    wake_at: float | None
+    started_at: float | None
+    owner: str | None
+    lease_until: float | None
+
+
+def held(r: asyncpg.Record) -> Held:
+    return Held(r[0], r[1], r[2], r[3], r[4], r[5])
+
+
+def row(r: asyncpg.Record) -> InstanceRow:
+    """An ``InstanceRow`` from ``INSTANCE_COLUMNS``."""
+    return InstanceRow(
+        pk=r[0],
+        workflow=r[1],
+        scope=r[2],
+        id=r[3],
+        status=r[4],
+        params=r[5],
+        generation=r[6],
+        created_at=r[7],
+        updated_at=r[8],
+        output=r[9],
+        error=None if r[10] is None else ErrorInfo(r[10], r[11] or ""),
+        wake_at=r[12],
+        started_at=r[13],
+        ended_at=r[14],
+    )
+
+
+def entry(r: asyncpg.Record, at: int = 0) -> JournalEntry:
+    """A ``JournalEntry`` from ``STEP_COLUMNS`` starting at column ``at``."""
+    return JournalEntry(
+        name=r[at],
+        count=r[at + 1],
+        kind=r[at + 2],
+        state=r[at + 3],
+        value=r[at + 4],
+        error=None if r[at + 5] is None else ErrorInfo(r[at + 5], r[at + 6] or ""),
+        attempt=r[at + 7],
+        wake_at=r[at + 8],
+        event_type=r[at + 9],
+    )
+
+
+def step_args(pk: int, e: JournalEntry, now: float) -> tuple[Any, ...]:
+    """The values of a ``steps`` row, as ``put_step`` takes them ($1-$12)."""
+    return (
+        pk,
+        e.name,
+        e.count,
+        e.kind,
+        e.state,
+        e.value,
+        None if e.error is None else e.error.name,
+        None if e.error is None else e.error.message,
+        e.attempt,
+        e.wake_at,
+        e.event_type,
+        now,
+    )
+
+
+def change_sets(change: Change, args: list[Any]) -> list[str]:
+    """``column = $n`` for each column ``change`` sets, its values appended to ``args`` (whose
+    length numbers them)."""
+    sets = []
+
+    def put(column: str, value: Any) -> None:
+        args.append(value)
+        sets.append(f"{column} = ${len(args)}")
+
+    for name, value in change.updates().items():
+        if name == "error":
+            put("error_name", None if value is None else value.name)
+            put("error_message", None if value is None else value.message)
+        else:
+            put(name, value)
+    return sets
