@@ -355,6 +355,26 @@ async def test_concurrent_record_steps_are_merged(
         assert [e.name for e in await a.load_journal(c.instance.pk)] == ["s"]
 
 
+async def test_a_bad_call_merged_with_others_fails_alone(
+    nodes: tuple[PostgresStorage, PostgresStorage],
+) -> None:
+    a, _ = nodes
+    await a.create_instances([new("x"), new("y")], T0)
+    (x, gx), (y, gy) = [(c.instance.pk, c.instance.generation) for c in await a.claim_due(T0, 2)]
+    before = a.stats["round_trips"]
+    results = await asyncio.gather(
+        a.record_steps([(x, gx, done("fine"))], T0),
+        a.record_steps([(y, gy, done("nul\x00"))], T0),  # PostgreSQL text holds no NUL
+        a.record_steps([(y, gy, done("also fine"))], T0),
+        return_exceptions=True,
+    )
+    assert results[0] == [True]
+    assert isinstance(results[1], StorageError)
+    assert results[2] == [True]
+    assert a.stats["round_trips"] - before == 4  # merged, then each alone
+    assert [e.name for e in await a.load_journal(y)] == ["also fine"]
+
+
 async def test_the_same_step_twice_in_a_batch_keeps_the_last_write(
     nodes: tuple[PostgresStorage, PostgresStorage],
 ) -> None:

@@ -61,6 +61,8 @@ T = TypeVar("T")
 
 _ACTIVE = sorted(ACTIVE_STATUSES)
 _CLAIMABLE = sorted(CLAIMABLE_STATUSES)
+_StepCall = tuple[Sequence[tuple[int, int, JournalEntry]], float, "asyncio.Future[list[bool]]"]
+"""A ``record_steps`` call waiting for the writer: its writes, its time, its answer."""
 _DUE_SOON = 5.0
 """A run suspended to wake within this many seconds is announced (``due``): other nodes may
 be sleeping until a later time they knew of."""
@@ -96,9 +98,7 @@ class PostgresStorage:
         self.lease_seconds = lease_seconds
         self.channel = "dwf"
         self._listener: Listener | None = None
-        self._pending_steps: list[
-            tuple[Sequence[tuple[int, int, JournalEntry]], float, asyncio.Future[list[bool]]]
-        ] = []
+        self._pending_steps: list[_StepCall] = []
         self._step_writer: asyncio.Task[None] | None = None
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -335,27 +335,47 @@ class PostgresStorage:
         while self._pending_steps:
             batch, self._pending_steps = self._pending_steps, []
             try:
-                results = await self._record([(w, now) for w, now, _ in batch])
-            except StorageError as exc:
-                if len(batch) == 1 or isinstance(exc.__cause__, LOST):
-                    for _, _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    continue
-                # One call's writes failed the merged statement: each alone, so only it fails.
-                for writes, now, fut in batch:
-                    try:
-                        (result,) = await self._record([(writes, now)])
-                    except StorageError as one:
-                        if not fut.done():
-                            fut.set_exception(one)
-                    else:
-                        if not fut.done():
-                            fut.set_result(result)
-                continue
-            for (_, _, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
+                await self._write_batch(batch)
+            except BaseException as exc:
+                # Nobody may wait forever: whatever stopped the writer fails its callers.
+                if isinstance(exc, Exception):
+                    error: BaseException = exc
+                else:
+                    error = StorageError("record_steps: the writer was cancelled")
+                    batch += self._pending_steps
+                    self._pending_steps = []
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(error)
+                if not isinstance(exc, Exception):
+                    raise
+
+    async def _write_batch(
+        self,
+        batch: list[_StepCall],
+    ) -> None:
+        try:
+            results = await self._record([(w, now) for w, now, _ in batch])
+        except StorageError as exc:
+            if len(batch) == 1 or isinstance(exc.__cause__, LOST):
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                return
+            # One call's writes failed the merged statement: each alone, so only it fails.
+            for writes, now, fut in batch:
+                try:
+                    (result,) = await self._record([(writes, now)])
+                except StorageError as one:
+                    if not fut.done():
+                        fut.set_exception(one)
+                else:
+                    if not fut.done():
+                        fut.set_result(result)
+            return
+        for (_, _, fut), result in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
 
     async def _record(
         self, calls: list[tuple[Sequence[tuple[int, int, JournalEntry]], float]]
