@@ -123,6 +123,53 @@ def test_a_tenant_cannot_reach_another_tenants_instance(saas: Server) -> None:
     assert nobody.json()["tenants"] == ["acme", "globex", "initech"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body", "code", "error"),
+    [
+        ("POST", "/", {"id": "m-1"}, b"{nope", 400, "the request body is not valid JSON: "),
+        ("POST", "/", {}, b"\xff\xfe", 400, "the request body is not valid JSON: "),
+        (
+            "POST",
+            "/",
+            {"id": "-bad id"},
+            b"{}",
+            400,
+            "Workflow instance has invalid id: an instance id is 1-100 characters",
+        ),
+        ("POST", "/", {"id": "x" * 101}, b"{}", 400, "Workflow instance has invalid id"),
+        ("POST", "/", {"id": "taken"}, b"{}", 409, '"taken" already exists'),
+        ("GET", "/api/status", {"instanceId": "ghost"}, None, 404, "instance not found"),
+        ("POST", "/api/approve", {"instanceId": "ghost"}, b"{}", 404, "instance not found"),
+        ("POST", "/api/approve", {"instanceId": "taken"}, b"[", 400, "not valid JSON"),
+        ("GET", "/api/status", {}, None, 400, "instanceId is required"),
+        ("GET", "/", {}, None, 405, "use POST /"),
+    ],
+)
+def test_a_clients_mistakes_are_4xx_naming_the_problem(
+    saas: Server,
+    method: str,
+    path: str,
+    params: dict[str, str],
+    body: bytes | None,
+    code: int,
+    error: str,
+) -> None:
+    # Malformed JSON, a bad id and an existing id were 500s "Worker threw exception": the
+    # tenant's errors crossed the sandbox as StepError, which the dispatcher could not tell
+    # from its own failures. Now the binding's errors come back as their own classes.
+    if code == 409 or "taken" in params.values():
+        headers = {"x-tenant-id": "acme"}
+        httpx.post(saas.url + "/", params={"id": "taken"}, headers=headers, json={})
+    response = httpx.request(
+        method, saas.url + path, params=params, content=body, headers={"x-tenant-id": "acme"}
+    )
+    assert response.status_code == code, response.text
+    assert error in response.json()["error"]
+    if code == 405:
+        assert response.headers["allow"] == "POST"
+    assert "the dispatcher (Default.fetch) raised" not in saas.log()
+
+
 def test_the_admin_api_matches_the_openapi_spec(saas: Server) -> None:
     api = saas.url + API
     doc = create(saas, "globex", {"title": "spec"}, id="spec-1")

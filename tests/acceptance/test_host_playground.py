@@ -62,5 +62,10 @@ class TenantWorkflow(WorkflowEntrypoint):
         bad = httpx.post(server.url + "/api/run", json={"source": "def broken(:\n"})
         assert bad.status_code == 400
         assert bad.json()["error"].startswith("workflow.py, line 1:")
+        # A client's malformed JSON or a body that is not an object: a 400, not a 500.
+        for content, error in ((b"{nope", "request body: not valid JSON ("), (b"[1]", "object")):
+            wrong = httpx.post(server.url + "/api/run", content=content)
+            assert wrong.status_code == 400, wrong.text
+            assert error in wrong.json()["error"]
     finally:
         server.stop()

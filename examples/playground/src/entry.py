@@ -14,6 +14,7 @@ from page import EXAMPLE, PAGE
 from workers import Response, WorkerEntrypoint
 
 from dynamic_workflows import (
+    LimitExceededError,
     create_dynamic_workflow_entrypoint,
     wrap_workflow_binding,
 )
@@ -48,7 +49,12 @@ class Default(WorkerEntrypoint):
                 headers={"content-type": "text/html; charset=utf-8"},
             )
         if request.method == "POST" and path == "/api/run":
-            body = await request.json() or {}
+            try:
+                body = await request.json()
+            except ValueError as exc:  # a client's malformed JSON is a 400, not a crash
+                return Response.json({"error": f"request body: not valid JSON ({exc})"}, status=400)
+            if not isinstance(body, dict):
+                return Response.json({"error": "request body: must be a JSON object"}, status=400)
             source = body.get("source")
             if not isinstance(source, str) or not source.strip():
                 return Response.json({"error": "source: paste a workflow first"}, status=400)
@@ -59,6 +65,9 @@ class Default(WorkerEntrypoint):
                     {"error": f"workflow.py, line {exc.lineno}: {exc.msg}"}, status=400
                 )
             binding = wrap_workflow_binding({"source": source}, binding_name="PLAYGROUND")
-            instance = await binding.create(params=body.get("params"))
+            try:
+                instance = await binding.create(params=body.get("params"))
+            except LimitExceededError as exc:  # e.g. params over the size limit
+                return Response.json({"error": f"params: {exc}"}, status=400)
             return Response.json({"id": instance.id})
         return Response.json({"error": "not found"}, status=404)

@@ -10,6 +10,13 @@ from tenants import TENANT_API, TENANT_WORKFLOWS
 from workers import Response, WorkerEntrypoint
 
 from dynamic_workflows import (
+    BatchError,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    InvalidEventTypeError,
+    InvalidInstanceIdError,
+    LimitExceededError,
+    WorkflowError,
     create_dynamic_workflow_entrypoint,
     wrap_workflow_binding,
 )
@@ -43,6 +50,21 @@ TenantWorkflows = create_dynamic_workflow_entrypoint(
 )
 
 
+def refusal(error):
+    """The answer to a Workflow binding's refusal that a tenant's code let escape: the client
+    asked for something wrong, so a 4xx naming it rather than a 500."""
+    if isinstance(error, InstanceAlreadyExistsError):
+        return Response.json({"error": str(error)}, status=409)
+    if isinstance(error, InstanceNotFoundError):
+        return Response.json({"error": "instance not found"}, status=404)
+    if isinstance(error, InvalidInstanceIdError):
+        rule = "1-100 characters of letters, digits, '-' and '_', not starting with '-'"
+        return Response.json({"error": f"{error}: an instance id is {rule}"}, status=400)
+    if isinstance(error, InvalidEventTypeError | LimitExceededError | BatchError):
+        return Response.json({"error": str(error)}, status=400)
+    return None  # anything else is the platform's fault: a 500
+
+
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
         tenant_id = request.headers.get("x-tenant-id")
@@ -61,4 +83,12 @@ class Default(WorkerEntrypoint):
             )
         if tenant_id not in TENANT_WORKFLOWS:
             return Response.json({"error": f"unknown tenant {tenant_id!r}"}, status=404)
-        return await load_tenant(self.env, tenant_id).get_entrypoint().fetch(request)
+        try:
+            return await load_tenant(self.env, tenant_id).get_entrypoint().fetch(request)
+        except WorkflowError as error:
+            # The tenant's code runs in a sandboxed worker; the binding's errors it lets escape
+            # come back across the boundary as the same classes, so they are caught as such.
+            answer = refusal(error)
+            if answer is None:
+                raise
+            return answer

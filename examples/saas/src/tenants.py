@@ -5,35 +5,60 @@ all) and ``workflow.py`` (the tenant's own ``TenantWorkflow``, different for eac
 """
 
 TENANT_API = """
+import json
 from urllib.parse import parse_qs, urlparse
 
 from workers import Response, WorkerEntrypoint
 from workflow import TenantWorkflow  # noqa: F401  (exported: the dispatcher runs it)
 
+ROUTES = {"/": "POST", "/api/status": "GET", "/api/approve": "POST"}
+
+
+class BadRequest(Exception):
+    pass  # answered with a 400 naming the problem
+
+
+async def json_body(request):
+    # The JSON body (None when there is none); a client's mistake is a 400, not a crash.
+    try:
+        text = await request.text()
+        return json.loads(text) if text.strip() else None
+    except ValueError as exc:  # not UTF-8, or not JSON
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
 
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
         url = urlparse(request.url)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        if request.method == "POST" and url.path == "/":
-            params = await request.json()
-            instance = await self.env.WORKFLOWS.create(id=query.get("id"), params=params)
+        method = ROUTES.get(url.path)
+        if method is None:
+            return Response.json({"error": "not found"}, status=404)
+        if request.method != method:
+            return Response.json(
+                {"error": f"use {method} {url.path}"}, status=405, headers={"allow": method}
+            )
+        try:
+            return await self.route(request, url.path, parse_qs(url.query))
+        except BadRequest as exc:
+            return Response.json({"error": str(exc)}, status=400)
+        # The binding's refusals (an id that exists or is invalid, no such instance) are left
+        # to the dispatcher, which answers them alike for every tenant.
+
+    async def route(self, request, path, query):
+        if path == "/":
+            params = await json_body(request)
+            instance_id = query.get("id", [None])[0]
+            instance = await self.env.WORKFLOWS.create(id=instance_id, params=params)
             return Response.json({"id": instance.id})
-        if url.path in ("/api/status", "/api/approve"):
-            instance_id = query.get("instanceId")
-            if not instance_id:
-                return Response.json({"error": "instanceId is required"}, status=400)
-            try:
-                instance = await self.env.WORKFLOWS.get(instance_id)
-            except Exception:
-                return Response.json({"error": "instance not found"}, status=404)
-            if request.method == "GET" and url.path == "/api/status":
-                return Response.json({"id": instance.id, **(await instance.status())})
-            if request.method == "POST" and url.path == "/api/approve":
-                payload = await request.json() if await request.text() else {}
-                await instance.send_event(type="approval", payload=payload)
-                return Response.json({"id": instance.id, "sent": "approval"})
-        return Response.json({"error": "not found"}, status=404)
+        instance_id = query.get("instanceId", [""])[0]
+        if not instance_id:
+            raise BadRequest("instanceId is required")
+        instance = await self.env.WORKFLOWS.get(instance_id)
+        if path == "/api/status":
+            return Response.json({"id": instance.id, **(await instance.status())})
+        payload = await json_body(request)
+        await instance.send_event(type="approval", payload={} if payload is None else payload)
+        return Response.json({"id": instance.id, "sent": "approval"})
 """
 
 # acme sells things: reserve, charge (with retries), wait for the courier, ship.

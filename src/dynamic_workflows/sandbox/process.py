@@ -23,8 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .. import errors as _errors
 from ..core.journal import ErrorInfo
 from ..core.step_errors import error_name, rebuild_error
+from ..errors import WorkflowError
 from ..workers import Response
 from .code import INHERIT, WorkerCode, WorkerLimits
 from .errors import ProtocolError, TenantWorkerError
@@ -481,7 +483,7 @@ class WorkerProcess:
                 self.tenant,
                 f"{what}() exceeded the memory limit" + (f" of {limit} MiB" if limit else ""),
             )
-        raise rebuild_error(result.error.name, result.error.message)
+        raise _crossed_error(result.error.name, result.error.message)
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -593,6 +595,27 @@ class WorkerProcess:
     def __repr__(self) -> str:
         state = "dead" if self.dead else "busy" if self.busy else "idle"
         return f"<WorkerProcess pid={self.pid} tenant={self.tenant!r} {state}>"
+
+
+_WORKFLOW_ERRORS: dict[str, type[WorkflowError]] = {
+    cls.__name__: cls
+    for cls in (getattr(_errors, name) for name in _errors.__all__)
+    if isinstance(cls, type) and issubclass(cls, WorkflowError)
+}
+
+
+def _crossed_error(name: str, message: str) -> Exception:
+    """The exception for the error a tenant's call ended with. The package's WorkflowError
+    classes (what a binding refuses with: an id that exists, an invalid id, no such instance)
+    come back as themselves with the worker's message, so that a dispatcher catches them by
+    class as it would in-process; anything else as :func:`rebuild_error` makes it."""
+    cls = _WORKFLOW_ERRORS.get(name)
+    if cls is None:
+        return rebuild_error(name, message)
+    # Not cls(message): several take an instance id, and the message is already the whole text.
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
 
 
 def _private_bytes_of(pid: int) -> int | None:
