@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .cluster import ClusterNode
 from .core.clock import Clock, SystemClock, TimerHandle
 from .core.codec import SerializationError, decode, encode
 from .core.journal import (
@@ -63,6 +64,7 @@ from .errors import (
 from .gcpolicy import QUIET_BEFORE_WAKE_UP
 from .queries import Queries
 from .storage.base import (
+    ACTIVE_STATUSES,
     FINITE_STATUSES,
     Claim,
     InstanceRow,
@@ -260,6 +262,19 @@ class LiveRun:
         """An event was consumed for the step ``(name, count)`` of this run."""
         self._resolve(name, count, value)
 
+    def deliver_from(self, journal: list[JournalEntry]) -> int:
+        """Deliver every event the stored ``journal`` shows consumed for a wait this run is
+        blocked on (another node stored it); returns how many were delivered."""
+        delivered = 0
+        for e in journal:
+            if e.kind != StepKind.WAIT or e.state != StepState.DONE or e.value is None:
+                continue
+            fut = self._futures.get((e.name, e.count))
+            if fut is not None and not fut.done():
+                fut.set_result(e.value)
+                delivered += 1
+        return delivered
+
     def cancel(self, reason: str) -> None:
         self.stop_reason = reason
         if self.task is not None and not self.task.done():
@@ -395,6 +410,22 @@ class Engine:
         the admin API, metrics and CLI read through it, never from ``storage``."""
         self._scheduler: asyncio.Task[None] | None = None
         self._stopping = False
+        self.cluster: ClusterNode | None = None
+        """This node's leases and notifications, on a shared database (PostgreSQL)."""
+        if getattr(storage, "shared", False):  # a test's storage wrapper may not say
+            self.cluster = ClusterNode(
+                storage,
+                self.clock,
+                live=self._live.keys,
+                on_lost=self._lease_lost,
+                on_event=self._event_elsewhere,
+                on_control=self._control_elsewhere,
+                poke=self.poke,
+            )
+            # A run parked in this process would hold its instance from the other nodes' view;
+            # on a shared database a near wake-up hibernates like any other (the row is then
+            # `waiting`, and whichever node is free claims it when due).
+            self.warm_horizon = 0.0
 
     # -- registration ---------------------------------------------------------------------
 
@@ -434,6 +465,8 @@ class Engine:
         requeued = await self.storage.recover(self.clock.now())
         if requeued:
             log.info("resuming %d instance(s) interrupted by a stop or crash", requeued)
+        if self.cluster is not None:
+            await self.cluster.start()
         self._stopping = False
         self._scheduler = asyncio.create_task(self._schedule(), name="dwf-scheduler")
 
@@ -446,6 +479,8 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
             self._scheduler = None
+        if self.cluster is not None:
+            await self.cluster.stop()
         live = list(self._live.values())
         for run in live:
             run.cancel("shutdown")
@@ -474,6 +509,43 @@ class Engine:
     def poke(self) -> None:
         """Tell the scheduler that something may have become due."""
         self._poke.set()
+
+    # -- several nodes (see cluster.py) ---------------------------------------------------
+
+    def _lease_lost(self, pk: int) -> None:
+        live = self._live.get(pk)
+        if live is not None:
+            live.cancel("lease lost")  # not "shutdown": the instance is another node's now
+
+    def _event_elsewhere(self, pk: int) -> None:
+        live = self._live.get(pk)
+        if live is not None:
+            self.spawn(self._deliver_stored(live))
+
+    async def _deliver_stored(self, live: LiveRun) -> None:
+        with contextlib.suppress(Exception):  # a missed delivery is retried by the wake-up
+            live.deliver_from(await self.storage.load_journal(live.pk))
+
+    def _control_elsewhere(self, pk: int) -> None:
+        live = self._live.get(pk)
+        if live is not None:
+            self.spawn(self._apply_stored_control(live))
+
+    async def _apply_stored_control(self, live: LiveRun) -> None:
+        """A control action taken on another node (or here) for a run live here: follow the
+        stored row, as :meth:`control` does for an action taken here."""
+        try:
+            row = await self.storage.get_instance_by_pk(live.pk)
+        except Exception:
+            return  # the run's own writes are fenced; the next renewal or write finds out
+        if row is None or row.generation != live.generation:
+            live.cancel("terminate" if row is None else "restart")
+        elif row.status == Status.WAITING_FOR_PAUSE and not live.state.paused:
+            live.state.set_paused(True)
+        elif row.status == Status.RUNNING and live.state.paused:
+            live.state.set_paused(False)
+        elif row.status not in ACTIVE_STATUSES:
+            live.cancel("control")
 
     # -- scheduling -----------------------------------------------------------------------
 
@@ -568,6 +640,7 @@ class Engine:
             "payload": decode(row.params),
             "timestamp": _dt.datetime.fromtimestamp(row.created_at, _dt.UTC),
             "instanceId": row.id,
+            "workflowName": row.workflow,
         }
 
         async def run() -> Any:

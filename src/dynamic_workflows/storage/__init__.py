@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 from .base import Storage
@@ -30,13 +31,37 @@ def open_storage(url: str, *, durability: str = "full") -> Storage:
     if url.startswith(("postgres://", "postgresql://")):
         from .postgres import PostgresStorage
 
-        return PostgresStorage(url, durability=durability)
+        url, lease = _take_lease_seconds(url)
+        if lease is None:
+            return PostgresStorage(url, durability=durability)
+        return PostgresStorage(url, durability=durability, lease_seconds=lease)
     if "://" in url:
         raise ConfigurationError(
             f"unknown storage URL scheme in {url!r}; use memory://, sqlite:///path or "
             "postgresql://..."
         )
     return SQLiteStorage(url, durability=durability)
+
+
+def _take_lease_seconds(url: str) -> tuple[str, float | None]:
+    """``?lease_seconds=N`` (how long a node holds a claimed run without renewing it) taken out
+    of a PostgreSQL URL, which keeps its other parameters."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    values = [v for k, v in query if k == "lease_seconds"]
+    if not values:
+        return url, None
+    try:
+        lease = float(values[-1])
+    except ValueError:
+        lease = float("nan")
+    if not (0 < lease < 86_400):
+        raise ConfigurationError(
+            f"storage URL: lease_seconds must be a number of seconds above 0 and below 86400, "
+            f"got {values[-1]!r}"
+        )
+    rest = [(k, v) for k, v in query if k != "lease_seconds"]
+    return urlunsplit(parts._replace(query=urlencode(rest))), lease
 
 
 def __getattr__(name: str) -> Any:
