@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import AmbiguousInstanceError, BatchError, InstanceNotFoundError, WorkflowError
+from .core.limits import check_instance_id
+from .errors import (
+    AmbiguousInstanceError,
+    BatchError,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    WorkflowError,
+)
 from .storage.base import InstanceRow
 
 if TYPE_CHECKING:
@@ -126,7 +133,7 @@ class Instance:
 
 
 class WorkflowBinding:
-    """What ``env.MY_WORKFLOW`` is: ``create``, ``create_batch`` and ``get``.
+    """What ``env.MY_WORKFLOW`` is: ``create``, ``create_batch``, ``get`` and ``delete_batch``.
 
     ``scope`` partitions instance ids: a binding creates in its scope, and a scoped binding only
     sees the instances created through a binding of the same scope (the dispatch library gives
@@ -153,19 +160,86 @@ class WorkflowBinding:
         rows = await self._engine.create(self.name, self.scope, [(iid, p)])
         return Instance(self._engine, rows[0])
 
-    async def create_batch(self, batch: Sequence[Mapping[str, Any]]) -> list[Instance]:
-        """Create up to 100 instances at once; ids that exist already are skipped (and left out
-        of the result), as is a repeated id within the batch."""
+    async def create_batch(
+        self, batch: Sequence[Mapping[str, Any]] | Mapping[str, Any]
+    ) -> list[Instance] | dict[str, list[Any]]:
+        """Create up to 100 instances at once.
+
+        The array form ``create_batch([{"id", "params"}, ...])`` (deprecated on Cloudflare,
+        still accepted) returns the instances created: ids that exist already are skipped (and
+        left out of the result), as is a repeated id within the batch.
+
+        The object form, ``create_batch({"count": n, "params": p})`` (``n`` instances with
+        generated ids and the same params) or ``create_batch({"instances": [{"id", "params"},
+        ...]})``, returns ``{"created": [Instance, ...], "errors": [{"index", "id", "code",
+        "message"}, ...]}``: an entry that was not created (its id exists, or came earlier in the
+        batch) is reported by its position instead of being skipped silently."""
+        if isinstance(batch, Mapping):
+            return await self._create_batch_object(batch)
         if not isinstance(batch, list | tuple):
             raise BatchError("create_batch() takes a list of {'id', 'params'} dicts")
-        if not batch:
-            raise BatchError("create_batch() got an empty batch")
-        limit = self._engine.limits.max_batch
-        if len(batch) > limit:
-            raise BatchError(f"create_batch() got {len(batch)} instances; the limit is {limit}")
-        items = [_options(item, None, _MISSING) for item in batch]
+        items = [_options(item, None, _MISSING) for item in self._checked_batch(batch)]
         rows = await self._engine.create(self.name, self.scope, items, batch=True)
         return [Instance(self._engine, r) for r in rows]
+
+    def _checked_batch(self, batch: Sequence[Any], what: str = "create_batch()") -> Sequence[Any]:
+        if not batch:
+            raise BatchError(f"{what} got an empty batch")
+        limit = self._engine.limits.max_batch
+        if len(batch) > limit:
+            raise BatchError(f"{what} got {len(batch)} instances; the limit is {limit}")
+        return batch
+
+    async def _create_batch_object(self, options: Mapping[str, Any]) -> dict[str, list[Any]]:
+        unknown = set(options) - {"count", "params", "instances", "retention"}
+        if unknown:
+            raise BatchError(f"create_batch() got unknown option(s) {sorted(unknown)}")
+        if ("count" in options) == ("instances" in options):
+            raise BatchError("create_batch() options need either 'count' or 'instances'")
+        items: list[tuple[str | None, Any]]
+        if "count" in options:
+            count = options["count"]
+            limit = self._engine.limits.max_batch
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= limit:
+                raise BatchError(f"create_batch(): count must be an integer from 1 to {limit}")
+            items = [(None, options.get("params"))] * count
+        else:
+            if "params" in options:
+                raise BatchError("create_batch(): params goes in each entry of instances")
+            instances = options["instances"]
+            if not isinstance(instances, list | tuple):
+                raise BatchError("create_batch(): instances must be a list of {'id', 'params'}")
+            items = [_options(item, None, _MISSING) for item in self._checked_batch(instances)]
+        rows = await self._engine.create(self.name, self.scope, items, batch=True)
+        # Storage answers in input order, without the entries it did not create.
+        created: list[Any] = []
+        errors: list[Any] = []
+        first: dict[str, int] = {}
+        pending = iter(rows)
+        row = next(pending, None)
+        for index, (iid, _) in enumerate(items):
+            if iid is not None and iid in first:
+                errors.append(
+                    {
+                        "index": index,
+                        "id": iid,
+                        "code": InstanceAlreadyExistsError.code,
+                        "message": f'(instance.already_exists) Workflow instance id "{iid}" '
+                        f"appears earlier in this batch (index {first[iid]})",
+                    }
+                )
+                continue
+            if iid is not None:
+                first[iid] = index
+            if row is not None and (iid is None or row.id == iid):
+                created.append(Instance(self._engine, row))
+                row = next(pending, None)
+            else:
+                error = InstanceAlreadyExistsError(str(iid))
+                errors.append(
+                    {"index": index, "id": iid, "code": error.code, "message": str(error)}
+                )
+        return {"created": created, "errors": errors}
 
     createBatch = create_batch
 
@@ -189,6 +263,47 @@ class WorkflowBinding:
                 raise AmbiguousInstanceError(id, [m.scope for m in matches]) from None
             row = matches[0].row
         return Instance(self._engine, row)
+
+    async def delete_batch(
+        self, instance_ids: Sequence[str] | Mapping[str, Any]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Delete up to 100 instances and everything stored about them: ``delete_batch(["a",
+        "b"])`` (or ``{"instances": [...]}``). Returns ``{"deleted": [{"id"}], "errors": [{"id",
+        "code", "message"}]}`` in input order, as Cloudflare's ``deleteBatch``: an id this
+        binding cannot see is an error (code 10400), and a repeated id is deleted once and
+        reported at each of its positions."""
+        ids: Any = instance_ids
+        if isinstance(ids, Mapping):
+            if set(ids) != {"instances"}:
+                raise BatchError("delete_batch() options must be {'instances': [ids]}")
+            ids = ids["instances"]
+        if isinstance(ids, str) or not isinstance(ids, list | tuple):
+            raise BatchError("delete_batch() takes a list of instance ids")
+        for iid in self._checked_batch(ids, "delete_batch()"):
+            check_instance_id(iid, self._engine.limits)
+        failed: dict[str, dict[str, Any] | None] = {}
+        for iid in dict.fromkeys(ids):
+            try:
+                await (await self.get(iid)).delete()
+                failed[iid] = None
+            except InstanceNotFoundError:
+                failed[iid] = {
+                    "id": iid,
+                    "code": 10400,
+                    "message": "workflows.api.error.instance.not_found",
+                }
+            except AmbiguousInstanceError as exc:
+                failed[iid] = {"id": iid, "code": 10400, "message": str(exc)}
+        result: dict[str, list[dict[str, Any]]] = {"deleted": [], "errors": []}
+        for iid in ids:
+            error = failed[iid]
+            if error is None:
+                result["deleted"].append({"id": iid})
+            else:
+                result["errors"].append(dict(error))
+        return result
+
+    deleteBatch = delete_batch
 
     def with_scope(self, scope: str) -> WorkflowBinding:
         """The same workflow seen through another id scope (a tenant's own namespace)."""

@@ -37,6 +37,7 @@ from .workers import WorkflowEntrypoint
 __all__ = [
     "METADATA_KEY",
     "DynamicWorkflowBinding",
+    "DynamicWorkflowEntrypoint",
     "MissingDispatcherMetadataError",
     "bind_env",
     "create_dynamic_workflow_entrypoint",
@@ -138,8 +139,9 @@ def _wrap_params(metadata: Any, options: Any, id: Any, params: Any) -> dict[str,
 
 
 class DynamicWorkflowBinding:
-    """What tenant code sees as ``env.WORKFLOWS``: ``create``, ``create_batch`` and ``get`` on the
-    real binding, with the dispatcher's metadata attached and ids scoped to that metadata.
+    """What tenant code sees as ``env.WORKFLOWS``: ``create``, ``create_batch``, ``get`` and
+    ``delete_batch`` on the real binding, with the dispatcher's metadata attached and ids scoped
+    to that metadata.
 
     The metadata and the real binding are private: across the sandbox only the public methods are
     reachable."""
@@ -181,8 +183,25 @@ class DynamicWorkflowBinding:
         wrapped = _wrap_params(self._metadata, options, id, params)
         return await self._binding().create(wrapped)
 
-    async def create_batch(self, batch: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """Create up to 100 instances; existing ids are skipped."""
+    async def create_batch(self, batch: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> Any:
+        """Create up to 100 instances: ``create_batch([{"id", "params"}, ...])`` (existing ids
+        skipped), or the object form ``{"count": n, "params": ...}`` / ``{"instances": [...]}``
+        answering ``{"created", "errors"}`` (see :meth:`WorkflowBinding.create_batch
+        <dynamic_workflows.binding.WorkflowBinding.create_batch>`)."""
+        if isinstance(batch, Mapping):
+            wrapped: dict[str, Any] = dict(batch)
+            if "instances" in batch:
+                instances = batch["instances"]
+                if not isinstance(instances, list | tuple):
+                    raise WorkflowError("create_batch(): instances must be a list")
+                wrapped["instances"] = [
+                    _wrap_params(self._metadata, item, None, _MISSING) for item in instances
+                ]
+            elif "count" in batch:
+                wrapped["params"] = _wrap_params(
+                    self._metadata, None, None, batch.get("params", _MISSING)
+                )["params"]
+            return await self._binding().create_batch(wrapped)
         if not isinstance(batch, list | tuple):
             raise WorkflowError("create_batch() takes a list of {'id', 'params'} dicts")
         items = [_wrap_params(self._metadata, item, None, _MISSING) for item in batch]
@@ -195,6 +214,13 @@ class DynamicWorkflowBinding:
         """An instance created through a binding with the same metadata; any other id raises
         ``InstanceNotFoundError``, exactly as an id that does not exist."""
         return await self._binding().get(id)
+
+    async def delete_batch(self, instance_ids: Sequence[str] | Mapping[str, Any]) -> Any:
+        """Delete up to 100 of this tenant's instances: ``{"deleted", "errors"}``; another
+        tenant's id is reported as not found."""
+        return await self._binding().delete_batch(instance_ids)
+
+    deleteBatch = delete_batch  # Cloudflare's spelling
 
     def __repr__(self) -> str:
         return f"<DynamicWorkflowBinding {self._binding_name}>"
@@ -226,6 +252,7 @@ async def dispatch_workflow(
         "payload": payload["params"],
         "timestamp": event.get("timestamp"),
         "instanceId": event.get("instanceId"),
+        "workflowName": event.get("workflowName"),
     }
     result = runner.run(inner, step)
     if inspect.isawaitable(result):
@@ -233,16 +260,23 @@ async def dispatch_workflow(
     return result
 
 
+class DynamicWorkflowEntrypoint(WorkflowEntrypoint):
+    """The base of every class :func:`create_dynamic_workflow_entrypoint` makes: a workflow whose
+    instances run the code of the tenant their params' envelope names, so whoever creates one
+    without the envelope (the admin API, ``dwf workflows trigger``) can be told so up front."""
+
+
 def create_dynamic_workflow_entrypoint(
     load_runner: Callable[[dict[str, Any]], Any | Awaitable[Any]],
-) -> type[WorkflowEntrypoint]:
+) -> type[DynamicWorkflowEntrypoint]:
     """The workflow class to export under the ``class_name`` of the dispatcher's config."""
 
-    class DynamicWorkflowEntrypoint(WorkflowEntrypoint):
+    class Entrypoint(DynamicWorkflowEntrypoint):
         async def run(self, event: Any, step: Any) -> Any:
             with bind_env(self.env):
                 return await dispatch_workflow(
                     env=self.env, ctx=self.ctx, event=event, step=step, load_runner=load_runner
                 )
 
-    return DynamicWorkflowEntrypoint
+    Entrypoint.__name__ = Entrypoint.__qualname__ = "DynamicWorkflowEntrypoint"
+    return Entrypoint

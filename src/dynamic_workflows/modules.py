@@ -32,6 +32,12 @@ __all__ = [
 _ALIAS = "workers"
 _TARGET = "dynamic_workflows.workers"
 
+_SHIMS = {"pyodide": "dynamic_workflows.workers.pyodide", "js": "dynamic_workflows.workers.js"}
+"""Pyodide's modules that Cloudflare's Python Workflows docs use (``from pyodide.ffi import
+to_js``, ``from js import Object``), as shims that do the obvious thing on CPython. Only code
+loaded through :class:`LocalImporter` gets them: a real package of the same name elsewhere in
+the process is left alone."""
+
 
 class WorkersAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Resolves ``workers`` and ``workers.<sub>`` to ``dynamic_workflows.workers[.<sub>]``."""
@@ -99,7 +105,8 @@ class LocalImporter:
     the set. ``load(name)``: that module, loaded (with its parents) on first use. ``workers``:
     the module that ``import workers`` gives this code, checked before the set's own names
     (None: ``workers`` is left to the import system, where :func:`install_workers_alias` maps
-    it).
+    it). ``pyodide`` and ``js``, unless the set has modules of those names, are the shims of
+    :data:`_SHIMS`.
 
     Each module of the set runs with :attr:`builtins` as its ``__builtins__``: that is how
     imports inside it reach this hook, and how the hook tells them from anyone else's.
@@ -143,6 +150,10 @@ class LocalImporter:
                     return self._workers
                 sub = self._real_import(_TARGET + name[len(_ALIAS) :], fromlist=("_",))
                 return sub if fromlist else self._workers
+            shim = _SHIMS.get(top)
+            if shim is not None and not self._is_local(top):
+                sub = self._real_import(shim + name[len(top) :], fromlist=("_",))
+                return sub if fromlist else self._real_import(shim, fromlist=("_",))
             if self._is_local(top):
                 module = self._load(name)
                 if not fromlist:

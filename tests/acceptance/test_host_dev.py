@@ -222,12 +222,18 @@ def test_the_admin_api_matches_the_openapi_spec(saas: Server) -> None:
     assert finished.status_code == 409
     check_response("PATCH", status_path, finished)
 
-    made = httpx.post(instances, json={"id": "spec-raw", "params": {"x": 1}})
+    # A dynamic workflow's instance needs its tenant's envelope: without it, a 400 says so.
+    plain = httpx.post(instances, json={"id": "spec-raw", "params": {"x": 1}})
+    assert plain.status_code == 400
+    assert "__dispatcherMetadata" in plain.json()["errors"][0]["message"]
+    check_response("POST", "/workflows/{workflow_name}/instances", plain)
+    envelope = {"__dispatcherMetadata": {"tenantId": "initech"}, "params": {"amounts": [1]}}
+    made = httpx.post(instances, json={"id": "spec-raw", "params": envelope})
     assert (
         check_response("POST", "/workflows/{workflow_name}/instances", made)["result"]["id"]
         == "spec-raw"
     )
-    again = httpx.post(instances, json={"id": "spec-raw"})
+    again = httpx.post(instances, json={"id": "spec-raw", "params": envelope})
     assert again.status_code == 409
     check_response("POST", "/workflows/{workflow_name}/instances", again)
 

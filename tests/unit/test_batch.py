@@ -127,3 +127,137 @@ async def test_malformed_batches_are_refused(
             await wf.binding.create_batch(bad)
         assert str(info.value) == message
         assert await wf.storage.list_instances(None) == []
+
+
+# -- the object form (Cloudflare, October 2026) -------------------------------------------------
+
+
+async def test_object_form_by_count_creates_n_with_generated_ids(make_env: EnvFactory) -> None:
+    async with make_env(echo) as wf:
+        result = await wf.binding.create_batch({"count": 3, "params": {"report": "daily"}})
+        assert isinstance(result, dict)
+        assert result["errors"] == []
+        ids = [h.id for h in result["created"]]
+        assert len(set(ids)) == 3
+        outputs = [(await wf.wait_for(h))["output"] for h in result["created"]]
+    assert outputs == [{"report": "daily"}] * 3
+
+
+async def test_object_form_reports_existing_and_repeated_ids_by_position(
+    make_env: EnvFactory,
+) -> None:
+    async with make_env(echo) as wf:
+        await wf.binding.create(id="order-1", params="original")
+        result = await wf.binding.createBatch(
+            {
+                "instances": [
+                    {"id": "order-1", "params": 1},
+                    {"id": "order-2", "params": 2},
+                    {"params": 3},
+                    {"id": "order-2", "params": 4},
+                ]
+            }
+        )
+        assert isinstance(result, dict)
+        assert result["created"][0].id == "order-2"
+        assert len(result["created"]) == 2
+        assert result["errors"] == [
+            {
+                "index": 0,
+                "id": "order-1",
+                "code": "instance.already_exists",
+                "message": '(instance.already_exists) Workflow instance with id "order-1" '
+                "already exists",
+            },
+            {
+                "index": 3,
+                "id": "order-2",
+                "code": "instance.already_exists",
+                "message": '(instance.already_exists) Workflow instance id "order-2" appears '
+                "earlier in this batch (index 1)",
+            },
+        ]
+        outputs = [(await wf.wait_for(h))["output"] for h in result["created"]]
+        assert outputs == [2, 3]
+        assert (await (await wf.binding.get("order-1")).status())["output"] == "original"
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({}, "create_batch() options need either 'count' or 'instances'"),
+        (
+            {"count": 1, "instances": []},
+            "create_batch() options need either 'count' or 'instances'",
+        ),
+        ({"count": 0}, "create_batch(): count must be an integer from 1 to 100"),
+        ({"count": 101}, "create_batch(): count must be an integer from 1 to 100"),
+        ({"count": True}, "create_batch(): count must be an integer from 1 to 100"),
+        ({"instances": []}, "create_batch() got an empty batch"),
+        ({"instances": [{}] * 101}, "create_batch() got 101 instances; the limit is 100"),
+        ({"instances": "x"}, "create_batch(): instances must be a list of {'id', 'params'}"),
+        (
+            {"instances": [{}], "params": 1},
+            "create_batch(): params goes in each entry of instances",
+        ),
+        ({"size": 3}, "create_batch() got unknown option(s) ['size']"),
+    ],
+)
+async def test_malformed_object_batches_are_refused(
+    make_env: EnvFactory, bad: Any, message: str
+) -> None:
+    async with make_env(echo) as wf:
+        with pytest.raises(BatchError) as info:
+            await wf.binding.create_batch(bad)
+        assert str(info.value) == message
+        assert await wf.storage.list_instances(None) == []
+
+
+# -- delete_batch (Cloudflare's deleteBatch, September 2026) ------------------------------------
+
+
+async def test_delete_batch_reports_each_position(make_env: EnvFactory) -> None:
+    async with make_env(echo) as wf:
+        for iid in ("a", "b"):
+            await wf.wait_for(await wf.binding.create(id=iid))
+        result = await wf.binding.delete_batch(["a", "missing", "b", "a"])
+        assert result == {
+            "deleted": [{"id": "a"}, {"id": "b"}, {"id": "a"}],
+            "errors": [
+                {
+                    "id": "missing",
+                    "code": 10400,
+                    "message": "workflows.api.error.instance.not_found",
+                }
+            ],
+        }
+        for iid in ("a", "b"):
+            with pytest.raises(InstanceNotFoundError):
+                await wf.binding.get(iid)
+        assert await wf.binding.deleteBatch({"instances": ["a"]}) == {
+            "deleted": [],
+            "errors": [
+                {"id": "a", "code": 10400, "message": "workflows.api.error.instance.not_found"}
+            ],
+        }
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        ([], BatchError, "delete_batch() got an empty batch"),
+        (["x"] * 101, BatchError, "delete_batch() got 101 instances; the limit is 100"),
+        ("abc", BatchError, "delete_batch() takes a list of instance ids"),
+        ({"ids": ["a"]}, BatchError, "delete_batch() options must be {'instances': [ids]}"),
+        (["ok", "-bad"], InvalidInstanceIdError, "Workflow instance has invalid id"),
+    ],
+)
+async def test_malformed_delete_batches_are_refused(
+    make_env: EnvFactory, bad: Any, error: type[Exception], message: str
+) -> None:
+    async with make_env(echo) as wf:
+        await wf.binding.create(id="ok")
+        with pytest.raises(error) as info:
+            await wf.binding.delete_batch(bad)
+        assert str(info.value) == message
+        assert (await wf.binding.get("ok")).id == "ok"

@@ -17,9 +17,10 @@ from dynamic_workflows.errors import ConfigurationError
 def test_defaults() -> None:
     cfg = resolve_step_config(None, "s")
     assert cfg == StepConfig(retry_limit=5, retry_delay=10.0, backoff="exponential", timeout=600.0)
+    # ctx["config"]: Cloudflare's documented defaults, as its docs write them
     assert cfg.as_dict() == {
         "retries": {"limit": 5, "delay": 10_000, "backoff": "exponential"},
-        "timeout": 600_000,
+        "timeout": "10 minutes",
     }
     assert resolve_step_config({}, "s") == cfg
     assert resolve_step_config({"retries": {}}, "s") == cfg
@@ -58,11 +59,26 @@ def test_a_step_config_passes_through() -> None:
     assert resolve_step_config(cfg, "s") is cfg
 
 
-def test_as_dict_is_in_milliseconds() -> None:
+def test_as_dict_of_a_config_built_from_numbers_is_in_milliseconds() -> None:
     assert StepConfig(2, 1.5, "linear", 0.25).as_dict() == {
         "retries": {"limit": 2, "delay": 1500, "backoff": "linear"},
         "timeout": 250,
     }
+
+
+def test_as_dict_shows_the_values_as_given_over_the_defaults() -> None:
+    import datetime as dt
+
+    given = resolve_step_config(
+        {"retries": {"limit": 1, "delay": "3 seconds"}, "timeout": dt.timedelta(seconds=2)}, "s"
+    )
+    assert given.as_dict() == {
+        "retries": {"limit": 1, "delay": "3 seconds", "backoff": "exponential"},
+        "timeout": 2000,  # a timedelta is shown in milliseconds
+    }
+    shown = given.as_dict()
+    shown["retries"]["limit"] = 99  # each call is a fresh dict: a step cannot change another's
+    assert given.as_dict()["retries"]["limit"] == 1
 
 
 @pytest.mark.parametrize(

@@ -108,9 +108,10 @@ async def test_tenant_sees_only_its_params_never_the_metadata(h: Harness) -> Non
     inst = await h.tenant("a").create(id="secret", params={"p": 1})
     await h.wait(inst)
     (event,) = SEEN
-    assert set(event) == {"payload", "timestamp", "instanceId"}
+    assert set(event) == {"payload", "timestamp", "instanceId", "workflowName"}
     assert event["payload"] == {"p": 1}
     assert event["instanceId"] == "secret"
+    assert event["workflowName"] == "dynamic"
     assert METADATA_KEY not in repr(event)
     assert not any(not k.startswith("_") and "metadata" in k for k in dir(h.tenant("a")))
 
@@ -251,3 +252,27 @@ def test_the_scope_is_a_hash_of_the_sorted_metadata() -> None:
         assert scope_of({"a": "x", "b": None}) == flat
     with pytest.raises(WorkflowError, match="JSON-serialisable"):
         scope_of({"a": object()})
+
+
+async def test_create_batch_object_form_wraps_each_entry(h: Harness) -> None:
+    by_count = await h.tenant("a").create_batch({"count": 2, "params": "shared"})
+    listed = await h.tenant("a").createBatch(
+        {"instances": [{"id": "i1", "params": 1}, {"id": "i1"}]}
+    )
+    assert [e["index"] for e in listed["errors"]] == [1]
+    for inst in [*by_count["created"], *listed["created"]]:
+        await h.wait(inst)
+    assert sorted(str(e["payload"]) for e in SEEN) == ["1", "shared", "shared"]
+    # the created instances live in the tenant's scope
+    assert (await h.tenant("a").get("i1")).id == "i1"
+    with pytest.raises(InstanceNotFoundError):
+        await h.tenant("b").get("i1")
+
+
+async def test_delete_batch_through_a_tenant_binding_only_sees_its_instances(h: Harness) -> None:
+    await h.tenant("a").create(id="mine")
+    await h.tenant("b").create(id="theirs")
+    result = await h.tenant("a").delete_batch(["mine", "theirs"])
+    assert result["deleted"] == [{"id": "mine"}]
+    assert [e["id"] for e in result["errors"]] == ["theirs"]
+    assert (await h.tenant("b").get("theirs")).id == "theirs"

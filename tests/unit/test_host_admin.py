@@ -423,11 +423,16 @@ async def test_scopes_tell_tenants_apart(host: Host) -> None:
     assert a_scope in scopes
     done = await host.wait_for("dyn", "adm", "complete")
     assert done["output"] == "a says x"
-    # Created raw (no envelope), it is unscoped, and the dynamic entrypoint refuses it.
-    await host.api("POST", "/workflows/dyn/instances", json={"id": "raw", "params": {"x": 1}})
-    errored = await host.wait_for("dyn", "raw", "errored")
-    assert errored["error"]["name"] == "MissingDispatcherMetadataError"
-    assert errored["scope"] == ""
+    # Without the envelope, a dynamic workflow's instance is refused up front, saying what it
+    # needs (it would only fail at once with MissingDispatcherMetadataError).
+    code, body = await host.api(
+        "POST", "/workflows/dyn/instances", json={"id": "raw", "params": {"x": 1}}
+    )
+    assert code == 400
+    message = body["errors"][0]["message"]
+    assert message.startswith("params: workflow 'dyn' is a dynamic workflow")
+    assert '{"__dispatcherMetadata": <the tenant\'s metadata>, "params": ' in message
+    assert (await host.api("GET", "/workflows/dyn/instances/raw"))[0] == 404
 
 
 async def test_deleting(host: Host) -> None:

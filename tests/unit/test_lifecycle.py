@@ -154,6 +154,7 @@ async def test_event_passed_to_run(make_env: EnvFactory) -> None:
             "payload": {"k": [1, 2]},
             "timestamp": dt.datetime.fromtimestamp(START, dt.UTC),
             "instanceId": "evt-1",
+            "workflowName": "workflow",  # WorkflowTestEnv's default name
         }
         assert event["timestamp"].utcoffset() == dt.timedelta(0)
 

@@ -120,6 +120,7 @@ def test_dispatch_exports_are_pinned() -> None:
 
     assert sorted(dispatch.__all__) == [
         "DynamicWorkflowBinding",
+        "DynamicWorkflowEntrypoint",
         "METADATA_KEY",
         "MissingDispatcherMetadataError",
         "bind_env",
@@ -159,6 +160,8 @@ def test_workers_exports_are_pinned() -> None:
 _INTERNAL_ERRORS = {
     "dynamic_workflows.host.admin.APIError": "an HTTP error answer inside the admin app",
     "dynamic_workflows.host.jsonc.JSONCError": "turned into ProjectConfigError by host.config",
+    "dynamic_workflows.workers.pyodide.ffi.JsException": "Pyodide's name, never raised: the "
+    "shim defines it so that tenant code's `except JsException` works",
 }
 
 

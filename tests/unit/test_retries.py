@@ -136,7 +136,10 @@ async def test_ctx_attempt_and_step_across_retries(make_env: EnvFactory) -> None
 
     async with make_env(run) as wf:
         await wf.wait_for(await wf.binding.create())
-    config = {"retries": {"limit": 2, "delay": 1000, "backoff": "constant"}, "timeout": 600_000}
+    config = {
+        "retries": {"limit": 2, "delay": "1 second", "backoff": "constant"},
+        "timeout": "10 minutes",
+    }
     assert ctxs == [
         {"step": {"name": "flaky", "count": 1}, "attempt": n, "config": config} for n in (1, 2, 3)
     ]

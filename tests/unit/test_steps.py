@@ -26,7 +26,7 @@ def make_env(make_env: EnvFactory) -> EnvFactory:
 
 DEFAULT_CONFIG = {
     "retries": {"limit": 5, "delay": 10_000, "backoff": "exponential"},
-    "timeout": 600_000,
+    "timeout": "10 minutes",  # as Cloudflare documents the default
 }
 
 
@@ -136,9 +136,16 @@ async def test_ctx_config_reflects_the_step_config(make_env: EnvFactory) -> None
 
     async with make_env(run) as wf:
         status = await wf.wait_for(await wf.binding.create())
+    # Cloudflare's resolved config: the values as given, defaults filled in.
     assert status["output"] == [
-        {"retries": {"limit": 2, "delay": 3000, "backoff": "linear"}, "timeout": 45_000},
-        {"retries": {"limit": 0, "delay": 10_000, "backoff": "exponential"}, "timeout": 600_000},
+        {
+            "retries": {"limit": 2, "delay": "3 seconds", "backoff": "linear"},
+            "timeout": "45 seconds",
+        },
+        {
+            "retries": {"limit": 0, "delay": 10_000, "backoff": "exponential"},
+            "timeout": "10 minutes",
+        },
     ]
 
 

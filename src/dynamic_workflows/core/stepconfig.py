@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigurationError
@@ -23,6 +24,9 @@ class StepConfig:
     retry_delay: float = 10.0
     backoff: Backoff = "exponential"
     timeout: float = 600.0
+    shown: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The config as the step gave it, over Cloudflare's defaults (``"30 seconds"`` stays a
+    string): what ``ctx["config"]`` shows. None: derived from the numbers."""
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2, 3, ...), after attempt - 1 failed."""
@@ -34,7 +38,11 @@ class StepConfig:
         return float(self.retry_delay * 2 ** (n - 1))
 
     def as_dict(self) -> dict[str, Any]:
-        """The config as tenant code sees it in ``ctx["config"]`` (milliseconds, like the SDK)."""
+        """The config as tenant code sees it in ``ctx["config"]``: Cloudflare's resolved step
+        config, the values as the step gave them with the defaults filled in
+        (``{"retries": {"limit", "delay", "backoff"}, "timeout"}``); a fresh dict each time."""
+        if self.shown is not None:
+            return {"retries": dict(self.shown["retries"]), "timeout": self.shown["timeout"]}
         return {
             "retries": {
                 "limit": self.retry_limit,
@@ -45,7 +53,23 @@ class StepConfig:
         }
 
 
-DEFAULT_STEP_CONFIG = StepConfig()
+_DEFAULT_DELAY_SHOWN = 10_000
+_DEFAULT_TIMEOUT_SHOWN = "10 minutes"
+
+DEFAULT_STEP_CONFIG = StepConfig(
+    shown={
+        "retries": {"limit": 5, "delay": _DEFAULT_DELAY_SHOWN, "backoff": "exponential"},
+        "timeout": _DEFAULT_TIMEOUT_SHOWN,
+    }
+)
+
+
+def _as_given(value: object, seconds: float) -> Any:
+    """A duration as ``ctx["config"]`` shows it: as the step gave it when that is a number or a
+    string (Cloudflare's form), in milliseconds otherwise (a timedelta)."""
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return value
+    return int(seconds * 1000)
 
 
 def resolve_step_config(config: object, step_name: str) -> StepConfig:
@@ -63,6 +87,7 @@ def resolve_step_config(config: object, step_name: str) -> StepConfig:
         raise ConfigurationError(f"step {step_name!r}: unknown config key(s) {sorted(unknown)}")
     base = DEFAULT_STEP_CONFIG
     limit, delay, backoff = base.retry_limit, base.retry_delay, base.backoff
+    delay_shown: Any = _DEFAULT_DELAY_SHOWN
     retries = config.get("retries")
     if retries is not None:
         if not isinstance(retries, dict):
@@ -83,6 +108,7 @@ def resolve_step_config(config: object, step_name: str) -> StepConfig:
             delay = parse_duration(
                 retries["delay"], what=f"step {step_name!r}: config.retries.delay"
             )
+            delay_shown = _as_given(retries["delay"], delay)
         if "backoff" in retries:
             backoff = retries["backoff"]
             if backoff not in _BACKOFFS:
@@ -91,8 +117,16 @@ def resolve_step_config(config: object, step_name: str) -> StepConfig:
                     f"{', '.join(_BACKOFFS)}, got {backoff!r}"
                 )
     timeout = base.timeout
+    timeout_shown: Any = _DEFAULT_TIMEOUT_SHOWN
     if config.get("timeout") is not None:
         timeout = parse_duration(config["timeout"], what=f"step {step_name!r}: config.timeout")
         if timeout <= 0:
             raise ConfigurationError(f"step {step_name!r}: config.timeout must be positive")
-    return StepConfig(retry_limit=limit, retry_delay=delay, backoff=backoff, timeout=timeout)
+        timeout_shown = _as_given(config["timeout"], timeout)
+    shown = {
+        "retries": {"limit": limit, "delay": delay_shown, "backoff": backoff},
+        "timeout": timeout_shown,
+    }
+    return StepConfig(
+        retry_limit=limit, retry_delay=delay, backoff=backoff, timeout=timeout, shown=shown
+    )

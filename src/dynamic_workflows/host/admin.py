@@ -48,7 +48,7 @@ from .. import Status
 from ..binding import restart_point
 from ..core.codec import SerializationError, decode, encode
 from ..core.journal import StepKind, StepState
-from ..dispatch import METADATA_KEY, scope_of
+from ..dispatch import METADATA_KEY, DynamicWorkflowEntrypoint, scope_of
 from ..errors import (
     CannotTerminateError,
     DynamicWorkflowsError,
@@ -422,13 +422,14 @@ class AdminAPI:
         if instance_id is not None and not isinstance(instance_id, str):
             raise APIError(400, CODE_INVALID, "id: must be a string")
         params = body.get("params")
+        enveloped = isinstance(params, dict) and METADATA_KEY in params and "params" in params
+        if not enveloped and issubclass(
+            project.workflow_classes.get(name, object), DynamicWorkflowEntrypoint
+        ):
+            raise APIError(400, CODE_INVALID, _needs_envelope(name))
         scope = request.query_params.get("scope")
         if scope is None:
-            scope = (
-                scope_of(params[METADATA_KEY])
-                if isinstance(params, dict) and METADATA_KEY in params and "params" in params
-                else ""
-            )
+            scope = scope_of(params[METADATA_KEY]) if isinstance(params, dict) and enveloped else ""
         rows = await project.engine.create(name, scope, [(instance_id or None, params)])
         row = rows[0]
         return envelope_ok({"id": row.id, "scope": row.scope, "status": row.status})
@@ -528,6 +529,18 @@ class AdminAPI:
             instance.row, str(request.path_params["event_type"]), payload
         )
         return envelope_ok({"success": True})
+
+
+def _needs_envelope(workflow: str) -> str:
+    """Why a dynamic workflow's instance cannot be created with plain params."""
+    return (
+        f"params: workflow '{workflow}' is a dynamic workflow (create_dynamic_workflow_entrypoint):"
+        " each instance runs the code of the tenant its dispatcher metadata names, so params "
+        f'must be the dispatch envelope {{"{METADATA_KEY}": <the tenant\'s metadata>, '
+        '"params": <the tenant workflow\'s params>}, as wrap_workflow_binding(metadata).create() '
+        "stores it; without it the instance would fail at once with "
+        "MissingDispatcherMetadataError"
+    )
 
 
 async def _find(

@@ -108,6 +108,8 @@ class Project:
             classes = {
                 wf.name: self._workflow_class(main, i) for i, wf in enumerate(config.workflows)
             }
+            self.workflow_classes: dict[str, type] = classes
+            """Each workflow's class (``class_name`` of the config), by workflow name."""
             self.engine = engine or Engine(open_storage(storage_url), id_factory=uuid4_str)
             self.loaders, self.isolation = self._make_loaders()
         except BaseException:
