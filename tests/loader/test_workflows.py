@@ -452,3 +452,65 @@ async def test_a_sandboxed_run_on_a_virtual_clock_asks_the_host_for_its_timers(
     assert nap - start >= 2 * 3600
     assert back_off - nap >= 3600
     assert sum(isinstance(m, RunParked) for m, _ in seen) == 2
+
+
+DELAYED = """
+    from pyodide.ffi import to_js
+    from js import Object
+    from workers import WorkflowEntrypoint
+
+    class TenantWorkflow(WorkflowEntrypoint):
+        async def run(self, event, step):
+            def delay(ctx, error):  # runs in this worker, with the step machinery
+                if "rate limit" in str(error):
+                    return ctx["attempt"] * 150
+                return "10 seconds"
+
+            @step.do("sync", config={"retries": {"limit": 3, "delay": delay,
+                                                 "backoff": "constant"}})
+            async def sync(ctx):
+                await self.env.LOG.hit(str(ctx["attempt"]))
+                if ctx["attempt"] < 3:
+                    raise RuntimeError("rate limit")
+                return to_js({"attempts": ctx["attempt"], "workflow": event["workflowName"]},
+                             dict_converter=Object.fromEntries)
+
+            @step.do("broken", config={"retries": {"limit": 3, "delay": lambda: "soon"}})
+            async def broken():
+                raise ValueError("no")
+
+            try:
+                await broken()
+            except Exception as exc:
+                failed = [type(exc).__name__, str(exc)]
+            return {"sync": await sync(), "broken": failed}
+"""
+
+
+async def test_a_dynamic_retry_delay_runs_in_the_sandboxed_worker(loader: Loader) -> None:
+    log = Log()
+    times: dict[str, float] = {}
+    real_hit = log.hit
+
+    async def hit(name: str) -> None:
+        times[name] = time.monotonic()
+        await real_hit(name)
+
+    log.hit = hit  # type: ignore[method-assign]
+
+    def get_code() -> dict[str, Any]:
+        return worker_code(DELAYED, env={"LOG": log})
+
+    async with Engine(MemoryStorage(), warm_horizon=0) as engine:
+        binding = engine.register("wf", dispatcher(loader, get_code))
+        instance = await binding.create(id="delayed")
+        status = await wait_status(instance, {"complete", "errored"})
+    assert status["status"] == "complete", status
+    assert status["output"]["sync"] == {"attempts": 3, "workflow": "wf"}
+    name, message = status["output"]["broken"]
+    assert name == "NonRetryableDelayError"
+    assert message.startswith('The delay function for step "broken" returned an invalid delay')
+    # 150 ms after attempt 1 and 300 ms after attempt 2, from the function in the worker
+    assert log.hits == ["1", "2", "3"]
+    assert times["2"] - times["1"] >= 0.14
+    assert times["3"] - times["2"] >= 0.29

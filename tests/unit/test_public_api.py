@@ -152,7 +152,12 @@ def test_workers_exports_are_pinned() -> None:
         "WorkflowEntrypoint",
         "fetch",
     ]
-    assert sorted(workflows.__all__) == ["NonRetryableError", "StepError", "WorkflowTimeoutError"]
+    assert sorted(workflows.__all__) == [
+        "NonRetryableDelayError",
+        "NonRetryableError",
+        "StepError",
+        "WorkflowTimeoutError",
+    ]
 
 
 # Exception classes that never leave the module defining them: each is caught there and turned

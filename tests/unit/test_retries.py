@@ -497,3 +497,186 @@ async def test_the_journal_records_the_attempt_that_succeeded(make_env: EnvFacto
         journal = {e.name: e for e in await wf.storage.load_journal(row.pk)}
         assert (journal["steady"].state, journal["steady"].attempt) == ("done", 1)
         assert (journal["flaky"].state, journal["flaky"].attempt) == ("done", 3)
+
+
+# -- dynamic retry delays (Cloudflare, July 2026) ------------------------------------------------
+
+
+def rate_limited_delay(ctx: Any, error: Exception) -> str:
+    """The changelog's example, in Python: longer after a rate limit, 10 s otherwise."""
+    if "rate limit" in str(error):
+        return f"{ctx['attempt'] * 30} seconds"
+    return "10 seconds"
+
+
+async def test_a_delay_function_sees_the_attempt_and_the_error(make_env: EnvFactory) -> None:
+    attempts: list[tuple[int, float]] = []
+    seen: list[Any] = []
+    ref: list[Any] = []
+
+    def delay(ctx: Any, error: Exception) -> str:
+        seen.append((ctx, type(error).__name__, str(error)))
+        return rate_limited_delay(ctx, error)
+
+    async def run(event: Any, step: Any) -> Any:
+        config = {"retries": {"limit": 3, "delay": delay, "backoff": "constant"}}
+
+        @step.do("sync customer", config=config)
+        async def sync(ctx: Any) -> str:
+            attempts.append((ctx["attempt"], ref[0].clock.now() - START))
+            if ctx["attempt"] in (1, 2):
+                raise RuntimeError("rate limit exceeded")
+            if ctx["attempt"] == 3:
+                raise ValueError("network blip")
+            return "synced"
+
+        return await sync()
+
+    async with make_env(run) as wf:
+        ref.append(wf)
+        status = await wf.wait_for(await wf.binding.create())
+    assert status["output"] == "synced"
+    # 30 s after attempt 1, 60 s after attempt 2 (rate limit), 10 s after attempt 3
+    assert attempts == [(1, 0), (2, 30), (3, 90), (4, 100)]
+    assert [(c["attempt"], name, msg) for c, name, msg in seen] == [
+        (1, "RuntimeError", "rate limit exceeded"),
+        (2, "RuntimeError", "rate limit exceeded"),
+        (3, "ValueError", "network blip"),
+    ]
+    # the ctx is the step's context; a delay function is not shown in its config
+    assert seen[0][0] == {
+        "step": {"name": "sync customer", "count": 1},
+        "attempt": 1,
+        "config": {"retries": {"limit": 3, "backoff": "constant"}, "timeout": "10 minutes"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("backoff", "expected_times"),
+    [
+        ("constant", [0, 2, 4, 6]),
+        ("linear", [0, 2, 6, 12]),
+        ("exponential", [0, 2, 6, 14]),  # the function's 2 s, scaled by the back-off
+    ],
+)
+async def test_the_functions_delay_is_scaled_by_the_backoff(
+    make_env: EnvFactory, backoff: str, expected_times: list[float]
+) -> None:
+    attempts: list[tuple[int, float]] = []
+    ref: list[Any] = []
+    config = {"retries": {"limit": 3, "delay": lambda: 2000, "backoff": backoff}}
+    async with make_env(failing_workflow(attempts, ref, config)) as wf:
+        ref.append(wf)
+        await wf.wait_for(await wf.binding.create())
+    assert [t for _, t in attempts] == expected_times
+
+
+@pytest.mark.parametrize(
+    "delay",
+    [
+        lambda args: f"{args['ctx']['attempt']} seconds",  # the TypeScript form's one object
+        lambda ctx: f"{ctx['attempt']} seconds",
+        lambda **kw: f"{kw['ctx']['attempt']} seconds",
+    ],
+    ids=["one-object", "ctx-only", "kwargs"],
+)
+async def test_the_python_forms_of_a_delay_function(make_env: EnvFactory, delay: Any) -> None:
+    attempts: list[tuple[int, float]] = []
+    ref: list[Any] = []
+    config = {"retries": {"limit": 2, "delay": delay, "backoff": "constant"}}
+    async with make_env(failing_workflow(attempts, ref, config)) as wf:
+        ref.append(wf)
+        await wf.wait_for(await wf.binding.create())
+    assert [t for _, t in attempts] == [0, 1, 3]
+
+
+async def test_an_async_delay_function(make_env: EnvFactory) -> None:
+    attempts: list[tuple[int, float]] = []
+    ref: list[Any] = []
+
+    async def delay(ctx: Any, error: Exception) -> float:
+        await asyncio.sleep(0)
+        return 1500
+
+    config = {"retries": {"limit": 1, "delay": delay, "backoff": "constant"}}
+    async with make_env(failing_workflow(attempts, ref, config)) as wf:
+        ref.append(wf)
+        await wf.wait_for(await wf.binding.create())
+    assert [t for _, t in attempts] == [0, 1.5]
+
+
+def _raises(ctx: Any, error: Exception) -> str:
+    raise KeyError("retry-after")
+
+
+def _invalid(ctx: Any, error: Exception) -> Any:
+    return "soon"
+
+
+async def _hangs(ctx: Any, error: Exception) -> str:
+    await asyncio.Event().wait()
+    return "never"
+
+
+@pytest.mark.parametrize(
+    ("delay", "problem"),
+    [
+        (_raises, "threw an error: KeyError: 'retry-after'"),
+        (
+            _invalid,
+            "returned an invalid delay value 'soon' (expected a number of ms or a duration "
+            'string like "30 seconds")',
+        ),
+        (lambda: -5, "returned an invalid delay value -5"),
+        (lambda: True, "returned an invalid delay value True"),
+        (_hangs, "did not return within 5 seconds"),
+    ],
+    ids=["raises", "invalid", "negative", "bool", "hangs"],
+)
+async def test_a_broken_delay_function_fails_the_step_without_retrying(
+    make_env: EnvFactory, delay: Any, problem: str
+) -> None:
+    attempts: list[tuple[int, float]] = []
+    ref: list[Any] = []
+    config = {"retries": {"limit": 5, "delay": delay, "backoff": "constant"}}
+    async with make_env(failing_workflow(attempts, ref, config)) as wf:
+        ref.append(wf)
+        status = await wf.wait_for(await wf.binding.create())
+    assert [a for a, _ in attempts] == [1]
+    assert status["status"] == "errored"
+    assert status["error"]["name"] == "NonRetryableDelayError"
+    assert status["error"]["message"].startswith(f'The delay function for step "flaky" {problem}')
+
+
+async def test_a_caught_delay_failure_is_the_same_on_replay(make_env: EnvFactory) -> None:
+    from dynamic_workflows.workers.workflows import NonRetryableDelayError
+
+    caught: list[str] = []
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("bad", config={"retries": {"limit": 2, "delay": _raises}})
+        async def bad() -> None:
+            raise ValueError("first")
+
+        try:
+            await bad()
+        except NonRetryableDelayError as exc:
+            caught.append(type(exc).__name__)
+        await step.sleep("nap", "1 minute")
+        return "survived"
+
+    async with make_env(run) as wf:
+        status = await through_hibernations(wf, await wf.binding.create(), 1)
+    assert status["output"] == "survived"
+    assert caught == ["NonRetryableDelayError", "NonRetryableDelayError"]  # first run, replay
+
+
+def test_a_delay_function_with_other_parameters_is_a_clear_error() -> None:
+    from dynamic_workflows.core.stepconfig import resolve_step_config
+    from dynamic_workflows.errors import ConfigurationError
+
+    def bad(ctx: Any, attempt: int) -> str:
+        return "1 second"
+
+    with pytest.raises(ConfigurationError, match="a delay function takes parameters named ctx"):
+        resolve_step_config({"retries": {"delay": bad}}, "s")

@@ -21,7 +21,12 @@ import types
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any
 
-from ..errors import LimitExceededError, RunCancelled, WorkflowDefinitionError
+from ..errors import (
+    ConfigurationError,
+    LimitExceededError,
+    RunCancelled,
+    WorkflowDefinitionError,
+)
 from .channel import StepChannel
 from .clock import Clock
 from .codec import SerializationError, decode, encode
@@ -35,12 +40,13 @@ from .limits import (
     check_step_result,
 )
 from .step_errors import (
+    NonRetryableDelayError,
     NonRetryableError,
     WorkflowTimeoutError,
     error_name,
     rebuild_error,
 )
-from .stepconfig import StepConfig, resolve_step_config
+from .stepconfig import DELAY_FUNCTION_TIMEOUT, StepConfig, resolve_step_config
 
 __all__ = ["RunDetails", "RunState", "StepFunction", "WorkflowStep"]
 
@@ -575,15 +581,52 @@ class WorkflowStep:
                     await _next_iteration()
                     await channel.complete(name, count, outcome, attempt)
                     return decode(outcome)
-                final = outcome.final or attempt > cfg.retry_limit
-                retry_in = None if final else cfg.delay_before(attempt + 1)
+                retry_in: float | None = None
+                if outcome.final or attempt > cfg.retry_limit:
+                    pass
+                elif cfg.delay_fn is None:
+                    retry_in = cfg.delay_before(attempt + 1)
+                else:
+                    delay = await self._dynamic_delay(name, count, attempt, cfg, outcome)
+                    if isinstance(delay, _AttemptFailed):
+                        outcome = delay
+                    else:
+                        retry_in = delay
                 wake_at = await channel.fail(name, count, attempt, outcome.info, retry_in)
-                if final or wake_at is None:
+                if retry_in is None or wake_at is None:
                     # Raise what a replay would raise, so first run and replays behave alike.
                     raise _rebuild(outcome.info) from outcome.exception
             finally:
                 state.end_active()
             await self._block(name, count, wake_at, timer=True)
+
+    async def _dynamic_delay(
+        self, name: str, count: int, attempt: int, cfg: StepConfig, failed: _AttemptFailed
+    ) -> float | _AttemptFailed:
+        """Seconds before the next attempt, from the step's delay function (asked about the
+        failed ``attempt`` and its error, then scaled by the back-off); or, when the function
+        raises, runs past :data:`DELAY_FUNCTION_TIMEOUT` or returns no duration, the step's
+        end: a NonRetryableDelayError, as on Cloudflare. It runs here, where the step runs (in
+        a sandboxed run, in the tenant's worker)."""
+        ctx = {"step": {"name": name, "count": count}, "attempt": attempt, "config": cfg.as_dict()}
+        try:
+            value = cfg.delay_call(ctx, failed.exception)
+            if inspect.isawaitable(value):
+                value = await self._under_timeout(value, DELAY_FUNCTION_TIMEOUT)
+        except TimeoutError:
+            problem = f"did not return within {DELAY_FUNCTION_TIMEOUT:g} seconds"
+        except Exception as exc:
+            problem = f"threw an error: {error_name(exc)}: {exc}"
+        else:
+            try:
+                return cfg.scaled(parse_duration(value), attempt)
+            except ConfigurationError:
+                problem = (
+                    f"returned an invalid delay value {value!r} (expected a number of ms or a "
+                    'duration string like "30 seconds")'
+                )
+        error = NonRetryableDelayError(f'The delay function for step "{name}" {problem}')
+        return _AttemptFailed(error, final=True)
 
     def _attempt(
         self,

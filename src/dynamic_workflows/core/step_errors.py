@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 
 __all__ = [
+    "NonRetryableDelayError",
     "NonRetryableError",
     "StepError",
     "WorkflowTimeoutError",
@@ -19,6 +20,11 @@ __all__ = [
 
 class NonRetryableError(Exception):
     """Raise inside a step to fail it at once: no further attempts, whatever its retry policy."""
+
+
+class NonRetryableDelayError(NonRetryableError):
+    """A step's retry delay function raised, took too long or returned no duration: the step
+    fails without further attempts (Cloudflare's name)."""
 
 
 class WorkflowTimeoutError(Exception):
@@ -39,6 +45,7 @@ class StepError(Exception):
 
 _KNOWN: dict[str, type[Exception]] = {
     "NonRetryableError": NonRetryableError,
+    "NonRetryableDelayError": NonRetryableDelayError,
     "WorkflowTimeoutError": WorkflowTimeoutError,
 }
 

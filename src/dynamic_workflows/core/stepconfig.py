@@ -1,18 +1,42 @@
-"""Step configuration: retries and timeout, with Cloudflare's defaults and validation."""
+"""Step configuration: retries and timeout, with Cloudflare's defaults and validation.
+
+A retry's ``delay`` is a duration, or (Cloudflare's dynamic retry delays, July 2026) a function
+of the failed attempt and its error: ``delay(ctx, error)`` returning a duration (a number of
+milliseconds or ``"N unit"``), which the back-off then scales, as a fixed delay is. Python style
+of the TypeScript ``delay: ({ ctx, error }) => ...``: the function's parameters named ``ctx``
+and ``error`` receive them (either may be left out); a function of one other parameter receives
+``{"ctx": ..., "error": ...}``, the TypeScript form's one object. It may be ``async``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigurationError
 from .durations import parse_duration
 
-__all__ = ["Backoff", "StepConfig", "resolve_step_config"]
+__all__ = [
+    "DELAY_FUNCTION_FALLBACK",
+    "DELAY_FUNCTION_TIMEOUT",
+    "Backoff",
+    "StepConfig",
+    "resolve_step_config",
+]
 
 Backoff = Literal["constant", "linear", "exponential"]
 _BACKOFFS = ("constant", "linear", "exponential")
+
+DELAY_FUNCTION_TIMEOUT = 5.0
+"""Seconds a delay function may take (Cloudflare's): past them the step fails, not retried."""
+
+DELAY_FUNCTION_FALLBACK = 1.0
+"""Seconds before retrying an attempt that never reported its error (its process died), when
+the delay is a function: there is no error to ask it about (Cloudflare's default delay)."""
+
+_DELAY_ARGS = frozenset(("ctx", "error"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,15 +51,36 @@ class StepConfig:
     shown: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     """The config as the step gave it, over Cloudflare's defaults (``"30 seconds"`` stays a
     string): what ``ctx["config"]`` shows. None: derived from the numbers."""
+    delay_fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    """A dynamic delay (``retries.delay`` given as a function): see the module docstring."""
+    delay_args: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    """How ``delay_fn`` takes its arguments: the names of ``ctx``/``error`` among its
+    parameters, or ``("*",)`` for one parameter receiving both in a dict."""
 
     def delay_before(self, attempt: int) -> float:
-        """Seconds to wait before ``attempt`` (2, 3, ...), after attempt - 1 failed."""
-        n = attempt - 1  # the number of the failed attempt
+        """Seconds to wait before ``attempt`` (2, 3, ...), after attempt - 1 failed (with a
+        delay function: :data:`DELAY_FUNCTION_FALLBACK`, for an attempt whose error is not
+        known; a known error asks the function, see :meth:`scaled`)."""
+        if self.delay_fn is not None:
+            return DELAY_FUNCTION_FALLBACK
+        return self.scaled(self.retry_delay, attempt - 1)
+
+    def scaled(self, delay: float, failed_attempt: int) -> float:
+        """``delay`` under the back-off, after the attempt numbered ``failed_attempt`` failed:
+        constant = delay, linear = delay * n, exponential = delay * 2 ** (n - 1)."""
         if self.backoff == "constant":
-            return self.retry_delay
+            return delay
         if self.backoff == "linear":
-            return self.retry_delay * n
-        return float(self.retry_delay * 2 ** (n - 1))
+            return delay * failed_attempt
+        return float(delay * 2 ** (failed_attempt - 1))
+
+    def delay_call(self, ctx: dict[str, Any], error: BaseException) -> Any:
+        """Call the delay function for a failed attempt (its return value, maybe awaitable)."""
+        assert self.delay_fn is not None
+        if self.delay_args == ("*",):
+            return self.delay_fn({"ctx": ctx, "error": error})
+        given = {"ctx": ctx, "error": error}
+        return self.delay_fn(**{name: given[name] for name in self.delay_args})
 
     def as_dict(self) -> dict[str, Any]:
         """The config as tenant code sees it in ``ctx["config"]``: Cloudflare's resolved step
@@ -88,6 +133,8 @@ def resolve_step_config(config: object, step_name: str) -> StepConfig:
     base = DEFAULT_STEP_CONFIG
     limit, delay, backoff = base.retry_limit, base.retry_delay, base.backoff
     delay_shown: Any = _DEFAULT_DELAY_SHOWN
+    delay_fn: Callable[..., Any] | None = None
+    delay_args: tuple[str, ...] = ()
     retries = config.get("retries")
     if retries is not None:
         if not isinstance(retries, dict):
@@ -104,7 +151,10 @@ def resolve_step_config(config: object, step_name: str) -> StepConfig:
                     f"step {step_name!r}: config.retries.limit must be an integer >= 0, "
                     f"got {limit!r}"
                 )
-        if "delay" in retries:
+        if "delay" in retries and callable(retries["delay"]):
+            delay_fn = retries["delay"]
+            delay_args = _delay_args(delay_fn, step_name)
+        elif "delay" in retries:
             delay = parse_duration(
                 retries["delay"], what=f"step {step_name!r}: config.retries.delay"
             )
@@ -123,10 +173,38 @@ def resolve_step_config(config: object, step_name: str) -> StepConfig:
         if timeout <= 0:
             raise ConfigurationError(f"step {step_name!r}: config.timeout must be positive")
         timeout_shown = _as_given(config["timeout"], timeout)
-    shown = {
-        "retries": {"limit": limit, "delay": delay_shown, "backoff": backoff},
-        "timeout": timeout_shown,
-    }
+    # A delay function is not shown (as on Cloudflare, where it cannot cross to the step).
+    shown_retries = {"limit": limit, "backoff": backoff}
+    if delay_fn is None:
+        shown_retries = {"limit": limit, "delay": delay_shown, "backoff": backoff}
+    shown = {"retries": shown_retries, "timeout": timeout_shown}
     return StepConfig(
-        retry_limit=limit, retry_delay=delay, backoff=backoff, timeout=timeout, shown=shown
+        retry_limit=limit,
+        retry_delay=delay,
+        backoff=backoff,
+        timeout=timeout,
+        shown=shown,
+        delay_fn=delay_fn,
+        delay_args=delay_args,
     )
+
+
+def _delay_args(fn: Callable[..., Any], step_name: str) -> tuple[str, ...]:
+    """How a delay function takes ``ctx`` and ``error`` (see :attr:`StepConfig.delay_args`)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: give it the one object
+        return ("*",)
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return ("ctx", "error")
+    names = tuple(p.name for p in params if p.name in _DELAY_ARGS)
+    others = [p for p in params if p.name not in _DELAY_ARGS and p.default is p.empty]
+    if not names and len(others) == 1 and others[0].kind is not others[0].KEYWORD_ONLY:
+        return ("*",)
+    if others:
+        raise ConfigurationError(
+            f"step {step_name!r}: config.retries.delay: a delay function takes parameters "
+            "named ctx and/or error (or a single one, which receives {'ctx', 'error'}); "
+            f"got {fn!r} with parameters {[p.name for p in params]}"
+        )
+    return names

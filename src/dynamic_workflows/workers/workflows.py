@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
-from ..core.step_errors import NonRetryableError, StepError, WorkflowTimeoutError
+from ..core.step_errors import (
+    NonRetryableDelayError,
+    NonRetryableError,
+    StepError,
+    WorkflowTimeoutError,
+)
 
-__all__ = ["NonRetryableError", "StepError", "WorkflowTimeoutError"]
+__all__ = ["NonRetryableDelayError", "NonRetryableError", "StepError", "WorkflowTimeoutError"]
