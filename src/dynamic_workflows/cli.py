@@ -176,6 +176,55 @@ def _loader_options(fn: Any) -> Any:
     )(fn)
 
 
+def _byte_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    from .host.convert import parse_size
+
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    if size < 1:
+        raise click.BadParameter("must be at least 1 byte", ctx, param)
+    return size
+
+
+def _max_body_option(fn: Any) -> Any:
+    return click.option(
+        "--max-body-size",
+        "max_body",
+        metavar="SIZE",
+        default="10MiB",
+        callback=_byte_size,
+        show_default=True,
+        help="Largest request body the dispatcher accepts; larger ones get 413 unread. At most "
+        "31MiB when tenant code runs in worker processes (a body goes to a worker whole), "
+        "100MiB with --trusted.",
+    )(fn)
+
+
+def _check_max_body(max_body: int, mode: LoaderMode) -> None:
+    """A body the host accepts must reach a tenant's worker without exhausting it."""
+    from .host.convert import MAX_BODY, size_text
+    from .sandbox.loader import DEFAULT_LIMITS
+    from .sandbox.process import max_call_bytes
+
+    if mode == "in-process":
+        ceiling, why = MAX_BODY, "Cloudflare's limit"
+    else:
+        memory = (DEFAULT_LIMITS.memory_mb or 0) << 20
+        # Room for the URL and headers, which travel in the same message.
+        ceiling = max_call_bytes(memory) - (1 << 20)
+        why = (
+            f"what a tenant's worker (memory limit {size_text(memory)}) can be sent, less the "
+            "request's headers; with --trusted up to 100 MiB"
+        )
+    if max_body > ceiling:
+        raise click.BadParameter(
+            f"{size_text(max_body)} is over {size_text(ceiling)}, {why}",
+            param_hint="'--max-body-size'",
+        )
+
+
 def _serve(
     directory: Path,
     storage_url: str | None,
@@ -211,6 +260,7 @@ def _serve(
     help="Reload when the config or a .py file beside main changes.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@_max_body_option
 @_loader_options
 def dev(
     directory: Path,
@@ -219,6 +269,7 @@ def dev(
     db: str | None,
     reload: bool,
     verbose: bool,
+    max_body: int,
     trusted: bool,
     unconfined: bool,
 ) -> None:
@@ -233,11 +284,13 @@ def dev(
     from .host.app import create_dev_app
     from .host.server import Listener, setup_logging
 
-    setup_logging(verbose)
     mode = _loader_mode(trusted, unconfined)
+    _check_max_body(max_body, mode)
+    setup_logging(verbose)
 
     def listeners(live: LiveProject, metrics: HostMetrics) -> list[Listener]:
-        return [Listener("dev", create_dev_app(live, metrics), ip, port, access_log=True)]
+        app = create_dev_app(live, metrics, max_body=max_body)
+        return [Listener("dev", app, ip, port, access_log=True)]
 
     def banner(project: Project, chosen: list[Listener]) -> None:
         url = chosen[0].url
@@ -275,6 +328,7 @@ def dev(
     help="Bearer token required on the admin port (or set DWF_ADMIN_TOKEN).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@_max_body_option
 @_loader_options
 def serve(
     directory: Path,
@@ -285,6 +339,7 @@ def serve(
     admin_port: int | None,
     admin_token: str | None,
     verbose: bool,
+    max_body: int,
     trusted: bool,
     unconfined: bool,
 ) -> None:
@@ -307,14 +362,15 @@ def serve(
             f"--admin-token (or DWF_ADMIN_TOKEN) {problem} "
             "(e.g. DWF_ADMIN_TOKEN=$(openssl rand -hex 32))"
         )
-    setup_logging(verbose)
     mode = _loader_mode(trusted, unconfined)
+    _check_max_body(max_body, mode)
+    setup_logging(verbose)
     token = admin_token
     aport = admin_port if admin_port is not None else port + 1
 
     def listeners(live: LiveProject, metrics: HostMetrics) -> list[Listener]:
         return [
-            Listener("public", create_public_app(live, metrics), ip, port),
+            Listener("public", create_public_app(live, metrics, max_body=max_body), ip, port),
             Listener("admin", create_admin_app(live, metrics, token), admin_ip, aport),
         ]
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +170,85 @@ def test_a_clients_mistakes_are_4xx_naming_the_problem(
     if code == 405:
         assert response.headers["allow"] == "POST"
     assert "the dispatcher (Default.fetch) raised" not in saas.log()
+
+
+def _raw_request(port: int, head: bytes, body: bytes) -> tuple[bytes, float]:
+    """Send ``head`` and ``body`` on a fresh connection without finishing the request; the
+    whole response, and how long it took to come."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        header, _, rest = answer.partition(b"\r\n\r\n")
+        length = int(header.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(rest) < length:
+            rest += sock.recv(65536)
+    return header + b"\r\n\r\n" + rest, time.monotonic() - started
+
+
+def test_a_body_over_the_limit_is_a_quick_413(tmp_path: Path) -> None:
+    # A 40-64 MiB body once reached a tenant's worker (limit: 100 MiB) and killed it.
+    folder = copy_project(ROOT / "examples" / "saas", tmp_path / "saas")
+    server = Server("dev", folder, "--no-reload", "--max-body-size", "1MiB")
+    try:
+        server.wait_ready()
+        acme = {"x-tenant-id": "acme"}
+        # Declared too large: refused before the body is read (only a little of it is sent).
+        head = (
+            b"POST /?id=huge HTTP/1.1\r\nHost: x\r\nx-tenant-id: acme\r\n"
+            b"Content-Length: 1073741824\r\n\r\n"
+        )
+        answer, took = _raw_request(server.port, head, b"{" * 1000)
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        assert answer.endswith(
+            b"request body of 1073741824 bytes is over the host's limit of 1 MiB"
+        )
+        assert took < 5
+        # Chunked: read no further than the limit, then refused (the request never finishes).
+        head = (
+            b"POST /?id=huge HTTP/1.1\r\nHost: x\r\nx-tenant-id: acme\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"x" * (768 << 10)
+        answer, took = _raw_request(
+            server.port, head, (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2
+        )
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        assert answer.endswith(b"request body is over the host's limit of 1 MiB")
+        assert took < 5
+
+        # The tenant's other requests, during big uploads, are answered as usual.
+        def upload() -> int:
+            return httpx.post(
+                server.url + "/", headers=acme, content=b"[" + b"1," * (1 << 20) + b"1]"
+            ).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            big = [pool.submit(upload) for _ in range(4)]
+            small = [
+                pool.submit(
+                    lambda i=i: (
+                        httpx.post(
+                            server.url + "/", params={"id": f"c-{i}"}, headers=acme, json={"qty": i}
+                        ).status_code
+                    )
+                )
+                for i in range(8)
+            ]
+            assert [f.result() for f in big] == [413] * 4
+            assert [f.result() for f in small] == [200] * 8
+        for i in range(8):
+            assert (
+                wait_status(server, "acme", f"c-{i}", "complete")["output"]["charged"] == 1999 * i
+            )
+        # Within the limit the body reaches the tenant's worker whole.
+        fits = httpx.post(server.url + "/", headers=acme, json={"pad": "x" * (900 << 10)})
+        assert fits.status_code == 200, fits.text
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
 
 
 def test_the_admin_api_matches_the_openapi_spec(saas: Server) -> None:

@@ -214,13 +214,30 @@ async def test_the_public_port_in_plain_asgi(host: Host) -> None:
     }
     await app(scope, receive, send)
     assert sent[0]["status"] == 413
-    assert sent[1]["body"] == b"request body of 999999999999 bytes is over 104857600 bytes"
+    assert (
+        sent[1]["body"] == b"request body of 999999999999 bytes is over the host's limit of 10 MiB"
+    )
     text = generate_latest(host.metrics.registry).decode()
     for method, status in (("GET", 500), ("POST", 200), ("POST", 413)):
         assert (
             f'dwf_http_request_duration_seconds_count{{handler="dispatcher",method="{method}",'
             f'status="{status}"}} 1.0' in text
         )
+
+
+async def test_the_body_limit_is_the_apps(host: Host) -> None:
+    for app in (
+        create_public_app(host.live, host.metrics, max_body=8),
+        create_dev_app(host.live, host.metrics, max_body=8),
+    ):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://limit.test") as client:
+            assert (await client.post("/x", content=b"12345678")).text == "ok POST None"
+            over = await client.post("/x", content=b"123456789")
+            assert (over.status_code, over.text) == (
+                413,
+                "request body of 9 bytes is over the host's limit of 8 bytes",
+            )
 
 
 async def test_wait_until_work_outlives_the_response(host: Host) -> None:
@@ -466,6 +483,14 @@ async def test_unknown_routes_and_methods(host: Host) -> None:
     assert body["errors"] == [{"code": 7003, "message": "No route for the URI"}]
     code, body = await host.api("PUT", "/workflows")
     assert code == 405
+    # No slash redirects in the API: "instances/%2F" (an id "/") was a 307 to "instances",
+    # which a POST follows to create an instance.
+    for method, path in (("POST", "/workflows/plain/instances/%2F"), ("GET", "/workflows/")):
+        code, body = await host.api(method, path)
+        assert code == 404
+        assert body["errors"][0]["code"] == 7003
+    code, body = await host.api("GET", "/workflows/plain/instances")
+    assert body["result"] == []
 
 
 @pytest.mark.parametrize(

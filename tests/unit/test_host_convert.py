@@ -10,9 +10,12 @@ from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
 
 from dynamic_workflows.host.convert import (
+    DEFAULT_MAX_BODY,
     BodyTooLargeError,
+    parse_size,
     read_request,
     response_parts,
+    size_text,
     to_http_response,
     to_workers_request,
 )
@@ -120,10 +123,10 @@ async def test_read_request_is_what_the_starlette_request_gives(
 
 async def test_read_request_body_limit_and_disconnect() -> None:
     chunks = http_request(chunks=(b"x" * 10, b"", b"y" * 10))
-    with pytest.raises(BodyTooLargeError, match="request body is over 15 bytes"):
+    with pytest.raises(BodyTooLargeError, match=r"^request body is over the host's limit of 15 b"):
         await read_request(chunks.scope, chunks.receive, max_body=15)
     declared = http_request(headers=[(b"host", b"h"), (b"content-length", b"999")])
-    with pytest.raises(BodyTooLargeError, match="request body of 999 bytes is over 15 bytes"):
+    with pytest.raises(BodyTooLargeError, match=r"^request body of 999 bytes is over the host's "):
         await read_request(declared.scope, declared.receive, max_body=15)
     whole = http_request(chunks=(b"ab", b"", b"cd"))
     assert await (await read_request(whole.scope, whole.receive)).bytes() == b"abcd"
@@ -220,3 +223,54 @@ async def test_fetch_errors() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
         with use_http_client(client), pytest.raises(ConnectionError, match="connection refused"):
             await fetch("https://down.example/")
+
+
+async def test_a_body_over_the_limit_is_refused_unread() -> None:
+    # Declared too large: refused before anything is received. Streamed (chunked): no further
+    # than the chunk that goes over.
+    received: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        received.append(1)
+        return {"type": "http.request", "body": b"x" * (1 << 20), "more_body": True}
+
+    declared = http_request(headers=[(b"content-length", str(11 << 20).encode())])
+    with pytest.raises(BodyTooLargeError, match=r"over the host's limit of 10 MiB$"):
+        await read_request(declared.scope, receive)  # the default limit
+    assert received == []
+    with pytest.raises(BodyTooLargeError, match=r"^request body is over the host's limit of 3 MiB"):
+        await read_request(http_request(headers=[]).scope, receive, max_body=3 << 20)
+    assert len(received) == 4
+    assert DEFAULT_MAX_BODY == 10 << 20
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("10MiB", 10 << 20),
+        ("10 MB", 10_000_000),
+        ("512k", 512 << 10),
+        ("512KiB", 512 << 10),
+        ("1G", 1 << 30),
+        ("1048576", 1 << 20),
+        (" 7b ", 7),
+    ],
+)
+def test_sizes_are_parsed(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "MiB", "1.5M", "10 MiBs", "-1", "\u0661\u0660", "10 T"])
+def test_a_size_that_is_not_one_names_the_forms(text: str) -> None:
+    with pytest.raises(ValueError, match=r"is not a size: write e.g. 10MiB, 512KiB"):
+        parse_size(text)
+
+
+def test_sizes_are_written_for_people() -> None:
+    assert [size_text(n) for n in (10 << 20, 1536, 1000, 1 << 30, (1 << 20) + 1)] == [
+        "10 MiB",
+        "1536 bytes",
+        "1000 bytes",
+        "1 GiB",
+        "1048577 bytes",
+    ]

@@ -24,13 +24,13 @@ from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ConfigurationError
 from .admin import CODE_NO_ROUTE, AdminAPI, envelope_error, method_route
 from .auth import bearer_matches, token_problem
-from .convert import BodyTooLargeError, read_request, response_parts
+from .convert import DEFAULT_MAX_BODY, BodyTooLargeError, read_request, response_parts
 from .dashboard import dashboard
 from .live import LiveProject
 from .metrics import HostMetrics
@@ -68,10 +68,13 @@ def _explorer(live: LiveProject, metrics: HostMetrics, metrics_paths: tuple[str,
     async def to_dashboard(request: HTTPRequest) -> Response:
         return RedirectResponse(DASHBOARD_PATH)
 
-    api = AdminAPI(live).routes()
+    # No redirects to the path with(out) a trailing slash in the API: a client's path is
+    # answered as it is, in the envelope ("instances/%2F" was a 307 to "instances", which a
+    # POST follows to create an instance).
+    api = Router(AdminAPI(live).routes(), redirect_slashes=False)
     routes: list[BaseRoute] = [
-        Mount(EXPLORER_API, routes=api),
-        Mount(WRANGLER_API, routes=api),
+        Mount(EXPLORER_API, app=api),
+        Mount(WRANGLER_API, app=api),
         method_route(DASHBOARD_PATH, GET=dashboard),
         method_route("/cdn-cgi/explorer/", GET=dashboard),
         method_route(DASHBOARD_PATH.rstrip("/"), GET=to_dashboard),
@@ -96,6 +99,7 @@ class HostApp:
         metrics_paths: tuple[str, ...] = (),
         token: str | None = None,
         expose_errors: bool = False,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.live = live
         self.metrics = metrics
@@ -106,6 +110,7 @@ class HostApp:
         self.metrics_paths = metrics_paths
         self.token = token
         self.expose_errors = expose_errors
+        self.max_body = max_body
 
     def _route(self, path: str) -> str:
         if self.explorer is not None and (
@@ -178,8 +183,12 @@ class HostApp:
         project = await self.live.acquire()
         try:
             try:
-                incoming = await read_request(scope, receive)
+                incoming = await read_request(scope, receive, max_body=self.max_body)
             except BodyTooLargeError as exc:
+                # Refused unread, or read no further than the limit: the server drops the rest
+                # as it arrives (a client that sent "Expect: 100-continue" never sends it). Not
+                # "Connection: close": closing on unread data resets the connection, and the
+                # client would lose this answer.
                 error = PlainTextResponse(str(exc), 413)
             else:
                 try:
@@ -215,8 +224,11 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def create_dev_app(live: LiveProject, metrics: HostMetrics) -> HostApp:
-    """``dwf dev``: the dispatcher and the explorer on one port, errors shown in responses."""
+def create_dev_app(
+    live: LiveProject, metrics: HostMetrics, *, max_body: int = DEFAULT_MAX_BODY
+) -> HostApp:
+    """``dwf dev``: the dispatcher and the explorer on one port, errors shown in responses;
+    request bodies over ``max_body`` bytes are refused (413)."""
     return HostApp(
         live,
         metrics,
@@ -224,12 +236,16 @@ def create_dev_app(live: LiveProject, metrics: HostMetrics) -> HostApp:
         explorer=True,
         metrics_paths=(DEV_METRICS_PATH,),
         expose_errors=True,
+        max_body=max_body,
     )
 
 
-def create_public_app(live: LiveProject, metrics: HostMetrics) -> HostApp:
-    """``dwf serve``'s public port: the dispatcher only; errors are not described to clients."""
-    return HostApp(live, metrics, dispatcher=True, explorer=False)
+def create_public_app(
+    live: LiveProject, metrics: HostMetrics, *, max_body: int = DEFAULT_MAX_BODY
+) -> HostApp:
+    """``dwf serve``'s public port: the dispatcher only; errors are not described to clients;
+    request bodies over ``max_body`` bytes are refused (413)."""
+    return HostApp(live, metrics, dispatcher=True, explorer=False, max_body=max_body)
 
 
 def create_admin_app(live: LiveProject, metrics: HostMetrics, token: str) -> HostApp:

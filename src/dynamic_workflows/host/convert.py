@@ -20,30 +20,79 @@ from ..workers import Request, Response
 from ..workers.hosting import incoming_request
 
 __all__ = [
+    "DEFAULT_MAX_BODY",
     "MAX_BODY",
     "BodyTooLargeError",
+    "parse_size",
     "read_request",
     "response_parts",
+    "size_text",
     "to_http_response",
     "to_workers_request",
 ]
 
 MAX_BODY = 100 * 1024 * 1024
-"""Cloudflare's request body limit on the Free and Pro plans: 100 MB."""
+"""Cloudflare's request body limit on the Free and Pro plans: 100 MB; the most a host accepts."""
+
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+"""The host's request body limit unless configured (``dwf dev/serve --max-body-size``). Not
+Cloudflare's 100 MB: a body goes to a tenant's worker whole, in one message, and a worker's
+memory (128 MiB above its baseline by default) must hold it several times over while it is
+received, decoded and read (see :func:`dynamic_workflows.sandbox.process.max_call_bytes`)."""
+
+
+def size_text(size: int) -> str:
+    """``size`` bytes for people: ``10 MiB``, ``512 KiB`` or ``1000 bytes``."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} bytes"
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kib": 1 << 10,
+    "kb": 1000,
+    "m": 1 << 20,
+    "mib": 1 << 20,
+    "mb": 1000**2,
+    "g": 1 << 30,
+    "gib": 1 << 30,
+    "gb": 1000**3,
+}
+
+
+def parse_size(text: str) -> int:
+    """``10MiB``, ``10 MB``, ``512k`` or ``1048576`` as bytes (K/M/G and KiB/MiB/GiB are powers
+    of 1024, KB/MB/GB of 1000); ValueError naming the forms otherwise."""
+    stripped = text.strip().lower()
+    number = stripped.rstrip("kmgib ")
+    unit = stripped[len(number) :].strip()
+    if not (number.isascii() and number.isdigit()) or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size: write e.g. 10MiB, 512KiB, 10MB or 1048576")
+    return int(number) * _UNITS[unit]
+
+
+def _too_large(max_body: int, declared: str | None = None) -> BodyTooLargeError:
+    what = "request body" if declared is None else f"request body of {declared} bytes"
+    return BodyTooLargeError(f"{what} is over the host's limit of {size_text(max_body)}")
+
 
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
 
-async def to_workers_request(request: HTTPRequest, *, max_body: int = MAX_BODY) -> Request:
+async def to_workers_request(request: HTTPRequest, *, max_body: int = DEFAULT_MAX_BODY) -> Request:
     """The ``workers.Request`` for an incoming request: method, full URL, headers, body."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
-        raise BodyTooLargeError(f"request body of {declared} bytes is over {max_body} bytes")
+        raise _too_large(max_body, declared)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_body:
-            raise BodyTooLargeError(f"request body is over {max_body} bytes")
+            raise _too_large(max_body)
         chunks.append(chunk)
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
     return Request(str(request.url), method=request.method, headers=headers, body=b"".join(chunks))
@@ -78,7 +127,9 @@ def _request_url(scope: Scope, host: bytes | None) -> str:
     return url
 
 
-async def read_request(scope: Scope, receive: Receive, *, max_body: int = MAX_BODY) -> Request:
+async def read_request(
+    scope: Scope, receive: Receive, *, max_body: int = DEFAULT_MAX_BODY
+) -> Request:
     """The ``workers.Request`` for the ASGI request ``scope``, its body read from ``receive``:
     what :func:`to_workers_request` makes of ``starlette.requests.Request(scope, receive)``,
     without building that request."""
@@ -95,7 +146,7 @@ async def read_request(scope: Scope, receive: Receive, *, max_body: int = MAX_BO
     if declared is not None:
         length = declared.decode("latin-1")
         if length.isdigit() and int(length) > max_body:
-            raise BodyTooLargeError(f"request body of {length} bytes is over {max_body} bytes")
+            raise _too_large(max_body, length)  # before reading any of it
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -106,7 +157,7 @@ async def read_request(scope: Scope, receive: Receive, *, max_body: int = MAX_BO
             if chunk:
                 size += len(chunk)
                 if size > max_body:
-                    raise BodyTooLargeError(f"request body is over {max_body} bytes")
+                    raise _too_large(max_body)  # the rest is not read
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break

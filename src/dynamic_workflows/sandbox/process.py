@@ -29,8 +29,8 @@ from ..core.step_errors import error_name, rebuild_error
 from ..errors import WorkflowError
 from ..workers import Response
 from .code import INHERIT, WorkerCode, WorkerLimits
-from .errors import ProtocolError, TenantWorkerError
-from .framing import FrameProtocol
+from .errors import FrameTooLargeError, ProtocolError, TenantWorkerError
+from .framing import DEFAULT_MAX_FRAME, FrameProtocol
 from .outbound import fetch_via_host
 from .protocol import (
     BaseMessage,
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from .confine import ConfinementPolicy
     from .forkserver import ZygoteProcess
 
-__all__ = ["RunListener", "WorkerProcess"]
+__all__ = ["RunListener", "WorkerProcess", "max_call_bytes"]
 
 _EXIT_STATUS_WAIT = 0.5
 """How long a dead worker's calls wait for the fork server to report how it died."""
@@ -252,7 +252,9 @@ class WorkerProcess:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _send(self, message: BaseMessage, owner: int | None = None) -> None:
+    def _send(
+        self, message: BaseMessage, owner: int | None = None, max_size: int | None = None
+    ) -> None:
         if self._protocol is None or self._protocol.closed:
             raise ProtocolError("the worker's connection is closed")
         self._export_owner = owner
@@ -260,6 +262,8 @@ class WorkerProcess:
             data = self._codec.encode(message)
         finally:
             self._export_owner = None
+        if max_size is not None and len(data) > max_size:
+            raise FrameTooLargeError(len(data), max_size)
         self._protocol.send(data)
 
     def _new_id(self) -> int:
@@ -275,6 +279,7 @@ class WorkerProcess:
         *,
         owner: int | None,
         kill_on_timeout: bool = False,
+        max_size: int | None = None,
     ) -> Any:
         if self.dead:
             raise TenantWorkerError(self.tenant, "the worker process is gone")
@@ -282,7 +287,7 @@ class WorkerProcess:
         self._pending[request_id] = _Pending(future, self.limits.cpu_ms)
         self.last_used = time.monotonic()
         try:
-            self._send(message, owner=owner)
+            self._send(message, owner=owner, max_size=max_size)
             self._on_call_started(self)
             wall_ms = self.limits.wall_ms
             try:
@@ -372,13 +377,30 @@ class WorkerProcess:
     ) -> Any:
         """Call ``method`` of an entrypoint; returns its value or raises its error."""
         request_id = self._new_id()
-        result = await self._round_trip(
-            request_id,
-            Call(request_id, entrypoint, method, args, kwargs, props),
-            f"{method}()",
-            owner=request_id,
-        )
+        try:
+            result = await self._round_trip(
+                request_id,
+                Call(request_id, entrypoint, method, args, kwargs, props),
+                f"{method}()",
+                owner=request_id,
+                max_size=self.call_limit,
+            )
+        except FrameTooLargeError as exc:
+            # Refused before sending: the worker would have died receiving it.
+            raise TenantWorkerError(
+                self.tenant,
+                f"{method}(): the call is {exc.size:,} bytes (a request body, or arguments), "
+                f"more than this worker is sent: {exc.limit:,} bytes, a quarter of its memory "
+                "allowance (raise limits.memory_mb, or send less)",
+            ) from None
         return self._raise_error(result, method)
+
+    @property
+    def call_limit(self) -> int:
+        """The largest call this worker is sent (see :func:`max_call_bytes`)."""
+        memory_mb = self.limits.memory_mb
+        allowance = memory_mb << 20 if memory_mb else self.policy.memory_bytes // 2
+        return max_call_bytes(allowance, self.max_frame)
 
     async def run(self, message_for: Callable[[int], Run], listener: RunListener) -> RunResult:
         """Send a workflow Run; ``listener`` receives its step-channel messages."""
@@ -595,6 +617,15 @@ class WorkerProcess:
     def __repr__(self) -> str:
         state = "dead" if self.dead else "busy" if self.busy else "idle"
         return f"<WorkerProcess pid={self.pid} tenant={self.tenant!r} {state}>"
+
+
+def max_call_bytes(memory_bytes: int, max_frame: int = DEFAULT_MAX_FRAME) -> int:
+    """The largest call (a ``fetch`` with its request body, an RPC with its arguments) sent to a
+    worker allowed ``memory_bytes`` above its baseline: a quarter of it, and never more than the
+    frame limit. Receiving a message costs the worker about three times its size (the frame
+    buffered, its bytes, the values decoded from them; a 48 MiB body killed a worker allowed
+    128 MiB, 40 MiB did not), and the tenant needs room left to use what it received."""
+    return min(max_frame, memory_bytes // 4)
 
 
 _WORKFLOW_ERRORS: dict[str, type[WorkflowError]] = {
