@@ -128,7 +128,9 @@ class Platform:
 
 @pytest.fixture
 async def platform(make_env: EnvFactory) -> AsyncIterator[Platform]:
-    async with make_env(DynamicWorkflow, name="dynamic") as wf:
+    # Frozen: nothing here needs time to pass, and an idle moment (a few ms of a database round
+    # trip) must not let the clock jump past the tenant's one-hour wait.
+    async with make_env(DynamicWorkflow, name="dynamic") as wf, wf.clock.frozen():
         yield Platform(wf)
 
 
