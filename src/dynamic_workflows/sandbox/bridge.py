@@ -121,11 +121,22 @@ class RunBridge:
         if isinstance(outcome, Completed):
             return decode(outcome.output)
         if isinstance(outcome, Failed):
-            raise rebuild_error(outcome.error.name, outcome.error.message)
+            error = self._described(outcome.error)
+            raise rebuild_error(error.name, error.message)
         if isinstance(outcome, Suspended):
             raise RunSuspended(outcome.wake_at, outcome.paused)
         assert isinstance(outcome, Cancelled)
         raise RunCancelled()
+
+    def _described(self, error: ErrorInfo) -> ErrorInfo:
+        """``error`` as recorded: Python raises MemoryError with no message, which told the
+        tenant nothing; it says what happened and the limit instead."""
+        if error.name != "MemoryError" or error.message:
+            return error
+        worker = self._worker
+        limit = worker.limits.memory_mb
+        cap = f"limit {limit} MiB" if limit else f"cap {worker.policy.memory_bytes >> 20} MiB"
+        return ErrorInfo(error.name, f"the tenant's worker ran out of memory ({cap})")
 
     def _on_parked(self, message: RunParked) -> None:
         # The worker keeps its quiescent run live for a near wake-up: the host counts it as
@@ -197,7 +208,11 @@ class RunBridge:
         try:
             if isinstance(message, StepFail):
                 value = await channel.fail(
-                    message.name, message.count, message.attempt, message.error, message.retry_in
+                    message.name,
+                    message.count,
+                    message.attempt,
+                    self._described(message.error),
+                    message.retry_in,
                 )
             elif isinstance(message, StepSleep):
                 value = await channel.sleep(
