@@ -412,9 +412,10 @@ class PostgresStorage:
         now: float,
     ) -> WaitResult | None:
         async def op(c: Session) -> WaitResult | None:
-            r = await c.fetchrow(Q["lock_instance_with_event"], pk, event_type)
+            r = await c.fetchrow(Q["lock_instance"], pk)
             state = None if r is None else self._mine(held(r))
-            buffered = [] if r is None or r[6] is None else [BufferedEvent(r[6], r[7], r[8], r[9])]
+            e = None if state is None else await c.fetchrow(Q["oldest_event"], pk, event_type)
+            buffered = [] if e is None else [BufferedEvent(e[0], e[1], e[2], e[3])]
             outcome = tr.register_wait(
                 state, generation, name, count, event_type, deadline, buffered
             )
@@ -430,9 +431,10 @@ class PostgresStorage:
         self, pk: int, generation: int, name: str, count: int, error: ErrorInfo, now: float
     ) -> tuple[bool, bytes | None] | None:
         async def op(c: Session) -> tuple[bool, bytes | None] | None:
-            r = await c.fetchrow(Q["lock_instance_with_step"], pk, name, count)
+            r = await c.fetchrow(Q["lock_instance"], pk)
             state = None if r is None else self._mine(held(r))
-            wait = None if r is None or r[6] is None else entry(r, 6)
+            s = None if state is None else await c.fetchrow(Q["journal_entry"], pk, name, count)
+            wait = None if s is None else entry(s)
             outcome = tr.expire_wait(state, generation, wait, error)
             if outcome is None:
                 return None

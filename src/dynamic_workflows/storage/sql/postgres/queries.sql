@@ -136,28 +136,19 @@ ON CONFLICT (instance_pk, name, count) DO UPDATE SET
 SELECT status, generation, wake_at, started_at, owner, lease_until
 FROM instances WHERE pk = $1 FOR UPDATE;
 
--- name: lock_instance_with_event
--- register_wait: the row, locked, and the oldest buffered event of the type (events of an
--- instance change only under its row's lock).
-SELECT i.status, i.generation, i.wake_at, i.started_at, i.owner, i.lease_until,
-       e.seq, e.type, e.payload, e.created_at
-FROM instances i
-LEFT JOIN LATERAL (
-    SELECT seq, type, payload, created_at FROM events
-    WHERE instance_pk = i.pk AND type = $2 AND NOT consumed
-    ORDER BY seq LIMIT 1
-) e ON true
-WHERE i.pk = $1
-FOR UPDATE OF i;
+-- name: oldest_event
+-- register_wait, after lock_instance: the oldest buffered event of the type. A statement of its
+-- own, not joined to the lock: under READ COMMITTED a statement that waited for the row lock
+-- re-reads only the locked row, and a join would miss the event that a concurrent add_event (the
+-- lock's previous holder) just committed; a new statement sees it.
+SELECT seq, type, payload, created_at FROM events
+WHERE instance_pk = $1 AND type = $2 AND NOT consumed
+ORDER BY seq LIMIT 1;
 
--- name: lock_instance_with_step
--- expire_wait: the row, locked, and the journal entry (name, count) if recorded.
-SELECT i.status, i.generation, i.wake_at, i.started_at, i.owner, i.lease_until,
-       {step_columns_of_s}
-FROM instances i
-LEFT JOIN steps s ON s.instance_pk = i.pk AND s.name = $2 AND s.count = $3
-WHERE i.pk = $1
-FOR UPDATE OF i;
+-- name: journal_entry
+-- expire_wait, after lock_instance: the journal entry (name, count) if recorded (a statement of
+-- its own for the reason given at oldest_event).
+SELECT {step_columns} FROM steps WHERE instance_pk = $1 AND name = $2 AND count = $3;
 
 -- name: waiting_steps
 SELECT {step_columns} FROM steps
