@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,8 @@ class ZygoteProcess:
         self._exit_waiters: dict[int, asyncio.Future[int]] = {}
         self._ready_future: asyncio.Future[ZygoteReady] | None = None
         self.closed = False
+        self._retired = False
+        self._reports: set[asyncio.Task[None]] = set()
 
     async def start(self, timeout: float = 15.0) -> ZygoteReady:
         """Start the process and wait until it has imported the runtime and prepared."""
@@ -143,6 +146,11 @@ class ZygoteProcess:
 
     def _on_eof(self) -> None:
         self._detach()
+        if not self._retired and self.ready is not None:
+            # Neither closed (close() stops reading first) nor retired: it died.
+            report = asyncio.ensure_future(self._report_death())
+            self._reports.add(report)
+            report.add_done_callback(self._reports.discard)
         error = ProtocolError("the fork server exited")
         if self._ready_future is not None and not self._ready_future.done():
             self._ready_future.set_exception(error)
@@ -156,6 +164,25 @@ class ZygoteProcess:
         self._exit_waiters.clear()
         if self._proc is not None:
             self._proc.poll()
+
+    async def _report_death(self) -> None:
+        proc = self._proc
+        status = None
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                status = await asyncio.to_thread(proc.wait, 1.0)
+        if status is None:
+            how = "closed its control socket"
+        elif status < 0:
+            how = f"was killed by {_signal_name(-status)}"
+        else:
+            how = f"exited with code {status}"
+        log.warning(
+            "the fork server (pid %s) %s; its workers are gone, and a new one is started "
+            "for the next worker",
+            self.pid,
+            how,
+        )
 
     def _detach(self) -> None:
         if self._sock is not None:
@@ -212,6 +239,7 @@ class ZygoteProcess:
 
     def retire(self) -> None:
         """Fork no more; the process exits once its workers have."""
+        self._retired = True
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 socket.send_fds(self._sock, [encode_control(Retire())], [])
@@ -225,11 +253,20 @@ class ZygoteProcess:
         if proc.poll() is None:
             # With its control socket closed it kills its workers and exits at once.
             await asyncio.to_thread(_wait_or_kill, proc, 5.0)
+        if self._reports:  # a death being reported
+            await asyncio.gather(*self._reports, return_exceptions=True)
 
     @property
     def pid(self) -> int | None:
         """The fork server's pid."""
         return self._proc.pid if self._proc is not None else None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:

@@ -176,6 +176,10 @@ class WorkerPool:
             fresh = ZygoteProcess(self.policy, max_frame=self.max_frame)
             await fresh.start(self.start_timeout)
             old, self._zygote = self._zygote, fresh
+            if old is not None and old.closed:
+                log.warning(
+                    "started a new fork server (pid %s) in place of one that died", fresh.pid
+                )
             if old is not None:
                 old.retire()
                 self._old_zygotes.append(old)

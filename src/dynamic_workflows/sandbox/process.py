@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import logging
 import os
 import signal
 import socket
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RunListener", "WorkerProcess", "max_call_bytes"]
 
+log = logging.getLogger("dynamic_workflows.sandbox")
+
 _EXIT_STATUS_WAIT = 0.5
 """How long a dead worker's calls wait for the fork server to report how it died."""
 _PING_GRACE = 0.5
@@ -100,6 +103,7 @@ class _Pending:
     cpu_ms: int | None
     cpu_start: float | None = None
     fetches: int = 0
+    what: str = ""
 
 
 class WorkerProcess:
@@ -151,6 +155,7 @@ class WorkerProcess:
         self._listeners: dict[int, RunListener] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kill_reason: str | None = None
+        self._shut_down = False
         self._death: asyncio.Future[str] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -209,6 +214,7 @@ class WorkerProcess:
     def shutdown(self) -> None:
         """Ask the worker to exit (idle eviction); calls still in flight fail."""
         self.retired = True
+        self._shut_down = True
         if not self.dead:
             with contextlib.suppress(ProtocolError):
                 self._send(Shutdown())
@@ -233,6 +239,18 @@ class WorkerProcess:
             reason = _describe_exit(status, self.policy)
         else:
             await self.zygote.exit_status(self.pid, 0.05)  # reap the record
+        if not self._shut_down or self._kill_reason is not None:
+            # Not an exit the host asked for: one line in the host's log, or it goes unseen.
+            doing = ", ".join(p.what for p in self._pending.values() if p.what) or "idle"
+            how = "was killed by the host" if self._kill_reason is not None else "died"
+            log.warning(
+                "tenant %r: worker %d %s (%s); it was %s",
+                self.tenant,
+                self.pid,
+                how,
+                reason,
+                doing if doing == "idle" else "running " + doing,
+            )
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
@@ -284,7 +302,7 @@ class WorkerProcess:
         if self.dead:
             raise TenantWorkerError(self.tenant, "the worker process is gone")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = _Pending(future, self.limits.cpu_ms)
+        self._pending[request_id] = _Pending(future, self.limits.cpu_ms, what=what)
         self.last_used = time.monotonic()
         try:
             self._send(message, owner=owner, max_size=max_size)
