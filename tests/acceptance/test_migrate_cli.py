@@ -52,3 +52,13 @@ def test_migrate_without_a_server_is_a_clear_error() -> None:
     assert "cannot connect to PostgreSQL" in proc.stderr
     assert "hunter2" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_migrate_reads_the_url_as_the_engine_does(pg_server: pg_support.PgServer) -> None:
+    schema = pg_server.new_schema_name()
+    try:
+        proc = dwf("migrate", "--db", pg_server.schema_url(schema) + "&lease_seconds=12")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1] == "schema now at version 2"
+    finally:
+        pg_server.drop(schema)

@@ -31,9 +31,12 @@ async def migrate_url(url: str) -> MigrationReport:
     if url in ("memory://", ":memory:", "memory"):
         raise ConfigurationError("memory:// keeps nothing: there is no schema to migrate")
     if url.startswith(("postgres://", "postgresql://")):
+        from . import open_storage
         from .postgres import PostgresStorage
 
-        applied, version = await PostgresStorage(url).migrate()
+        store = open_storage(url)  # the URL's own parameters (lease_seconds...) read as ever
+        assert isinstance(store, PostgresStorage)
+        applied, version = await store.migrate()
         return MigrationReport([m.label for m in applied], version)
     if url.startswith("sqlite://"):
         url = url[len("sqlite://") :]
