@@ -315,7 +315,12 @@ def dev(
 
 @main.command()
 @click.argument("directory", default=".", type=click.Path(path_type=Path))
-@click.option("--db", required=True, help="Storage URL: sqlite:///path, a path, or memory://.")
+@click.option(
+    "--db",
+    required=True,
+    help="Storage URL: postgresql://... (several nodes may share it), sqlite:///path, a path, "
+    "or memory://.",
+)
 @click.option("--ip", default="127.0.0.1", show_default=True, help="Public address.")
 @click.option("--port", default=8787, show_default=True, help="Public port (the dispatcher).")
 @click.option("--admin-ip", default="127.0.0.1", show_default=True, help="Admin address.")
