@@ -24,7 +24,7 @@ import datetime as _dt
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,7 @@ from .errors import (
     InstanceNotFoundError,
     LimitExceededError,
     RunCancelled,
+    StorageError,
     UnknownWorkflowError,
     WorkflowError,
 )
@@ -88,6 +89,11 @@ and instances due within it are replayed ahead of time."""
 
 DEFAULT_MAX_WARM = 20_000
 """Parked runs at most (each holds its coroutines, a few KiB)."""
+
+RECORD_RETRY_FIRST = 0.1
+RECORD_RETRY_MAX = 10.0
+"""Seconds: a run's final write that failed (a full disk) is retried after the first, the delay
+doubling up to the second, for as long as it fails (see ``Engine._record``)."""
 
 EntrypointFactory = Callable[[ExecutionContext, Any], Any]
 
@@ -611,17 +617,58 @@ class Engine:
         try:
             outcome = await self._execute(live, claim)
             live.close()
-            await self._apply(live, outcome)
+            await self._record(live, lambda: self._apply(live, outcome))
         except Exception:
             log.exception("run of instance %s failed inside the engine", row.id)
             with contextlib.suppress(Exception):
-                await self.storage.release_run(row.pk, row.generation, self.clock.now())
+                await self._record(
+                    live, lambda: self.storage.release_run(row.pk, row.generation, self.clock.now())
+                )
         finally:
             live.close()
             if self._live.get(row.pk) is live:
                 del self._live[row.pk]
                 self._parked.discard(row.pk)
             self.poke()
+
+    async def _record(self, live: LiveRun, write: Callable[[], Awaitable[object]]) -> None:
+        """Make a run's final write (its outcome, or handing it back), keeping the outcome
+        through StorageErrors: the write is retried with backoff while this engine runs, so
+        that once the database takes writes again (space freed on a full disk) the instance
+        reaches its real end state. Given up once, it stayed ``running`` until the next
+        start's recovery. On :meth:`stop` it is given up: the next start replays the run."""
+        delay = RECORD_RETRY_FIRST
+        failures = 0
+        while True:
+            try:
+                await write()
+            except StorageError as exc:
+                failures += 1
+                if self._stopping:
+                    log.warning(
+                        "instance %s: its run's end is not recorded (%s); the next start "
+                        "replays it",
+                        live.row.id,
+                        exc,
+                    )
+                    return
+                if failures == 1:
+                    log.warning(
+                        "instance %s: cannot record its run's end (%s); retrying until the "
+                        "database takes writes again",
+                        live.row.id,
+                        exc,
+                    )
+                await self.clock.sleep_until(self.clock.now() + delay)
+                delay = min(delay * 2, RECORD_RETRY_MAX)
+            else:
+                if failures:
+                    log.info(
+                        "instance %s: its run's end is recorded after %d failed write(s)",
+                        live.row.id,
+                        failures,
+                    )
+                return
 
     async def _execute(self, live: LiveRun, claim: Claim) -> RunOutcome:
         row = claim.instance

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from dynamic_workflows import (
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
     InvalidInstanceIdError,
+    StorageError,
     WorkflowError,
 )
 from dynamic_workflows.workers.workflows import NonRetryableError
@@ -680,3 +682,75 @@ async def test_restart_and_terminate_options_are_checked(make_env: EnvFactory) -
             assert message in str(info.value)
         with pytest.raises(WorkflowError, match="rollback is not supported"):
             await instance.terminate({"rollback": True})
+
+
+# -- a full disk ---------------------------------------------------------------------------------
+
+
+class FullDisk:
+    """Makes a storage's final writes of a run (finish, suspend, release) raise StorageError, as
+    a full disk does, the first ``times`` calls of each; then they succeed (space freed)."""
+
+    def __init__(self, storage: Any, times: int) -> None:
+        self.failed: Counter[str] = Counter()
+        for name in ("finish_run", "suspend_run", "release_run"):
+            setattr(storage, name, self._failing(name, getattr(storage, name), times))
+
+    def _failing(self, name: str, write: Any, times: int) -> Any:
+        async def attempt(*args: Any, **kwargs: Any) -> Any:
+            if self.failed[name] < times:
+                self.failed[name] += 1
+                raise StorageError("SQLite: database or disk is full")
+            return await write(*args, **kwargs)
+
+        return attempt
+
+
+async def test_a_run_whose_final_write_failed_reaches_its_end_once_writes_work(
+    make_env: EnvFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The failed write was given up (released at best, and that failed too): the instance
+    # stayed "running" until the engine was restarted and recovered it.
+    caplog.set_level(logging.INFO, logger="dynamic_workflows.engine")
+    calls: Counter[str] = Counter()
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("work")
+        async def work() -> Any:
+            calls[event["payload"]] += 1
+            return event["payload"]
+
+        value = await work()
+        if value == "fails":
+            raise NonRetryableError("as it should")
+        if value == "sleeps":
+            await step.sleep("nap", "1 minute")
+        return value
+
+    async with make_env(run) as wf:
+        disk = FullDisk(wf.storage, times=3)
+        done = await wf.wait_for(await wf.binding.create(params="done"))
+        assert done == {"status": "complete", "output": "done", "error": None}
+        assert disk.failed["finish_run"] == 3
+        failed = await wf.wait_for(await wf.binding.create(params="fails"))
+        assert failed["error"] == {"name": "NonRetryableError", "message": "as it should"}
+        disk.failed.clear()
+        slept = await wf.wait_for(await wf.binding.create(params="sleeps"))
+        assert slept == {"status": "complete", "output": "sleeps", "error": None}
+        assert disk.failed == {"finish_run": 3, "suspend_run": 3}
+    assert calls == {"done": 1, "fails": 1, "sleeps": 1}  # kept outcomes, nothing run again
+    assert "cannot record its run's end (SQLite: database or disk is full)" in caplog.text
+    assert "its run's end is recorded after 3 failed write(s)" in caplog.text
+
+
+async def test_stopping_does_not_wait_for_a_full_disk(make_env: EnvFactory) -> None:
+    async def run(event: Any, step: Any) -> Any:
+        return "done"
+
+    wf = make_env(run)
+    async with wf:
+        disk = FullDisk(wf.storage, times=10**9)  # it never frees up
+        instance = await wf.binding.create()
+        await until(lambda: disk.failed["finish_run"] >= 3)
+        assert (await instance.status())["status"] == "running"
+    # Out of the block: the engine stopped, giving the write up (the next start replays it).
