@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .cluster import ClusterNode
+from .core.attempts import Attempt, record_failure
 from .core.clock import Clock, SystemClock, TimerHandle
 from .core.codec import SerializationError, decode, encode
 from .core.journal import (
@@ -203,11 +204,17 @@ class LiveRun:
         self._futures: dict[tuple[str, int], asyncio.Future[bytes | None]] = {}
         self._timers: list[TimerHandle] = []
         self._closed = False
+        # Attempt history (core/attempts.py): when each open attempt began, and the failed
+        # attempts of the steps that have some.
+        self._starts: dict[tuple[str, int], float] = {}
+        self._attempts: dict[tuple[str, int], bytes] = {}
         # Sleeps and back-offs are armed when their step waits (see wake); event deadlines
         # now, since expiring a wait is the host's own write.
         for e in journal:
             if e.state == StepState.WAITING:
                 self._arm_deadline(e.name, e.count, e.wake_at)
+            elif e.attempts is not None:
+                self._attempts[(e.name, e.count)] = e.attempts
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -303,37 +310,55 @@ class LiveRun:
         # Not a coroutine: the future of the write is all there is to await (a step's hot path).
         self._new_step(name, count)
         check_step_result(value, name, self.engine.limits)
+        key = (name, count)
         return self._write(
-            JournalEntry(name, count, StepKind.DO, StepState.DONE, value=value, attempt=attempt)
+            JournalEntry(
+                name,
+                count,
+                StepKind.DO,
+                StepState.DONE,
+                value=value,
+                attempt=attempt,
+                started_at=self._starts.pop(key, None),
+                ended_at=self.engine.clock.now(),
+                attempts=self._attempts.get(key),
+            )
         )
 
     async def fail(
         self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
     ) -> float | None:
         self._new_step(name, count)
-        if retry_in is None:
-            failed = JournalEntry(
-                name, count, StepKind.DO, StepState.FAILED, error=error, attempt=attempt
-            )
-            await self._write(failed)
-            return None
-        wake_at = self.engine.clock.now() + retry_in
-        retrying = JournalEntry(
-            name,
-            count,
-            StepKind.DO,
-            StepState.RETRYING,
-            error=error,
-            attempt=attempt,
-            wake_at=wake_at,
+        key = (name, count)
+        now = self.engine.clock.now()
+        started = self._starts.pop(key, None)
+        history = self._attempts[key] = record_failure(
+            self._attempts.get(key), Attempt(attempt, started, now, False, error, retry_in)
         )
-        await self._write(retrying)
+        wake_at = None if retry_in is None else now + retry_in
+        await self._write(
+            JournalEntry(
+                name,
+                count,
+                StepKind.DO,
+                StepState.FAILED if retry_in is None else StepState.RETRYING,
+                error=error,
+                attempt=attempt,
+                wake_at=wake_at,
+                started_at=started,
+                ended_at=now,
+                attempts=history,
+            )
+        )
         return wake_at
 
     async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:
         self._new_step(name, count)
-        wake_at = until if until is not None else self.engine.clock.now() + seconds
-        sleeping = JournalEntry(name, count, StepKind.SLEEP, StepState.SLEEPING, wake_at=wake_at)
+        now = self.engine.clock.now()
+        wake_at = until if until is not None else now + seconds
+        sleeping = JournalEntry(
+            name, count, StepKind.SLEEP, StepState.SLEEPING, wake_at=wake_at, started_at=now
+        )
         await self._write(sleeping)
         return wake_at
 
@@ -368,9 +393,10 @@ class LiveRun:
         return value
 
     def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
-        # In-process, an attempt cannot die without the engine dying too: the crash recovery
-        # replays it, so there is nothing to note.
-        return None
+        # Only its start is noted, for the attempt history: in-process, an attempt cannot die
+        # without the engine dying too (the crash recovery replays it); a sandboxed one that
+        # dies is failed by the bridge.
+        self._starts[(name, count)] = self.engine.clock.now()
 
 
 class Engine:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .core.attempts import attempts_of
 from .core.codec import decode
 from .core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from .errors import InvalidQueryError
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_LIMIT",
+    "AttemptView",
     "InstanceDetails",
     "InstancePage",
     "InstanceView",
@@ -90,6 +92,26 @@ class InstanceView(msgspec.Struct, frozen=True):
         return None if self.output_json is None else decode(self.output_json)
 
 
+class AttemptView(msgspec.Struct, frozen=True):
+    """One attempt of a ``do`` step; times are epoch seconds."""
+
+    attempt: int
+    """Its number: 1 for the first try."""
+    started_at: float | None
+    ended_at: float | None
+    success: bool
+    error: ErrorInfo | None
+    delay: float | None
+    """Seconds waited after it before the next attempt (None after the last)."""
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds it ran, when both ends are known."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+
 class StepView(msgspec.Struct, frozen=True):
     """One journal entry: a step occurrence ``(name, count)``. ``state`` is as reported: a
     sleep whose ``wake_at`` has passed is ``done`` (the journal keeps it ``sleeping``)."""
@@ -107,6 +129,28 @@ class StepView(msgspec.Struct, frozen=True):
     wake_at: float | None
     """A sleep's end, a retry's next attempt, or an event wait's deadline."""
     event_type: str | None
+    started_at: float | None = None
+    """When the step began: its first attempt, its sleep or its wait (None if not recorded)."""
+    ended_at: float | None = None
+    """When it ended: its last attempt, the end of its sleep, its event or its timeout (None
+    while it goes on)."""
+    attempts: list[AttemptView] = msgspec.field(default_factory=list)
+    """A ``do`` step's attempts in order, bounded (the first and last ones of a long history:
+    ``attempts_omitted`` are left out in between)."""
+    attempts_total: int = 0
+    """How many attempts the step made (``do``)."""
+
+    @property
+    def attempts_omitted(self) -> int:
+        """Attempts made but not in :attr:`attempts` (the middle of a long history)."""
+        return self.attempts_total - len(self.attempts)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from its start to its end, when both are known."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
 
 
 class InstanceDetails(msgspec.Struct, frozen=True):
@@ -195,16 +239,43 @@ class Queries:
             and entry.wake_at is not None
             and entry.wake_at <= now
         )
+        value = None if entry.value is None else decode(entry.value)
+        attempts: list[AttemptView] = []
+        total = 0
+        started_at = entry.started_at
+        ended_at: float | None = None
+        if entry.kind == StepKind.DO:
+            known = attempts_of(entry)
+            attempts = [
+                AttemptView(a.attempt, a.start, a.end, a.success, a.error, a.delay)
+                for a in known.kept
+            ]
+            total = known.total
+            if attempts:
+                started_at = attempts[0].started_at
+            if entry.state in (StepState.DONE, StepState.FAILED):
+                ended_at = entry.ended_at
+        elif slept or (entry.kind == StepKind.SLEEP and entry.state == StepState.DONE):
+            ended_at = entry.wake_at
+        elif entry.kind == StepKind.WAIT and entry.state == StepState.DONE:
+            stamp = value.get("timestamp") if isinstance(value, dict) else None
+            ended_at = stamp if isinstance(stamp, int | float) else None
+        elif entry.kind == StepKind.WAIT and entry.state == StepState.FAILED:
+            ended_at = entry.wake_at  # its deadline
         return StepView(
             name=entry.name,
             count=entry.count,
             kind=entry.kind,
             state=StepState.DONE if slept else entry.state,
-            value=None if entry.value is None else decode(entry.value),
+            value=value,
             error=entry.error,
             attempt=entry.attempt,
             wake_at=entry.wake_at,
             event_type=entry.event_type,
+            started_at=started_at,
+            ended_at=ended_at,
+            attempts=attempts,
+            attempts_total=total,
         )
 
     # -- single instances -------------------------------------------------------------------

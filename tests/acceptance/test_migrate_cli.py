@@ -26,11 +26,12 @@ def test_migrate_a_postgres_schema_then_find_it_up_to_date(
         assert first.stdout.splitlines() == [
             "applied 0001_init",
             "applied 0002_nodes",
-            "schema now at version 2",
+            "applied 0003_step_attempts",
+            "schema now at version 3",
         ]
         again = dwf("migrate", "--db", url)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.splitlines() == ["schema already at version 2"]
+        assert again.stdout.splitlines() == ["schema already at version 3"]
     finally:
         pg_server.drop(schema)
 
@@ -59,6 +60,6 @@ def test_migrate_reads_the_url_as_the_engine_does(pg_server: pg_support.PgServer
     try:
         proc = dwf("migrate", "--db", pg_server.schema_url(schema) + "&lease_seconds=12")
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.splitlines()[-1] == "schema now at version 2"
+        assert proc.stdout.splitlines()[-1] == "schema now at version 3"
     finally:
         pg_server.drop(schema)

@@ -302,7 +302,10 @@ async def test_create_describe_send_event(host: Host) -> None:
     event = done["steps"][1]["output"]
     assert (event["type"], event["payload"]) == ("go", "yes")
     assert event["timestamp"].endswith("Z")
-    assert done["steps"][0]["attempts"] == []  # wrangler iterates it
+    # wrangler iterates it: Cloudflare's {start, end, success, error} per attempt
+    (attempt,) = done["steps"][0]["attempts"]
+    assert (attempt["attempt"], attempt["success"], attempt["error"]) == (1, True, None)
+    assert attempt["start"].endswith("Z")
     # wrangler 4 sends the same requests under /cdn-cgi/explorer/api, and "action", not "status"
     again = await host.client.get("/cdn-cgi/explorer/api/workflows/plain/instances/p-1")
     assert again.json()["result"]["output"] == done["output"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import msgspec
 import pytest
 from unit_support import START, EnvFactory, until
 
@@ -45,6 +46,7 @@ async def created(wf: WorkflowTestEnv, ids: list[str], *, scope: str = "", gap: 
 
 def test_exports_are_pinned() -> None:
     assert sorted(queries.__all__) == [
+        "AttemptView",
         "InstanceDetails",
         "InstancePage",
         "InstanceView",
@@ -138,10 +140,17 @@ async def test_scopes_find_get_and_describe(make_env: EnvFactory) -> None:
 
         details = await q.describe(view)
         assert details.instance == view
-        assert details.steps == [
-            StepView("first", 1, "do", "done", {"got": "other"}, None, 1, None, None),
-            StepView("go", 1, "wait", "waiting", None, None, 0, START + 2 + 3600, "go"),
-        ]
+        first, go = details.steps
+        # (the attempt history and the times are covered in test_attempt_history.py)
+        assert msgspec.structs.replace(first, attempts=[], started_at=None, ended_at=None) == (
+            StepView(
+                "first", 1, "do", "done", {"got": "other"}, None, 1, None, None, None, None, [], 1
+            )
+        )
+        assert [(a.attempt, a.success) for a in first.attempts] == [(1, True)]
+        assert msgspec.structs.replace(go, started_at=None) == StepView(
+            "go", 1, "wait", "waiting", None, None, 0, START + 2 + 3600, "go"
+        )
         # A view's row is what the engine's actions take.
         await wf.engine.send_event(view.row, "go", {"n": 1})
         instance = await wf.binding.with_scope("tenant-b").get("other")

@@ -64,5 +64,6 @@ class StepChannel(Protocol):
     def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
         """One-way notice that an attempt begins (no acknowledgement is awaited). A sandboxed
         channel uses it to count an attempt whose process died as failed; ``retry_in`` is the
-        back-off before the next attempt, None if this is the last one allowed."""
+        back-off before the next attempt, None if this is the last one allowed. The host's
+        channel notes the time, for the step's attempt history."""
         ...

@@ -66,6 +66,12 @@ class JournalEntry(msgspec.Struct, frozen=True, gc=False):
     """Attempts made so far (``do``)."""
     wake_at: float | None = None
     event_type: str | None = None
+    started_at: float | None = None
+    """When the latest attempt began (``do``), or the sleep or wait (epoch seconds)."""
+    ended_at: float | None = None
+    """When the latest attempt ended (``do``)."""
+    attempts: bytes | None = None
+    """The step's failed attempts (``do``), bounded: see :mod:`dynamic_workflows.core.attempts`."""
 
 
 class Completed(msgspec.Struct, frozen=True, tag=True):

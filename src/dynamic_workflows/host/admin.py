@@ -220,13 +220,26 @@ def step_json(step: StepView) -> dict[str, Any]:
         "error": None if step.error is None else step.error.as_dict(),
         "wake_at": iso(step.wake_at),
         "event_type": step.event_type,
-        # wrangler's `instances describe` reads these: the journal keeps no per-attempt times,
-        # so attempts is empty; a sleep's end is its wake-up time.
-        "attempts": [],
+        # wrangler's `instances describe` reads these: Cloudflare's {start, end, success,
+        # error} per attempt (plus its number and the wait before the next one), the step's
+        # start and end (a sleep's end is its wake-up time, a wait's its event or timeout).
+        "start": iso(step.started_at),
+        "end": iso(step.ended_at),
+        "attempts": [
+            {
+                "attempt": a.attempt,
+                "start": iso(a.started_at),
+                "end": iso(a.ended_at),
+                "success": a.success,
+                "error": None if a.error is None else a.error.as_dict(),
+                "retry_delay_ms": None if a.delay is None else round(a.delay * 1000),
+            }
+            for a in step.attempts
+        ],
+        "attempts_total": step.attempts_total,
+        "attempts_omitted": step.attempts_omitted,
         "config": None if success is not None or step.kind != StepKind.DO else {"retries": {}},
     }
-    if slept:
-        view["end"] = iso(step.wake_at)
     return view
 
 

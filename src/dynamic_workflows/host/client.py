@@ -7,6 +7,7 @@ message is one readable line (connection refused, HTTP status and the server's m
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from typing import Any
 from urllib.parse import quote
@@ -210,6 +211,32 @@ def _when(value: str | None) -> str:
     return "" if not value else value.replace("T", " ").replace("Z", "")[:23]
 
 
+def _seconds(start: str | None, end: str | None) -> float | None:
+    """Seconds between two of the API's ISO times (None if either is missing)."""
+    if not start or not end:
+        return None
+    try:
+        a = _dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
+        b = _dt.datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (b - a).total_seconds()
+
+
+def _duration(seconds: float | None) -> str:
+    """``12 ms``, ``1.50 s``, ``3m 05s``, ``2h 01m``: how long, at a glance."""
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    return f"{minutes // 60}h {minutes % 60:02d}m"
+
+
 def _short(value: Any, limit: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -316,7 +343,7 @@ class Printer:
             self.line("No steps yet.")
             return None
         table = Table(show_edge=False, pad_edge=False)
-        for column in ("Step", "#", "Type", "State", "Attempt", "Result"):
+        for column in ("Step", "#", "Type", "State", "Started", "Duration", "Attempt", "Result"):
             table.add_column(column, no_wrap=column not in ("Result", "Step"))
         for step in steps:
             if step.get("error"):
@@ -334,8 +361,43 @@ class Printer:
                 str(step.get("count", 1)),
                 step.get("type", ""),
                 _status(step.get("state")),
+                _when(step.get("start"))[11:],
+                _duration(_seconds(step.get("start"), step.get("end"))),
                 str(step.get("attempt") or ""),
                 result,
             )
         self.console.print(table)
+        for step in steps:
+            attempts = step.get("attempts") or []
+            if len(attempts) > 1 or any(not a.get("success") for a in attempts):
+                self._attempts(step, attempts)
         return None
+
+    def _attempts(self, step: dict[str, Any], attempts: list[dict[str, Any]]) -> None:
+        """The attempts of one step that did not simply succeed at its first try."""
+        self.line("")
+        self.line(f"Attempts of {step['name']} #{step.get('count', 1)}")
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("Attempt", "Started", "Duration", "Outcome", "Then waited"):
+            table.add_column(column, no_wrap=True)
+        omitted = step.get("attempts_omitted") or 0
+        for i, a in enumerate(attempts):
+            if omitted and i > 0 and a.get("attempt", 0) - attempts[i - 1].get("attempt", 0) > 1:
+                table.add_row(Text(f"... {omitted} more", style="dim"), "", "", "", "")
+            error = a.get("error")
+            outcome = (
+                Text("ok", style="green")
+                if a.get("success")
+                else Text(f"{error.get('name')}: {error.get('message')}", style="red")
+                if error
+                else Text("failed", style="red")
+            )
+            delay = a.get("retry_delay_ms")
+            table.add_row(
+                str(a.get("attempt", "")),
+                _when(a.get("start")),
+                _duration(_seconds(a.get("start"), a.get("end"))),
+                outcome,
+                "" if delay is None else _duration(delay / 1000),
+            )
+        self.console.print(table)

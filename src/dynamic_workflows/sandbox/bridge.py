@@ -167,6 +167,10 @@ class RunBridge:
         self._details.state.unpark()
         if isinstance(message, StepAttempt):
             self._open[(message.name, message.count)] = (message.attempt, message.retry_in)
+            # (the host's side notes when it began, for the attempt history)
+            self._channel.attempt_started(
+                message.name, message.count, message.attempt, message.retry_in
+            )
             return
         if isinstance(message, StepComplete | StepFail):
             # The attempt is over as far as the sandbox goes: whatever happens to the process

@@ -213,7 +213,7 @@ class MemoryStorage:
         if outcome.consumed is not None:
             inst.buffered.remove(outcome.consumed)
             inst.consumed.append(outcome.consumed)
-        inst.steps[(name, count)] = outcome.entry
+        inst.steps[(name, count)] = msgspec.structs.replace(outcome.entry, started_at=now)
         return outcome.result
 
     async def expire_wait(

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
+import msgspec
 
 from ..core import transitions as tr
 from ..core.journal import ErrorInfo, JournalEntry
@@ -53,7 +54,17 @@ from .base import Claim, InstanceRow, NewInstance
 from .postgres_db import FAILED, LOST, Database, Session, redact
 from .postgres_listen import Listener
 from .postgres_schema import Migration
-from .postgres_sql import INSTANCE_COLUMNS, Held, Q, change_sets, entry, held, row, step_args
+from .postgres_sql import (
+    INSTANCE_COLUMNS,
+    RECORDED_AT,
+    Held,
+    Q,
+    change_sets,
+    entry,
+    held,
+    row,
+    step_args,
+)
 
 __all__ = ["PostgresStorage"]
 
@@ -386,7 +397,7 @@ class PostgresStorage:
         for writes, now in calls:
             for pk, generation, e in writes:
                 key = (pk, generation, e.name, e.count)
-                at = rows[key][-1] if key in rows else now
+                at = rows[key][1 + RECORDED_AT] if key in rows else now
                 rows[key] = (pk, generation, *step_args(pk, e, at)[1:])
         columns = list(zip(*rows.values(), strict=True))
 
@@ -422,7 +433,8 @@ class PostgresStorage:
             if outcome is None:
                 return None
             seq = None if outcome.consumed is None else outcome.consumed.seq
-            await c.execute(Q["put_step"], *step_args(pk, outcome.entry, now), seq)
+            stamped = msgspec.structs.replace(outcome.entry, started_at=now)  # the wait began
+            await c.execute(Q["put_step"], *step_args(pk, stamped, now), seq)
             return outcome.result
 
         return await self._transition("register_wait", op)

@@ -13,14 +13,15 @@ from ..core.transitions import Change
 from .base import InstanceRow
 from .postgres_schema import queries
 
-__all__ = ["Held", "Q", "change_sets", "entry", "held", "row", "step_args"]
+__all__ = ["RECORDED_AT", "Held", "Q", "change_sets", "entry", "held", "row", "step_args"]
 
 INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
     "error_name, error_message, wake_at, started_at, ended_at"
 )
 STEP_COLUMNS = (
-    "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type"
+    "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
+    "started_at, ended_at, attempts"
 )
 
 
@@ -95,11 +96,15 @@ def entry(r: asyncpg.Record, at: int = 0) -> JournalEntry:
         attempt=r[at + 7],
         wake_at=r[at + 8],
         event_type=r[at + 9],
+        started_at=r[at + 10],
+        ended_at=r[at + 11],
+        attempts=r[at + 12],
     )
 
 
 def step_args(pk: int, e: JournalEntry, now: float) -> tuple[Any, ...]:
-    """The values of a ``steps`` row, as ``put_step`` takes them ($1-$12)."""
+    """The values of a ``steps`` row, as ``put_step`` takes them ($1-$15; ``now`` is
+    ``recorded_at``, at :data:`RECORDED_AT`)."""
     return (
         pk,
         e.name,
@@ -113,7 +118,14 @@ def step_args(pk: int, e: JournalEntry, now: float) -> tuple[Any, ...]:
         e.wake_at,
         e.event_type,
         now,
+        e.started_at,
+        e.ended_at,
+        e.attempts,
     )
+
+
+RECORDED_AT = 11
+"""Where ``recorded_at`` is in :func:`step_args`."""
 
 
 def change_sets(change: Change, args: list[Any]) -> list[str]:

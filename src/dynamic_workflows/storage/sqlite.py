@@ -56,7 +56,8 @@ _INSTANCE_COLUMNS = (
     "error_name, error_message, wake_at, started_at, ended_at"
 )
 _STEP_COLUMNS = (
-    "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type"
+    "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
+    "started_at, ended_at, attempts"
 )
 _STATE_COLUMNS = "status, generation, wake_at, started_at"
 _CLAIMABLE = ", ".join(f"'{status}'" for status in sorted(t.CLAIMABLE_STATUSES))
@@ -102,6 +103,10 @@ def _entry(r: Sequence[Any]) -> JournalEntry:
         attempt=r[7],
         wake_at=r[8],
         event_type=r[9],
+        # (absent from a query that reads only what a transition needs)
+        started_at=r[10] if len(r) > 10 else None,
+        ended_at=r[11] if len(r) > 11 else None,
+        attempts=None if len(r) <= 12 or r[12] is None else bytes(r[12]),
     )
 
 
@@ -159,11 +164,12 @@ def _update_step(conn: sqlite3.Connection, pk: int, update: t.StepUpdate) -> Non
 _UPSERT_STEP = (
     # An upsert, not INSERT OR REPLACE: recorded_at keeps the time the step was first seen.
     "INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, "
-    "error_message, attempt, wake_at, event_type, recorded_at) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (instance_pk, name, count) DO UPDATE SET "
+    "error_message, attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (instance_pk, name, count) DO UPDATE SET "
     "kind=excluded.kind, state=excluded.state, value=excluded.value, "
     "error_name=excluded.error_name, error_message=excluded.error_message, "
-    "attempt=excluded.attempt, wake_at=excluded.wake_at, event_type=excluded.event_type"
+    "attempt=excluded.attempt, wake_at=excluded.wake_at, event_type=excluded.event_type, "
+    "started_at=excluded.started_at, ended_at=excluded.ended_at, attempts=excluded.attempts"
 )
 
 _IN_CHUNK = 500
@@ -184,6 +190,9 @@ def _step_row(pk: int, e: JournalEntry, now: float) -> tuple[Any, ...]:
         e.wake_at,
         e.event_type,
         now,
+        e.started_at,
+        e.ended_at,
+        e.attempts,
     )
 
 
@@ -587,7 +596,7 @@ class SQLiteStorage:
                 return None
             if outcome.consumed is not None:
                 conn.execute("UPDATE events SET consumed=1 WHERE seq=?", (outcome.consumed.seq,))
-            _put_step(conn, pk, outcome.entry, now)
+            _put_step(conn, pk, msgspec.structs.replace(outcome.entry, started_at=now), now)
             return outcome.result
 
         return await self._submit(op)

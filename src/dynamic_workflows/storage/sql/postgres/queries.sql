@@ -87,8 +87,8 @@ SELECT least(
 );
 
 -- name: record_steps
--- Journal writes of many live runs at once. A run is live while its row is active ($15) with
--- the run's generation and held by this node ($14). FOR SHARE (taken in pk order, as
+-- Journal writes of many live runs at once. A run is live while its row is active ($18) with
+-- the run's generation and held by this node ($17). FOR SHARE (taken in pk order, as
 -- renew_leases does) holds off a concurrent terminate, restart or takeover until this commits,
 -- and a row changed meanwhile is re-read first: no write is kept for a run that lost its row.
 -- The upsert keeps recorded_at from the step's first write. Answers the live (pk, generation).
@@ -96,40 +96,45 @@ WITH w AS (
     SELECT *
     FROM unnest(
         $1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bytea[],
-        $8::text[], $9::text[], $10::int[], $11::float8[], $12::text[], $13::float8[]
+        $8::text[], $9::text[], $10::int[], $11::float8[], $12::text[], $13::float8[],
+        $14::float8[], $15::float8[], $16::bytea[]
     ) AS w (pk, generation, name, count, kind, state, value, error_name, error_message,
-            attempt, wake_at, event_type, recorded_at)
+            attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts)
 ), live AS (
     SELECT pk, generation FROM instances
-    WHERE pk = ANY ($1::bigint[]) AND owner = $14 AND status = ANY ($15::text[])
+    WHERE pk = ANY ($1::bigint[]) AND owner = $17 AND status = ANY ($18::text[])
     ORDER BY pk
     FOR SHARE
 ), kept AS (
     INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, error_message,
-                       attempt, wake_at, event_type, recorded_at)
+                       attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts)
     SELECT w.pk, w.name, w.count, w.kind, w.state, w.value, w.error_name, w.error_message,
-           w.attempt, w.wake_at, w.event_type, w.recorded_at
+           w.attempt, w.wake_at, w.event_type, w.recorded_at, w.started_at, w.ended_at,
+           w.attempts
     FROM w JOIN live ON live.pk = w.pk AND live.generation = w.generation
     ON CONFLICT (instance_pk, name, count) DO UPDATE SET
         kind = excluded.kind, state = excluded.state, value = excluded.value,
         error_name = excluded.error_name, error_message = excluded.error_message,
-        attempt = excluded.attempt, wake_at = excluded.wake_at, event_type = excluded.event_type
+        attempt = excluded.attempt, wake_at = excluded.wake_at, event_type = excluded.event_type,
+        started_at = excluded.started_at, ended_at = excluded.ended_at,
+        attempts = excluded.attempts
 )
 SELECT pk, generation FROM live;
 
 -- name: put_step
 -- One journal entry of a run whose row this transaction holds (register_wait); consumes the
--- buffered event $13 if there is one.
+-- buffered event $16 if there is one.
 WITH consumed AS (
-    UPDATE events SET consumed = true WHERE seq = $13::bigint
+    UPDATE events SET consumed = true WHERE seq = $16::bigint
 )
 INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, error_message,
-                   attempt, wake_at, event_type, recorded_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                   attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (instance_pk, name, count) DO UPDATE SET
     kind = excluded.kind, state = excluded.state, value = excluded.value,
     error_name = excluded.error_name, error_message = excluded.error_message,
-    attempt = excluded.attempt, wake_at = excluded.wake_at, event_type = excluded.event_type;
+    attempt = excluded.attempt, wake_at = excluded.wake_at, event_type = excluded.event_type,
+    started_at = excluded.started_at, ended_at = excluded.ended_at, attempts = excluded.attempts;
 
 -- name: lock_instance
 -- The row a transition reads, locked until the transaction ends.

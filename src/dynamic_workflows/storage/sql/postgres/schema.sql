@@ -43,6 +43,9 @@ CREATE TABLE steps (
     wake_at       DOUBLE PRECISION,
     event_type    TEXT,
     recorded_at   DOUBLE PRECISION,                      -- first recorded: the journal's order
+    started_at    DOUBLE PRECISION,                      -- latest attempt, sleep or wait began
+    ended_at      DOUBLE PRECISION,                      -- latest attempt ended
+    attempts      BYTEA,                                 -- JSON: failed attempts, bounded
     PRIMARY KEY (instance_pk, name, count)
 );
 
