@@ -459,11 +459,12 @@ async def test_a_write_cut_off_midway_has_an_unknown_outcome(
         pg_server.url, server_settings={"search_path": schema_of(pg_url)}
     )
     try:
-        (row,) = await store.create_instances([new("x")], T0)
-        assert row is not None
+        await store.create_instances([new("x")], T0)
+        pk, gen = await claim(store)
         async with locker.transaction():
-            await locker.execute("SELECT 1 FROM instances WHERE pk = $1 FOR UPDATE", row.pk)
-            task = asyncio.create_task(store.delete_instance(row.pk))  # waits for the row
+            await locker.execute("SELECT 1 FROM instances WHERE pk = $1 FOR UPDATE", pk)
+            # a single-statement write (it commits by itself), waiting for the row
+            task = asyncio.create_task(store.record_steps([(pk, gen, done("s"))], T0))
             await until(lambda: kill_storage_connections(pg_server, waiting=True) == 1)
             with pytest.raises(StorageError, match="outcome is unknown"):
                 await task
@@ -512,3 +513,31 @@ def test_without_a_server_tests_skip_but_fail_under_ci(monkeypatch: pytest.Monke
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="required under CI=true"):
         pg_support.unavailable("nobody home")
+
+
+async def test_delete_leaves_no_step_of_a_write_in_flight(
+    pg_url: str, pg_server: pg_support.PgServer
+) -> None:
+    store = PostgresStorage(pg_url)
+    await store.open()
+    locker = await asyncpg.connect(
+        pg_server.url, server_settings={"search_path": schema_of(pg_url)}
+    )
+    try:
+        await store.create_instances([new("x")], T0)
+        pk, _ = await claim(store)
+        async with locker.transaction():  # what record_steps does, caught in the middle
+            await locker.execute("SELECT 1 FROM instances WHERE pk = $1 FOR SHARE", pk)
+            await locker.execute(
+                "INSERT INTO steps (instance_pk, name, count, kind, state, recorded_at) "
+                "VALUES ($1, 's', 1, 'do', 'done', 0)",
+                pk,
+            )
+            task = asyncio.create_task(store.delete_instance(pk))
+            await asyncio.sleep(0.05)
+            assert not task.done()  # waits for the write to commit
+        assert await task
+        assert await locker.fetchval("SELECT count(*) FROM steps WHERE instance_pk = $1", pk) == 0
+    finally:
+        await locker.close()
+        await store.close()

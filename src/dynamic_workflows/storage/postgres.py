@@ -577,10 +577,15 @@ class PostgresStorage:
         return await self._transition("control", op)
 
     async def delete_instance(self, pk: int) -> bool:
-        async def op(c: Session) -> list[asyncpg.Record]:
-            return await c.fetch(Q["delete_instance"], pk, self.channel)
+        # The row first: a journal write in flight (record_steps holds it FOR SHARE) either
+        # commits before, and its steps go too, or finds the row gone; none is left behind.
+        async def op(c: Session) -> bool:
+            if await c.fetchrow(Q["lock_instance"], pk) is None:
+                return False
+            await c.execute(Q["delete_instance"], pk, self.channel)
+            return True
 
-        return bool(await self._db.run("delete_instance", op, write=True))
+        return await self._transition("delete_instance", op)
 
     async def recover(self, now: float) -> int:
         """Let go of the rows this node holds (a node id is fresh per process, so normally

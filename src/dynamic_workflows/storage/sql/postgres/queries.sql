@@ -188,6 +188,7 @@ DELETE FROM steps WHERE instance_pk = $1 AND (recorded_at IS NULL OR recorded_at
 DELETE FROM events WHERE instance_pk = $1 AND consumed;
 
 -- name: delete_instance
+-- After lock_instance: the row, its journal and its events; the node running it is told.
 WITH gone AS (
     DELETE FROM instances WHERE pk = $1 RETURNING pk
 ), steps_gone AS (
