@@ -31,6 +31,7 @@ from .channel import StepChannel
 from .clock import Clock
 from .codec import SerializationError, decode, encode
 from .durations import MAX_SLEEP_SECONDS, parse_duration, parse_timestamp
+from .guard import AttemptGuard
 from .journal import ErrorInfo, JournalEntry, StepKind, StepState
 from .limits import (
     DEFAULT_LIMITS,
@@ -297,8 +298,11 @@ class WorkflowStep:
         now: float,
         state: RunState | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        guard: AttemptGuard | None = None,
     ) -> None:
         self._channel = channel
+        # Stops a body that never yields (a sandbox's); see core/guard.py.
+        self._guard = guard
         self._journal = {(e.name, e.count): e for e in journal}
         self._clock = clock
         self._now = now
@@ -559,11 +563,13 @@ class WorkflowStep:
         cfg = resolve_step_config(config, name)
         state = self.state
         channel = self._channel
+        guard = self._guard
         while True:
             attempt += 1
             if state.paused:
                 await state.pause_gate()
             state.begin_active()
+            token = None if guard is None else guard.begin(cfg.timeout)
             try:
                 channel.attempt_started(
                     name,
@@ -574,6 +580,9 @@ class WorkflowStep:
                 outcome = self._attempt(name, count, attempt, cfg, func, args)
                 if not isinstance(outcome, bytes | _AttemptFailed):
                     outcome = await outcome
+                if token is not None and guard is not None:
+                    guard.end(token)
+                    token = None
                 if not isinstance(outcome, _AttemptFailed):
                     # The result is handed to the host in the next loop iteration: runs woken
                     # together (sleepers due at one instant) all start their bodies first, and
@@ -597,6 +606,8 @@ class WorkflowStep:
                     # Raise what a replay would raise, so first run and replays behave alike.
                     raise _rebuild(outcome.info) from outcome.exception
             finally:
+                if token is not None and guard is not None:
+                    guard.end(token)
                 state.end_active()
             await self._block(name, count, wake_at, timer=True)
 

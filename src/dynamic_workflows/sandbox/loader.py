@@ -409,8 +409,11 @@ class Loader:
         kwargs: dict[str, Any],
         props: dict[str, Any] | None,
     ) -> Any:
-        """Call ``method`` of entrypoint ``name`` in the entry's worker."""
+        """Call ``method`` of entrypoint ``name`` in the entry's worker (a fresh one if a step
+        that does not await holds that worker's loop: see WorkerProcess.responsive)."""
         worker = await self._worker_for(entry)
+        if worker.stepping and not await worker.responsive():
+            worker = await self._worker_for(entry)
         try:
             return await worker.call(name, method, args, kwargs, props)
         except TenantWorkerError:

@@ -220,6 +220,7 @@ class WorkerPool:
         if worker.dead or not worker.busy:
             self._busy.discard(worker)
             return
+        worker.check_steps()
         cpu = worker.check_cpu()
         if cpu is None:  # unreadable, or the worker was killed for a call's CPU limit
             return

@@ -32,6 +32,7 @@ from ..workers import Response
 from .code import INHERIT, WorkerCode, WorkerLimits
 from .errors import FrameTooLargeError, ProtocolError, TenantWorkerError
 from .framing import DEFAULT_MAX_FRAME, FrameProtocol
+from .interrupt import GRACE
 from .outbound import fetch_via_host
 from .protocol import (
     BaseMessage,
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
     from .confine import ConfinementPolicy
     from .forkserver import ZygoteProcess
 
-__all__ = ["RunListener", "WorkerProcess", "max_call_bytes"]
+__all__ = ["STALL_TIMEOUT", "RunListener", "WorkerProcess", "max_call_bytes"]
 
 log = logging.getLogger("dynamic_workflows.sandbox")
 
@@ -75,6 +76,9 @@ _EXIT_STATUS_WAIT = 0.5
 """How long a dead worker's calls wait for the fork server to report how it died."""
 _PING_GRACE = 0.5
 """How long a worker whose call ran out of time has to answer a ping before it is killed."""
+STALL_TIMEOUT = 0.1
+"""How long a worker with a step attempt in progress has to answer a ping before a new call of
+its tenant goes to a fresh worker instead (its loop is held by a body that does not await)."""
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _STEP_MESSAGES = (
     StepComplete,
@@ -153,6 +157,10 @@ class WorkerProcess:
         self._next_cap = 1
         self._export_owner: int | None = None
         self._listeners: dict[int, RunListener] = {}
+        # Step attempts in progress, (call, name, count) -> (deadline on the monotonic clock,
+        # timeout in seconds), from the worker's StepAttempt notices: see check_steps.
+        self._steps: dict[tuple[int, str, int], tuple[float, float]] = {}
+        self._next_step_look = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kill_reason: str | None = None
         self._shut_down = False
@@ -232,7 +240,9 @@ class WorkerProcess:
 
     async def _bury(self) -> None:
         reason = self._kill_reason
-        if reason is None and self.retired:
+        if reason is None and self._shut_down:
+            # Only an exit the host asked for: a worker merely retired (no new calls) that dies
+            # died of something (SIGXCPU...), which its exit status says.
             reason = "the worker was shut down (idle or evicted) while calls were in flight"
         if reason is None:
             status = await self.zygote.exit_status(self.pid, _EXIT_STATUS_WAIT)
@@ -331,6 +341,13 @@ class WorkerProcess:
             self._pending.pop(request_id, None)
             self._release(request_id)
             self.last_used = time.monotonic()
+            self._shut_down_if_retired_and_idle()
+
+    def _shut_down_if_retired_and_idle(self) -> None:
+        # A retired worker gets no new calls, and the loader may have handed its tenant to a
+        # fresh worker already: nobody else would shut it down once its last call is over.
+        if self.retired and not self._pending and not self.dead and not self._shut_down:
+            self.shutdown()
 
     def _after_wall_limit(self, request_id: int) -> None:
         # New calls go to a fresh worker: this one may be stuck in code that never yields.
@@ -430,6 +447,9 @@ class WorkerProcess:
             )
         finally:
             self._listeners.pop(request_id, None)
+            if self._steps:
+                for key in [key for key in self._steps if key[0] == request_id]:
+                    del self._steps[key]
         assert isinstance(result, RunResult)
         return result
 
@@ -469,8 +489,75 @@ class WorkerProcess:
             pong = await asyncio.wait_for(future, timeout)
         finally:
             self._pending.pop(request_id, None)
+            self._shut_down_if_retired_and_idle()
         assert isinstance(pong, Pong)
         return pong
+
+    @property
+    def stepping(self) -> bool:
+        """A step attempt of a run is in progress in the worker."""
+        return bool(self._steps)
+
+    async def responsive(self) -> bool:
+        """Whether this worker can take a call now. With a step attempt in progress it must
+        answer a ping within :data:`STALL_TIMEOUT`: a body that computes without awaiting holds
+        its loop (until its timeout interrupts it, or the CPU limit), and a call sent to it
+        would wait as long. One that does not answer is retired: its runs go on, and the
+        tenant's next calls go to a fresh worker. Without a step in progress: no round trip."""
+        if self.dead or self.retired:
+            return False
+        if not self._steps:
+            return True
+        try:
+            await self.ping(STALL_TIMEOUT)
+        except (TimeoutError, TenantWorkerError, ProtocolError):
+            if not self.dead and not self.retired:
+                self.retired = True
+                log.info(
+                    "tenant %r: worker %d did not answer within %d ms while a step ran (a "
+                    "body that does not await); new calls go to a fresh worker",
+                    self.tenant,
+                    self.pid,
+                    STALL_TIMEOUT * 1000,
+                )
+            return False
+        return True
+
+    def check_steps(self) -> None:
+        """The watchdog's look at step attempts in progress (see :mod:`.interrupt`): a worker
+        still in an attempt :data:`~.interrupt.GRACE` seconds past its timeout, which then
+        does not answer a ping, could not interrupt the body itself: it is killed, and the
+        attempt fails with the reason (its retry policy applies)."""
+        if not self._steps or self.dead:
+            return
+        now = time.monotonic()
+        if now < self._next_step_look:
+            return
+        overdue = next(
+            (
+                (key[1], timeout)
+                for key, (deadline, timeout) in self._steps.items()
+                if deadline + GRACE < now
+            ),
+            None,
+        )
+        if overdue is None:
+            return
+        name, timeout = overdue
+        self._next_step_look = now + GRACE
+        reason = (
+            f"step {name!r} ran past its timeout of {round(timeout * 1000)} ms and could not be "
+            "interrupted (code that does not return to the interpreter, or that caught the "
+            "timeout)"
+        )
+
+        async def look() -> None:
+            try:
+                await self.ping(_PING_GRACE)
+            except (TimeoutError, TenantWorkerError, ProtocolError):
+                self.kill(reason)
+
+        self._spawn(look())
 
     async def private_bytes(self) -> int | None:
         """Private memory of the process: from /proc when readable, else as it reports it."""
@@ -539,6 +626,10 @@ class WorkerProcess:
         elif kind is Fetch:
             self._spawn(self._serve_fetch(message))  # type: ignore[arg-type]
         elif kind in _STEP_MESSAGES:
+            if kind is StepAttempt:
+                self._step_started(message)  # type: ignore[arg-type]
+            elif kind is StepComplete or kind is StepFail:
+                self._steps.pop((message.call, message.name, message.count), None)  # type: ignore[union-attr]
             listener = self._listeners.get(message.call)  # type: ignore[union-attr]
             if listener is not None:
                 listener.on_step_message(message)
@@ -546,6 +637,12 @@ class WorkerProcess:
                 self.reply(message.id, error=ErrorInfo("RunCancelled", "the run has ended"))  # type: ignore[union-attr]
         else:
             raise ProtocolError(f"unexpected {kind.__name__} message from a worker")
+
+    def _step_started(self, message: StepAttempt) -> None:
+        timeout = message.timeout
+        if timeout is not None and message.call in self._listeners:
+            key = (message.call, message.name, message.count)
+            self._steps[key] = (time.monotonic() + timeout, timeout)
 
     # -- capabilities ----------------------------------------------------------------------------
 

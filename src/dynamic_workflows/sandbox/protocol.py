@@ -285,13 +285,15 @@ class StepWake(BaseMessage):
 
 
 class StepAttempt(BaseMessage):
-    """``StepChannel.attempt_started``: one-way, no reply."""
+    """``StepChannel.attempt_started``: one-way, no reply. ``timeout``: the attempt's time limit
+    in seconds (the host stops a worker still in it well past that: see :mod:`.interrupt`)."""
 
     call: int
     name: str
     count: int
     attempt: int
     retry_in: float | None
+    timeout: float | None = None
 
 
 class RunParked(BaseMessage):

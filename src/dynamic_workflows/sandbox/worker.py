@@ -32,6 +32,7 @@ from ..workers import FetchResponse, Request, Response
 from .code import ModuleSource, module_import_name
 from .errors import WorkerCodeError
 from .framing import DEFAULT_MAX_FRAME, FrameProtocol
+from .interrupt import AttemptInterrupter
 from .protocol import (
     PROTOCOL_VERSION,
     BaseMessage,
@@ -199,8 +200,12 @@ class RemoteStepChannel:
 
     def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
         # Written now, not at the end of the loop iteration: the host must know of the attempt
-        # before its body runs, or a body that kills the process would not count as one.
-        self._server.send(StepAttempt(self._call, name, count, attempt, retry_in), flush=True)
+        # before its body runs, or a body that kills the process would not count as one. The
+        # step told the guard the attempt's timeout just before (see core/guard.py).
+        timeout = self._server.interrupter.latest_timeout
+        self._server.send(
+            StepAttempt(self._call, name, count, attempt, retry_in, timeout), flush=True
+        )
 
 
 class WorkerServer:
@@ -232,6 +237,9 @@ class WorkerServer:
         self._runtime: TenantRuntime | None = None
         self._done: asyncio.Future[None] | None = None
         self._clock = SystemClock()
+        self.interrupter = AttemptInterrupter()
+        """Stops step bodies that run past their timeout without awaiting (installed by
+        :func:`run_worker`, in the worker's main thread)."""
         # The address space parked runs may grow to (see _room_to_park); None: no memory limit.
         self._park_ceiling: int | None = None
         self._parked: dict[int, float] = {}  # call -> wake-up of each parked run
@@ -414,6 +422,7 @@ class WorkerServer:
                     now=message.now,
                     state=state,
                     limits=message.limits,
+                    guard=self.interrupter,
                 )
                 event = message.event
                 state.park_policy = self._park_policy(message)
@@ -618,6 +627,7 @@ def run_worker(
     asyncio.set_event_loop(loop)
     tune_gc(freeze=False)
     server = WorkerServer(sock, isolation=isolation, stats_fds=stats_fds, max_frame=max_frame)
+    server.interrupter.install()
     collector = IdleCollector(quiet=server.quiet)
     try:
         loop.run_until_complete(warm_up())
