@@ -113,7 +113,9 @@ class Database:
             raise ConfigurationError(f"pool_size must be at least 1, got {pool_size!r}")
         self.url = url
         self.dsn, self.schema = split_url(url)
-        self.settings: dict[str, str] = {"application_name": "dynamic-workflows"}
+        # JIT compiles plans of queries it guesses are costly: the storage's are all short
+        # (an index lookup, a batch of rows), where compiling only adds milliseconds.
+        self.settings: dict[str, str] = {"application_name": "dynamic-workflows", "jit": "off"}
         if self.schema is not None:
             self.settings["search_path"] = quote_ident(self.schema)
         if durability == "normal":
