@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from dynamic_workflows import Engine, SQLiteStorage
+from dynamic_workflows import Engine, SQLiteStorage, open_storage
 from dynamic_workflows.gcpolicy import IdleCollector, tune_gc
 from dynamic_workflows.workers import WorkflowEntrypoint
 
@@ -157,8 +157,70 @@ async def wait_all(engine: Engine, workflow: str, n: int, timeout: float = 600) 
         await asyncio.sleep(0.005)
 
 
-async def throughput(n: int, concurrency: int, mode: str, db: Path) -> dict[str, Any]:
-    engine = Engine(SQLiteStorage(db), concurrency=concurrency)
+async def wait_all_counted(
+    engine: Engine, workflow: str, n: int, timeout: float = 600
+) -> dict[str, int]:
+    """``wait_all`` without polling the database: the engine's own count of the runs it ended
+    (every run is this engine's), then one count from the database to confirm. On PostgreSQL a
+    poll every 5 ms would be a round trip billed to the steps."""
+    deadline = time.monotonic() + timeout
+    counters = engine.counters
+    while counters.completed + counters.errored < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{counters} after {timeout} s")
+        await asyncio.sleep(0.005)
+    return await wait_all(engine, workflow, n, timeout=max(1.0, deadline - time.monotonic()))
+
+
+class _CountedSession:
+    """A PostgreSQL session lent to one storage operation, counting its statements under the
+    operation's name (the storage's own counter is one total for all)."""
+
+    def __init__(self, session: Any, tally: list[int]) -> None:
+        self._session = session
+        self._tally = tally
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._session, name)
+        if name in ("fetch", "fetchrow", "fetchval", "execute"):
+            tally = self._tally
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                tally[1] += 1
+                return attr(*args, **kwargs)
+
+            return counted
+        return attr
+
+
+def round_trips_by_operation(storage: Any) -> dict[str, list[int]] | None:
+    """Count PostgreSQL round trips per storage operation from now on: ``{operation: [calls,
+    round trips]}``, BEGIN and COMMIT included (a retry's are not). None on another backend.
+    Reaches into the storage's connection layer: a diagnostic of the benchmark only."""
+    db = getattr(storage, "_db", None)
+    if db is None or not hasattr(db, "run"):
+        return None
+    by_op: dict[str, list[int]] = {}
+    original = db.run
+
+    async def run(op: str, fn: Any, *, write: bool, **kwargs: Any) -> Any:
+        tally = by_op.setdefault(op, [0, 0])
+        tally[0] += 1
+        if kwargs.get("transaction"):
+            tally[1] += 2
+        return await original(op, lambda s: fn(_CountedSession(s, tally)), write=write, **kwargs)
+
+    db.run = run
+    return by_op
+
+
+async def throughput(
+    n: int, concurrency: int, mode: str, db: Path, url: str | None = None
+) -> dict[str, Any]:
+    """``url``: a storage URL (``postgresql://...``) instead of SQLite at ``db``."""
+    storage = open_storage(url) if url else SQLiteStorage(db)
+    engine = Engine(storage, concurrency=concurrency)
+    waiter = wait_all_counted if url else wait_all
     loader = None
     if mode == "sandboxed":
         entry, loader = sandboxed_entrypoint()
@@ -170,24 +232,42 @@ async def throughput(n: int, concurrency: int, mode: str, db: Path) -> dict[str,
             await loader.start()
         # warm the path (and the tenant's worker) before timing
         await binding.create_batch([{"params": {}} for _ in range(20)])
-        await wait_all(engine, "three", 20)
+        await waiter(engine, "three", 20)
+        before = dict(getattr(engine.storage, "stats", {}))
+        by_op = round_trips_by_operation(engine.storage)
+        steps_before = engine.counters.steps_committed
         t0 = time.perf_counter()
         for start in range(0, n, 100):
             await binding.create_batch([{"params": {}} for _ in range(min(100, n - start))])
-        counts = await wait_all(engine, "three", n + 20)
+        counts = await waiter(engine, "three", n + 20)
         elapsed = time.perf_counter() - t0
-        stats = getattr(engine.storage, "stats", {})
+        steps = engine.counters.steps_committed - steps_before
+        after = dict(getattr(engine.storage, "stats", {}))
+        stats = {k: v - before.get(k, 0) for k, v in after.items()}
         if loader is not None and hasattr(loader, "close"):
             await loader.close()
-    return {
+    result = {
         "instances": n,
         "concurrency": concurrency,
         "mode": mode,
+        "backend": "postgresql" if url else "sqlite",
         "seconds": elapsed,
         "per_second": n / elapsed,
         "errored": counts.get("errored", 0),
         "operations_per_commit": stats.get("operations", 0) / max(1, stats.get("commits", 1)),
+        "steps_committed": steps,
     }
+    if "round_trips" in stats:
+        # Everything the timed window sent to the server (creation, claims, step writes, the
+        # runs' ends, lease renewals, and the one final count), per step committed in it.
+        result["stats"] = stats
+        result["round_trips_per_step"] = stats["round_trips"] / max(1, steps)
+        result["commits_per_step"] = stats["commits"] / max(1, steps)
+        if by_op is not None:
+            result["round_trips_by_operation"] = dict(
+                sorted(by_op.items(), key=lambda kv: -kv[1][1])
+            )
+    return result
 
 
 async def sequential(steps: int, db: Path) -> dict[str, Any]:
@@ -308,10 +388,67 @@ def floor(n: int, db: Path) -> dict[str, Any]:
     return {"instances": n, "seconds": elapsed, "per_second": n / elapsed}
 
 
+async def pg_commit_floor(url: str, connections: int, seconds: float) -> dict[str, Any]:
+    """PostgreSQL's floor for durable commits: ``BEGIN; INSERT one row; COMMIT`` with
+    ``synchronous_commit=on`` (the commit waits for the WAL flush), one after another on each of
+    ``connections`` connections for ``seconds``; commits per second over all of them."""
+    import asyncpg
+
+    settings = {"synchronous_commit": "on"}
+    setup = await asyncpg.connect(url, server_settings=settings)
+    await setup.execute("CREATE TABLE floor_steps (n bigint, value bytea)")
+    await setup.close()
+    conns = [
+        await asyncpg.connect(url, server_settings=settings, statement_cache_size=100)
+        for _ in range(connections)
+    ]
+    latencies: list[float] = []
+    stop = False
+
+    async def committer(conn: Any, k: int) -> int:
+        done = 0
+        i = k * 10_000_000
+        while not stop:
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute("INSERT INTO floor_steps VALUES ($1, $2)", i, b"1")
+            latencies.append(time.perf_counter() - t0)
+            done += 1
+            i += 1
+        return done
+
+    try:
+        # warm each connection (prepared statement, first WAL segment touched)
+        for k, conn in enumerate(conns):
+            async with conn.transaction():
+                await conn.execute("INSERT INTO floor_steps VALUES ($1, $2)", -1 - k, b"0")
+        latencies.clear()
+        tasks = [asyncio.ensure_future(committer(c, k)) for k, c in enumerate(conns)]
+        t0 = time.perf_counter()
+        await asyncio.sleep(seconds)
+        stop = True
+        counts = await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t0
+    finally:
+        for conn in conns:
+            await conn.close()
+    lat = sorted(latencies)
+    total = sum(counts)
+    return {
+        "connections": connections,
+        "commits": total,
+        "seconds": elapsed,
+        "per_second": total / elapsed,
+        "p50_ms": statistics.median(lat) * 1000,
+        "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "scenario", choices=["throughput", "sequential", "timers", "floor", "commit-floor"]
+        "scenario",
+        choices=["throughput", "sequential", "timers", "floor", "commit-floor", "pg-commit-floor"],
     )
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=None)
@@ -319,7 +456,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=["trusted", "sandboxed"], default="trusted")
     parser.add_argument("--lead", type=float, default=10.0)
     parser.add_argument("--memory-mb", type=int, default=None, help="the sandboxed tenant's")
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="throughput, pg-commit-floor: a postgresql:// URL (an empty database) to use",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="postgresql without --db: a fresh database on $DWF_BENCH_POSTGRES, dropped after",
+    )
+    parser.add_argument("--connections", type=int, default=1, help="pg-commit-floor")
+    parser.add_argument("--seconds", type=float, default=3.0, help="pg-commit-floor")
     args = parser.parse_args(argv)
+    if args.db is None and (args.backend == "postgresql" or args.scenario == "pg-commit-floor"):
+        import pgdb
+
+        with pgdb.fresh_database() as url:
+            main([*(argv if argv is not None else sys.argv[1:]), "--db", url])
+        return
     try:
         import uvloop
 
@@ -332,7 +488,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.sqlite3"
         if args.scenario == "throughput":
-            result = asyncio.run(throughput(args.instances, args.concurrency or 50, args.mode, db))
+            result = asyncio.run(
+                throughput(args.instances, args.concurrency or 50, args.mode, db, args.db)
+            )
+        elif args.scenario == "pg-commit-floor":
+            result = asyncio.run(pg_commit_floor(args.db, args.connections, args.seconds))
         elif args.scenario == "sequential":
             result = asyncio.run(sequential(args.steps, db))
         elif args.scenario == "timers":

@@ -1,14 +1,18 @@
-"""The peer: DBOS Transact on SQLite, the same scenarios as ``bench/ours.py``.
+"""The peer: DBOS Transact on SQLite, or on PostgreSQL (its production backend), the same
+scenarios as ``bench/ours.py``.
 
-``python bench/peer_dbos.py SCENARIO [options]`` prints one JSON object. Needs the ``bench`` extra
-(``pip install -e '.[bench]'``). DBOS keeps process-global state, so every scenario runs in its
-own process.
+``python bench/peer_dbos.py SCENARIO [--backend postgresql | --db postgresql://...] [options]``
+prints one JSON object. Needs the ``bench`` extra (``pip install -e '.[bench]'``). DBOS keeps
+process-global state, so every scenario runs in its own process. On PostgreSQL DBOS keeps its
+system tables in an empty database of its own (``--db``, or without it a fresh one on
+``$DWF_BENCH_POSTGRES``, dropped after), with its default pool and settings.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -19,20 +23,21 @@ from pathlib import Path
 from typing import Any
 
 
-def _dbos(db: Path) -> Any:
+def _dbos(db: Path | str) -> Any:
+    """DBOS on SQLite at the path ``db``, or on PostgreSQL at the URL ``db``."""
     from dbos import DBOS
 
     DBOS(
         config={
             "name": "bench",
-            "system_database_url": f"sqlite:///{db}",
+            "system_database_url": db if isinstance(db, str) else f"sqlite:///{db}",
             "log_level": "WARNING",
         }
     )
     return DBOS
 
 
-def throughput(n: int, concurrency: int, db: Path) -> dict[str, Any]:
+def throughput(n: int, concurrency: int, db: Path | str) -> dict[str, Any]:
     dbos = _dbos(db)
 
     @dbos.step()
@@ -73,12 +78,13 @@ def throughput(n: int, concurrency: int, db: Path) -> dict[str, Any]:
     return {
         "instances": n,
         "concurrency": concurrency,
+        "backend": "sqlite" if isinstance(db, Path) else "postgresql",
         "seconds": elapsed,
         "per_second": n / elapsed,
     }
 
 
-def sequential(steps: int, db: Path) -> dict[str, Any]:
+def sequential(steps: int, db: Path | str) -> dict[str, Any]:
     dbos = _dbos(db)
     latencies: list[float] = []
 
@@ -118,9 +124,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--db", default=None, help="a postgresql:// URL (an empty database)")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "dbos.sqlite3"
+    with contextlib.ExitStack() as stack:
+        db: Path | str
+        if args.db:
+            db = args.db
+        elif args.backend == "postgresql":
+            import pgdb
+
+            db = stack.enter_context(pgdb.fresh_database())
+        else:
+            db = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "dbos.sqlite3"
         if args.scenario == "throughput":
             result = throughput(args.instances, args.concurrency, db)
         else:

@@ -5,6 +5,10 @@
 Each measurement runs in its own process. The table gives, per row, our figure, the peer's (or
 the reference's published figure where the peer has no equivalent), the ratio in our favour, and
 the target. Ratios hold on a noisy machine where absolute figures do not.
+
+The PostgreSQL rows use the server at ``$DWF_BENCH_POSTGRES`` (default: the local one,
+``postgresql://postgres@127.0.0.1:5432/test``); every measurement gets a fresh database
+(``dwf_bench_<random>``), dropped after it. Without a reachable server those rows say so.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
+sys.path.insert(0, str(HERE))
+
+import pgdb  # noqa: E402
 
 
 @dataclass
@@ -55,7 +62,12 @@ def settle() -> None:
     time.sleep(1.0)
 
 
-def run_json(args: list[str], timeout: float = 1800) -> dict[str, Any]:
+def run_json(args: list[str], timeout: float = 1800, pg: bool = False) -> dict[str, Any]:
+    """Run a scenario's script; its JSON. ``pg``: on a fresh PostgreSQL database of its own
+    (``--db URL``), dropped after it, whatever happened."""
+    if pg:
+        with pgdb.fresh_database() as url:
+            return run_json([*args, "--db", url], timeout)
     settle()
     proc = subprocess.run(
         [PY, *args], capture_output=True, text=True, timeout=timeout, cwd=HERE.parent, check=False
@@ -74,12 +86,23 @@ REPEATS = 3
 On this kind of shared machine two runs a minute apart differ by up to 2x."""
 
 
-def run_median(args: list[str], key: str, repeats: int = REPEATS) -> dict[str, Any]:
+def run_median(
+    args: list[str], key: str, repeats: int = REPEATS, pg: bool = False, also: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Run a scenario ``repeats`` times; the run with the median ``key``, with every run's
-    ``key`` in ``runs``."""
-    results = sorted((run_json(args) for _ in range(repeats)), key=lambda r: float(r[key]))
+    ``key`` in ``runs`` (and every run's ``k`` in ``runs_k`` for each ``k`` in ``also``)."""
+    return median_of([run_json(args, pg=pg) for _ in range(repeats)], key, also)
+
+
+def median_of(
+    results: list[dict[str, Any]], key: str, also: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The result with the median ``key``, with every result's ``key`` in ``runs``."""
+    results = sorted(results, key=lambda r: float(r[key]))
     median = dict(results[len(results) // 2])
     median["runs"] = [r[key] for r in results]
+    for k in also:
+        median[f"runs_{k}"] = [r[k] for r in results]
     return median
 
 
@@ -109,6 +132,8 @@ def sandbox_available() -> bool:
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
+    if unit == "/step":
+        return f"{value:.2f} /step"
     if unit == "ms":
         return f"{value:.3f} ms"
     if unit == "B":
@@ -336,6 +361,199 @@ def scenarios(quick: bool) -> list[tuple[str, Callable[[], list[Row]]]]:
             )
         return rows
 
+    # -- PostgreSQL ---------------------------------------------------------------------------
+
+    pg_state: dict[str, Any] = {}
+
+    def pg_unavailable() -> str | None:
+        """Why PostgreSQL rows cannot be measured (asked once per run), or None."""
+        if "reason" not in pg_state:
+            pg_state["reason"] = pgdb.unavailable_reason()
+        reason: str | None = pg_state["reason"]
+        return reason
+
+    def skipped(names: list[str], reason: str) -> list[Row]:
+        return [
+            Row(name, None, None, "", True, "", None, note=f"not measured: {reason}")
+            for name in names
+        ]
+
+    pg_n = n
+    pg_peer_n = peer_n
+    PG_TRUSTED = "PostgreSQL: throughput, 3-step instances/s (c=50), trusted in-process"
+    PG_SANDBOXED = "PostgreSQL: throughput, 3-step instances/s (c=50), tenant code in the sandbox"
+    PG_TRIPS = "PostgreSQL: database round trips per committed step under load (c=50)"
+
+    def pg_throughput() -> list[Row]:
+        reason = pg_unavailable()
+        if reason:
+            names = [PG_TRUSTED, PG_TRIPS]
+            return skipped([PG_SANDBOXED, *names] if sandbox_available() else names, reason)
+        args = ["bench/ours.py", "throughput", "--instances", str(pg_n)]
+        ours = run_median(args, "per_second", pg=True, also=("round_trips_per_step",))
+        pg_state["throughput"] = ours
+        peer = (
+            run_json(["bench/peer_dbos.py", "throughput", "--instances", str(pg_peer_n)], pg=True)
+            if have_peer
+            else None
+        )
+        row = Row(
+            PG_TRUSTED,
+            ours["per_second"],
+            peer["per_second"] if peer else None,
+            "/s",
+            True,
+            ">= 20x DBOS on PostgreSQL",
+            None,
+            note=f"{spread(ours)}; peer: DBOS with a postgresql:// system database, "
+            f"{pg_peer_n:,} instances, one run",
+            raw={"ours": ours, "peer": peer},
+        )
+        row.met = None if row.ratio is None else row.ratio >= 20
+        rows = [row]
+        if sandbox_available():
+            sb = run_median([*args, "--mode", "sandboxed"], "per_second", pg=True)
+            srow = Row(
+                PG_SANDBOXED,
+                sb["per_second"],
+                peer["per_second"] if peer else None,
+                "/s",
+                True,
+                ">= 20x DBOS on PostgreSQL",
+                None,
+                note=spread(sb),
+                raw={"ours": sb},
+            )
+            srow.met = None if srow.ratio is None else srow.ratio >= 20
+            rows.insert(0, srow)
+        trips = ours["round_trips_per_step"]
+        by_op = ours.get("round_trips_by_operation", {})
+        steps = max(1, ours["steps_committed"])
+        parts = ", ".join(
+            f"{op} {rt / steps:.2f} ({calls:,} calls)"
+            for op, (calls, rt) in list(by_op.items())[:4]
+        )
+        runs = sorted(ours["runs_round_trips_per_step"])
+        rows.append(
+            Row(
+                PG_TRIPS,
+                trips,
+                None,
+                "/step",
+                False,
+                "well under 1 (<= 0.5)",
+                trips <= 0.5,
+                note=(
+                    f"{ours['stats']['round_trips']:,} round trips (BEGIN and COMMIT included) "
+                    f"and {ours['stats']['commits']:,} commits for {ours['steps_committed']:,} "
+                    f"steps of {pg_n:,} instances, in the median throughput run "
+                    f"(runs: {', '.join(f'{r:.2f}' for r in runs)}); per step: {parts}"
+                ),
+                raw={"ours": ours},
+            )
+        )
+        return rows
+
+    FLOOR_NAMES = [
+        "floor: one-row fsync'd PostgreSQL commits/s (BEGIN; INSERT; COMMIT), 1 connection",
+        "floor: one-row fsync'd PostgreSQL commits/s (BEGIN; INSERT; COMMIT), 32 connections",
+    ]
+
+    def pg_floor() -> list[Row]:
+        reason = pg_unavailable()
+        if reason:
+            return skipped(FLOOR_NAMES, reason)
+        seconds = "2" if quick else "5"
+        ours = pg_state.get("throughput")
+        compare = ""
+        if ours:
+            commits, steps = ours["stats"]["commits"], ours["steps_committed"]
+            compare = (
+                f"; the trusted throughput run above made {commits / ours['seconds']:,.0f} "
+                f"commits/s for {steps / ours['seconds']:,.0f} steps/s"
+            )
+        rows = []
+        for conns, name in zip((1, 32), FLOOR_NAMES, strict=True):
+            fl = run_median(
+                [
+                    "bench/ours.py",
+                    "pg-commit-floor",
+                    "--connections",
+                    str(conns),
+                    "--seconds",
+                    seconds,
+                ],
+                "per_second",
+                pg=True,
+            )
+            rows.append(
+                Row(
+                    name,
+                    fl["per_second"],
+                    None,
+                    "/s",
+                    True,
+                    "(the machine's limit for durable commits)",
+                    None,
+                    note=f"synchronous_commit=on, asyncpg; commit p50 {fl['p50_ms']:.2f} ms, "
+                    f"p99 {fl['p99_ms']:.2f} ms; {spread(fl)}{compare if conns > 1 else ''}",
+                    raw={"ours": fl},
+                )
+            )
+        return rows
+
+    NODE_NAMES = [
+        "PostgreSQL: 3-step instances/s, 1 dwf serve node (created over HTTP)",
+        "PostgreSQL: 3-step instances/s, 3 dwf serve nodes on one database (created over HTTP)",
+    ]
+
+    def pg_nodes() -> list[Row]:
+        reason = pg_unavailable()
+        if reason:
+            return skipped(NODE_NAMES, reason)
+        count = 1000 if quick else 4000
+        results: dict[int, list[dict[str, Any]]] = {1: [], 3: []}
+        for _ in range(REPEATS):  # alternating, so that the machine's drift hits both alike
+            for nodes in (1, 3):
+                results[nodes].append(
+                    run_json(
+                        ["bench/multinode.py", "--nodes", str(nodes), "--instances", str(count)],
+                        pg=True,
+                    )
+                )
+        one = median_of(results[1], "per_second")
+        three = median_of(results[3], "per_second")
+        share = three["per_second"] / one["per_second"]
+        return [
+            Row(
+                NODE_NAMES[0],
+                one["per_second"],
+                None,
+                "/s",
+                True,
+                "(reported)",
+                None,
+                note=f"dwf serve --trusted; {count:,} instances, {one['batch']} per POST /create, "
+                "from the first request until all are complete (read from the database every "
+                f"50 ms); {spread(one)}",
+                raw={"ours": one, "runs": results[1]},
+            ),
+            Row(
+                NODE_NAMES[1],
+                three["per_second"],
+                None,
+                "/s",
+                True,
+                "(reported)",
+                None,
+                note=f"{share:.2f}x the 1-node rate (medians; runs alternated with the 1-node "
+                f"ones; creation requests round robin); {spread(three)}. The nodes, PostgreSQL "
+                "and the client share 2 cores: this shows what coordination costs (claims "
+                "racing on one table, leases, NOTIFYs), not scaling",
+                raw={"ours": three, "runs": results[3]},
+            ),
+        ]
+
     out = [
         ("throughput", throughput),
         ("sequential step latency", sequential),
@@ -344,12 +562,18 @@ def scenarios(quick: bool) -> list[tuple[str, Callable[[], list[Row]]]]:
         ("floor", floor),
         ("http creation", http_create),
         ("tenant cold/warm", loader),
+        ("postgresql throughput", pg_throughput),
+        ("postgresql floor", pg_floor),
+        ("postgresql nodes", pg_nodes),
     ]
     return out
 
 
 def render(rows: list[Row], console: Console) -> None:
-    table = Table(title="dynamic-workflows vs DBOS Transact (SQLite, durable commits)")
+    table = Table(
+        title="dynamic-workflows vs DBOS Transact (SQLite, and PostgreSQL where the row says so; "
+        "durable commits)"
+    )
     for col in ("scenario", "ours", "peer / ref", "ratio", "target", "met", "note"):
         table.add_column(col)
     for r in rows:
