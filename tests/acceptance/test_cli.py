@@ -72,7 +72,14 @@ def test_help_and_version(args: list[str]) -> None:
 def test_doctor_reports_every_layer() -> None:
     proc = dwf("doctor", "--json")
     facts = json.loads(proc.stdout)
-    assert set(facts["sandbox"]["layers"]) == {"seccomp", "landlock", "userns", "netns", "rlimits"}
+    assert set(facts["sandbox"]["layers"]) == {
+        "seccomp",
+        "landlock",
+        "userns",
+        "netns",
+        "mountns",
+        "rlimits",
+    }
     assert facts["summary"].startswith("sandbox: seccomp=")
     # exit status says whether untrusted code may run here
     assert proc.returncode == (0 if facts["sandbox"]["safe_for_untrusted"] else 1)

@@ -131,6 +131,7 @@ async def test_the_worker_is_confined(loader: Loader) -> None:
                 return {
                     "inet": attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM)),
                     "passwd": attempt(lambda: open("/etc/passwd").read()),
+                    "stat": attempt(lambda: os.stat("/etc/passwd")),
                     "write": attempt(lambda: open("/tmp/dwf-escape", "w")),
                     "fork": attempt(os.fork),
                     "env": sorted(os.environ),
@@ -142,6 +143,10 @@ async def test_the_worker_is_confined(loader: Loader) -> None:
     assert result["write"] != "allowed"
     assert result["fork"] != "allowed"
     assert set(result["env"]) <= {"PATH", "LANG"}
+    if _REPORT.available("mountns"):
+        # the minimal root, entered once by the fork server: nothing else exists
+        assert result["stat"] == "FileNotFoundError"
+        assert "mountns=yes" in loader.stats()["isolation"]
 
 
 async def test_memory_per_warm_worker_is_small(loader: Loader) -> None:

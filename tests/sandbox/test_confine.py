@@ -9,7 +9,9 @@ import re
 import resource
 import signal
 import socket
+import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +20,7 @@ import pytest
 from hostile import Context, Result, filesystem, network
 
 from dynamic_workflows.errors import ConfigurationError, DynamicWorkflowsError
-from dynamic_workflows.sandbox import confine
+from dynamic_workflows.sandbox import confine, mountns, namespaces
 from dynamic_workflows.sandbox.confine import (
     ConfinementPolicy,
     IsolationReport,
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.sandbox
 
 ALLOW_MISSING = os.environ.get("DWF_SANDBOX_ALLOW_MISSING") == "1"
-LAYERS = ("seccomp", "landlock", "userns", "netns", "rlimits")
+LAYERS = ("seccomp", "landlock", "userns", "netns", "mountns", "rlimits")
 
 
 def crafted(**available: bool) -> IsolationReport:
@@ -75,7 +77,8 @@ def test_summary_is_one_line(sandbox_report: IsolationReport) -> None:
     assert "\n" not in line
     assert re.fullmatch(
         r"sandbox: seccomp=(yes|no) landlock=(abi\d+|no) userns=(yes|no) netns=(yes|no) "
-        r"rlimits=(yes|no) -> (full|partial|insufficient|none)( \(untrusted code refused\))?",
+        r"mountns=(yes|no) rlimits=(yes|no) -> (full|partial|insufficient|none)"
+        r"( \(untrusted code refused\))?",
         line,
     ), line
     if not ALLOW_MISSING:
@@ -91,6 +94,7 @@ def test_report_as_dict_is_json_ready(sandbox_report: IsolationReport) -> None:
 
 def test_levels_follow_the_fail_closed_rule() -> None:
     assert crafted().level() == "full"
+    assert crafted(mountns=False).level() == "partial"  # file metadata visible: still safe
     no_seccomp = crafted(seccomp=False)
     assert not no_seccomp.safe_for_untrusted()
     assert no_seccomp.level() == "insufficient"
@@ -314,6 +318,120 @@ def test_drop_to_another_uid(
     outcome = run_confined(identity, policy=default_policy(uid=65534, gid=65534))
     assert outcome.result is not None, outcome.detail
     assert json.loads(outcome.detail) == [65534, 65534, []]
+
+
+# --- the minimal root -----------------------------------------------------------------------
+
+
+def test_the_minimal_root_binds_each_real_path_once(tmp_path: Path) -> None:
+    (tmp_path / "lib" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to("lib")
+    (tmp_path / "cache").write_text("x")
+    plan = mountns.plan_root(
+        [str(tmp_path / "link" / "sub"), str(tmp_path / "lib"), str(tmp_path / "cache"), "/nope"]
+    )
+    real = os.path.realpath(tmp_path)
+    binds = {bind.path: bind.directory for bind in plan.binds}
+    # tmp/link/sub comes with tmp/lib; the link itself is recreated on the way.
+    assert binds == {f"{real}/cache": False, f"{real}/lib": True} | dict.fromkeys(
+        mountns.DEVICES, False
+    )
+    assert plan.links == ((f"{real}/link", "lib"),)
+
+
+def test_prepare_plans_the_minimal_root_with_a_user_namespace(
+    sandbox_report: IsolationReport, default_policy: Callable[..., ConfinementPolicy]
+) -> None:
+    if not sandbox_report.available("mountns"):
+        pytest.skip(sandbox_report.summary())
+    with prepare(default_policy(), sandbox_report) as prepared:
+        assert prepared.root_plan is not None
+        assert prepared.unshare_flags & namespaces.CLONE_NEWNS
+        assert os.path.dirname(os.__file__) in prepared.root_plan.paths
+        assert not prepared.root_inherited
+        assert "root=True" in repr(prepared)
+    # Namespaces off, or no mount namespace on the machine: no minimal root.
+    with prepare(default_policy(namespaces=False), sandbox_report) as prepared:
+        assert prepared.root_plan is None
+    with prepare(default_policy(), crafted(mountns=False)) as prepared:
+        assert prepared.root_plan is None
+        assert not prepared.unshare_flags & namespaces.CLONE_NEWNS
+
+
+_FORK_SERVER = textwrap.dedent(
+    """
+    import json, os, socket, sys, time
+    from dynamic_workflows.sandbox.confine import (
+        ConfinementPolicy, confine_child, enter_fork_server_root, prepare, probe,
+    )
+
+    ours, theirs = socket.socketpair()
+    mapped = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    policy = ConfinementPolicy(memory_bytes=mapped + (256 << 20), keep_fds=(theirs.fileno(),))
+    prepared = prepare(policy, probe())
+    entered = enter_fork_server_root(prepared)
+    server_root = os.stat("/")
+    pid = os.fork()
+    if pid == 0:
+        started = time.perf_counter()
+        confine_child(prepared)
+        took = time.perf_counter() - started
+        seen = {}
+        for path in sys.argv[1:]:
+            try:
+                os.stat(path)
+                seen[path] = "exists"
+            except OSError as exc:
+                seen[path] = type(exc).__name__
+        root = os.stat("/")
+        theirs.sendall(json.dumps({
+            "seen": seen,
+            "same_root": [root.st_dev, root.st_ino] == [server_root.st_dev, server_root.st_ino],
+            "confine_ms": took * 1000,
+        }).encode())
+        os._exit(0)
+    theirs.close()
+    print(json.dumps({
+        "entered": entered,
+        "child": json.loads(ours.recv(65536).decode()),
+        "server_sees_proc": os.path.exists("/proc"),
+        "proc_fd": prepared.proc_fd is not None,
+        "flags": prepared.unshare_flags,
+    }))
+    os.waitpid(pid, 0)
+    """
+)
+
+
+def test_a_fork_server_enters_the_minimal_root_once_for_all_its_children(
+    sandbox_report: IsolationReport, tmp_path: Path
+) -> None:
+    """What the zygote does: its children share its root instead of building one each."""
+    if not sandbox_report.available("mountns"):
+        pytest.skip(sandbox_report.summary())
+    secret = tmp_path / "other-tenant.py"
+    secret.write_text("KEY = 1")
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", _FORK_SERVER, str(secret), "/etc/passwd", os.__file__],
+        env=scrubbed_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert facts["entered"] is True
+    assert facts["server_sees_proc"] is False  # the fork server lives in it too
+    assert facts["proc_fd"] is True  # ...with a descriptor of the host's /proc
+    assert not facts["flags"] & namespaces.CLONE_NEWNS  # children build nothing
+    child = facts["child"]
+    assert child["same_root"] is True
+    assert child["seen"] == {
+        str(secret): "FileNotFoundError",
+        "/etc/passwd": "FileNotFoundError",
+        os.__file__: "exists",
+    }
 
 
 # --- refusing to run tenant code ------------------------------------------------------------

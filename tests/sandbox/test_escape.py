@@ -9,6 +9,8 @@ attempt with only that layer, so the suite documents the defence in depth it rel
 - ``seccomp``: the syscall filter (with its pid prefix);
 - ``landlock``: the filesystem, TCP, abstract-socket and signal rules;
 - ``namespaces``: the user, network, IPC and UTS namespaces;
+- ``mountns``: the minimal root (a private mount namespace holding only what tenant code
+  reads): every other path of the host does not exist;
 - ``baseline``: what every confined child gets whatever the machine offers: rlimits, no
   capabilities, no new privileges, closed descriptors.
 
@@ -38,6 +40,7 @@ from hostile import Context, Result, filesystem, network, processes, resources
 
 from dynamic_workflows.sandbox.confine import (
     LANDLOCK,
+    MOUNTNS,
     NETNS,
     SECCOMP,
     ConfinementPolicy,
@@ -46,6 +49,7 @@ from dynamic_workflows.sandbox.confine import (
     prepare,
     scrubbed_environment,
 )
+from dynamic_workflows.sandbox.namespaces import CLONE_NEWNS, CLONE_NEWUSER
 
 if TYPE_CHECKING:
     from conftest import RunConfined, RunPrepared, Targets
@@ -71,6 +75,7 @@ class Escape:
 
 EPERM = r"\bEPERM\b"  # what seccomp answers
 EACCES = r"\bEACCES\b"  # what Landlock answers
+ENOENT = r"\bENOENT\b"  # what the minimal root answers: no such path
 
 ESCAPES = [
     # the network
@@ -85,16 +90,17 @@ ESCAPES = [
     Escape(network.unix_datagram_sendto, EPERM, ("seccomp",)),
     Escape(network.unix_datagram_sendmsg, EPERM, ("seccomp",)),
     # files
-    Escape(filesystem.read_etc_passwd, EACCES, ("landlock",)),
-    Escape(filesystem.read_other_tenant_code, EACCES, ("landlock",)),
-    Escape(filesystem.list_other_tenant_dir, EACCES, ("landlock",)),
-    Escape(filesystem.read_host_database_file, EACCES, ("landlock",)),
-    Escape(filesystem.query_host_database, "unable to open database", ("landlock",)),
-    Escape(filesystem.parent_environment, EACCES, ("landlock",)),
+    Escape(filesystem.read_etc_passwd, ENOENT, ("landlock", "mountns")),
+    Escape(filesystem.read_other_tenant_code, ENOENT, ("landlock", "mountns")),
+    Escape(filesystem.stat_other_tenant_code, ENOENT, ("mountns",)),
+    Escape(filesystem.list_other_tenant_dir, ENOENT, ("landlock", "mountns")),
+    Escape(filesystem.read_host_database_file, ENOENT, ("landlock", "mountns")),
+    Escape(filesystem.query_host_database, "unable to open database", ("landlock", "mountns")),
+    Escape(filesystem.parent_environment, ENOENT, ("landlock", "mountns")),
     Escape(filesystem.list_root, EACCES, ("landlock",)),
-    Escape(filesystem.write_in_tmp, EACCES, ("landlock",)),
-    Escape(filesystem.write_in_test_dir, EACCES, ("landlock",)),
-    Escape(filesystem.inotify_watch, EPERM, ("seccomp",)),
+    Escape(filesystem.write_in_tmp, ENOENT, ("landlock", "mountns")),
+    Escape(filesystem.write_in_test_dir, ENOENT, ("landlock", "mountns")),
+    Escape(filesystem.inotify_watch, EPERM, ("seccomp", "mountns")),
     # processes and programs
     Escape(processes.fork, EPERM, ("seccomp",)),
     Escape(processes.fork_bomb, r"after 0 children: EPERM", ("seccomp",)),
@@ -104,7 +110,7 @@ ESCAPES = [
     Escape(processes.clone3, r"\bENOSYS\b", ("seccomp",)),
     # other processes
     Escape(processes.ptrace_parent, EPERM, ("seccomp", "landlock")),
-    Escape(processes.parent_memory, EACCES, ("landlock",)),
+    Escape(processes.parent_memory, ENOENT, ("landlock", "mountns")),
     Escape(processes.process_vm_readv, EPERM, ("seccomp", "landlock")),
     Escape(processes.kill_parent, EPERM, ("seccomp", "landlock")),
     Escape(processes.signal_everyone, EPERM, ("seccomp",)),
@@ -129,7 +135,7 @@ ESCAPES = [
     Escape(resources.open_1000_descriptors, r"stopped at 6\d descriptors: EMFILE", ("baseline",)),
 ]
 
-_REPORT_LAYER = {"seccomp": SECCOMP, "landlock": LANDLOCK, "namespaces": NETNS}
+_REPORT_LAYER = {"seccomp": SECCOMP, "landlock": LANDLOCK, "namespaces": NETNS, "mountns": MOUNTNS}
 
 
 def _skip_unless_some_blocker(escape: Escape, report: IsolationReport) -> None:
@@ -182,12 +188,18 @@ def test_attempts_work_without_confinement(
 def _only(layer: str, policy: ConfinementPolicy, report: IsolationReport) -> PreparedConfinement:
     """A PreparedConfinement with a single optional layer (plus the baseline) switched on."""
     full = prepare(policy, report)
+    flags = 0
+    if layer == "namespaces":  # user, network, IPC, UTS
+        flags = full.unshare_flags & ~CLONE_NEWNS
+    elif layer == "mountns":  # the minimal root, in a user namespace of its own
+        flags = full.unshare_flags & (CLONE_NEWUSER | CLONE_NEWNS)
     only = PreparedConfinement(
         policy,
         report,
-        unshare_flags=full.unshare_flags if layer == "namespaces" else 0,
+        unshare_flags=flags,
         ruleset=full.ruleset_fd if layer == "landlock" else None,
         seccomp=full.seccomp if layer == "seccomp" else None,
+        root_plan=full.root_plan if layer == "mountns" else None,
     )
     if layer != "landlock":
         full.close()  # otherwise ``only`` owns the ruleset and closes it
@@ -295,16 +307,19 @@ def test_environment_secret_is_not_inherited(monkeypatch: pytest.MonkeyPatch) ->
     assert verdict["ok"] is False, verdict["detail"]
 
 
+def test_file_metadata_outside_the_sandbox_does_not_exist(
+    run_confined: RunConfined, targets: Targets, sandbox_report: IsolationReport
+) -> None:
+    """Landlock does not mediate stat(): another tenant's file metadata (existence, size,
+    times, owner) was visible. In the minimal root, no path outside it exists."""
+    if not sandbox_report.available(MOUNTNS):
+        pytest.skip(f"no mount namespace here: {sandbox_report.summary()}")
+    for path in (targets.context["other_tenant_file"], "/etc/passwd", __file__, "/proc/self"):
+        outcome = run_confined(filesystem.stat_other_tenant_code, {"other_tenant_file": path})
+        outcome.assert_blocked(ENOENT)
+
+
 # --- what confinement does not stop: documented, and pinned so the docs stay true -----------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: Landlock does not mediate stat(); another tenant's file metadata "
-    "(existence, size, times, owner) is visible, its contents and directory listings are not",
-)
-def test_known_gap_file_metadata(run_confined: RunConfined, targets: Targets) -> None:
-    run_confined(filesystem.stat_other_tenant_code, targets.context).assert_blocked()
 
 
 @pytest.mark.xfail(

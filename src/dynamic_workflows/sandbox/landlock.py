@@ -19,7 +19,8 @@ What a ruleset built here does, by ABI version of the running kernel:
 extension module maps it with ``READ_FILE``), and the child never executes a program.
 
 What Landlock does not mediate (so the other layers or nothing covers it): ``stat``,
-``access``, ``readlink`` and ``statfs`` of any path (metadata leaks, contents do not),
+``access``, ``readlink`` and ``statfs`` of any path (the minimal root of :mod:`.mountns` leaves
+no path but the granted ones to ask about; without it metadata leaks, contents do not),
 connecting to *pathname* unix sockets (seccomp denies ``connect``), UDP (seccomp denies the
 socket), and ``inotify`` (seccomp denies it).
 
@@ -111,7 +112,8 @@ def default_read_paths() -> tuple[str, ...]:
 
     The standard library (``lib-dynload`` included) of ``sys.base_prefix``, the environment's
     ``site-packages``, the directory holding this package (an editable install lives outside
-    site-packages), the shared libraries and their cache, and the zoneinfo database.
+    site-packages), the shared libraries and their cache, the zoneinfo database, and
+    ``/dev/urandom`` (for code that reads it rather than calling ``getrandom``).
     The current directory and other ``sys.path`` entries are not included: the fork server's
     working directory may hold anything.
     """
@@ -122,7 +124,7 @@ def default_read_paths() -> tuple[str, ...]:
     package_dir = Path(__file__).resolve().parent.parent
     paths.append(str(package_dir))
     paths += ["/usr/lib", "/lib", "/lib64", "/usr/lib64", "/etc/ld.so.cache"]
-    paths += ["/usr/share/zoneinfo"]
+    paths += ["/usr/share/zoneinfo", "/dev/urandom"]
     return tuple(dict.fromkeys(paths))
 
 

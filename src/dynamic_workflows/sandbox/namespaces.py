@@ -22,6 +22,7 @@ import os
 __all__ = [
     "CLONE_NEWIPC",
     "CLONE_NEWNET",
+    "CLONE_NEWNS",
     "CLONE_NEWUSER",
     "CLONE_NEWUTS",
     "drop_capabilities",
@@ -31,6 +32,7 @@ __all__ = [
     "unshare",
 ]
 
+CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
@@ -104,28 +106,34 @@ def drop_to(uid: int, gid: int) -> None:
     set_dumpable(True)
 
 
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+def _write(path: str, text: str, proc: int | None) -> None:
+    # Through a descriptor of /proc when given: a fork server living in a minimal root (see
+    # mountns) has no /proc of its own.
+    if proc is None:
+        fd = os.open("/proc/" + path, os.O_WRONLY | os.O_CLOEXEC)
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc)
     try:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
 
 
-def enter_namespaces(flags: int) -> None:
+def enter_namespaces(flags: int, proc: int | None = None) -> None:
     """Unshare ``flags`` (``CLONE_NEW*``) and, for a new user namespace, map our ids 1:1.
 
     Only the caller's own uid and gid are mapped: the kernel allows exactly that single
     mapping to a process without capabilities over the parent namespace, and an id map
     that names nobody else means nothing in the namespace can become anybody else.
-    ``setgroups`` must be denied before an unprivileged ``gid_map`` write.
+    ``setgroups`` must be denied before an unprivileged ``gid_map`` write. ``proc``: a
+    descriptor of ``/proc`` to write them through (None: the path ``/proc``).
     """
     uid, gid = os.geteuid(), os.getegid()
     unshare(flags)
     if flags & CLONE_NEWUSER:
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
-        _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+        _write("self/setgroups", "deny", proc)
+        _write("self/uid_map", f"{uid} {uid} 1\n", proc)
+        _write("self/gid_map", f"{gid} {gid} 1\n", proc)
 
 
 def drop_capabilities() -> None:

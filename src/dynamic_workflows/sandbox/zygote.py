@@ -3,7 +3,9 @@
 Started by the host as ``python -I -m dynamic_workflows.sandbox.zygote --control-fd N`` with
 the environment of :func:`~.confine.scrubbed_environment`: no secrets, no database handle, no
 tenant data ever reach it, since every worker inherits its memory. It pre-imports the runtime,
-calls :func:`~.confine.probe` and :func:`~.confine.prepare` once, then answers
+calls :func:`~.confine.probe` and :func:`~.confine.prepare` once, moves itself into the
+workers' minimal root (:func:`~.confine.enter_fork_server_root`: a private mount namespace
+holding only what tenant code reads, which every worker then shares), then answers
 :class:`~.protocol.Spawn` requests on its control socket (``SOCK_SEQPACKET``: one message per
 datagram, with file descriptors alongside):
 
@@ -170,9 +172,13 @@ class _ForkServer:
             os.dup2(sock_fd, WORKER_FD)
             os.close(sock_fd)
             stats: list[int | None] = []
-            for path, fd in (("/proc/self/smaps_rollup", SMAPS_FD), ("/proc/self/statm", STATM_FD)):
+            proc = self.prepared.proc_fd if self.prepared is not None else None
+            for path, fd in (("self/smaps_rollup", SMAPS_FD), ("self/statm", STATM_FD)):
                 try:
-                    opened = os.open(path, os.O_RDONLY)
+                    if proc is None:
+                        opened = os.open("/proc/" + path, os.O_RDONLY)
+                    else:  # the fork server lives in the minimal root, with no /proc
+                        opened = os.open(path, os.O_RDONLY, dir_fd=proc)
                 except OSError:
                     stats.append(None)
                     continue
@@ -258,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             __import__(name)
         with contextlib.suppress(ImportError):  # the workers' event loop, where installed
             __import__("uvloop")
-        from .confine import ConfinementPolicy, prepare, probe
+        from .confine import ConfinementPolicy, enter_fork_server_root, prepare, probe
 
         fields = json.loads(args.policy)
         fields["keep_fds"] = tuple(fields.get("keep_fds", ())) + _RESERVED
@@ -269,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = report.summary()
         safe = report.safe_for_untrusted()
         prepared = prepare(policy, report)
+        enter_fork_server_root(prepared)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     # Objects allocated so far are never freed; keeping the collector off them keeps their
