@@ -49,6 +49,11 @@ def render(facts: dict[str, Any], console: Console | None = None) -> None:
         f"uvloop {'yes' if facts['uvloop'] else 'no'}"
     )
     console.print(facts["summary"])
+    limits = facts["sandbox"].get("limits")
+    if limits is not None:
+        console.print(f"limits in force: {limits['in_force']}")
+        if not limits["cgroup2"]:
+            console.print(f"no cgroup v2 limits: {limits['detail']}")
     if facts["sandbox"]["safe_for_untrusted"]:
         console.print("[green]untrusted tenant code can run here")
     else:

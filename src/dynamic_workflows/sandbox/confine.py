@@ -11,7 +11,9 @@ Three steps, in three places::
 :func:`confine_child` applies, in this order (seccomp last, since it forbids what the earlier
 steps do):
 
-1. parent-death signal (``SIGKILL``), and a check that the fork server is still there.
+1. parent-death signal (``SIGKILL``), and a check that the fork server is still there; where
+   the machine delegates a cgroup v2 subtree, a cgroup of its own with ``memory.max`` and
+   ``cpu.max`` (:mod:`.cgroups`; the rlimits of step 5 hold either way).
 2. identity and namespaces (:mod:`.namespaces`): a root fork server may drop to the policy's
    uid/gid; then a new user, network, IPC and UTS namespace with the ids mapped 1:1; the
    minimal root (:mod:`.mountns`: a private mount namespace holding only what tenant code
@@ -88,7 +90,7 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import ConfigurationError, SandboxUnavailableError
-from . import landlock, mountns, namespaces, seccomp_filter
+from . import cgroups, landlock, mountns, namespaces, seccomp_filter
 
 __all__ = [
     "ConfinementPolicy",
@@ -97,6 +99,7 @@ __all__ = [
     "PreparedConfinement",
     "SandboxUnavailableError",
     "address_space_bytes",
+    "cgroup_name",
     "confine_child",
     "enter_fork_server_root",
     "prepare",
@@ -165,6 +168,9 @@ class ConfinementPolicy:
     allow it user namespaces (:func:`probe` ran as root) or set ``namespaces=False``."""
     gid: int | None = None
     """The gid that goes with :attr:`uid`; both or neither."""
+    cgroups: bool = True
+    """Also a cgroup v2 of its own per child (``memory.max`` = :attr:`memory_bytes`, ``cpu.max``
+    = one CPU) where the machine delegates one (:mod:`.cgroups`); the rlimits hold anyway."""
 
     def __post_init__(self) -> None:
         if self.memory_bytes <= 0 or self.cpu_seconds <= 0 or self.max_files <= 0:
@@ -189,6 +195,16 @@ class IsolationReport:
     """The isolation this machine offers, as found by :func:`probe`."""
 
     layers: tuple[LayerStatus, ...]
+    cgroup: LayerStatus | None = None
+    """Whether workers also get a cgroup v2 of their own (memory.max, cpu.max): available, with
+    the delegated directory as detail, or not, with the reason (see :mod:`.cgroups`)."""
+
+    def limits_in_force(self) -> str:
+        """Which resource limits a worker gets here, for ``dwf doctor``."""
+        rlimits = "rlimits (RLIMIT_AS memory, RLIMIT_CPU time, RLIMIT_NOFILE, RLIMIT_NPROC)"
+        if self.cgroup is not None and self.cgroup.available:
+            return f"cgroup v2 (memory.max, cpu.max) beneath {self.cgroup.detail}, and {rlimits}"
+        return rlimits
 
     def layer(self, name: str) -> LayerStatus | None:
         """The status of the layer called ``name``, or None if the report lacks it."""
@@ -241,6 +257,11 @@ class IsolationReport:
             "layers": {
                 layer.name: {"available": layer.available, "detail": layer.detail}
                 for layer in self.layers
+            },
+            "limits": {
+                "cgroup2": self.cgroup is not None and self.cgroup.available,
+                "detail": self.cgroup.detail if self.cgroup is not None else "not probed",
+                "in_force": self.limits_in_force(),
             },
         }
 
@@ -356,7 +377,14 @@ def probe() -> IsolationReport:
     for name in _LAYERS:
         available, detail = found.get(name, (False, "the probe process died or hung"))
         layers.append(LayerStatus(name, bool(available), str(detail)))
-    return IsolationReport(tuple(layers))
+    return IsolationReport(tuple(layers), _probe_cgroup())
+
+
+def _probe_cgroup() -> LayerStatus:
+    found = cgroups.find_delegation()
+    if isinstance(found, cgroups.Delegation):
+        return LayerStatus("cgroup2", True, found.path)
+    return LayerStatus("cgroup2", False, found)
 
 
 # --- prepare --------------------------------------------------------------------------------
@@ -370,6 +398,7 @@ class PreparedConfinement:
     """
 
     __slots__ = (
+        "_cgroup",
         "_proc",
         "_ruleset",
         "landlock_paths",
@@ -392,6 +421,7 @@ class PreparedConfinement:
         landlock_paths: tuple[str, ...] = (),
         seccomp: seccomp_filter.LoadableProgram | None = None,
         root_plan: mountns.RootPlan | None = None,
+        cgroup: int | None = None,
     ) -> None:
         self.policy = policy
         """The policy this was prepared for."""
@@ -413,6 +443,7 @@ class PreparedConfinement:
         """The fork server lives in the minimal root already (:func:`enter_fork_server_root`):
         children share it instead of building their own."""
         self._proc: int | None = None
+        self._cgroup = cgroup
 
     @property
     def proc_fd(self) -> int | None:
@@ -420,6 +451,12 @@ class PreparedConfinement:
         root (children open their own accounting files and id maps through it, before
         closing it with every other descriptor); None otherwise."""
         return self._proc
+
+    @property
+    def cgroup_fd(self) -> int | None:
+        """A descriptor of the delegated cgroup v2 directory each child creates its own cgroup
+        in (see :mod:`.cgroups`); None when workers get rlimits only."""
+        return self._cgroup
 
     @property
     def ruleset_fd(self) -> int | None:
@@ -441,6 +478,9 @@ class PreparedConfinement:
         if self._proc is not None:
             os.close(self._proc)
             self._proc = None
+        if self._cgroup is not None:
+            os.close(self._cgroup)
+            self._cgroup = None
 
     def __enter__(self) -> PreparedConfinement:
         return self
@@ -538,7 +578,26 @@ def prepare(policy: ConfinementPolicy, report: IsolationReport) -> PreparedConfi
         landlock_paths=granted,
         seccomp=program,
         root_plan=root_plan,
+        cgroup=_open_cgroup(policy, report),
     )
+
+
+def _open_cgroup(policy: ConfinementPolicy, report: IsolationReport) -> int | None:
+    """The delegated cgroup directory, open, when the workers get cgroups; else None (rlimits)."""
+    if not policy.cgroups or report.cgroup is None or not report.cgroup.available:
+        return None
+    try:
+        opened = os.open(report.cgroup.detail, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None  # gone since the probe: rlimits only
+    moved = _dup_above(opened, max((*policy.keep_fds, 2)) + 1)
+    os.close(opened)
+    return moved
+
+
+def cgroup_name(pid: int) -> str:
+    """The cgroup a confined child ``pid`` creates for itself beneath the delegated one."""
+    return f"dwf-w{pid}"
 
 
 def enter_fork_server_root(prepared: PreparedConfinement) -> bool:
@@ -619,6 +678,15 @@ def _die_with_parent(parent_pid: int) -> None:
     if os.getppid() != parent_pid:
         # The fork server died before the signal was armed; behave as if it had fired.
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _join_cgroup(prepared: PreparedConfinement) -> None:
+    # First: the host's view of the cgroup filesystem (through the descriptor) and its own
+    # uid, before namespaces and the uid drop.
+    cgroup = prepared.cgroup_fd
+    if cgroup is not None:
+        name = cgroup_name(os.getpid())
+        cgroups.join(cgroup, name, prepared.policy.memory_bytes)
 
 
 def _enter_namespaces(prepared: PreparedConfinement) -> None:
@@ -734,6 +802,7 @@ def _load_seccomp(prepared: PreparedConfinement) -> None:
 
 
 _STEPS: tuple[tuple[str, Callable[[PreparedConfinement], None]], ...] = (
+    ("cgroup", _join_cgroup),
     ("namespaces", _enter_namespaces),
     ("capabilities", _drop_capabilities),
     ("hygiene", _hygiene),

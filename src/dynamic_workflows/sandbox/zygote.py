@@ -222,6 +222,12 @@ class _ForkServer:
             if pid == 0:
                 return
             self.children.discard(pid)
+            cgroup = self.prepared.cgroup_fd if self.prepared is not None else None
+            if cgroup is not None:
+                from . import cgroups
+                from .confine import cgroup_name
+
+                cgroups.remove(cgroup, cgroup_name(pid))
             with contextlib.suppress(OSError):
                 socket.send_fds(
                     self.control,
