@@ -164,6 +164,21 @@ class StepWrites:
     ) -> None:
         try:
             kept = await self._engine.storage.record_steps(writes, self._engine.clock.now())
+        except StorageError as exc:
+            # Not the workflow's failure: the runs stop and their instances go back to the
+            # queue (Cancelled -> release_run, retried while the storage is down); a replay
+            # finds whichever of these writes did commit (the outcome of a lost connection's
+            # last write is unknown).
+            log.warning(
+                "step writes of %d run(s) failed, their runs are handed back: %s",
+                len({pk for pk, _, _ in writes}),
+                exc,
+            )
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(RunCancelled())
+                    fut.exception()
+            return
         except Exception as exc:
             for fut in futures:
                 if not fut.done():
@@ -203,6 +218,7 @@ class LiveRun:
         self._known = {(e.name, e.count) for e in journal}
         self._futures: dict[tuple[str, int], asyncio.Future[bytes | None]] = {}
         self._timers: list[TimerHandle] = []
+        self._hold: asyncio.Future[None] | None = None
         self._closed = False
         # Attempt history (core/attempts.py): when each open attempt began, and the failed
         # attempts of the steps that have some.
@@ -249,9 +265,17 @@ class LiveRun:
 
     async def _expire(self, name: str, count: int) -> None:
         error = ErrorInfo("WorkflowTimeoutError", f'step.wait_for_event("{name}") timed out')
-        result = await self.engine.storage.expire_wait(
-            self.pk, self.generation, name, count, error, self.engine.clock.now()
-        )
+        now = self.engine.clock.now()
+        try:
+            result = await self.engine.storage.expire_wait(
+                self.pk, self.generation, name, count, error, now
+            )
+        except StorageError as exc:
+            log.warning(
+                "expiring wait %r of instance pk %d failed, retrying: %s", name, self.pk, exc
+            )
+            self._arm_deadline(name, count, now + 1.0)
+            return
         if result is not None:
             timed_out, value = result
             self._resolve(name, count, None if timed_out else value)
@@ -292,6 +316,27 @@ class LiveRun:
         self.stop_reason = reason
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+    def hold_in_storage(self, wake_at: float | None, *, parked: bool = True) -> None:
+        """Record that this run parked until ``wake_at`` (or went on, ``parked=False``) on a
+        shared database. The writes are chained so they commit in the order they happened;
+        the run's own writes need not wait for them (a parked row is still its run's)."""
+        before = self._hold
+        self._hold = asyncio.ensure_future(self._hold_write(before, wake_at, parked))
+        self.engine.spawn(self._hold)
+
+    async def _hold_write(
+        self, before: asyncio.Future[None] | None, wake_at: float | None, parked: bool
+    ) -> None:
+        if before is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await before
+        storage, now = self.engine.storage, self.engine.clock.now()
+        with contextlib.suppress(Exception):  # the run's next write or suspension settles it
+            if parked:
+                await storage.park_run(self.pk, self.generation, wake_at, now)
+            else:
+                await storage.unpark_run(self.pk, self.generation, now)
 
     def close(self) -> None:
         self._closed = True
@@ -368,9 +413,13 @@ class LiveRun:
         self._new_step(name, count)
         self._future((name, count))  # an event delivered before we return must not be lost
         now = self.engine.clock.now()
-        result = await self.engine.storage.register_wait(
-            self.pk, self.generation, name, count, event_type, now + timeout, now
-        )
+        try:
+            result = await self.engine.storage.register_wait(
+                self.pk, self.generation, name, count, event_type, now + timeout, now
+            )
+        except StorageError as exc:  # handed back, as a failed step write is (StepWrites)
+            log.warning("registering wait %r of instance pk %d failed: %s", name, self.pk, exc)
+            raise RunCancelled() from None
         if result is None:
             raise RunCancelled()
         if result.value is None:
@@ -454,10 +503,6 @@ class Engine:
                 on_control=self._control_elsewhere,
                 poke=self.poke,
             )
-            # A run parked in this process would hold its instance from the other nodes' view;
-            # on a shared database a near wake-up hibernates like any other (the row is then
-            # `waiting`, and whichever node is free claims it when due).
-            self.warm_horizon = 0.0
 
     # -- registration ---------------------------------------------------------------------
 
@@ -608,7 +653,7 @@ class Engine:
             room = min(free - len(claims), self._warm_room()) if ahead else 0
             if room > 0:
                 # Due soon: replay now, park until the instant (see the module's docstring).
-                claims += await self.storage.claim_due(now + self.warm_horizon, room)
+                claims += await self.storage.claim_due(now, room, ahead=self.warm_horizon)
             for claim in claims:
                 self._start_run(claim)
             if claims:
@@ -736,7 +781,17 @@ class Engine:
                 return None
             self._parked.add(live.pk)
             self.poke()  # its slot is free for another run
-            return lambda: self._parked.discard(live.pk)
+            if self.cluster is None:
+                return lambda: self._parked.discard(live.pk)
+            # On a shared database the row says so too (`waiting`, still held by this node), so
+            # that other nodes see what users see, and take the instance over if this node dies.
+            live.hold_in_storage(wake_at)
+
+            def unpark() -> None:
+                self._parked.discard(live.pk)
+                live.hold_in_storage(None, parked=False)
+
+            return unpark
 
         return park
 

@@ -307,17 +307,22 @@ class Queries:
     ) -> tuple[dict[str, int], list[InstanceRow] | None]:
         """Reported counts, and the stored ``running`` rows when some of them are parked runs
         (reported ``waiting``), else None."""
-        stored = await self.engine.storage.count_instances(workflow, scope=scope)
-        counts = {s: stored.get(s, 0) for s in _COUNTED}
-        for status, n in stored.items():
-            counts.setdefault(status, n)
-        running = counts[Status.RUNNING]
-        if not running or not self.engine.parked_runs():
-            return counts, None
-        # Running rows are live runs: few (at most concurrency + max_warm per engine).
-        rows = await self.engine.storage.list_instances(
-            workflow, scope=scope, status=Status.RUNNING, limit=running
-        )
+        for _ in range(3):
+            stored = await self.engine.storage.count_instances(workflow, scope=scope)
+            counts = {s: stored.get(s, 0) for s in _COUNTED}
+            for status, n in stored.items():
+                counts.setdefault(status, n)
+            running = counts[Status.RUNNING]
+            if not running or not self.engine.parked_runs():
+                return counts, None
+            # Running rows are live runs: few (at most concurrency + max_warm per engine).
+            rows = await self.engine.storage.list_instances(
+                workflow, scope=scope, status=Status.RUNNING, limit=running + 1
+            )
+            if len(rows) == running:
+                break
+            # A run moved between the two reads (on a shared database a parked run's row turns
+            # `waiting` when its park commits): count again, or it would be counted twice.
         parked = sum(1 for r in rows if self.engine.reported_status(r) == Status.WAITING)
         if not parked:
             return counts, None

@@ -330,3 +330,36 @@ def test_timers_and_event_timeouts_fire_once_across_nodes(cluster: Any, counting
         assert counting.counts[f"{iid}:flaky:2"] == 1
         assert counting.counts[f"{iid}:timed-out"] == 1
         assert "timed_out" in finished[iid]["output"]
+
+
+def test_a_parked_run_reads_waiting_everywhere_and_is_taken_over_when_its_node_dies(
+    cluster: Any, counting: Counting, pg_server: pg_support.PgServer, pg_url: str
+) -> None:
+    # A sleep shorter than the engine's warm horizon (5 s) keeps its run parked in the node that
+    # runs it: the row must read `waiting` on every node, and stay its node's until it dies.
+    nodes, dump = cluster
+    schema = parse_qs(urlparse(pg_url).query)["schema"][0]
+    ids = [f"park-{i}" for i in range(9)]
+    for i, iid in enumerate(ids):
+        nodes[i % 3].post("/create", iid, {"sleep": 3500})
+    deadline = time.monotonic() + 20
+    rows: list[Any] = []
+    while time.monotonic() < deadline:
+        rows = pg_server.fetch(
+            f'SELECT id, status, owner FROM "{schema}".instances WHERE id LIKE $1', "park-%"
+        )
+        if len(rows) == len(ids) and all(r["status"] == "waiting" and r["owner"] for r in rows):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"not all parked and held: {[dict(r) for r in rows]}")
+    for node in nodes:
+        for iid in ids:
+            assert node.status(iid)["status"] == "waiting", (node.name, iid)
+    victim = next(n for n in nodes if any(f":{n.proc.pid}:" in r["owner"] for r in rows))
+    held = [r["id"] for r in rows if f":{victim.proc.pid}:" in r["owner"]]
+    victim.kill9()
+    others = [n for n in nodes if n is not victim]
+    finished = wait_finished(others, ids, timeout=LEASE * 3 + 30, dump=dump)
+    assert check_exactly_once(counting, finished) == len(ids) * 3
+    assert held, "the killed node held none of the parked runs"

@@ -130,9 +130,11 @@ class Storage(Protocol):
 
     async def load_journal(self, pk: int) -> list[JournalEntry]: ...
 
-    async def claim_due(self, now: float, limit: int) -> list[Claim]:
-        """Mark up to ``limit`` queued/waiting instances whose ``wake_at <= now`` running,
-        earliest first, and return them with their journals."""
+    async def claim_due(self, now: float, limit: int, *, ahead: float = 0.0) -> list[Claim]:
+        """Mark up to ``limit`` queued/waiting instances whose ``wake_at <= now + ahead``
+        running, earliest first, and return them with their journals. ``ahead`` claims what is
+        due soon (the engine replays it and parks it until due); leases are judged at ``now``,
+        never at the later time, or a node would take over other nodes' live runs."""
         ...
 
     async def next_due(self) -> float | None:

@@ -72,6 +72,8 @@ T = TypeVar("T")
 
 _ACTIVE = sorted(ACTIVE_STATUSES)
 _CLAIMABLE = sorted(CLAIMABLE_STATUSES)
+_HELD = sorted(ACTIVE_STATUSES | CLAIMABLE_STATUSES)
+"""A row this node holds in one of these is its live run's: active, or parked (see _live_view)."""
 _StepCall = tuple[Sequence[tuple[int, int, JournalEntry]], float, "asyncio.Future[list[bool]]"]
 """A ``record_steps`` call waiting for the writer: its writes, its time, its answer."""
 _DUE_SOON = 5.0
@@ -151,6 +153,19 @@ class PostgresStorage:
         """``state`` if this node holds the row: on another node's (or nobody's) row, a
         live-run action of this node is stale."""
         return state if state is not None and state.owner == self.node_id else None
+
+    def _live_view(self, state: Held | None) -> Held | None:
+        """What a live run's action sees of the row this node holds: a parked row (``waiting``,
+        or ``queued`` once an event came for it, still held) is its run's, which is live in this
+        process and may write before its unpark is committed (the two are separate
+        transactions); the transitions see it ``running``. A pending wake-up is kept only when
+        an event is waiting to be seen (``queued``): a parked row's own ``wake_at`` is the park's,
+        not news for the run."""
+        state = self._mine(state)
+        if state is None or state.status not in CLAIMABLE_STATUSES:
+            return state
+        wake_at = state.wake_at if state.status == Status.QUEUED else None
+        return msgspec.structs.replace(state, status=Status.RUNNING, wake_at=wake_at)
 
     async def _apply(
         self,
@@ -289,7 +304,7 @@ class PostgresStorage:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    async def claim_due(self, now: float, limit: int) -> list[Claim]:
+    async def claim_due(self, now: float, limit: int, *, ahead: float = 0.0) -> list[Claim]:
         # The claim and the journals in one transaction: a failure before the commit leaves
         # nothing claimed (a claim the engine never heard of would stay this node's).
         async def op(c: Session) -> list[Claim]:
@@ -304,6 +319,7 @@ class PostgresStorage:
                 Status.PAUSED,
                 Status.RUNNING,
                 self.lease_seconds,
+                ahead,
             )
             claimed = sorted(
                 (r for r in rows if r[4] == Status.RUNNING), key=lambda r: (r[-1], r[0])
@@ -406,7 +422,7 @@ class PostgresStorage:
                 Q["record_steps"],
                 *(list(col) for col in columns),
                 self.node_id,
-                _ACTIVE,
+                _HELD,
             )
 
         live = {(r[0], r[1]) for r in await self._db.run("record_steps", op, write=True)}
@@ -424,7 +440,7 @@ class PostgresStorage:
     ) -> WaitResult | None:
         async def op(c: Session) -> WaitResult | None:
             r = await c.fetchrow(Q["lock_instance"], pk)
-            state = None if r is None else self._mine(held(r))
+            state = None if r is None else self._live_view(held(r))
             e = None if state is None else await c.fetchrow(Q["oldest_event"], pk, event_type)
             buffered = [] if e is None else [BufferedEvent(e[0], e[1], e[2], e[3])]
             outcome = tr.register_wait(
@@ -444,7 +460,7 @@ class PostgresStorage:
     ) -> tuple[bool, bytes | None] | None:
         async def op(c: Session) -> tuple[bool, bytes | None] | None:
             r = await c.fetchrow(Q["lock_instance"], pk)
-            state = None if r is None else self._mine(held(r))
+            state = None if r is None else self._live_view(held(r))
             s = None if state is None else await c.fetchrow(Q["journal_entry"], pk, name, count)
             wait = None if s is None else entry(s)
             outcome = tr.expire_wait(state, generation, wait, error)
@@ -509,7 +525,7 @@ class PostgresStorage:
         now: float,
     ) -> bool:
         async def op(c: Session) -> bool:
-            state = await self._lock_mine(c, pk)
+            state = await self._lock_live(c, pk)
             change = tr.finish_run(state, generation, status, output, error, now)
             if change is None:
                 return False
@@ -522,11 +538,15 @@ class PostgresStorage:
         r = await c.fetchrow(Q["lock_instance"], pk)
         return None if r is None else self._mine(held(r))
 
+    async def _lock_live(self, c: Session, pk: int) -> Held | None:
+        r = await c.fetchrow(Q["lock_instance"], pk)
+        return None if r is None else self._live_view(held(r))
+
     async def suspend_run(
         self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
     ) -> str | None:
         async def op(c: Session) -> str | None:
-            state = await self._lock_mine(c, pk)
+            state = await self._lock_live(c, pk)
             outcome = tr.suspend_run(state, generation, wake_at, held_by_pause, now)
             if outcome is None:
                 return None
@@ -539,7 +559,7 @@ class PostgresStorage:
 
     async def release_run(self, pk: int, generation: int, now: float) -> bool:
         async def op(c: Session) -> bool:
-            change = tr.release_run(await self._lock_mine(c, pk), generation, now)
+            change = tr.release_run(await self._lock_live(c, pk), generation, now)
             if change is None:
                 return False
             due = change.status == Status.QUEUED

@@ -36,6 +36,9 @@ LOST: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A connection whose protocol was left mid-operation when the server killed it (seen under
+    # pg_terminate_backend): "cannot switch to state N; another operation is in progress".
+    asyncpg.InternalClientError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.CannotConnectNowError,

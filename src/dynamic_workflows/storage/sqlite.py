@@ -507,7 +507,9 @@ class SQLiteStorage:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    async def claim_due(self, now: float, limit: int) -> list[Claim]:
+    async def claim_due(self, now: float, limit: int, *, ahead: float = 0.0) -> list[Claim]:
+        now += ahead  # one owner: no lease to judge
+
         def op(conn: sqlite3.Connection) -> list[Claim]:
             rows = conn.execute(
                 f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE wake_at <= ? "

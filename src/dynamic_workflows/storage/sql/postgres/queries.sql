@@ -39,15 +39,16 @@ ORDER BY instance_pk, recorded_at NULLS FIRST, name, count;
 
 -- name: claim_due
 -- Claims in one statement, earliest first, skipping rows other transactions hold:
---   due:      queued/waiting rows ($3) whose wake_at has come, not held by a live lease (a
---             parked run: its owner keeps it warm) nor by this node ($4: it parks its own);
+--   due:      queued/waiting rows ($3) whose wake_at has come (or comes within $10 seconds:
+--             claimed ahead), not held by a live lease (a parked run: its owner keeps it
+--             warm) nor by this node ($4: it parks its own); leases are judged at $1, now;
 --   lapsed:   running/pausing rows ($5) whose owner's lease ran out: a takeover.
 -- A row that had an owner gets its generation bumped, so that the old owner's writes, fenced
 -- by generation, can never commit. This is transitions.recover followed by transitions.claim:
 -- a taken-over run that was pausing ($6) ends paused and is not returned as a claim.
 WITH due AS (
     SELECT pk, wake_at AS t FROM instances
-    WHERE wake_at <= $1 AND status = ANY ($3::text[])
+    WHERE wake_at <= $1::float8 + $10::float8 AND status = ANY ($3::text[])
       AND (owner IS NULL OR (owner <> $4 AND lease_until < $1))
     ORDER BY wake_at
     LIMIT $2
@@ -87,8 +88,9 @@ SELECT least(
 );
 
 -- name: record_steps
--- Journal writes of many live runs at once. A run is live while its row is active ($18) with
--- the run's generation and held by this node ($17). FOR SHARE (taken in pk order, as
+-- Journal writes of many live runs at once. A run is live while its row is active or parked
+-- ($18: a parked row is held, waiting or queued) with the run's generation and held by this
+-- node ($17). FOR SHARE (taken in pk order, as
 -- renew_leases does) holds off a concurrent terminate, restart or takeover until this commits,
 -- and a row changed meanwhile is re-read first: no write is kept for a run that lost its row.
 -- The upsert keeps recorded_at from the step's first write. Answers the live (pk, generation).
