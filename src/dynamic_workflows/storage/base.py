@@ -31,6 +31,7 @@ from ..core.journal import ErrorInfo, JournalEntry
 from ..core.transitions import (
     ACTIVE_STATUSES,
     FINITE_STATUSES,
+    INITIAL_STATUS,
     ControlResult,
     EventDelivery,
     Status,
@@ -48,6 +49,8 @@ __all__ = [
     "Status",
     "Storage",
     "WaitResult",
+    "new_row",
+    "step_values",
 ]
 
 
@@ -74,6 +77,46 @@ class InstanceRow(msgspec.Struct, frozen=True):
     wake_at: float | None = None
     started_at: float | None = None
     ended_at: float | None = None
+
+
+def new_row(pk: int, item: NewInstance, now: float) -> InstanceRow:
+    """The row of an instance just created (every backend answers ``create_instances`` with
+    it): queued, generation 0, due now."""
+    return InstanceRow(
+        pk=pk,
+        workflow=item.workflow,
+        scope=item.scope,
+        id=item.id,
+        status=INITIAL_STATUS,
+        params=item.params,
+        generation=0,
+        created_at=now,
+        updated_at=now,
+        wake_at=now,
+    )
+
+
+def step_values(pk: int, e: JournalEntry, recorded_at: float) -> tuple[object, ...]:
+    """A journal entry as the SQL backends' ``steps`` row, column by column: ``instance_pk,
+    name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type,
+    recorded_at, started_at, ended_at, attempts``."""
+    return (
+        pk,
+        e.name,
+        e.count,
+        e.kind,
+        e.state,
+        e.value,
+        None if e.error is None else e.error.name,
+        None if e.error is None else e.error.message,
+        e.attempt,
+        e.wake_at,
+        e.event_type,
+        recorded_at,
+        e.started_at,
+        e.ended_at,
+        e.attempts,
+    )
 
 
 class Claim(msgspec.Struct, frozen=True):

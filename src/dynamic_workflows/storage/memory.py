@@ -21,6 +21,7 @@ from .base import (
     InstanceRow,
     NewInstance,
     WaitResult,
+    new_row,
 )
 
 __all__ = ["MemoryStorage"]
@@ -79,18 +80,7 @@ class MemoryStorage:
                 continue
             pk = self._next_pk
             self._next_pk += 1
-            row = InstanceRow(
-                pk=pk,
-                workflow=item.workflow,
-                scope=item.scope,
-                id=item.id,
-                status=t.INITIAL_STATUS,
-                params=item.params,
-                generation=0,
-                created_at=now,
-                updated_at=now,
-                wake_at=now,
-            )
+            row = new_row(pk, item, now)
             self._by_pk[pk] = _Instance(row)
             self._by_key[key] = pk
             heapq.heappush(self._due, (now, pk))

@@ -50,7 +50,7 @@ from ..core.transitions import (
     WaitResult,
 )
 from ..errors import ConfigurationError, StorageError
-from .base import Claim, InstanceRow, NewInstance
+from .base import Claim, InstanceRow, NewInstance, new_row
 from .postgres_db import FAILED, LOST, Database, Session, redact
 from .postgres_listen import Listener
 from .postgres_schema import Migration
@@ -231,20 +231,7 @@ class PostgresStorage:
             if pk is None or first[key] != i:
                 out.append(None)
                 continue
-            out.append(
-                InstanceRow(
-                    pk=pk,
-                    workflow=it.workflow,
-                    scope=it.scope,
-                    id=it.id,
-                    status=tr.INITIAL_STATUS,
-                    params=it.params,
-                    generation=0,
-                    created_at=now,
-                    updated_at=now,
-                    wake_at=now,
-                )
-            )
+            out.append(new_row(pk, it, now))
         return out
 
     async def get_instance(self, workflow: str, scope: str, id: str) -> InstanceRow | None:

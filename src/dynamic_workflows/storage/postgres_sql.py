@@ -10,7 +10,7 @@ import msgspec
 
 from ..core.journal import ErrorInfo, JournalEntry
 from ..core.transitions import Change
-from .base import InstanceRow
+from .base import InstanceRow, step_values
 from .postgres_schema import queries
 
 __all__ = ["RECORDED_AT", "Held", "Q", "change_sets", "entry", "held", "row", "step_args"]
@@ -105,23 +105,7 @@ def entry(r: asyncpg.Record, at: int = 0) -> JournalEntry:
 def step_args(pk: int, e: JournalEntry, now: float) -> tuple[Any, ...]:
     """The values of a ``steps`` row, as ``put_step`` takes them ($1-$15; ``now`` is
     ``recorded_at``, at :data:`RECORDED_AT`)."""
-    return (
-        pk,
-        e.name,
-        e.count,
-        e.kind,
-        e.state,
-        e.value,
-        None if e.error is None else e.error.name,
-        None if e.error is None else e.error.message,
-        e.attempt,
-        e.wake_at,
-        e.event_type,
-        now,
-        e.started_at,
-        e.ended_at,
-        e.attempts,
-    )
+    return step_values(pk, e, now)
 
 
 RECORDED_AT = 11

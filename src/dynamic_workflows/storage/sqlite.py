@@ -41,6 +41,8 @@ from .base import (
     InstanceRow,
     NewInstance,
     WaitResult,
+    new_row,
+    step_values,
 )
 from .filelock import FileLock
 
@@ -176,24 +178,7 @@ _IN_CHUNK = 500
 """Host parameters per ``IN (...)`` list (SQLite allows 32,766 since 3.32; older, 999)."""
 
 
-def _step_row(pk: int, e: JournalEntry, now: float) -> tuple[Any, ...]:
-    return (
-        pk,
-        e.name,
-        e.count,
-        e.kind,
-        e.state,
-        e.value,
-        None if e.error is None else e.error.name,
-        None if e.error is None else e.error.message,
-        e.attempt,
-        e.wake_at,
-        e.event_type,
-        now,
-        e.started_at,
-        e.ended_at,
-        e.attempts,
-    )
+_step_row = step_values
 
 
 def _put_step(conn: sqlite3.Connection, pk: int, e: JournalEntry, now: float) -> None:
@@ -410,20 +395,7 @@ class SQLiteStorage:
                 if cur.rowcount == 0:
                     out.append(None)
                     continue
-                out.append(
-                    InstanceRow(
-                        pk=cur.lastrowid or 0,
-                        workflow=it.workflow,
-                        scope=it.scope,
-                        id=it.id,
-                        status=t.INITIAL_STATUS,
-                        params=it.params,
-                        generation=0,
-                        created_at=now,
-                        updated_at=now,
-                        wake_at=now,
-                    )
-                )
+                out.append(new_row(cur.lastrowid or 0, it, now))
             return out
 
         return await self._submit(op)
