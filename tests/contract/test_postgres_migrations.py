@@ -1,10 +1,12 @@
 """The PostgreSQL schema: the migrations reproduce ``schema.sql``, one at a time as well as all
-at once; they are recorded, applied once when several nodes start together, and a database
-newer than the code is refused."""
+at once; they are recorded, applied once when several nodes start together (in a schema of
+their own or in a fresh database's public schema), and a database newer than the code is
+refused."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import asyncpg
@@ -44,6 +46,20 @@ def fresh(pg_server: pg_support.PgServer) -> Iterator[Callable[[], str]]:
     yield name
     for schema in made:
         pg_server.drop(schema)
+
+
+@pytest.fixture
+async def fresh_database(pg_server: pg_support.PgServer) -> AsyncIterator[str]:
+    """The URL of a database made for this test (dropped after): nothing in it, not even the
+    version table, which lives in the schema on the search path (here ``public``)."""
+    name = f"{pg_server.database}_{secrets.token_hex(3)}"
+    admin = await asyncpg.connect(pg_server.server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield pg_support.with_database(pg_server.server, name)
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
 
 
 async def use(conn: asyncpg.Connection, schema: str) -> None:
@@ -116,6 +132,49 @@ async def test_nodes_starting_together_migrate_once(
     await use(conn, name)
     count = await conn.fetchval("SELECT count(*) FROM dwf_migrations")
     assert count == len(migrations())
+
+
+@pytest.mark.parametrize("how", ["dwf migrate", "node start"])
+async def test_three_migrations_at_once_on_a_fresh_database_all_succeed(
+    fresh_database: str, how: str
+) -> None:
+    # The race made certain: the three look for the version table (missing) and then wait for
+    # the migration lock, held here, until all three wait; then they go. They used to fail but
+    # the first: 'relation "dwf_migrations" already exists' (the table they had looked up before
+    # the wait still read as missing after it).
+    holder = await asyncpg.connect(fresh_database)
+    key = "dynamic_workflows.migrate:public"
+    await holder.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+    stores = [PostgresStorage(fresh_database, pool_size=1) for _ in range(3)]
+    try:
+        if how == "dwf migrate":
+            runs = asyncio.gather(*(s.migrate() for s in stores), return_exceptions=True)
+        else:
+            runs = asyncio.gather(*(s.open() for s in stores), return_exceptions=True)
+        waiting = 0
+        for _ in range(500):
+            waiting = await holder.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            if waiting == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting == 3
+        await holder.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+        results = await runs
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert not failed, failed
+        if how == "dwf migrate":
+            applied = sorted((len(r[0]), r[1]) for r in results)  # type: ignore[index]
+            assert applied == [(0, latest_version())] * 2 + [(len(migrations()), latest_version())]
+        rows = await holder.fetch("SELECT version, name FROM dwf_migrations ORDER BY version")
+        assert [(r[0], r[1]) for r in rows] == [(m.version, m.name) for m in migrations()]
+        # a node that started on it works: it can create an instance
+        if how == "node start":
+            assert await stores[0].count_instances() == {}
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+        await holder.close()
 
 
 async def test_a_database_newer_than_the_code_is_refused(

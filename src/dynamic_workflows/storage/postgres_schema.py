@@ -6,13 +6,14 @@ order; ``queries.sql`` holds the backend's statements under ``-- name: ...`` hea
 ``schema.sql`` is the schema the migrations add up to, for reading (nothing runs it but a test
 that checks the migrations reproduce it).
 
-Several nodes may start at once against one database: :func:`migrate` takes a transaction-level
-advisory lock (one per schema), so one of them migrates and the others then find nothing to do;
-the whole run is one transaction, so nobody ever sees half a migration.
+Several nodes may start at once against one database: :func:`migrate` takes an advisory lock
+(one per schema), so one of them migrates and the others then find nothing to do; the migration
+is one transaction, so nobody ever sees half a migration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from functools import cache
 from importlib import resources
@@ -106,17 +107,39 @@ async def migrate(
     _check_not_newer(version, latest)
     if version >= want:
         return []
+    lock_name = "dynamic_workflows.migrate:" + (
+        schema or await conn.fetchval("SELECT current_schema()") or ""
+    )
+    # A session-level lock, and the transaction begun only once it is held: beginning a
+    # transaction is where a session catches up with the catalog changes other sessions
+    # committed (its caches of pg_class & co.); taking an advisory lock is not. Locked inside the
+    # transaction, a node that had waited for another's migration still read the version table
+    # as missing (looked up before the wait, in current_version) and its CREATE TABLE failed:
+    # 'relation "dwf_migrations" already exists' on a fresh database.
+    await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock_name)
+    unlock = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
+    try:
+        applied = await _migrate_locked(conn, known, want, schema)
+    except BaseException:
+        if not conn.is_closed():  # a closed connection let go of its lock
+            with contextlib.suppress(Exception):  # the first error tells
+                await conn.execute(unlock, lock_name)
+        raise
+    await conn.execute(unlock, lock_name)
+    return applied
+
+
+async def _migrate_locked(
+    conn: asyncpg.Connection, known: tuple[Migration, ...], want: int, schema: str | None
+) -> list[Migration]:
+    latest = known[-1].version
     applied: list[Migration] = []
     async with conn.transaction():
-        lock_name = "dynamic_workflows.migrate:" + (
-            schema or await conn.fetchval("SELECT current_schema()") or ""
-        )
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock_name)
         if schema is not None:
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
         if await conn.fetchval("SELECT to_regclass($1)", VERSION_TABLE) is None:
             await conn.execute(
-                f"CREATE TABLE {VERSION_TABLE} (version INTEGER PRIMARY KEY, "
+                f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER PRIMARY KEY, "
                 "name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
         done = {r[0] for r in await conn.fetch(f"SELECT version FROM {VERSION_TABLE}")}
