@@ -124,6 +124,7 @@ _PROBE_TIMEOUT = 10.0
 """Seconds the probe child gets; it normally needs about 0.02."""
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
+_CAP_SYS_ADMIN = 21
 
 # Resolved at import, in the fork server, so that no child has to look the symbol up.
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -523,7 +524,14 @@ def prepare(policy: ConfinementPolicy, report: IsolationReport) -> PreparedConfi
         if report.available(NETNS):
             flags |= _NETNS_FLAGS
     root_plan: mountns.RootPlan | None = None
-    if flags & namespaces.CLONE_NEWUSER and report.available(MOUNTNS):
+    drops_uid = policy.uid is not None and os.geteuid() == 0
+    if (
+        flags & namespaces.CLONE_NEWUSER
+        and report.available(MOUNTNS)
+        # A child dropping to the policy's uid builds its root as root first (see
+        # _enter_namespaces), which takes CAP_SYS_ADMIN; without it, no minimal root.
+        and (not drops_uid or _has_cap_sys_admin())
+    ):
         # Built by each child in its own mount namespace, unless the fork server builds it once
         # for all of them (enter_fork_server_root).
         root_plan = mountns.plan_root(landlock.default_read_paths() + policy.read_paths)
@@ -582,6 +590,15 @@ def prepare(policy: ConfinementPolicy, report: IsolationReport) -> PreparedConfi
     )
 
 
+def _has_cap_sys_admin() -> bool:
+    try:
+        with open("/proc/self/status") as file:
+            effective = next(line for line in file if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(effective.split()[1], 16) & (1 << _CAP_SYS_ADMIN))
+
+
 def _open_cgroup(policy: ConfinementPolicy, report: IsolationReport) -> int | None:
     """The delegated cgroup directory, open, when the workers get cgroups; else None (rlimits)."""
     if not policy.cgroups or report.cgroup is None or not report.cgroup.available:
@@ -607,16 +624,12 @@ def enter_fork_server_root(prepared: PreparedConfinement) -> bool:
     1 ms a child). Call it after :func:`prepare` and before forking; the fork server keeps a
     descriptor of the host's ``/proc`` (:attr:`PreparedConfinement.proc_fd`) and has no other
     view of the host's filesystem from then on. A root fork server unshares its mount
-    namespace; any other enters a user namespace of its own first (its children nest theirs
-    in it). Returns False, changing nothing, when there is no minimal root to enter (or a
-    root fork server drops its children to another uid, which the ids of a user namespace of
-    its own would not map); raises :class:`SandboxUnavailableError` if entering it fails.
+    namespace; any other (or root without ``CAP_SYS_ADMIN``) enters a user namespace of its
+    own first, and its children nest theirs in it. Returns False, changing nothing, when there
+    is no minimal root to enter; raises :class:`SandboxUnavailableError` if entering it fails.
     """
     plan = prepared.root_plan
     if plan is None or prepared.root_inherited or prepared.policy.unconfined:
-        return False
-    privileged = os.geteuid() == 0
-    if prepared.policy.uid is not None and not privileged:
         return False
     floor = max((*prepared.policy.keep_fds, 2)) + 1
     try:
@@ -625,15 +638,19 @@ def enter_fork_server_root(prepared: PreparedConfinement) -> bool:
         os.close(opened)
     except OSError as exc:
         raise SandboxUnavailableError(f"mountns: cannot open /proc: {exc}") from exc
+    own_user_namespace = namespaces.CLONE_NEWUSER | namespaces.CLONE_NEWNS
     try:
-        try:
-            if not privileged:
-                raise PermissionError("not root")
-            namespaces.unshare(namespaces.CLONE_NEWNS)
-        except OSError:
-            if prepared.policy.uid is not None:
-                raise
-            namespaces.enter_namespaces(namespaces.CLONE_NEWUSER | namespaces.CLONE_NEWNS, proc)
+        if os.geteuid() != 0:
+            namespaces.enter_namespaces(own_user_namespace, proc)
+        else:
+            try:
+                namespaces.unshare(namespaces.CLONE_NEWNS)
+            except OSError:
+                if prepared.policy.uid is not None:
+                    # Its user namespace would map uid 0 alone: children could not drop to
+                    # the policy's uid.
+                    raise
+                namespaces.enter_namespaces(own_user_namespace, proc)
         mountns.enter_root(plan)
     except OSError as exc:
         os.close(proc)
