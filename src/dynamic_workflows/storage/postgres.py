@@ -15,9 +15,13 @@ Semantics are SQLite's (the contract tests run on both); what sharing adds:
 
 The state machine is :mod:`dynamic_workflows.core.transitions`: a transition locks the row
 (``FOR UPDATE``), asks the function named for it, and writes the answer. The hot paths are
-single statements: ``create_instances``, ``record_steps`` (one statement for many runs' writes,
-and concurrent calls are merged while one is in flight, as SQLite's group commit does) and the
-claim. ``stats`` counts round trips for the benchmarks.
+single statements: ``create_instances``, ``record_steps`` (one statement for many runs' writes)
+and the claim. The ends of runs (``finish_run``, ``suspend_run``, ``release_run``) are batched
+too, two statements for many runs: their rows are read, each run's transition computes its
+change, and one statement writes the changes of the rows that still read as they were (compare
+and set; a row changed in between ends the locked way, alone). Calls of both kinds made while
+one batch is in flight are merged into the next (:mod:`.postgres_batch`), as SQLite's group
+commit does. ``stats`` counts round trips for the benchmarks.
 
 The connections, the retry policy and the error boundary (driver errors become
 :class:`~dynamic_workflows.errors.StorageError` there and nowhere else) are in
@@ -32,13 +36,14 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 import msgspec
 
 from ..core import transitions as tr
 from ..core.journal import ErrorInfo, JournalEntry
+from ..core.logs import LogLine
 from ..core.transitions import (
     ACTIVE_STATUSES,
     CLAIMABLE_STATUSES,
@@ -50,9 +55,11 @@ from ..core.transitions import (
     WaitResult,
 )
 from ..errors import ConfigurationError, StorageError
-from .base import Claim, InstanceRow, NewInstance, new_row
-from .postgres_db import FAILED, LOST, Database, Session, redact
+from .base import Claim, InstanceRow, LogWrite, NewInstance, new_row
+from .postgres_batch import GroupWriter
+from .postgres_db import FAILED, Database, Session, redact
 from .postgres_listen import Listener
+from .postgres_logs import LogWriter, load_logs
 from .postgres_schema import Migration
 from .postgres_sql import (
     INSTANCE_COLUMNS,
@@ -60,6 +67,7 @@ from .postgres_sql import (
     Held,
     Q,
     change_sets,
+    end_args,
     entry,
     held,
     row,
@@ -74,11 +82,32 @@ _ACTIVE = sorted(ACTIVE_STATUSES)
 _CLAIMABLE = sorted(CLAIMABLE_STATUSES)
 _HELD = sorted(ACTIVE_STATUSES | CLAIMABLE_STATUSES)
 """A row this node holds in one of these is its live run's: active, or parked (see _live_view)."""
-_StepCall = tuple[Sequence[tuple[int, int, JournalEntry]], float, "asyncio.Future[list[bool]]"]
-"""A ``record_steps`` call waiting for the writer: its writes, its time, its answer."""
+_StepCall = tuple[Sequence[tuple[int, int, JournalEntry]], float]
+"""A ``record_steps`` call: its writes and its time."""
 _DUE_SOON = 5.0
 """A run suspended to wake within this many seconds is announced (``due``): other nodes may
 be sleeping until a later time they knew of."""
+
+_Answer = bool | str | None
+
+
+class _Decision(NamedTuple):
+    """What a run's end writes (a transition's change), what to announce, and its answer."""
+
+    change: Change
+    notify: str | None
+    answer: _Answer
+
+
+class _End(NamedTuple):
+    """A run's end (``op``: finish_run, suspend_run or release_run) waiting for the writer:
+    ``decide`` calls the transition on the row as the live run sees it (None: the row is gone);
+    None from it means the run is stale, and ``stale`` is the answer."""
+
+    op: str
+    pk: int
+    decide: Callable[[Held | None], _Decision | None]
+    stale: _Answer
 
 
 class PostgresStorage:
@@ -111,8 +140,9 @@ class PostgresStorage:
         self.lease_seconds = lease_seconds
         self.channel = "dwf"
         self._listener: Listener | None = None
-        self._pending_steps: list[_StepCall] = []
-        self._step_writer: asyncio.Task[None] | None = None
+        self._log_writer = LogWriter(self._db)
+        self._steps: GroupWriter[_StepCall, list[bool]] = GroupWriter("record_steps", self._record)
+        self._ends: GroupWriter[_End, _Answer] = GroupWriter("end_runs", self._end_runs)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -130,9 +160,7 @@ class PostgresStorage:
 
     async def close(self) -> None:
         """Finish the writes in flight, stop listening, close the connections."""
-        writer = self._step_writer
-        if writer is not None:
-            await asyncio.gather(writer, return_exceptions=True)
+        await asyncio.gather(self._steps.drain(), self._ends.drain())
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
@@ -167,6 +195,12 @@ class PostgresStorage:
         wake_at = state.wake_at if state.status == Status.QUEUED else None
         return msgspec.structs.replace(state, status=Status.RUNNING, wake_at=wake_at)
 
+    @staticmethod
+    def _lets_go(change: Change) -> bool:
+        """Whether ``change`` lets go of the row's holder: it leaves the active statuses."""
+        status = change.updates().get("status")
+        return status is not None and status not in ACTIVE_STATUSES
+
     async def _apply(
         self,
         c: Session,
@@ -182,8 +216,7 @@ class PostgresStorage:
         a new lease end; ``notify`` is announced at commit."""
         args: list[Any] = [pk]
         sets = change_sets(change, args)
-        status = change.updates().get("status")
-        if not keep_holder and status is not None and status not in ACTIVE_STATUSES:
+        if not keep_holder and self._lets_go(change):
             sets += ["owner = NULL", "lease_until = NULL"]
         if lease is not None:
             args.append(lease)
@@ -331,69 +364,25 @@ class PostgresStorage:
     # -- live runs --------------------------------------------------------------------------
 
     async def record_steps(
-        self, writes: Sequence[tuple[int, int, JournalEntry]], now: float
+        self,
+        writes: Sequence[tuple[int, int, JournalEntry]],
+        now: float,
+        *,
+        logs: Sequence[LogWrite] = (),
     ) -> list[bool]:
         """One statement per call at most: calls made while one is in flight are merged into
-        the next."""
+        the next. ``logs``: in a statement of their own, after the steps (:mod:`.postgres_logs`)."""
+        if logs:
+            kept = await self.record_steps(writes, now) if writes else []
+            await self._log_writer.write(logs, self.node_id, _HELD)
+            return kept
         if not writes:
             return []
         if not self._db.is_open:
             raise StorageError("record_steps: the PostgreSQL storage is not open")
-        fut: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._pending_steps.append((writes, now, fut))
-        if self._step_writer is None or self._step_writer.done():
-            self._step_writer = asyncio.create_task(self._write_steps(), name="dwf-pg-steps")
-        return await fut
+        return await self._steps.submit((writes, now))
 
-    async def _write_steps(self) -> None:
-        while self._pending_steps:
-            batch, self._pending_steps = self._pending_steps, []
-            try:
-                await self._write_batch(batch)
-            except BaseException as exc:
-                # Nobody may wait forever: whatever stopped the writer fails its callers.
-                if isinstance(exc, Exception):
-                    error: BaseException = exc
-                else:
-                    error = StorageError("record_steps: the writer was cancelled")
-                    batch += self._pending_steps
-                    self._pending_steps = []
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(error)
-                if not isinstance(exc, Exception):
-                    raise
-
-    async def _write_batch(
-        self,
-        batch: list[_StepCall],
-    ) -> None:
-        try:
-            results = await self._record([(w, now) for w, now, _ in batch])
-        except StorageError as exc:
-            if len(batch) == 1 or isinstance(exc.__cause__, LOST):
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                return
-            # One call's writes failed the merged statement: each alone, so only it fails.
-            for writes, now, fut in batch:
-                try:
-                    (result,) = await self._record([(writes, now)])
-                except StorageError as one:
-                    if not fut.done():
-                        fut.set_exception(one)
-                else:
-                    if not fut.done():
-                        fut.set_result(result)
-            return
-        for (_, _, fut), result in zip(batch, results, strict=True):
-            if not fut.done():
-                fut.set_result(result)
-
-    async def _record(
-        self, calls: list[tuple[Sequence[tuple[int, int, JournalEntry]], float]]
-    ) -> list[list[bool]]:
+    async def _record(self, calls: list[_StepCall]) -> list[list[bool] | Exception]:
         # One row per (pk, generation, name, count): an upsert may not touch a row twice. The
         # last write wins, with the time of the first (recorded_at orders the journal).
         rows: dict[tuple[int, int, str, int], tuple[Any, ...]] = {}
@@ -511,15 +500,94 @@ class PostgresStorage:
         error: ErrorInfo | None,
         now: float,
     ) -> bool:
-        async def op(c: Session) -> bool:
-            state = await self._lock_live(c, pk)
+        def decide(state: Held | None) -> _Decision | None:
             change = tr.finish_run(state, generation, status, output, error, now)
-            if change is None:
-                return False
-            await self._apply(c, pk, change)
-            return True
+            return None if change is None else _Decision(change, None, True)
 
-        return await self._transition("finish_run", op)
+        return await self._end(_End("finish_run", pk, decide, False)) is True
+
+    async def suspend_run(
+        self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
+    ) -> str | None:
+        def decide(state: Held | None) -> _Decision | None:
+            outcome = tr.suspend_run(state, generation, wake_at, held_by_pause, now)
+            if outcome is None:
+                return None
+            wake = outcome.change.wake_at
+            soon = isinstance(wake, float | int) and wake <= now + _DUE_SOON
+            return _Decision(outcome.change, f"due:{pk}" if soon else None, outcome.status)
+
+        answer = await self._end(_End("suspend_run", pk, decide, None))
+        return answer if isinstance(answer, str) else None
+
+    async def release_run(self, pk: int, generation: int, now: float) -> bool:
+        def decide(state: Held | None) -> _Decision | None:
+            change = tr.release_run(state, generation, now)
+            if change is None:
+                return None
+            return _Decision(change, f"due:{pk}" if change.status == Status.QUEUED else None, True)
+
+        return await self._end(_End("release_run", pk, decide, False)) is True
+
+    async def _end(self, end: _End) -> _Answer:
+        if not self._db.is_open:
+            raise StorageError(f"{end.op}: the PostgreSQL storage is not open")
+        return await self._ends.submit(end)
+
+    async def _end_runs(self, ends: list[_End]) -> list[_Answer | Exception]:
+        """A batch of runs' ends: one read of their rows, each run's transition, one write of
+        every change (compare and set, see ``end_runs``); an end whose row changed in between
+        is made again the locked way, as is a second end of one row in the batch (a statement
+        may change a row once)."""
+        first: dict[int, int] = {}
+        for i, end in enumerate(ends):
+            first.setdefault(end.pk, i)
+        rows = await self._read("end_runs", lambda c: c.fetch(Q["read_held"], sorted(first)))
+        states = {r[0]: held(r, 1) for r in rows}
+        answers: dict[int, _Answer | Exception] = {}
+        writes: list[tuple[int, Held, Change, bool, str | None]] = []
+        decided: dict[int, tuple[int, _Answer]] = {}
+        for pk, i in first.items():
+            state = states.get(pk)
+            decision = ends[i].decide(self._live_view(state))
+            if decision is None or state is None:
+                answers[i] = ends[i].stale
+                continue
+            writes.append(
+                (pk, state, decision.change, self._lets_go(decision.change), decision.notify)
+            )
+            decided[pk] = (i, decision.answer)
+        if writes:
+            args = end_args(writes)
+
+            async def op(c: Session) -> list[asyncpg.Record]:
+                return await c.fetch(Q["end_runs"], *args, self.node_id, self.channel)
+
+            for r in await self._db.run("end_runs", op, write=True):
+                i, answer = decided[r[0]]
+                answers[i] = answer
+        rest = [i for i in range(len(ends)) if i not in answers]
+        if rest:
+            done = await asyncio.gather(
+                *(self._end_locked(ends[i]) for i in rest), return_exceptions=True
+            )
+            for i, outcome in zip(rest, done, strict=True):
+                if not isinstance(outcome, Exception) and isinstance(outcome, BaseException):
+                    raise outcome
+                answers[i] = outcome
+        return [answers[i] for i in range(len(ends))]
+
+    async def _end_locked(self, end: _End) -> _Answer:
+        """One run's end in a transaction of its own, its row locked."""
+
+        async def op(c: Session) -> _Answer:
+            decision = end.decide(await self._lock_live(c, end.pk))
+            if decision is None:
+                return end.stale
+            await self._apply(c, end.pk, decision.change, notify=decision.notify)
+            return decision.answer
+
+        return await self._transition(end.op, op)
 
     async def _lock_mine(self, c: Session, pk: int) -> Held | None:
         r = await c.fetchrow(Q["lock_instance"], pk)
@@ -528,32 +596,6 @@ class PostgresStorage:
     async def _lock_live(self, c: Session, pk: int) -> Held | None:
         r = await c.fetchrow(Q["lock_instance"], pk)
         return None if r is None else self._live_view(held(r))
-
-    async def suspend_run(
-        self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
-    ) -> str | None:
-        async def op(c: Session) -> str | None:
-            state = await self._lock_live(c, pk)
-            outcome = tr.suspend_run(state, generation, wake_at, held_by_pause, now)
-            if outcome is None:
-                return None
-            wake = outcome.change.wake_at
-            soon = isinstance(wake, float | int) and wake <= now + _DUE_SOON
-            await self._apply(c, pk, outcome.change, notify=f"due:{pk}" if soon else None)
-            return outcome.status
-
-        return await self._transition("suspend_run", op)
-
-    async def release_run(self, pk: int, generation: int, now: float) -> bool:
-        async def op(c: Session) -> bool:
-            change = tr.release_run(await self._lock_live(c, pk), generation, now)
-            if change is None:
-                return False
-            due = change.status == Status.QUEUED
-            await self._apply(c, pk, change, notify=f"due:{pk}" if due else None)
-            return True
-
-        return await self._transition("release_run", op)
 
     async def control(
         self, pk: int, action: str, now: float, *, restart_from: tuple[str, int] | None = None
@@ -669,6 +711,17 @@ class PostgresStorage:
             return True
 
         return await self._transition("unpark_run", op)
+
+    async def load_logs(
+        self,
+        pk: int,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        step: tuple[str, int] | None = None,
+        attempt: int | None = None,
+    ) -> list[tuple[int, LogLine]]:
+        return await load_logs(self._db, pk, after, limit, step, attempt)
 
     async def listen(self, callback: Callable[[str, str], None]) -> None:
         if not self._db.is_open:

@@ -3,6 +3,7 @@ between their rows and the storage structs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -13,11 +14,23 @@ from ..core.transitions import Change
 from .base import InstanceRow, step_values
 from .postgres_schema import queries
 
-__all__ = ["RECORDED_AT", "Held", "Q", "change_sets", "entry", "held", "row", "step_args"]
+__all__ = [
+    "END_FIELDS",
+    "RECORDED_AT",
+    "Held",
+    "Q",
+    "change_sets",
+    "end_args",
+    "entry",
+    "held",
+    "row",
+    "step_args",
+]
 
 INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
-    "error_name, error_message, wake_at, started_at, ended_at"
+    "error_name, error_message, wake_at, started_at, ended_at, error_traceback, log_bytes, "
+    "log_dropped"
 )
 STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
@@ -60,8 +73,9 @@ class Held(msgspec.Struct, frozen=True):
     lease_until: float | None
 
 
-def held(r: asyncpg.Record) -> Held:
-    return Held(r[0], r[1], r[2], r[3], r[4], r[5])
+def held(r: asyncpg.Record, at: int = 0) -> Held:
+    """A ``Held`` from ``lock_instance``'s columns starting at column ``at``."""
+    return Held(r[at], r[at + 1], r[at + 2], r[at + 3], r[at + 4], r[at + 5])
 
 
 def row(r: asyncpg.Record) -> InstanceRow:
@@ -77,10 +91,12 @@ def row(r: asyncpg.Record) -> InstanceRow:
         created_at=r[7],
         updated_at=r[8],
         output=r[9],
-        error=None if r[10] is None else ErrorInfo(r[10], r[11] or ""),
+        error=None if r[10] is None else ErrorInfo(r[10], r[11] or "", r[15]),
         wake_at=r[12],
         started_at=r[13],
         ended_at=r[14],
+        log_bytes=r[16],
+        log_dropped=r[17],
     )
 
 
@@ -128,3 +144,51 @@ def change_sets(change: Change, args: list[Any]) -> list[str]:
         else:
             put(name, value)
     return sets
+
+
+END_FIELDS = (
+    "status",
+    "generation",
+    "wake_at",
+    "output",
+    "error",
+    "started_at",
+    "ended_at",
+    "updated_at",
+)
+"""The ``Change`` fields ``end_runs`` sets, in the order of its parameters (``error`` is two
+columns)."""
+
+
+def end_args(ends: Sequence[tuple[int, Held, Change, bool, str | None]]) -> list[list[Any]]:
+    """``end_runs``' arrays ($1-$24) for ``ends``: each ``(pk, the row as read, the change,
+    whether it lets go of the holder, what to announce or None)``."""
+    pks: list[Any] = []
+    was: list[list[Any]] = [[], [], [], []]
+    cols: list[list[Any]] = [[] for _ in range(2 * len(END_FIELDS) + 1)]
+    let_go: list[Any] = []
+    notify: list[Any] = []
+    for pk, state, change, drop, announce in ends:
+        pks.append(pk)
+        for column, value in zip(
+            was, (state.status, state.generation, state.wake_at, state.started_at), strict=True
+        ):
+            column.append(value)
+        updates = change.updates()
+        if not updates.keys() <= set(END_FIELDS):
+            raise AssertionError(f"end_runs cannot set {sorted(updates.keys() - set(END_FIELDS))}")
+        i = 0
+        for name in END_FIELDS:
+            changed = name in updates
+            value = updates.get(name)
+            cols[i].append(changed)
+            if name == "error":
+                cols[i + 1].append(None if value is None else value.name)
+                cols[i + 2].append(None if value is None else value.message)
+                i += 3
+            else:
+                cols[i + 1].append(value)
+                i += 2
+        let_go.append(drop)
+        notify.append(announce)
+    return [pks, *was, *cols, let_go, notify]

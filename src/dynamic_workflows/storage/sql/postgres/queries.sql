@@ -34,8 +34,16 @@ SELECT {step_columns} FROM steps WHERE instance_pk = $1
 ORDER BY recorded_at NULLS FIRST, name, count;
 
 -- name: load_journals
-SELECT instance_pk, {step_columns} FROM steps WHERE instance_pk = ANY ($1::bigint[])
-ORDER BY instance_pk, recorded_at NULLS FIRST, name, count;
+-- The journals of the claimed runs: each run's entries read through the primary key, one run
+-- at a time (the subquery's ORDER BY keeps the planner from flattening it into a join). Not
+-- "instance_pk = ANY ($1)", nor a plain join: planned without statistics (a new database, the
+-- first minute of a deployment, every benchmark) they read the whole steps table every claim.
+SELECT p.pk, {step_columns_of_s}
+FROM unnest($1::bigint[]) AS p (pk)
+CROSS JOIN LATERAL (
+    SELECT * FROM steps WHERE instance_pk = p.pk ORDER BY recorded_at NULLS FIRST, name, count
+) s
+ORDER BY p.pk, s.recorded_at NULLS FIRST, s.name, s.count;
 
 -- name: claim_due
 -- Claims in one statement, earliest first, skipping rows other transactions hold:
@@ -138,6 +146,57 @@ ON CONFLICT (instance_pk, name, count) DO UPDATE SET
     attempt = excluded.attempt, wake_at = excluded.wake_at, event_type = excluded.event_type,
     started_at = excluded.started_at, ended_at = excluded.ended_at, attempts = excluded.attempts;
 
+-- name: read_held
+-- end_runs, first: the rows as a transition reads them (lock_instance's columns), not locked.
+SELECT pk, status, generation, wake_at, started_at, owner, lease_until
+FROM instances WHERE pk = ANY ($1::bigint[]);
+
+-- name: end_runs
+-- The ends of many live runs at once (finish_run, suspend_run, release_run), compare and set:
+-- each row gets the change its transition computed from the row as read_held read it, if the
+-- row still reads so: held by this node ($25), the same status, generation, wake_at and
+-- started_at ($2-$5: every column the transition and the live view read). A row changed
+-- meanwhile is left as it is (its run's end is then made the locked way). For each column of
+-- the change a flag says whether it changes (false: as it is); let_go drops the row's holder;
+-- notify is announced on $26 at commit. The rows are locked first, in pk order (as
+-- record_steps and renew_leases lock them); the update then compares the locked rows. Answers
+-- the pks changed.
+WITH held AS (
+    SELECT pk FROM instances WHERE pk = ANY ($1::bigint[]) AND owner = $25 ORDER BY pk FOR UPDATE
+), ended AS (
+    UPDATE instances i SET
+        status        = CASE WHEN w.set_status THEN w.status ELSE i.status END,
+        generation    = CASE WHEN w.set_generation THEN w.generation ELSE i.generation END,
+        wake_at       = CASE WHEN w.set_wake_at THEN w.wake_at ELSE i.wake_at END,
+        output        = CASE WHEN w.set_output THEN w.output ELSE i.output END,
+        error_name    = CASE WHEN w.set_error THEN w.error_name ELSE i.error_name END,
+        error_message = CASE WHEN w.set_error THEN w.error_message ELSE i.error_message END,
+        started_at    = CASE WHEN w.set_started_at THEN w.started_at ELSE i.started_at END,
+        ended_at      = CASE WHEN w.set_ended_at THEN w.ended_at ELSE i.ended_at END,
+        updated_at    = CASE WHEN w.set_updated_at THEN w.updated_at ELSE i.updated_at END,
+        owner         = CASE WHEN w.let_go THEN NULL ELSE i.owner END,
+        lease_until   = CASE WHEN w.let_go THEN NULL ELSE i.lease_until END
+    FROM held, unnest(
+        $1::bigint[], $2::text[], $3::int[], $4::float8[], $5::float8[],
+        $6::boolean[], $7::text[], $8::boolean[], $9::int[], $10::boolean[], $11::float8[],
+        $12::boolean[], $13::bytea[], $14::boolean[], $15::text[], $16::text[],
+        $17::boolean[], $18::float8[], $19::boolean[], $20::float8[],
+        $21::boolean[], $22::float8[], $23::boolean[], $24::text[]
+    ) AS w (pk, was_status, was_generation, was_wake_at, was_started_at,
+            set_status, status, set_generation, generation, set_wake_at, wake_at,
+            set_output, output, set_error, error_name, error_message,
+            set_started_at, started_at, set_ended_at, ended_at,
+            set_updated_at, updated_at, let_go, notify)
+    WHERE i.pk = held.pk AND w.pk = held.pk
+      AND i.owner = $25 AND i.status = w.was_status AND i.generation = w.was_generation
+      AND i.wake_at IS NOT DISTINCT FROM w.was_wake_at
+      AND i.started_at IS NOT DISTINCT FROM w.was_started_at
+    RETURNING i.pk, w.notify
+), told AS (
+    SELECT count(pg_notify($26, notify)) AS n FROM ended WHERE notify IS NOT NULL
+)
+SELECT ended.pk FROM ended, told;
+
 -- name: lock_instance
 -- The row a transition reads, locked until the transaction ends.
 SELECT status, generation, wake_at, started_at, owner, lease_until
@@ -190,13 +249,16 @@ DELETE FROM steps WHERE instance_pk = $1 AND (recorded_at IS NULL OR recorded_at
 DELETE FROM events WHERE instance_pk = $1 AND consumed;
 
 -- name: delete_instance
--- After lock_instance: the row, its journal and its events; the node running it is told.
+-- After lock_instance: the row, its journal, its events and its logs; the node running it is
+-- told.
 WITH gone AS (
     DELETE FROM instances WHERE pk = $1 RETURNING pk
 ), steps_gone AS (
     DELETE FROM steps WHERE instance_pk = $1
 ), events_gone AS (
     DELETE FROM events WHERE instance_pk = $1
+), logs_gone AS (
+    DELETE FROM logs WHERE instance_pk = $1
 )
 SELECT pg_notify($2, 'control:' || pk::text) FROM gone;
 
@@ -219,3 +281,41 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
 
 -- name: notify
 SELECT pg_notify($1, $2);
+
+-- name: record_logs
+-- Lines of live runs ($1-$9, an element per line, in order) and what each run adds to its
+-- instance's totals ($10-$13, an element per run). A run is live as for record_steps: its
+-- row held by this node ($14) in a held status ($15), with the run's generation; the rows are
+-- locked in pk order (as record_steps and renew_leases lock them). Lines are numbered in the
+-- order given (seq); a node writes one such statement at a time.
+WITH live AS (
+    SELECT pk, generation FROM instances
+    WHERE pk = ANY ($10::bigint[]) AND owner = $14 AND status = ANY ($15::text[])
+    ORDER BY pk
+    FOR NO KEY UPDATE
+), counted AS (
+    UPDATE instances i
+    SET log_bytes = i.log_bytes + t.bytes, log_dropped = i.log_dropped + t.dropped
+    FROM unnest($10::bigint[], $11::int[], $12::bigint[], $13::bigint[])
+        AS t (pk, generation, bytes, dropped)
+    JOIN live ON live.pk = t.pk AND live.generation = t.generation
+    WHERE i.pk = t.pk
+)
+INSERT INTO logs (instance_pk, at, stream, text, step_name, step_count, attempt, dropped)
+SELECT l.pk, l.at, l.stream, l.text, l.step_name, l.step_count, l.attempt, l.dropped
+FROM unnest(
+    $1::bigint[], $2::int[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::int[],
+    $8::int[], $9::int[]
+) WITH ORDINALITY AS l (pk, generation, at, stream, text, step_name, step_count, attempt,
+                        dropped, ord)
+JOIN live ON live.pk = l.pk AND live.generation = l.generation
+ORDER BY l.ord;
+
+-- name: load_logs
+-- An instance's lines after seq $2, at most $3, of one step ($4, $5) and/or attempt ($6).
+SELECT seq, at, stream, text, step_name, step_count, attempt, dropped FROM logs
+WHERE instance_pk = $1 AND seq > $2
+  AND ($4::text IS NULL OR (step_name = $4 AND step_count = $5::int))
+  AND ($6::int IS NULL OR attempt = $6)
+ORDER BY seq
+LIMIT $3;
