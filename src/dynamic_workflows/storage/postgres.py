@@ -43,7 +43,6 @@ import msgspec
 
 from ..core import transitions as tr
 from ..core.journal import ErrorInfo, JournalEntry
-from ..core.logs import LogLine
 from ..core.transitions import (
     ACTIVE_STATUSES,
     CLAIMABLE_STATUSES,
@@ -55,11 +54,10 @@ from ..core.transitions import (
     WaitResult,
 )
 from ..errors import ConfigurationError, StorageError
-from .base import Claim, InstanceRow, LogWrite, NewInstance, new_row
+from .base import Claim, InstanceRow, NewInstance, new_row
 from .postgres_batch import GroupWriter
 from .postgres_db import FAILED, Database, Session, redact
 from .postgres_listen import Listener
-from .postgres_logs import LogWriter, load_logs
 from .postgres_schema import Migration
 from .postgres_sql import (
     INSTANCE_COLUMNS,
@@ -140,7 +138,6 @@ class PostgresStorage:
         self.lease_seconds = lease_seconds
         self.channel = "dwf"
         self._listener: Listener | None = None
-        self._log_writer = LogWriter(self._db)
         self._steps: GroupWriter[_StepCall, list[bool]] = GroupWriter("record_steps", self._record)
         self._ends: GroupWriter[_End, _Answer] = GroupWriter("end_runs", self._end_runs)
 
@@ -364,18 +361,10 @@ class PostgresStorage:
     # -- live runs --------------------------------------------------------------------------
 
     async def record_steps(
-        self,
-        writes: Sequence[tuple[int, int, JournalEntry]],
-        now: float,
-        *,
-        logs: Sequence[LogWrite] = (),
+        self, writes: Sequence[tuple[int, int, JournalEntry]], now: float
     ) -> list[bool]:
         """One statement per call at most: calls made while one is in flight are merged into
-        the next. ``logs``: in a statement of their own, after the steps (:mod:`.postgres_logs`)."""
-        if logs:
-            kept = await self.record_steps(writes, now) if writes else []
-            await self._log_writer.write(logs, self.node_id, _HELD)
-            return kept
+        the next."""
         if not writes:
             return []
         if not self._db.is_open:
@@ -711,17 +700,6 @@ class PostgresStorage:
             return True
 
         return await self._transition("unpark_run", op)
-
-    async def load_logs(
-        self,
-        pk: int,
-        *,
-        after: int = 0,
-        limit: int = 1000,
-        step: tuple[str, int] | None = None,
-        attempt: int | None = None,
-    ) -> list[tuple[int, LogLine]]:
-        return await load_logs(self._db, pk, after, limit, step, attempt)
 
     async def listen(self, callback: Callable[[str, str], None]) -> None:
         if not self._db.is_open:

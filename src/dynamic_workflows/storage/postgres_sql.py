@@ -29,8 +29,7 @@ __all__ = [
 
 INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
-    "error_name, error_message, wake_at, started_at, ended_at, error_traceback, log_bytes, "
-    "log_dropped"
+    "error_name, error_message, wake_at, started_at, ended_at"
 )
 STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
@@ -91,12 +90,10 @@ def row(r: asyncpg.Record) -> InstanceRow:
         created_at=r[7],
         updated_at=r[8],
         output=r[9],
-        error=None if r[10] is None else ErrorInfo(r[10], r[11] or "", r[15]),
+        error=None if r[10] is None else ErrorInfo(r[10], r[11] or ""),
         wake_at=r[12],
         started_at=r[13],
         ended_at=r[14],
-        log_bytes=r[16],
-        log_dropped=r[17],
     )
 
 

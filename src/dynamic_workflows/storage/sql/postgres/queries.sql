@@ -249,16 +249,13 @@ DELETE FROM steps WHERE instance_pk = $1 AND (recorded_at IS NULL OR recorded_at
 DELETE FROM events WHERE instance_pk = $1 AND consumed;
 
 -- name: delete_instance
--- After lock_instance: the row, its journal, its events and its logs; the node running it is
--- told.
+-- After lock_instance: the row, its journal and its events; the node running it is told.
 WITH gone AS (
     DELETE FROM instances WHERE pk = $1 RETURNING pk
 ), steps_gone AS (
     DELETE FROM steps WHERE instance_pk = $1
 ), events_gone AS (
     DELETE FROM events WHERE instance_pk = $1
-), logs_gone AS (
-    DELETE FROM logs WHERE instance_pk = $1
 )
 SELECT pg_notify($2, 'control:' || pk::text) FROM gone;
 
@@ -281,41 +278,3 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
 
 -- name: notify
 SELECT pg_notify($1, $2);
-
--- name: record_logs
--- Lines of live runs ($1-$9, an element per line, in order) and what each run adds to its
--- instance's totals ($10-$13, an element per run). A run is live as for record_steps: its
--- row held by this node ($14) in a held status ($15), with the run's generation; the rows are
--- locked in pk order (as record_steps and renew_leases lock them). Lines are numbered in the
--- order given (seq); a node writes one such statement at a time.
-WITH live AS (
-    SELECT pk, generation FROM instances
-    WHERE pk = ANY ($10::bigint[]) AND owner = $14 AND status = ANY ($15::text[])
-    ORDER BY pk
-    FOR NO KEY UPDATE
-), counted AS (
-    UPDATE instances i
-    SET log_bytes = i.log_bytes + t.bytes, log_dropped = i.log_dropped + t.dropped
-    FROM unnest($10::bigint[], $11::int[], $12::bigint[], $13::bigint[])
-        AS t (pk, generation, bytes, dropped)
-    JOIN live ON live.pk = t.pk AND live.generation = t.generation
-    WHERE i.pk = t.pk
-)
-INSERT INTO logs (instance_pk, at, stream, text, step_name, step_count, attempt, dropped)
-SELECT l.pk, l.at, l.stream, l.text, l.step_name, l.step_count, l.attempt, l.dropped
-FROM unnest(
-    $1::bigint[], $2::int[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::int[],
-    $8::int[], $9::int[]
-) WITH ORDINALITY AS l (pk, generation, at, stream, text, step_name, step_count, attempt,
-                        dropped, ord)
-JOIN live ON live.pk = l.pk AND live.generation = l.generation
-ORDER BY l.ord;
-
--- name: load_logs
--- An instance's lines after seq $2, at most $3, of one step ($4, $5) and/or attempt ($6).
-SELECT seq, at, stream, text, step_name, step_count, attempt, dropped FROM logs
-WHERE instance_pk = $1 AND seq > $2
-  AND ($4::text IS NULL OR (step_name = $4 AND step_count = $5::int))
-  AND ($6::int IS NULL OR attempt = $6)
-ORDER BY seq
-LIMIT $3;
