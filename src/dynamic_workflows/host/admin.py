@@ -6,7 +6,8 @@ Mounted at ``/cdn-cgi/local/explorer/api`` (so ``wrangler workflows ... --local`
     GET    /workflows                                         workflows, with instance counts
     GET    /workflows/:name                                   one workflow, counts by status
     DELETE /workflows/:name                                   delete all its instances
-    GET    /workflows/:name/instances                         ?page, per_page, status, dates
+    GET    /workflows/:name/instances                         ?page, per_page, status, dates, id
+    GET    /workflows/:name/tenants                           instance counts per scope (ours)
     POST   /workflows/:name/instances                         {"id"?, "params"?}
     POST   /workflows/:name/instances/batch/delete            {"instances": [ids]}
     GET    /workflows/:name/instances/:id                     status, params, output, error, steps
@@ -61,6 +62,7 @@ from ..errors import (
 from ..queries import InstanceView, StepView
 from .live import LiveProject
 from .project import Project
+from .tenants import dispatcher_metadata, tenant_counts, tenant_label
 
 __all__ = ["APIError", "AdminAPI", "envelope_error", "envelope_ok", "method_route"]
 
@@ -175,7 +177,8 @@ async def _json_body(request: Request, *, required: bool) -> Any:
 
 
 def instance_summary(instance: InstanceView) -> dict[str, Any]:
-    """An instance as listed: the spec's ``id``/``status``/``created_on``, plus its scope."""
+    """An instance as listed: the spec's ``id``/``status``/``created_on``, plus its scope and
+    the readable form of its tenant's dispatcher metadata (``tenant``, None without)."""
     return {
         "id": instance.id,
         "status": instance.status,
@@ -184,6 +187,7 @@ def instance_summary(instance: InstanceView) -> dict[str, Any]:
         "started_on": iso(instance.started_at),
         "ended_on": iso(instance.ended_at),
         "scope": instance.scope,
+        "tenant": tenant_label(dispatcher_metadata(instance)),
     }
 
 
@@ -287,6 +291,7 @@ class AdminAPI:
             method_route("/workflows", GET=h(self.list_workflows)),
             method_route(base, GET=h(self.workflow_details), DELETE=h(self.delete_workflow)),
             method_route(base + "/instances/batch/delete", POST=h(self.batch_delete)),
+            method_route(base + "/tenants", GET=h(self.list_tenants)),
             method_route(
                 base + "/instances", GET=h(self.list_instances), POST=h(self.create_instance)
             ),
@@ -398,26 +403,64 @@ class AdminAPI:
         scope = request.query_params.get("scope")
         start = request.query_params.get("date_start")
         end = request.query_params.get("date_end")
+        since = _parse_date(start, "date_start") if start else None
+        until = _parse_date(end, "date_end") if end else None
         counts = await self._counts(project, name, scope)
-        # A page past the last gives an empty page, however large its number (no overflow).
-        listed = await project.engine.queries.list_instances(
-            name,
-            scope=scope,
-            status=status,
-            created_since=_parse_date(start, "date_start") if start else None,
-            created_until=_parse_date(end, "date_end") if end else None,
-            limit=per_page,
-            offset=(page - 1) * per_page,
-        )
+        instance_id = request.query_params.get("id")
+        if instance_id:  # ?id=: that id in every scope (the dashboard's search)
+            found = [
+                i
+                for i in await project.engine.queries.find_instances(name, instance_id)
+                if (scope is None or i.scope == scope)
+                and (status is None or i.status == status)
+                and (since is None or i.created_at >= since)
+                and (until is None or i.created_at <= until)
+            ]
+            first = (page - 1) * per_page
+            instances, total = found[first : first + per_page], len(found)
+        else:
+            # A page past the last gives an empty page, however large its number (no overflow).
+            listed = await project.engine.queries.list_instances(
+                name,
+                scope=scope,
+                status=status,
+                created_since=since,
+                created_until=until,
+                limit=per_page,
+                offset=(page - 1) * per_page,
+            )
+            instances, total = listed.instances, listed.total
         return envelope_ok(
-            [instance_summary(i) for i in listed.instances],
+            [instance_summary(i) for i in instances],
             result_info={
                 "page": page,
                 "per_page": per_page,
-                "count": len(listed.instances),
-                "total_count": listed.total,
-                "total_pages": max(1, math.ceil(listed.total / per_page)),
+                "count": len(instances),
+                "total_count": total,
+                "total_pages": max(1, math.ceil(total / per_page)),
                 "status_counts": counts,
+            },
+        )
+
+    async def list_tenants(self, request: Request, project: Project) -> Response:
+        """The workflow's scopes, each with its tenant and its instances by status."""
+        name = self._workflow(request, project)
+        counted = await tenant_counts(project.engine.queries, name)
+        return envelope_ok(
+            [
+                {
+                    "scope": t.scope,
+                    "tenant": t.tenant,
+                    "metadata": t.metadata,
+                    "instances": t.by_status,
+                    "total": t.total,
+                }
+                for t in counted.tenants
+            ],
+            result_info={
+                "count": len(counted.tenants),
+                "scanned": counted.scanned,
+                "complete": counted.complete,
             },
         )
 

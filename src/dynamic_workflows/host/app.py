@@ -4,7 +4,8 @@
 
     /cdn-cgi/local/explorer/api/...   the admin API (admin.py); also at /cdn-cgi/explorer/api,
                                       where wrangler 4's `workflows ... --local` calls it
-    /cdn-cgi/local/explorer/          the dashboard (dashboard.py); also /cdn-cgi/explorer/
+    /cdn-cgi/local/explorer/...       the dashboard (dashboard/): its pages (workflows/...) and
+                                      files (static/...); also under /cdn-cgi/explorer/
     /cdn-cgi/local/metrics            Prometheus metrics (metrics.py)
     anything else                     Default(ctx, env).fetch(request)
 
@@ -31,7 +32,7 @@ from ..errors import ConfigurationError
 from .admin import CODE_NO_ROUTE, AdminAPI, envelope_error, method_route
 from .auth import bearer_matches, token_problem
 from .convert import DEFAULT_MAX_BODY, BodyTooLargeError, read_request, response_parts
-from .dashboard import dashboard
+from .dashboard import dashboard_routes
 from .live import LiveProject
 from .metrics import HostMetrics
 
@@ -75,8 +76,8 @@ def _explorer(live: LiveProject, metrics: HostMetrics, metrics_paths: tuple[str,
     routes: list[BaseRoute] = [
         Mount(EXPLORER_API, app=api),
         Mount(WRANGLER_API, app=api),
-        method_route(DASHBOARD_PATH, GET=dashboard),
-        method_route("/cdn-cgi/explorer/", GET=dashboard),
+        *dashboard_routes(DASHBOARD_PATH),
+        *dashboard_routes("/cdn-cgi/explorer/"),
         method_route(DASHBOARD_PATH.rstrip("/"), GET=to_dashboard),
         method_route("/cdn-cgi/explorer", GET=to_dashboard),
         method_route("/", GET=to_dashboard),  # reached on the admin port only
