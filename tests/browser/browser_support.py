@@ -13,7 +13,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "acceptance"))
 
-from host_support import API, ROOT, Server, copy_project
+from host_support import API, ROOT, Server, copy_project, free_port
 
 __all__ = [
     "API",
@@ -25,6 +25,7 @@ __all__ = [
     "admin",
     "copy_project",
     "create",
+    "free_port",
     "instance_url",
     "wait_admin_status",
 ]

@@ -18,6 +18,19 @@ from typing import Any
 import pytest
 from browser_support import CHROMIUM, ROOT, Server, copy_project
 
+PRINTS = [
+    (
+        '        order = event["payload"] or {}\n',
+        '        order = event["payload"] or {}\n        print("order received:", order)\n',
+    ),
+    (
+        "        async def charge(reserve):\n",
+        "        async def charge(reserve):\n"
+        "            print(f\"charging {reserve['qty']} x {reserve['sku']}\")\n",
+    ),
+]
+"""Lines added to acme's code in the copy (the example itself prints nothing)."""
+
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
@@ -49,10 +62,17 @@ def browser() -> Iterator[Any]:
         manager.__exit__(None, None, None)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def saas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``dwf dev`` serving a copy of the bundled SaaS example (tenants in the sandbox)."""
+    """``dwf dev`` serving a copy of the bundled SaaS example (tenants in the sandbox), where
+    acme's code also prints: each order it gets, and each charge it attempts."""
     folder = copy_project(ROOT / "examples" / "saas", tmp_path_factory.mktemp("browser") / "saas")
+    tenants = folder / "src" / "tenants.py"
+    source = tenants.read_text()
+    for before, after in PRINTS:
+        assert before in source, f"examples/saas changed: {before!r} is gone"
+        source = source.replace(before, after, 1)
+    tenants.write_text(source)
     server = Server("dev", folder, "--no-reload")
     try:
         server.wait_ready()

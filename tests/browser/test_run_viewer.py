@@ -16,10 +16,13 @@ from typing import Any
 import httpx
 from browser_support import (
     EXPLORER,
+    ROOT,
     WF,
     Server,
     admin,
+    copy_project,
     create,
+    free_port,
     instance_url,
     wait_admin_status,
 )
@@ -81,6 +84,18 @@ def test_a_new_instance_appears_in_the_list_with_its_tenant(
     page.locator("#f-id").press("Enter")
     expect(page.locator('[data-testid="instance-row"]')).to_have_count(1)
     expect(row(page, "list-2")).to_be_visible()
+    # Paging, newest first (?per_page= sets the page's size).
+    page.goto(f"{saas.url}{EXPLORER}workflows/{WF}?per_page=1")
+    expect(page.locator('[data-testid="instance-row"]')).to_have_count(1)
+    expect(row(page, "list-2")).to_be_visible()
+    expect(page.locator("#pager")).to_contain_text("page 1 of")
+    page.get_by_role("button", name="older").click()
+    expect(row(page, "list-1")).to_be_visible()
+    expect(page.locator('[data-testid="instance-row"]')).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"per_page=1&page=2|page=2&per_page=1"))
+    page.get_by_role("button", name="newer").click()
+    expect(row(page, "list-2")).to_be_visible()
+    expect(page.get_by_role("button", name="newer")).to_be_disabled()
     # A row's link is the instance's own page.
     row(page, "list-2").get_by_role("link").click()
     expect(page.get_by_test_id("instance-id")).to_have_text("list-2")
@@ -296,3 +311,34 @@ def test_a_narrow_window(page: Page, saas: Server, screenshot: Shot) -> None:
     expect(row(page, "narrow-1")).to_be_visible()
     assert overflow() <= 0, f"the list is {overflow()}px wider than the window"
     screenshot("list")
+
+
+def test_behind_dwf_serves_admin_token(page: Page, tmp_path: Path, screenshot: Shot) -> None:
+    folder = copy_project(ROOT / "examples" / "saas", tmp_path / "saas")
+    admin_port = free_port()
+    server = Server(
+        "serve",
+        folder,
+        "--db",
+        f"sqlite:///{tmp_path / 'state.db'}",
+        "--admin-port",
+        str(admin_port),
+        "--admin-token",
+        "s3cret-token",
+    )
+    try:
+        admin_url = f"http://127.0.0.1:{admin_port}"
+        server.wait_ready(admin_url, headers={"authorization": "Bearer s3cret-token"})
+        create(server, "globex", {"title": "served"}, id="srv-1")
+        # The link dwf serve's admin gives: the token in the fragment, which never leaves the
+        # browser; the page keeps it for the tab and takes it out of the address bar.
+        page.goto(f"{admin_url}{EXPLORER}workflows/{WF}#token=s3cret-token")
+        expect(row(page, "srv-1")).to_be_visible()
+        expect(page).to_have_url(f"{admin_url}{EXPLORER}workflows/{WF}")
+        row(page, "srv-1").get_by_role("link").click()
+        expect(step(page, "wait for approval")).to_have_attribute("data-state", "waiting")
+        page.reload()  # the tab still has the token
+        expect(step(page, "wait for approval")).to_have_attribute("data-state", "waiting")
+        screenshot("served")
+    finally:
+        server.stop()

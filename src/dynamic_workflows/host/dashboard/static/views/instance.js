@@ -119,6 +119,10 @@ function attemptList(step, logs, live, now) {
     const as = ms(a.start);
     const ae = ms(a.end);
     const lines = logs.forAttempt(step, a);
+    // The step's error is its latest attempt's, with the traceback the history may not keep.
+    const latest = i === attempts.length - 1 && step.error && a.error && !a.error.traceback &&
+      step.error.name === a.error.name && step.error.message === a.error.message;
+    const error = latest ? step.error : a.error;
     items.push(html`<li class="attempt ${a.success ? "ok" : "failed"}" data-testid="attempt"
         data-attempt="${a.attempt}">
       <div class="attempt-head">
@@ -130,7 +134,7 @@ function attemptList(step, logs, live, now) {
           ? html`<span class="retry-delay" data-testid="retry-delay">then waited
             ${duration(a.retry_delay_ms)} before retrying</span>` : ""}
       </div>
-      ${errorBlock(a.error)}
+      ${errorBlock(error)}
       ${logs.block(lines)}
     </li>`);
   });
@@ -187,7 +191,7 @@ export function instanceView(root, wf, id, initialScope) {
   let timer = null;
   let inflight = null;
   let eventTypeTouched = false;
-  const logs = new Logs(() => apiPath.instance(wf, id) + "/logs", () => scope);
+  const logs = new Logs(() => apiPath.instance(wf, id), () => scope);
 
   crumbs([["workflows", BASE], [wf, pageUrl.workflow(wf)], [id, ""]]);
   render(root, html`
@@ -204,7 +208,8 @@ export function instanceView(root, wf, id, initialScope) {
         <input id="ev-type" name="type" placeholder="event type" size="16" spellcheck="false"
                aria-label="event type" required>
         <textarea id="ev-payload" name="payload" rows="1" cols="28" spellcheck="false"
-                  placeholder='payload (JSON), e.g. {"by": "ada"}' aria-label="payload"></textarea>
+                  placeholder="payload (JSON)" title='the payload, as JSON: {"by": "ada"}'
+                  aria-label="payload"></textarea>
         <button type="submit" data-action="event">Send event</button>
       </form>
     </div>
@@ -321,7 +326,7 @@ export function instanceView(root, wf, id, initialScope) {
         ${errorBlock(d.error, "instance-error")}</section>` : ""}
       ${d.status === "complete" ? html`<section class="panel outcome"><h2>Output</h2>
         ${json(d.output)}</section>` : ""}`);
-    const runLines = logs.outsideSteps(d.steps);
+    const runLines = logs.outsideSteps();
     $("#run-logs-panel").hidden = !runLines.length;
     if (runLines.length) render($("#run-logs"), logs.block(runLines));
     const params = JSON.stringify(d.params, null, 2);
@@ -366,26 +371,33 @@ export function instanceView(root, wf, id, initialScope) {
     for (const el of [...list.children]) {
       if (!keep.has(el.dataset.key)) el.remove();
     }
-    // A step appears once its first attempt ends: say so while the run is busy.
+    // A step appears once its first attempt ends: until then, what the run is doing is told by
+    // the lines its steps print.
     let busy = list.querySelector("li.busy");
-    if (d.status === "running" || d.status === "queued") {
+    const running = d.status === "running" || d.status === "queued" || !d.steps.length;
+    if (running) {
       if (!busy) {
         busy = document.createElement("li");
         busy.className = "busy";
-        list.append(busy);
       }
-      busy.textContent = d.status === "queued"
-        ? "queued: the run starts as soon as a worker is free"
-        : "running… (a step appears here once its first attempt ends)";
-      list.append(busy);
+      list.append(busy); // always last
+      const inFlight = d.status === "running" ? ctx.logs.unrecorded(d.steps) : [];
+      const markup = String(d.status === "queued"
+        ? html`<span class="muted">queued: the run starts as soon as the engine takes it</span>`
+        : d.status !== "running" ? html`<span class="muted">no steps</span>`
+        : inFlight.length ? inFlight.map((s) => html`<div class="step-row">
+            <span></span><span class="kind">step</span><span class="step-name">${s.name}${
+              s.count > 1 ? html` <span class="muted">#${s.count}</span>` : ""}</span>
+            ${badge("running")}<span class="muted">attempt ${s.attempt ?? 1}</span></div>
+            <div class="step-body">${ctx.logs.block(s.lines)}</div>`)
+        : html`<span class="muted">running… (a step appears here once its first attempt
+            ends)</span>`);
+      if (busy.dataset.markup !== markup) {
+        busy.innerHTML = markup;
+        busy.dataset.markup = markup;
+      }
     } else if (busy) {
       busy.remove();
-    }
-    if (!d.steps.length && !busy) {
-      const empty = document.createElement("li");
-      empty.className = "empty busy";
-      empty.textContent = "no steps yet";
-      list.append(empty);
     }
     highlight();
   }

@@ -1,19 +1,18 @@
-// The tenant's printed lines of one instance, read a page at a time from the admin API's
-// `GET .../instances/:id/logs?after=<cursor>`, and placed under the step attempt that wrote them
-// (or in "logs outside steps"). A server without that route shows no logs, and is not asked
-// again.
+// What an instance's runs printed or logged, read from the admin API's
+// `GET .../instances/:id/logs?after=<cursor>` (host/logs_api.py):
+//   {lines: [{seq, time, stream, message, step: {name, count} | null, attempt, dropped}],
+//    cursor, more, status, bytes, dropped_lines}
+// Each line goes under the step attempt that wrote it; `run()`'s own lines (no step) go to
+// "logs outside steps". A server without the route shows no logs and is not asked again.
 
 import { APIError, api } from "../api.js";
 import { html, time } from "../format.js";
 
 const NO_ROUTE = 7003;
-const MAX_PAGES = 20; // per refresh: a long backlog is read over the next refreshes
+const MAX_PAGES = 10; // per refresh: a long backlog is read over the next refreshes
+const KEPT = 5000; // lines kept in the page: the oldest go first
 
-const text = (e) => e.message ?? e.line ?? e.text ?? e.msg ?? "";
-const stepName = (e) => (typeof e.step === "string" ? e.step : e.step?.name ?? e.step_name ?? null);
-const stepCount = (e) => e.step?.count ?? e.step_count ?? e.count ?? 1;
-const attemptOf = (e) => e.step?.attempt ?? e.attempt ?? null;
-const when = (e) => e.ts ?? e.time ?? e.timestamp ?? e.at ?? null;
+const stepKey = (name, count) => `${name}\u0000${count}`;
 
 export class Logs {
   /** `path()`: the instance's admin API path; `scope()`: its scope. */
@@ -21,19 +20,23 @@ export class Logs {
     this.path = path;
     this.scope = scope;
     this.supported = null;
-    this.cursor = null;
-    this.entries = [];
+    this.cursor = "0";
+    this.lines = [];
+    this.droppedLines = 0;
+    this.bytes = 0;
+    this.trimmed = 0;
   }
 
-  /** Read what was written since the last call. */
+  /** Read the lines written since the last call (and start over after a restart, which
+   * leaves no line of the runs before it). */
   async load() {
     if (this.supported === false) return;
     for (let page = 0; page < MAX_PAGES; page++) {
-      let got;
+      let r;
       try {
-        got = await api(this.path() + "/logs", {
-          query: { scope: this.scope() ?? undefined, after: this.cursor ?? undefined },
-        });
+        r = (await api(this.path() + "/logs", {
+          query: { scope: this.scope() ?? undefined, after: this.cursor },
+        })).result;
       } catch (e) {
         if (e instanceof APIError && e.status === 404 && e.code === NO_ROUTE) {
           this.supported = false;
@@ -41,50 +44,62 @@ export class Logs {
         return; // the instance's other details are still worth showing
       }
       this.supported = true;
-      const r = got.result;
-      const entries = Array.isArray(r) ? r : r?.logs ?? r?.entries ?? r?.lines ?? [];
-      const info = got.result_info || {};
-      const next = info.cursor ?? info.next ?? info.after ?? r?.cursor ?? r?.next ??
-        entries.at(-1)?.cursor ?? null;
-      this.entries.push(...entries);
-      if (next === null || next === undefined || next === this.cursor || !entries.length) {
-        if (next !== null && next !== undefined) this.cursor = next;
-        return;
+      if (Number(r.cursor) < Number(this.cursor)) { // its lines were deleted (a restart)
+        this.lines = [];
+        this.trimmed = 0;
       }
-      this.cursor = next;
+      this.lines.push(...r.lines);
+      if (this.lines.length > KEPT) {
+        this.trimmed += this.lines.length - KEPT;
+        this.lines.splice(0, this.lines.length - KEPT);
+      }
+      this.cursor = r.cursor ?? this.cursor;
+      this.droppedLines = r.dropped_lines || 0;
+      this.bytes = r.bytes || 0;
+      if (!r.more) return;
     }
   }
 
   /** The lines of `attempt` (an attempt of `step`). */
   forAttempt(step, attempt) {
-    return this.entries.filter((e) => stepName(e) === step.name &&
-      stepCount(e) === step.count && (attemptOf(e) ?? 1) === attempt.attempt);
+    return this.lines.filter((e) => e.step && e.step.name === step.name &&
+      e.step.count === step.count && (e.attempt ?? 1) === attempt.attempt);
   }
 
-  /** The lines of a step (a sleep's or a wait's: any attempt). */
+  /** The lines of a step (a sleep's or a wait's). */
   forStep(step) {
-    return this.entries.filter((e) => stepName(e) === step.name && stepCount(e) === step.count);
+    return this.lines.filter((e) => e.step && e.step.name === step.name &&
+      e.step.count === step.count);
   }
 
-  /** The lines written outside every step of `steps` (by `run` itself, or by a step that is
-   * not recorded yet: its first attempt still runs). */
-  outsideSteps(steps) {
-    const known = new Set(steps.map((s) => `${s.name}\u0000${s.count}`));
-    return this.entries.filter((e) => {
-      const name = stepName(e);
-      return name === null || !known.has(`${name}\u0000${stepCount(e)}`);
-    });
+  /** The lines of `run()`'s own code, between steps. */
+  outsideSteps() {
+    return this.lines.filter((e) => !e.step);
+  }
+
+  /** The lines of steps the journal does not show yet (a first attempt still running), by
+   * step: [{name, count, attempt, lines}]. */
+  unrecorded(steps) {
+    const known = new Set(steps.map((s) => stepKey(s.name, s.count)));
+    const found = new Map();
+    for (const e of this.lines) {
+      if (!e.step || known.has(stepKey(e.step.name, e.step.count))) continue;
+      const key = stepKey(e.step.name, e.step.count);
+      if (!found.has(key)) found.set(key, { ...e.step, attempt: e.attempt, lines: [] });
+      const entry = found.get(key);
+      entry.attempt = e.attempt ?? entry.attempt;
+      entry.lines.push(e);
+    }
+    return [...found.values()];
   }
 
   /** Lines as markup (nothing for none). */
   block(lines) {
     if (!lines.length) return "";
-    return html`<div class="logs" data-testid="logs">${lines.map((e) => {
-      const stream = e.stream ?? e.level ?? "";
-      const at = when(e);
-      const iso = typeof at === "number" ? new Date(at * 1000).toISOString() : at;
-      return html`<div class="log-line ${stream}"><span class="log-time">${time(iso)}</span>
-        <span class="log-text">${text(e)}</span></div>`;
-    })}</div>`;
+    return html`<div class="logs" data-testid="logs">${lines.map((e) => html`<div
+      class="log-line stream-${e.stream}"><span class="log-time">${time(e.time)}</span><span
+      class="log-stream">${e.stream}</span><span class="log-text">${e.message ||
+      (e.dropped ? `${e.dropped} line${e.dropped === 1 ? "" : "s"} dropped (over the log limit)`
+        : "")}</span></div>`)}</div>`;
   }
 }

@@ -9,7 +9,7 @@ import { connection, crumbs } from "../ui.js";
 
 const LIST_EVERY = 2000;
 const TENANTS_EVERY = 3; // refreshes of the list per refresh of the tenants (a longer read)
-const PER_PAGE = 25;
+const PER_PAGE = 25; // unless the URL says ?per_page= (1 to 100)
 
 /** A refreshing loop: `tick` now, then every `every` ms until stopped. */
 function poller(tick, every) {
@@ -41,7 +41,8 @@ const countChips = (counts, href) => STATUSES.concat(Object.keys(counts || {})
 
 export function workflowsView(root) {
   crumbs([["workflows", BASE]]);
-  render(root, html`<h1>Workflows</h1><div id="wf-list"><p class="muted">Loading…</p></div>`);
+  render(root, html`<h1>Workflows</h1>
+    <section class="panel" id="wf-list"><p class="muted">Loading…</p></section>`);
   const list = root.querySelector("#wf-list");
   return poller(async () => {
     const { result } = await api(apiPath.workflows());
@@ -68,11 +69,13 @@ export function workflowsView(root) {
  * instances without one), id (exact) and page. */
 function readFilters(query) {
   const page = Number.parseInt(query.get("page") || "1", 10);
+  const perPage = Number.parseInt(query.get("per_page") || String(PER_PAGE), 10);
   return {
     status: query.get("status") || "",
     scope: query.has("scope") ? query.get("scope") : null,
     id: query.get("id") || "",
     page: Number.isFinite(page) && page > 0 ? page : 1,
+    perPage: Number.isFinite(perPage) && perPage >= 1 && perPage <= 100 ? perPage : PER_PAGE,
   };
 }
 
@@ -82,6 +85,7 @@ function filtersUrl(wf, f) {
   if (f.scope !== null) q.set("scope", f.scope);
   if (f.id) q.set("id", f.id);
   if (f.page > 1) q.set("page", String(f.page));
+  if (f.perPage && f.perPage !== PER_PAGE) q.set("per_page", String(f.perPage));
   const s = q.toString();
   return pageUrl.workflow(wf) + (s ? "?" + s : "");
 }
@@ -117,6 +121,9 @@ export function workflowView(root, wf, query) {
       </aside>
     </div>`);
   const $ = (sel) => root.querySelector(sel);
+  api(apiPath.workflow(wf)).then(({ result }) => {
+    $("#wf-class").textContent = `class ${result.class_name} · binding ${result.binding}`;
+  }, () => {}); // a missing workflow is said by the listing
   $("#f-status").value = f.status;
   $("#f-id").value = f.id;
 
@@ -206,7 +213,7 @@ export function workflowView(root, wf, query) {
     try {
       listed = await api(apiPath.instances(wf), {
         query: { status: f.status || undefined, scope: f.scope ?? undefined, id: f.id || undefined,
-                 page: f.page, per_page: PER_PAGE },
+                 page: f.page, per_page: f.perPage },
       });
     } catch (e) {
       if (e instanceof APIError && e.status === 404) {
