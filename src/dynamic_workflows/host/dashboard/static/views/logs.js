@@ -11,6 +11,7 @@ import { html, time } from "../format.js";
 const NO_ROUTE = 7003;
 const MAX_PAGES = 10; // per refresh: a long backlog is read over the next refreshes
 const KEPT = 5000; // lines kept in the page: the oldest go first
+const SLACK_MS = 1000; // a line's time and its attempt's, taken on either side of the sandbox
 
 const stepKey = (name, count) => `${name}\u0000${count}`;
 
@@ -60,10 +61,17 @@ export class Logs {
     }
   }
 
-  /** The lines of `attempt` (an attempt of `step`). */
+  /** The lines of `attempt` (an attempt of `step`): those it wrote while it ran (a restarted
+   * instance keeps the lines of its earlier runs, whose attempts had the same numbers). */
   forAttempt(step, attempt) {
-    return this.lines.filter((e) => e.step && e.step.name === step.name &&
-      e.step.count === step.count && (e.attempt ?? 1) === attempt.attempt);
+    const from = attempt.start ? Date.parse(attempt.start) - SLACK_MS : -Infinity;
+    const to = attempt.end ? Date.parse(attempt.end) + SLACK_MS : Infinity;
+    return this.lines.filter((e) => {
+      if (!e.step || e.step.name !== step.name || e.step.count !== step.count ||
+          (e.attempt ?? 1) !== attempt.attempt) return false;
+      const at = Date.parse(e.time);
+      return Number.isNaN(at) || (at >= from && at <= to);
+    });
   }
 
   /** The lines of a step (a sleep's or a wait's). */
