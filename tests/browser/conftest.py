@@ -38,9 +38,11 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """A headless Chromium for the whole session."""
+    """A headless Chromium for one test module. Not for the session: Playwright's sync API runs
+    an event loop on this thread while it is started, and the asyncio tests that follow in the
+    same session could not run theirs."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
