@@ -262,16 +262,20 @@ export function instanceView(root, wf, id, initialScope) {
     $("#event-form").hidden = true;
   }
 
-  async function tick() {
+  async function tick(forced = true) {
     clearTimeout(timer);
     if (inflight) await inflight;
     if (stopped) return;
+    if (document.hidden && !forced) { // a tab out of sight does not poll
+      timer = setTimeout(() => tick(false), POLL_MS);
+      return;
+    }
     inflight = load().catch((e) => { if (!stopped) connection(e); });
     await inflight;
     inflight = null;
     if (stopped) return;
     if (details && FINISHED.has(details.status)) return; // finished: nothing more will change
-    timer = setTimeout(tick, POLL_MS);
+    timer = setTimeout(() => tick(false), POLL_MS);
   }
 
   // -- rendering -----------------------------------------------------------------------------
@@ -473,9 +477,17 @@ export function instanceView(root, wf, id, initialScope) {
   $("#event-form").addEventListener("submit", (ev) => { ev.preventDefault(); sendEvent(); });
   $("#ev-type").addEventListener("input", () => { eventTypeTouched = true; });
 
+  const visible = () => {
+    if (!document.hidden && !stopped && !(details && FINISHED.has(details.status))) tick();
+  };
+  document.addEventListener("visibilitychange", visible);
   tick();
   return {
-    stop() { stopped = true; clearTimeout(timer); },
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+      document.removeEventListener("visibilitychange", visible);
+    },
     hashChanged() { scrolled = false; highlight(); },
   };
 }

@@ -16,20 +16,29 @@ function poller(tick, every) {
   let timer = null;
   let stopped = false;
   let running = null;
+  let forced = true;
   const run = async () => {
     clearTimeout(timer);
     if (running) { await running; }
     running = (async () => {
+      if (document.hidden && !forced) return; // a tab out of sight does not poll
       try { await tick(); connection(null); } catch (e) { if (!stopped) connection(e); }
     })();
     await running;
     running = null;
+    forced = false;
     if (!stopped) timer = setTimeout(run, every);
   };
+  const visible = () => { if (!document.hidden && !stopped) run(); };
+  document.addEventListener("visibilitychange", visible);
   run();
   return {
-    now: run,
-    stop() { stopped = true; clearTimeout(timer); },
+    now: () => { forced = true; return run(); },
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+      document.removeEventListener("visibilitychange", visible);
+    },
   };
 }
 
