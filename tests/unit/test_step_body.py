@@ -224,6 +224,8 @@ async def test_a_stale_write_raises_run_cancelled_and_the_others_are_kept() -> N
 
 
 async def test_a_failed_storage_write_reaches_every_waiter() -> None:
+    # Every waiter hears of it, as the signal to stop its run and hand the instance back: a
+    # storage failure is not the workflow's failure (see the test below).
     class Failing(MemoryStorage):
         async def record_steps(self, writes: Any, now: float) -> list[bool]:
             raise StorageError("disk on fire")
@@ -231,8 +233,34 @@ async def test_a_failed_storage_write_reaches_every_waiter() -> None:
     engine = Engine(Failing())
     futures = [engine.writes.add(pk, 0, ENTRY) for pk in (1, 2, 3)]
     for fut in futures:
-        with pytest.raises(StorageError, match="disk on fire"):
+        with pytest.raises(RunCancelled):
             await fut
+
+
+async def test_a_run_whose_step_write_fails_is_handed_back_and_completes_later() -> None:
+    from dynamic_workflows.testing import WorkflowTestEnv
+
+    class FailsTwice(MemoryStorage):
+        failures = 0
+
+        async def record_steps(self, writes: Any, now: float) -> list[bool]:
+            if self.failures < 2:
+                self.failures += 1
+                raise StorageError("connection lost (its outcome is unknown)")
+            return await super().record_steps(writes, now)
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("only")
+        async def only() -> str:
+            return "done"
+
+        return await only()
+
+    storage = FailsTwice()
+    async with WorkflowTestEnv(workflow(run), storage=storage) as wf:
+        instance = await wf.binding.create(id="i")
+        status = await wf.wait_for(instance)
+    assert (status["status"], status["output"], storage.failures) == ("complete", "done", 2)
 
 
 async def test_runs_woken_together_all_start_their_bodies_before_any_result_is_written() -> None:
