@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from browser_support import CHROMIUM, ROOT, Server, copy_project
 
-PRINTS = [
+PATCHES = [
     (
         '        order = event["payload"] or {}\n',
         '        order = event["payload"] or {}\n        print("order received:", order)\n',
@@ -26,10 +26,15 @@ PRINTS = [
     (
         "        async def charge(reserve):\n",
         "        async def charge(reserve):\n"
-        "            print(f\"charging {reserve['qty']} x {reserve['sku']}\")\n",
+        "            print(f\"charging {reserve['qty']} x {reserve['sku']}\")\n"
+        "            import asyncio\n"
+        '            await asyncio.sleep(order.get("charge_seconds", 0))\n',
     ),
+    ('timeout="1 hour")', 'timeout=doc.get("timeout", "1 hour"))'),
 ]
-"""Lines added to acme's code in the copy (the example itself prints nothing)."""
+"""What the copy changes in the tenants' code: acme prints each order it gets and each charge
+it attempts, and its charge takes ``charge_seconds`` (params) when given; globex waits for its
+approval ``timeout`` long (params; 1 hour by default)."""
 
 
 def _unavailable(reason: str) -> None:
@@ -66,12 +71,12 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def saas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``dwf dev`` serving a copy of the bundled SaaS example (tenants in the sandbox), where
-    acme's code also prints: each order it gets, and each charge it attempts."""
+    """``dwf dev`` serving a copy of the bundled SaaS example (tenants in the sandbox), with
+    :data:`PATCHES` applied."""
     folder = copy_project(ROOT / "examples" / "saas", tmp_path_factory.mktemp("browser") / "saas")
     tenants = folder / "src" / "tenants.py"
     source = tenants.read_text()
-    for before, after in PRINTS:
+    for before, after in PATCHES:
         assert before in source, f"examples/saas changed: {before!r} is gone"
         source = source.replace(before, after, 1)
     tenants.write_text(source)

@@ -228,6 +228,19 @@ def test_send_an_event_from_the_page(page: Page, saas: Server, screenshot: Shot)
     screenshot("after-event")
 
 
+def test_a_wait_that_timed_out(page: Page, saas: Server, screenshot: Shot) -> None:
+    create(saas, "globex", {"title": "late", "timeout": "2 seconds"}, id="late-1")
+    page.goto(instance_url(saas, "late-1"))
+    waiting = step(page, "wait for approval")
+    expect(waiting).to_contain_text("waiting for event approval · times out at")
+    expect(waiting).to_have_attribute("data-state", "failed")
+    expect(waiting.locator('[data-ended-by="timeout"]')).to_contain_text("ended by its timeout at")
+    expect(waiting.locator('[data-ended-by="timeout"]')).to_contain_text("approval")
+    expect(status_of(page)).to_have_text("errored")
+    expect(page.locator(".instance-error")).to_be_visible()
+    screenshot("timed-out")
+
+
 def test_a_refused_action_stays_visible_until_dismissed(
     page: Page, saas: Server, screenshot: Shot
 ) -> None:
