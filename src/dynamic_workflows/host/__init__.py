@@ -7,8 +7,10 @@ The flow, from the folder to a request::
     live.LiveProject                  the running project, swapped on reload (dev)
     app.HostApp                       ASGI: dispatcher fetch | admin API | dashboard | metrics
         convert.py                    Starlette request -> workers.Request -> Response back
-        admin.py                      wrangler's local explorer API for Workflows
-        dashboard.py, metrics.py
+        admin.py                      wrangler's local explorer API for Workflows (+ tenants.py:
+                                      who owns an instance, counts per tenant)
+        dashboard/                    the run viewer: a front end over the admin API
+        metrics.py
     server.run_listeners              uvicorn, signals, graceful stop
     client.AdminClient                the admin API from the command line (dwf workflows ...)
 
