@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,8 @@ import httpx
 ROOT = Path(__file__).parents[2]
 DWF = [sys.executable, "-m", "dynamic_workflows.cli"]
 API = "/cdn-cgi/local/explorer/api"
-SPEC = json.loads(
-    (Path(__file__).parent / "wrangler-local-explorer-workflows.openapi.json").read_text()
-)
+# The admin API's OpenAPI description, which it also serves (GET .../api/openapi.json).
+SPEC = json.loads(resources.files("dynamic_workflows.host").joinpath("openapi.json").read_text())
 
 
 def free_port() -> int:

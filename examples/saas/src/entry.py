@@ -20,6 +20,7 @@ from dynamic_workflows import (
     create_dynamic_workflow_entrypoint,
     wrap_workflow_binding,
 )
+from dynamic_workflows.errors import SerializationError
 
 
 def load_tenant(env, tenant_id):
@@ -62,6 +63,8 @@ def refusal(error):
         return Response.json({"error": f"{error}: an instance id is {rule}"}, status=400)
     if isinstance(error, InvalidEventTypeError | LimitExceededError | BatchError):
         return Response.json({"error": str(error)}, status=400)
+    if isinstance(error, SerializationError):  # e.g. an integer past 64 bits in the params
+        return Response.json({"error": f"the params cannot be stored: {error}"}, status=400)
     return None  # anything else is the platform's fault: a 500
 
 
@@ -85,7 +88,7 @@ class Default(WorkerEntrypoint):
             return Response.json({"error": f"unknown tenant {tenant_id!r}"}, status=404)
         try:
             return await load_tenant(self.env, tenant_id).get_entrypoint().fetch(request)
-        except WorkflowError as error:
+        except (WorkflowError, SerializationError) as error:
             # The tenant's code runs in a sandboxed worker; the binding's errors it lets escape
             # come back across the boundary as the same classes, so they are caught as such.
             answer = refusal(error)

@@ -25,6 +25,8 @@ async def json_body(request):
         return json.loads(text) if text.strip() else None
     except ValueError as exc:  # not UTF-8, or not JSON
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser goes ("[" * 5000)
+        raise BadRequest("the request body is JSON nested too deeply") from None
 
 
 class Default(WorkerEntrypoint):

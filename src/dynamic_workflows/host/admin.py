@@ -14,6 +14,7 @@ Mounted at ``/cdn-cgi/local/explorer/api`` (so ``wrangler workflows ... --local`
     DELETE /workflows/:name/instances/:id
     PATCH  /workflows/:name/instances/:id/status              {"status": "pause" ...}
     POST   /workflows/:name/instances/:id/events/:type        body: the payload (JSON)
+    GET    /openapi.json                                      this API's OpenAPI description
 
 Scopes: an instance's identity is ``(workflow, scope, id)``; the dispatch library gives each
 tenant its own scope, so two tenants may both own an instance ``order-1``. This API is trusted and
@@ -37,6 +38,8 @@ import datetime as _dt
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -277,6 +280,17 @@ class _ASGIEndpoint:
         await self.app(scope, receive, send)
 
 
+@cache
+def _openapi() -> bytes:
+    return Path(__file__).with_name("openapi.json").read_bytes()
+
+
+async def openapi(request: Request) -> Response:
+    """This API's OpenAPI description (wrangler's local explorer API, its workflows part): what
+    clients and API fuzzers (schemathesis) are generated from."""
+    return Response(_openapi(), media_type="application/json")
+
+
 class AdminAPI:
     """The routes of the admin API over the live project (see the module docstring)."""
 
@@ -298,6 +312,7 @@ class AdminAPI:
             method_route(inst, GET=h(self.instance_details), DELETE=h(self.delete_instance)),
             method_route(inst + "/status", PATCH=h(self.change_status)),
             method_route(inst + "/events/{event_type}", POST=h(self.send_event)),
+            method_route("/openapi.json", GET=openapi),
         ]
 
     def _handle(self, handler: Handler) -> Endpoint:

@@ -13,7 +13,9 @@ When the worker dies or breaks a limit mid-run, every attempt the sandbox announ
 (``attempt_started``) and did not finish is recorded as a failed attempt with a
 ``SandboxError``, so the step's retry policy decides what happens next, and the run suspends
 until the earliest retry: the engine then replays it in a fresh process. A death while no
-attempt is open is retried :data:`MAX_DEATHS_OUTSIDE_STEPS` - 1 times before the run fails.
+attempt is open is retried, and the run fails after :data:`MAX_DEATHS_OUTSIDE_STEPS` of them in
+a row with no progress in between (a step committed, the run parked or returned): a run that
+made progress since its last death did not die of its own code.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ SANDBOX_ERROR = "SandboxError"
 """The error name recorded for an attempt whose worker died or broke a limit."""
 
 MAX_DEATHS_OUTSIDE_STEPS = 3
-"""A run whose worker dies this many times in a row while no step attempt is open fails."""
+"""A run whose worker dies this many times in a row while no step attempt is open, with no
+progress in between, fails."""
 
 _SETTLE_TIMEOUT = 10.0
 
@@ -144,6 +147,9 @@ class RunBridge:
         state = self._details.state
         if self._closed:
             return
+        # Parked, the run runs no code: a death from now on is none of its doing (its worker
+        # killed, or crashed by another run of the tenant), so earlier deaths stop counting.
+        self._strikes.pop(self._key, None)
         if not state.parked:
             policy = state.park_policy
             on_unpark = policy(message.wake_at) if policy is not None else None
@@ -202,6 +208,7 @@ class RunBridge:
             return
         exc = fut.exception()
         if exc is None:
+            self._strikes.pop(self._key, None)  # progress: earlier deaths stop counting
             self._worker.reply(request, None)
         else:
             self._worker.reply(request, error=_failure(exc))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import errors as _errors
 from ..core.journal import ErrorInfo
 from ..core.step_errors import error_name, rebuild_error
-from ..errors import WorkflowError
+from ..errors import SerializationError, WorkflowError
 from ..workers import Response
 from .code import INHERIT, WorkerCode, WorkerLimits
 from .errors import FrameTooLargeError, ProtocolError, TenantWorkerError
@@ -743,18 +743,19 @@ def max_call_bytes(memory_bytes: int, max_frame: int = DEFAULT_MAX_FRAME) -> int
     return min(max_frame, memory_bytes // 4)
 
 
-_WORKFLOW_ERRORS: dict[str, type[WorkflowError]] = {
+_WORKFLOW_ERRORS: dict[str, type[WorkflowError | SerializationError]] = {
     cls.__name__: cls
     for cls in (getattr(_errors, name) for name in _errors.__all__)
-    if isinstance(cls, type) and issubclass(cls, WorkflowError)
+    if isinstance(cls, type) and issubclass(cls, WorkflowError | SerializationError)
 }
 
 
 def _crossed_error(name: str, message: str) -> Exception:
     """The exception for the error a tenant's call ended with. The package's WorkflowError
     classes (what a binding refuses with: an id that exists, an invalid id, no such instance)
-    come back as themselves with the worker's message, so that a dispatcher catches them by
-    class as it would in-process; anything else as :func:`rebuild_error` makes it."""
+    and SerializationError (a value that cannot be stored or cannot cross) come back as
+    themselves with the worker's message, so that a dispatcher catches them by class as it
+    would in-process; anything else as :func:`rebuild_error` makes it."""
     cls = _WORKFLOW_ERRORS.get(name)
     if cls is None:
         return rebuild_error(name, message)

@@ -30,6 +30,7 @@ import msgspec
 
 from ..core.journal import ErrorInfo, JournalEntry, RunOutcome
 from ..core.limits import Limits
+from ..errors import SerializationError
 from ..workers import Headers, Request, Response
 from .errors import ProtocolError, ProtocolVersionError
 
@@ -451,14 +452,24 @@ class Codec:
         )
 
     def encode(self, message: BaseMessage) -> bytes:
-        """The bytes of ``message``; TypeError names a value that cannot cross."""
-        return self._encoder.encode(message)
+        """The bytes of ``message``; TypeError names a value that cannot cross (a
+        SerializationError for values msgpack cannot hold: an integer past 64 bits, a string
+        with a lone surrogate, both of which ``json.loads`` makes from a client's body)."""
+        try:
+            return self._encoder.encode(message)
+        except (OverflowError, UnicodeEncodeError) as exc:
+            raise SerializationError(f"a value cannot cross the worker boundary: {exc}") from None
 
     def decode(self, frame: bytes) -> Message:
         """The message in ``frame``; ProtocolError if it is not one."""
         try:
             return self._decoder.decode(frame)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            # Not only msgspec's errors: a Request or Response extension of the wrong shape
+            # fails in _ext_hook with whatever unpacking it raised (ValueError, TypeError), and
+            # a peer that sent it must be treated as one that sent garbage (the host kills it).
             raise ProtocolError(f"malformed message: {exc}") from None
 
     def _enc_hook(self, obj: object) -> Any:
