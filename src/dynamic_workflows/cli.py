@@ -202,6 +202,17 @@ def _max_body_option(fn: Any) -> Any:
     )(fn)
 
 
+def _log_format_option(fn: Any) -> Any:
+    return click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="The server's log lines: text, or one JSON object each (time, level, logger, "
+        "message, and fields such as event, workflow, instance, tenant).",
+    )(fn)
+
+
 def _check_max_body(max_body: int, mode: LoaderMode) -> None:
     """A body the host accepts must reach a tenant's worker without exhausting it."""
     from .host.convert import MAX_BODY, size_text
@@ -260,6 +271,7 @@ def _serve(
     help="Reload when the config or a .py file beside main changes.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@_log_format_option
 @_max_body_option
 @_loader_options
 def dev(
@@ -269,6 +281,7 @@ def dev(
     db: str | None,
     reload: bool,
     verbose: bool,
+    log_format: str,
     max_body: int,
     trusted: bool,
     unconfined: bool,
@@ -286,7 +299,7 @@ def dev(
 
     mode = _loader_mode(trusted, unconfined)
     _check_max_body(max_body, mode)
-    setup_logging(verbose)
+    setup_logging(verbose, log_format)
 
     def listeners(live: LiveProject, metrics: HostMetrics) -> list[Listener]:
         app = create_dev_app(live, metrics, max_body=max_body)
@@ -308,6 +321,7 @@ def dev(
             url,
             url,
             project.storage_url,
+            extra={"event": "node.start", "url": url},
         )
 
     _serve(directory, db, mode, listeners, reload=reload, banner=banner)
@@ -333,6 +347,7 @@ def dev(
     help="Bearer token required on the admin port (or set DWF_ADMIN_TOKEN).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@_log_format_option
 @_max_body_option
 @_loader_options
 def serve(
@@ -344,6 +359,7 @@ def serve(
     admin_port: int | None,
     admin_token: str | None,
     verbose: bool,
+    log_format: str,
     max_body: int,
     trusted: bool,
     unconfined: bool,
@@ -369,7 +385,7 @@ def serve(
         )
     mode = _loader_mode(trusted, unconfined)
     _check_max_body(max_body, mode)
-    setup_logging(verbose)
+    setup_logging(verbose, log_format)
     token = admin_token
     aport = admin_port if admin_port is not None else port + 1
 
@@ -386,6 +402,7 @@ def serve(
             project.config.name,
             chosen[0].url,
             chosen[1].url,
+            extra={"event": "node.start", "url": chosen[0].url},
         )
 
     _serve(directory, db, mode, listeners, reload=False, banner=banner)
@@ -620,6 +637,62 @@ def instances_send_event(
             printer.line(f"Sent event {event_type} to instance {iid}")
 
     _admin(url, token, as_json, action)
+
+
+@instances.command("logs")
+@click.argument("name")
+@click.argument("instance_id", metavar="ID")
+@click.option("--step", help="Only the lines of this step.")
+@click.option("--count", type=int, help="The step's occurrence (with --step; default 1).")
+@click.option("--attempt", type=int, help="Only the lines of this attempt of a step.")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep printing new lines until the instance ends."
+)
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Seconds between polls."
+)
+@_scope_option
+@_client_options
+def instances_logs(
+    name: str,
+    instance_id: str,
+    step: str | None,
+    count: int | None,
+    attempt: int | None,
+    follow: bool,
+    interval: float,
+    scope: str | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Print what an instance's runs printed or logged (one JSON object per line with --json);
+    with --follow, keep polling for new lines until it ends (or Ctrl-C)."""
+    import time
+
+    final = ("complete", "errored", "terminated")
+
+    def action(client: Any, printer: Any) -> None:
+        iid, iscope = client.resolve(name, instance_id, scope)
+        cursor: str | None = None
+        while True:
+            page = client.logs(
+                name, iid, after=cursor, step=step, count=count, attempt=attempt, scope=iscope
+            )
+            printer.log_lines(page)
+            cursor = page.get("cursor") or cursor
+            if page.get("more"):
+                continue
+            if not follow or page.get("status") in final:
+                break
+            time.sleep(interval)
+        if page.get("dropped_lines") and not as_json:
+            printer.line(f"({page['dropped_lines']:,} line(s) dropped over the limits)")
+
+    try:
+        _admin(url, token, as_json, action)
+    except KeyboardInterrupt:
+        pass
 
 
 @instances.command("delete")

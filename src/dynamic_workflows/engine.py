@@ -23,6 +23,7 @@ import contextlib
 import datetime as _dt
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -51,8 +52,10 @@ from .core.limits import (
     check_size,
     check_step_result,
 )
+from .core.logs import LogBook, LogLine
 from .core.replay import drive
 from .core.step import RunState, WorkflowStep
+from .core.tracebacks import last_frame
 from .errors import (
     CannotTerminateError,
     InstanceAlreadyExistsError,
@@ -70,6 +73,7 @@ from .storage.base import (
     FINITE_STATUSES,
     Claim,
     InstanceRow,
+    LogWrite,
     NewInstance,
     Status,
     Storage,
@@ -128,23 +132,45 @@ class StepWrites:
     Every run whose step completed (or began a sleep, or failed) in the same loop iteration
     shares one storage operation, one commit and one acknowledgement: with ten thousand sleepers
     resuming at the same instant, the writes wait until they have all run their next step, rather
-    than each handing the writer thread its own operation in between."""
+    than each handing the writer thread its own operation in between.
 
-    __slots__ = ("_engine", "_futures", "_scheduled", "_writes")
+    The lines runs printed (``LogWrite``) go with them, in the same storage call: a step's
+    lines are committed with its result."""
+
+    __slots__ = ("_engine", "_futures", "_logs", "_scheduled", "_waiters", "_writes")
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._writes: list[tuple[int, int, JournalEntry]] = []
         self._futures: list[asyncio.Future[None]] = []
+        self._logs: list[LogWrite] = []
+        self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
 
-    def add(self, pk: int, generation: int, entry: JournalEntry) -> asyncio.Future[None]:
-        """Queue a write; the future is done once it is committed, and raises
-        :class:`RunCancelled` if the run was stale (its write was not kept)."""
+    def add(
+        self, pk: int, generation: int, entry: JournalEntry, logs: LogWrite | None = None
+    ) -> asyncio.Future[None]:
+        """Queue a write (and the run's lines, ``logs``); the future is done once it is
+        committed, and raises :class:`RunCancelled` if the run was stale (its write was not
+        kept)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._writes.append((pk, generation, entry))
         self._futures.append(fut)
+        if logs is not None:
+            self._logs.append(logs)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+        return fut
+
+    def add_logs(self, logs: LogWrite) -> asyncio.Future[None]:
+        """Queue a write of a run's lines alone (its last ones); the future is done once the
+        storage call is over, whatever came of it (lines are never worth failing a run)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._logs.append(logs)
+        self._waiters.append(fut)
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self.flush)
@@ -153,18 +179,34 @@ class StepWrites:
     def flush(self) -> None:
         """Hand what is queued to the storage now."""
         self._scheduled = False
-        if not self._writes:
+        if not self._writes and not self._logs:
             return
         writes, futures = self._writes, self._futures
         self._writes, self._futures = [], []
-        self._engine.spawn(self._write(writes, futures))
+        logs, waiters = self._logs, self._waiters
+        self._logs, self._waiters = [], []
+        self._engine.spawn(self._write(writes, futures, logs, waiters))
 
     async def _write(
-        self, writes: list[tuple[int, int, JournalEntry]], futures: list[asyncio.Future[None]]
+        self,
+        writes: list[tuple[int, int, JournalEntry]],
+        futures: list[asyncio.Future[None]],
+        logs: list[LogWrite],
+        waiters: list[asyncio.Future[None]],
     ) -> None:
+        storage = self._engine.storage
         try:
-            kept = await self._engine.storage.record_steps(writes, self._engine.clock.now())
+            if logs:
+                kept = await storage.record_steps(writes, self._engine.clock.now(), logs=logs)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+            else:
+                kept = await storage.record_steps(writes, self._engine.clock.now())
         except StorageError as exc:
+            for waiter in waiters:  # (lines are never worth failing a run)
+                if not waiter.done():
+                    waiter.set_result(None)
             # Not the workflow's failure: the runs stop and their instances go back to the
             # queue (Cancelled -> release_run, retried while the storage is down); a replay
             # finds whichever of these writes did commit (the outcome of a lost connection's
@@ -184,9 +226,12 @@ class StepWrites:
                 if not fut.done():
                     fut.set_exception(exc)
                     fut.exception()  # retrieved: a waiter that was cancelled meanwhile is gone
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
             return
         except BaseException:
-            for fut in futures:
+            for fut in futures + waiters:
                 fut.cancel()
             raise
         counters = self._engine.counters
@@ -224,6 +269,8 @@ class LiveRun:
         # attempts of the steps that have some.
         self._starts: dict[tuple[str, int], float] = {}
         self._attempts: dict[tuple[str, int], bytes] = {}
+        # What the run's code printed (core/logs.py), made when it first prints.
+        self._book: LogBook | None = None
         # Sleeps and back-offs are armed when their step waits (see wake); event deadlines
         # now, since expiring a wait is the host's own write.
         for e in journal:
@@ -292,8 +339,60 @@ class LiveRun:
             )
 
     def _write(self, entry: JournalEntry) -> asyncio.Future[None]:
-        """Queue ``entry``; the future raises RunCancelled if the run is stale (it must stop)."""
-        return self.engine.writes.add(self.pk, self.generation, entry)
+        """Queue ``entry`` (with the lines printed since the last write); the future raises
+        RunCancelled if the run is stale (it must stop)."""
+        book = self._book
+        logs = None if book is None or not book.dirty else self._take_logs(book)
+        return self.engine.writes.add(self.pk, self.generation, entry, logs)
+
+    # -- what the run printed ---------------------------------------------------------------
+
+    @property
+    def log_room(self) -> int:
+        """Bytes the instance's logs may still take."""
+        if self._book is not None:
+            return self._book.room
+        return max(0, self.engine.limits.log_bytes_per_instance - self.row.log_bytes)
+
+    def log(self, lines: list[LogLine]) -> None:
+        """Lines the run's code printed or logged: kept within the limits (the sandbox's
+        worker bounded them already; this is where it counts), stored with the next write."""
+        book = self._book
+        if book is None:
+            limits = self.engine.limits
+            book = self._book = LogBook(
+                limits.log_bytes_per_attempt,
+                limits.log_bytes_per_instance - self.row.log_bytes,
+                limits.log_bytes_per_instance,
+            )
+        had_room = book.room > 0
+        book.add_all(lines)
+        if had_room and book.room <= 0:
+            row = self.row
+            log.warning(
+                "instance %s of %s: its logs reached their limit of %d bytes; later lines are "
+                "dropped and counted",
+                row.id,
+                row.workflow,
+                self.engine.limits.log_bytes_per_instance,
+                extra={
+                    "event": "limit.hit",
+                    "limit": "log_bytes_per_instance",
+                    "workflow": row.workflow,
+                    "scope": row.scope,
+                    "instance": row.id,
+                },
+            )
+
+    def _take_logs(self, book: LogBook) -> LogWrite:
+        taken = book.take(time.time())  # (lines carry wall-clock times, their notes too)
+        return LogWrite(self.pk, self.generation, taken.lines, taken.bytes, taken.dropped)
+
+    async def flush_logs(self) -> None:
+        """Store the lines not stored yet (the run is over: before its end is recorded)."""
+        book = self._book
+        if book is not None and book.dirty:
+            await self.engine.writes.add_logs(self._take_logs(book))
 
     def deliver(self, name: str, count: int, value: bytes) -> None:
         """An event was consumed for the step ``(name, count)`` of this run."""
@@ -377,8 +476,10 @@ class LiveRun:
         key = (name, count)
         now = self.engine.clock.now()
         started = self._starts.pop(key, None)
+        # The step's error keeps its traceback; its history, the error alone (20 of them).
+        brief = error if error.traceback is None else ErrorInfo(error.name, error.message)
         history = self._attempts[key] = record_failure(
-            self._attempts.get(key), Attempt(attempt, started, now, False, error, retry_in)
+            self._attempts.get(key), Attempt(attempt, started, now, False, brief, retry_in)
         )
         wake_at = None if retry_in is None else now + retry_in
         await self._write(
@@ -687,6 +788,7 @@ class Engine:
         self.counters.runs += 1
         try:
             outcome = await self._execute(live, claim)
+            await live.flush_logs()
             live.close()
             await self._record(live, lambda: self._apply(live, outcome))
         except Exception:
@@ -807,6 +909,7 @@ class Engine:
                 live.pk, live.generation, Status.ERRORED, None, outcome.error, now
             ):
                 self.counters.errored += 1
+                _log_errored(live.row, outcome.error)
         elif isinstance(outcome, Suspended):
             wake_at = outcome.wake_at
             if (
@@ -969,6 +1072,29 @@ class Engine:
             if wake_at is not None and wake_at <= soon:
                 return False
         return True
+
+
+def _log_errored(row: InstanceRow, error: ErrorInfo) -> None:
+    """The one line an instance's error makes in the host's log."""
+    where = last_frame(error.traceback)
+    message = " ".join(error.message.split())
+    log.warning(
+        "instance %s of %s%s errored: %s%s%s",
+        row.id,
+        row.workflow,
+        f" (scope {row.scope})" if row.scope else "",
+        error.name,
+        f": {message[:500]}" if message else "",
+        f" at {where}" if where else "",
+        extra={
+            "event": "instance.errored",
+            "workflow": row.workflow,
+            "scope": row.scope,
+            "instance": row.id,
+            "error_name": error.name,
+            "error_message": error.message,
+        },
+    )
 
 
 def status_dict(row: InstanceRow) -> dict[str, Any]:

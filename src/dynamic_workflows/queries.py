@@ -8,6 +8,7 @@ Reached as ``engine.queries`` (one :class:`Queries` per engine)::
         print(view.id, view.status, view.params)
     details = await engine.queries.describe(page.instances[0])     # + its journal (StepView)
     counts = await engine.queries.count_instances("orders")        # StatusCounts
+    logs = await engine.queries.logs(page.instances[0], after=0)   # what its runs printed
 
 Statuses here are the ones users see (:meth:`Engine.reported_status`): a run kept live and
 *parked* for a near wake-up is ``running`` in storage but ``waiting`` here, in views, in counts
@@ -31,6 +32,7 @@ import msgspec
 from .core.attempts import attempts_of
 from .core.codec import decode
 from .core.journal import ErrorInfo, JournalEntry, StepKind, StepState
+from .core.logs import LogLine
 from .errors import InvalidQueryError
 from .storage.base import FINITE_STATUSES, InstanceRow, Status
 
@@ -44,6 +46,8 @@ __all__ = [
     "InstanceDetails",
     "InstancePage",
     "InstanceView",
+    "LogPage",
+    "LogView",
     "Queries",
     "StatusCounts",
     "StepView",
@@ -80,6 +84,16 @@ class InstanceView(msgspec.Struct, frozen=True):
     output_json: bytes | None
     row: InstanceRow
     """The stored row: the handle ``engine.control``/``send_event``/``delete`` take."""
+
+    @property
+    def log_bytes(self) -> int:
+        """Bytes of the lines its runs printed that are stored."""
+        return self.row.log_bytes
+
+    @property
+    def log_dropped(self) -> int:
+        """Lines its runs printed that were dropped (over the limits)."""
+        return self.row.log_dropped
 
     @property
     def params(self) -> Any:
@@ -158,6 +172,44 @@ class InstanceDetails(msgspec.Struct, frozen=True):
 
     instance: InstanceView
     steps: list[StepView]
+
+
+class LogView(msgspec.Struct, frozen=True):
+    """One line an instance's run printed or logged."""
+
+    seq: int
+    """Its number: lines are numbered in the order they were written, and a reader that
+    follows them asks for what comes after the last number it saw."""
+    at: float
+    """When (epoch seconds)."""
+    stream: str
+    """``stdout``, ``stderr``, a logging level (``INFO``...), or ``dwf``: a note of ours
+    (``dropped`` lines were dropped here, over the limits)."""
+    text: str
+    step: str | None
+    """The step it belongs to; None: ``run()``'s own code, between steps."""
+    count: int
+    """The step's occurrence (0 without a step)."""
+    attempt: int
+    """The step's attempt (0 without a step)."""
+    dropped: int = 0
+
+
+class LogPage(msgspec.Struct, frozen=True):
+    """A page of an instance's lines, oldest first. ``cursor``: the number to ask for what
+    comes after (the last line's, or the ``after`` asked with when there is none);
+    ``more``: the page is full (more lines may follow at once)."""
+
+    lines: list[LogView]
+    cursor: int
+    more: bool
+    bytes: int
+    """Bytes the instance's lines take in all (against ``Limits.log_bytes_per_instance``)."""
+    dropped: int
+    """Lines dropped in all."""
+    status: str
+    """The instance's status now (a follower stops once it is final and the page is not
+    full)."""
 
 
 class StatusCounts(msgspec.Struct, frozen=True):
@@ -300,6 +352,39 @@ class Queries:
         """``instance`` with its journal."""
         return InstanceDetails(instance, await self.journal(instance))
 
+    async def logs(
+        self,
+        instance: InstanceView,
+        *,
+        after: int = 0,
+        step: tuple[str, int] | None = None,
+        attempt: int | None = None,
+        limit: int = 500,
+    ) -> LogPage:
+        """What ``instance``'s runs printed or logged, after the line numbered ``after`` (0:
+        from the first), of one step ``(name, count)`` and/or one ``attempt`` when given; at
+        most ``limit`` lines (1 to :data:`MAX_LIMIT`). ``after`` is the ``cursor`` of the
+        previous page, which a follower asks again with until the instance ends."""
+        limit, _ = _check_paging(limit, 0)
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InvalidQueryError(f"after: must be an integer >= 0, got {after!r}")
+        if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int)):
+            raise InvalidQueryError(f"attempt: must be an integer, got {attempt!r}")
+        rows = await self.engine.storage.load_logs(
+            instance.row.pk, after=after, limit=limit, step=step, attempt=attempt
+        )
+        # The totals as of now: the row the view was made from may be older than these lines.
+        current = await self.engine.storage.get_instance_by_pk(instance.row.pk)
+        row = current if current is not None else instance.row
+        return LogPage(
+            [_log_view(seq, line) for seq, line in rows],
+            rows[-1][0] if rows else after,
+            len(rows) >= limit,
+            row.log_bytes,
+            row.log_dropped,
+            self.engine.reported_status(row),
+        )
+
     # -- counts and listings ----------------------------------------------------------------
 
     async def _counts(
@@ -407,6 +492,12 @@ class Queries:
             rows.extend(chunk)
             if len(chunk) < _SCAN_CHUNK:
                 return rows
+
+
+def _log_view(seq: int, line: LogLine) -> LogView:
+    return LogView(
+        seq, line.at, line.stream, line.text, line.step, line.count, line.attempt, line.dropped
+    )
 
 
 async def wait_for_status(

@@ -12,7 +12,6 @@ import pytest
 from unit_support import START, EnvFactory, until
 
 from dynamic_workflows import queries
-from dynamic_workflows.core.journal import ErrorInfo
 from dynamic_workflows.errors import InvalidQueryError
 from dynamic_workflows.queries import (
     MAX_LIMIT,
@@ -51,6 +50,8 @@ def test_exports_are_pinned() -> None:
         "InstanceDetails",
         "InstancePage",
         "InstanceView",
+        "LogPage",
+        "LogView",
         "MAX_LIMIT",
         "Queries",
         "StatusCounts",
@@ -92,7 +93,10 @@ async def test_counts_and_pages_newest_first(make_env: EnvFactory) -> None:
         [view] = errored.instances
         assert isinstance(view, InstanceView)
         assert (view.id, view.status, view.scope, view.workflow) == ("f", "errored", "", "workflow")
-        assert view.error == ErrorInfo("ValueError", "asked to fail")
+        assert view.error is not None
+        assert (view.error.name, view.error.message) == ("ValueError", "asked to fail")
+        assert view.error.traceback is not None
+        assert "in waits_for_go\nValueError: asked to fail" in view.error.traceback
         assert (view.params, view.output) == ("fail", None)
         assert view.created_at == START + 5
         assert view.ended_at is not None

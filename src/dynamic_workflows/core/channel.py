@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from .journal import ErrorInfo
+from .logs import LogLine
 
 __all__ = ["StepChannel", "WaitRegistration"]
 
@@ -66,4 +67,10 @@ class StepChannel(Protocol):
         channel uses it to count an attempt whose process died as failed; ``retry_in`` is the
         back-off before the next attempt, None if this is the last one allowed. The host's
         channel notes the time, for the step's attempt history."""
+        ...
+
+    def log(self, lines: list[LogLine]) -> None:
+        """One-way: lines the run's code printed or logged (see :mod:`.logs`). The host's
+        channel bounds them and stores them with its next write (a sandbox's come with the
+        messages the worker sends anyway)."""
         ...

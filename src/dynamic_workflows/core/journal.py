@@ -42,11 +42,15 @@ class StepState:
     """Waiting for an event of ``event_type`` until ``wake_at`` (the deadline)."""
 
 
-class ErrorInfo(msgspec.Struct, frozen=True):
-    """An error as the reference reports it: ``{"name": ..., "message": ...}``."""
+class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An error as the reference reports it: ``{"name": ..., "message": ...}``, and the
+    traceback of the workflow's own code where it was raised (see :mod:`.tracebacks`)."""
 
     name: str
     message: str
+    traceback: str | None = None
+    """Bounded, frames of the workflow's code only; None when there is none (not reported in
+    :meth:`as_dict`, which is Cloudflare's shape)."""
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "message": self.message}

@@ -36,6 +36,11 @@ class Limits:
     """Largest serialised step result, event payload, instance params or output."""
     max_steps: int = 10_000
     max_batch: int = 100
+    log_bytes_per_attempt: int = 64 * 1024
+    """What one step attempt (and ``run()``'s own code, per run) may print or log; the rest
+    is dropped and counted (see :mod:`.logs`)."""
+    log_bytes_per_instance: int = MIB
+    """What an instance's logs may hold in all."""
 
 
 DEFAULT_LIMITS = Limits()

@@ -13,7 +13,7 @@ from .codec import SerializationError, encode
 from .journal import Cancelled, Completed, ErrorInfo, Failed, RunOutcome, Suspended
 from .limits import DEFAULT_LIMITS, Limits, check_size
 from .step import RunState
-from .step_errors import error_name
+from .tracebacks import error_info
 
 __all__ = ["drive", "outcome_of_exception"]
 
@@ -28,7 +28,7 @@ def outcome_of_exception(exc: BaseException) -> RunOutcome:
         return Suspended(wake_at=wake_at, paused=bool(paused))
     if isinstance(exc, RunCancelled | asyncio.CancelledError):
         return Cancelled()
-    return Failed(ErrorInfo(error_name(exc), str(exc)))
+    return Failed(error_info(exc))
 
 
 ParkPolicy = Callable[[float | None], Callable[[], None] | None]

@@ -40,6 +40,7 @@ from .limits import (
     check_step_name,
     check_step_result,
 )
+from .logs import current_step
 from .step_errors import (
     NonRetryableDelayError,
     NonRetryableError,
@@ -48,6 +49,7 @@ from .step_errors import (
     rebuild_error,
 )
 from .stepconfig import DELAY_FUNCTION_TIMEOUT, StepConfig, resolve_step_config
+from .tracebacks import attach_traceback, error_info
 
 __all__ = ["RunDetails", "RunState", "StepFunction", "WorkflowStep"]
 
@@ -310,6 +312,8 @@ class WorkflowStep:
         self._limits = limits
         self._counts: dict[str, int] = {}
         self._steps_used = len(self._journal)
+        # Recorded steps not reached yet in this run (see `replaying`).
+        self._unreplayed = len(self._journal)
         self._closures: dict[str, StepFunction] = {}
         self._memo: dict[str, Any] = {}
         self._in_flight: dict[str, object] = {}
@@ -407,6 +411,13 @@ class WorkflowStep:
             self._limits,
             self.state,
         )
+
+    @property
+    def replaying(self) -> bool:
+        """Whether this run is still going over steps it recorded before (some recorded step is
+        not reached yet): what ``run()`` prints meanwhile was printed by an earlier run already
+        (the logs keep it once). Not part of the workflow API."""
+        return self._unreplayed > 0
 
     # -- step declaration and dependency resolution --------------------------------------------
 
@@ -539,6 +550,7 @@ class WorkflowStep:
                     f"{self._limits.max_steps:,} steps"
                 )
             return None
+        self._unreplayed -= 1
         if entry.kind != kind:
             raise WorkflowDefinitionError(
                 f"step {name!r} (occurrence {count}) was a {entry.kind!r} step when it ran "
@@ -570,6 +582,8 @@ class WorkflowStep:
                 await state.pause_gate()
             state.begin_active()
             token = None if guard is None else guard.begin(cfg.timeout)
+            # What the attempt prints or logs is its own (core/logs.py), in this task only.
+            attempt_key = current_step.set((name, count, attempt))
             try:
                 channel.attempt_started(
                     name,
@@ -608,6 +622,7 @@ class WorkflowStep:
             finally:
                 if token is not None and guard is not None:
                     guard.end(token)
+                current_step.reset(attempt_key)
                 state.end_active()
             await self._block(name, count, wake_at, timer=True)
 
@@ -784,7 +799,7 @@ class _AttemptFailed:
     def __init__(self, exception: Exception, *, final: bool) -> None:
         self.exception = exception
         self.final = final
-        self.info = ErrorInfo(error_name(exception), str(exception))
+        self.info = error_info(exception)
 
 
 @functools.lru_cache(maxsize=2048)
@@ -813,7 +828,8 @@ def _parameter_names(func: Callable[..., Any]) -> tuple[str, ...]:
 def _rebuild(error: ErrorInfo | None) -> Exception:
     if error is None:
         return rebuild_error("Error", "step failed")
-    return rebuild_error(error.name, error.message)
+    # With the traceback recorded: a run that lets it escape records the same on every replay.
+    return attach_traceback(rebuild_error(error.name, error.message), error.traceback)
 
 
 def _wait_timed_out(name: str, seconds: float, event_type: str) -> WorkflowTimeoutError:

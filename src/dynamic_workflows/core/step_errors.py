@@ -1,8 +1,9 @@
 """The errors a step can end with, and how they are recorded and rebuilt on replay.
 
 The classes are the ones Cloudflare's Python SDK exposes as ``workers.workflows`` (the SDK module
-re-exports them); the encoding (:func:`error_name`, :func:`rebuild_error`) is the core's, used by
-the replay logic in-process and on both sides of the sandbox boundary."""
+re-exports them); the encoding (:func:`error_name`, :func:`error_message`,
+:func:`rebuild_error`) is the core's, used by the replay logic in-process and on both sides of
+the sandbox boundary."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ __all__ = [
     "NonRetryableError",
     "StepError",
     "WorkflowTimeoutError",
+    "error_message",
     "error_name",
     "rebuild_error",
 ]
@@ -76,3 +78,11 @@ def error_name(exc: BaseException) -> str:
     if isinstance(exc, StepError):
         return exc.name
     return type(exc).__name__
+
+
+def error_message(exc: BaseException) -> str:
+    """The message recorded for ``exc``: its own text, ``str(exc)``, except for a ``KeyError``,
+    whose ``str`` is the repr of the key (``"'customer'"``): its message is the key itself."""
+    if isinstance(exc, KeyError) and type(exc).__str__ is KeyError.__str__ and len(exc.args) == 1:
+        return str(exc.args[0])
+    return str(exc)

@@ -14,6 +14,8 @@ Mounted at ``/cdn-cgi/local/explorer/api`` (so ``wrangler workflows ... --local`
     DELETE /workflows/:name/instances/:id
     PATCH  /workflows/:name/instances/:id/status              {"status": "pause" ...}
     POST   /workflows/:name/instances/:id/events/:type        body: the payload (JSON)
+    GET    /workflows/:name/instances/:id/logs                what its runs printed (ours)
+    GET    /workers/:id/logs                                  a tenant worker's output (ours)
     GET    /openapi.json                                      this API's OpenAPI description
 
 Scopes: an instance's identity is ``(workflow, scope, id)``; the dispatch library gives each
@@ -64,6 +66,7 @@ from ..errors import (
 )
 from ..queries import InstanceView, StepView
 from .live import LiveProject
+from .logs_api import error_json, instance_logs_query, page_json, ring_json
 from .project import Project
 from .tenants import dispatcher_metadata, tenant_counts, tenant_label
 
@@ -224,7 +227,7 @@ def step_json(step: StepView) -> dict[str, Any]:
         "finished": finished,
         "success": success,
         "output": output,
-        "error": None if step.error is None else step.error.as_dict(),
+        "error": None if step.error is None else error_json(step.error),
         "wake_at": iso(step.wake_at),
         "event_type": step.event_type,
         # wrangler's `instances describe` reads these: Cloudflare's {start, end, success,
@@ -238,7 +241,7 @@ def step_json(step: StepView) -> dict[str, Any]:
                 "start": iso(a.started_at),
                 "end": iso(a.ended_at),
                 "success": a.success,
-                "error": None if a.error is None else a.error.as_dict(),
+                "error": None if a.error is None else error_json(a.error),
                 "retry_delay_ms": None if a.delay is None else round(a.delay * 1000),
             }
             for a in step.attempts
@@ -312,6 +315,8 @@ class AdminAPI:
             method_route(inst, GET=h(self.instance_details), DELETE=h(self.delete_instance)),
             method_route(inst + "/status", PATCH=h(self.change_status)),
             method_route(inst + "/events/{event_type}", POST=h(self.send_event)),
+            method_route(inst + "/logs", GET=h(self.instance_logs)),
+            method_route("/workers/{worker_id}/logs", GET=h(self.worker_logs)),
             method_route("/openapi.json", GET=openapi),
         ]
 
@@ -546,7 +551,7 @@ class AdminAPI:
             "output": instance.output,
         }
         if instance.error is not None:  # the spec's "error" is an object, never null: absent
-            details["error"] = instance.error.as_dict()
+            details["error"] = error_json(instance.error)  # + "traceback" (ours)
         return envelope_ok(
             {
                 **details,
@@ -591,6 +596,25 @@ class AdminAPI:
         instance = await self._instance(request, project, name)
         after = await project.engine.control(instance.row, str(action), restart_from=restart_from)
         return envelope_ok({"status": after, "timestamp": iso(project.engine.clock.now())})
+
+    async def instance_logs(self, request: Request, project: Project) -> Response:
+        name = self._workflow(request, project)
+        query = instance_logs_query(request)  # (InvalidQueryError: a 400)
+        instance = await self._instance(request, project, name)
+        page = await project.engine.queries.logs(instance, **query)
+        return envelope_ok(page_json(instance, page))
+
+    async def worker_logs(self, request: Request, project: Project) -> Response:
+        worker = str(request.path_params["worker_id"])
+        try:
+            after = int(request.query_params.get("after") or 0)
+        except ValueError:
+            raise APIError(400, CODE_INVALID, "after: not an integer") from None
+        for loader in project.loaders.values():
+            ring = loader.logs.get(worker)
+            if ring is not None:
+                return envelope_ok(ring_json(worker, ring.since(after), ring.dropped))
+        raise APIError(404, CODE_NOT_FOUND, f"Worker '{worker}' has no output on this node.")
 
     async def send_event(self, request: Request, project: Project) -> Response:
         name = self._workflow(request, project)

@@ -202,6 +202,33 @@ class AdminClient:
     def delete_instance(self, name: str, id: str, *, scope: str | None = None) -> None:
         self.call("DELETE", f"/workflows/{_q(name)}/instances/{_q(id)}", params={"scope": scope})
 
+    def logs(
+        self,
+        name: str,
+        id: str,
+        *,
+        after: str | int | None = None,
+        step: str | None = None,
+        count: int | None = None,
+        attempt: int | None = None,
+        limit: int | None = None,
+        scope: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of what the instance's runs printed (see ``host/logs_api.py``)."""
+        result: dict[str, Any] = self.call(
+            "GET",
+            f"/workflows/{_q(name)}/instances/{_q(id)}/logs",
+            params={
+                "after": after,
+                "step": step,
+                "count": count,
+                "attempt": attempt,
+                "limit": limit,
+                "scope": scope,
+            },
+        )["result"]
+        return result
+
 
 def _status(status: str | None) -> Text:
     return Text(str(status), style=_STATUS_STYLE.get(str(status), ""))
@@ -338,6 +365,7 @@ class Printer:
             self.line(f"{'Output':<9}{_short(inst['output'], 200)}")
         if inst.get("error"):
             self.line(f"{'Error':<9}{inst['error'].get('name')}: {inst['error'].get('message')}")
+            self._traceback(inst["error"])
         steps = inst.get("steps") or []
         if not steps:
             self.line("No steps yet.")
@@ -371,7 +399,45 @@ class Printer:
             attempts = step.get("attempts") or []
             if len(attempts) > 1 or any(not a.get("success") for a in attempts):
                 self._attempts(step, attempts)
+        for step in steps:
+            error = step.get("error")
+            if error and error.get("traceback") and error != inst.get("error"):
+                self.line("")
+                self.line(f"Traceback of {step['name']} #{step.get('count', 1)}")
+                self._traceback(error)
         return None
+
+    def _traceback(self, error: dict[str, Any]) -> None:
+        """The traceback of an error (the workflow's frames), indented, when it has one."""
+        text = error.get("traceback")
+        if text:
+            for line in str(text).splitlines():
+                self.console.print(Text("  " + line, style="dim"))
+
+    def log_lines(self, page: dict[str, Any]) -> None:
+        """A page of an instance's lines: one line each (JSON Lines with ``--json``)."""
+        for line in page.get("lines") or []:
+            if self.as_json:
+                print(json.dumps(line), flush=True)
+                continue
+            step = line.get("step")
+            where = "" if step is None else f"{step['name']} #{step.get('count', 1)}"
+            if step is not None and line.get("attempt"):
+                where += f" try {line['attempt']}"
+            stream = str(line.get("stream", ""))
+            style = (
+                "red"
+                if stream in ("stderr", "ERROR", "CRITICAL")
+                else "yellow"
+                if stream in ("WARNING", "dwf")
+                else "dim"
+            )
+            text = Text(_when(line.get("time"))[11:] + " ", style="dim")
+            text.append(f"{stream:<7} ", style=style)
+            if where:
+                text.append(f"[{where}] ", style="cyan")
+            text.append(str(line.get("message", "")))
+            self.console.print(text, soft_wrap=True)
 
     def _attempts(self, step: dict[str, Any], attempts: list[dict[str, Any]]) -> None:
         """The attempts of one step that did not simply succeed at its first try."""

@@ -26,6 +26,7 @@ from ..errors import ListenError
 from ..gcpolicy import IdleCollector, tune_gc
 from .config import load_config
 from .live import LiveProject, watch_files
+from .logformat import JSONFormatter
 from .metrics import HostMetrics
 from .project import LoaderMode, Project
 
@@ -158,7 +159,7 @@ async def run_listeners(
         for listener in listeners:
             if listener.sock is not None:
                 listener.sock.close()
-        log.info("stopped")
+        log.info("stopped", extra={"event": "node.stop"})
 
 
 class _QuietExplorer(logging.Filter):
@@ -174,13 +175,18 @@ class _QuietExplorer(logging.Filter):
         )
 
 
-def setup_logging(verbose: bool) -> None:
-    """Timestamped log lines on stderr; the explorer's polling left out unless ``verbose``."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+def setup_logging(verbose: bool, log_format: str = "text") -> None:
+    """Log lines on stderr: timestamped text, or one JSON object each (``log_format="json"``,
+    see :mod:`.logformat`); the explorer's polling left out unless ``verbose``."""
+    level = logging.DEBUG if verbose else logging.INFO
+    if log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JSONFormatter())
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"
+        )
     if not verbose:
         logging.getLogger("uvicorn.access").addFilter(_QuietExplorer())
 

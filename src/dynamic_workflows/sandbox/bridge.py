@@ -29,6 +29,7 @@ from ..core.codec import decode
 from ..core.journal import Cancelled, Completed, ErrorInfo, Failed, Suspended
 from ..core.step import RunDetails
 from ..core.step_errors import error_name, rebuild_error
+from ..core.tracebacks import attach_traceback
 from ..errors import RunCancelled, RunSuspended
 from .errors import TenantWorkerError
 from .process import WorkerProcess
@@ -103,6 +104,8 @@ class RunBridge:
                 state.paused,
                 state.warm_horizon,
                 details.clock.wall,
+                # What the instance's logs may still take: the engine's live run knows.
+                getattr(self._channel, "log_room", None),
             )
 
         state.add_pause_listener(self._on_pause)
@@ -119,13 +122,16 @@ class RunBridge:
             raise
         self._closed = True
         self._strikes.pop(self._key, None)
+        if result.logs:
+            self._channel.log(result.logs)
         await self._settle()
         outcome = result.outcome
         if isinstance(outcome, Completed):
             return decode(outcome.output)
         if isinstance(outcome, Failed):
             error = self._described(outcome.error)
-            raise rebuild_error(error.name, error.message)
+            # With the worker's traceback: the run's error records the tenant's frames.
+            raise attach_traceback(rebuild_error(error.name, error.message), error.traceback)
         if isinstance(outcome, Suspended):
             raise RunSuspended(outcome.wake_at, outcome.paused)
         assert isinstance(outcome, Cancelled)
@@ -139,7 +145,8 @@ class RunBridge:
         worker = self._worker
         limit = worker.limits.memory_mb
         cap = f"limit {limit} MiB" if limit else f"cap {worker.policy.memory_bytes >> 20} MiB"
-        return ErrorInfo(error.name, f"the tenant's worker ran out of memory ({cap})")
+        message = f"the tenant's worker ran out of memory ({cap})"
+        return ErrorInfo(error.name, message, error.traceback)
 
     def _on_parked(self, message: RunParked) -> None:
         # The worker keeps its quiescent run live for a near wake-up: the host counts it as
@@ -171,6 +178,10 @@ class RunBridge:
             return
         # Any other message of a parked run's says it went on (see RunParked).
         self._details.state.unpark()
+        logs = getattr(message, "logs", None)
+        if logs and not self._closed:
+            # Before the message itself: a step's lines are stored with its result.
+            self._channel.log(logs)
         if isinstance(message, StepAttempt):
             self._open[(message.name, message.count)] = (message.attempt, message.retry_in)
             # (the host's side notes when it began, for the attempt history)

@@ -27,10 +27,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from ..core.logs import LogBook
 from ..core.step import WorkflowStep
 from ..workers import Request, Response
 from ..workers.hosting import make_request
 from .bridge import RunBridge
+from .capture import RingSink, RunSink, current_sink, install_in_process
 from .code import INHERIT, WorkerCode, WorkerLimits
 from .confine import ConfinementPolicy, IsolationReport, SandboxUnavailableError, probe
 from .errors import TenantWorkerError
@@ -38,6 +40,7 @@ from .outbound import fetch_via_host
 from .pool import WorkerPool
 from .process import WorkerProcess
 from .runtime import Outbound, TenantRuntime
+from .tenant_logs import TenantLogs
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -298,6 +301,8 @@ class Loader:
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
         self._strikes: dict[str, int] = {}
+        self.logs = TenantLogs()
+        """What each tenant wrote outside workflow runs (imports, fetch, RPC), a ring each."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -359,6 +364,7 @@ class Loader:
         if self._sweeper is None:
             await self.start()
         worker = await self.pool.acquire()
+        worker.output = self.logs.ring(entry.key)
         try:
             await worker.load(entry.key, code, limits)
         except BaseException:
@@ -469,6 +475,8 @@ class InProcessLoader:
 
     def __init__(self, *, max_workers: int = 128) -> None:
         self._cache = _Cache(max_workers)
+        self.logs = TenantLogs()
+        """What each tenant wrote outside workflow runs (imports, fetch, RPC), a ring each."""
 
     async def start(self) -> None:
         """Nothing to start (for symmetry with :class:`Loader`)."""
@@ -524,7 +532,12 @@ class InProcessLoader:
         runtime = TenantRuntime(
             entry.key, code.sources().values(), code.main_module, code.env, outbound
         )
-        runtime.main  # noqa: B018 - import errors belong to the load
+        install_in_process()
+        token = current_sink.set(RingSink(self.logs.ring(entry.key)))
+        try:
+            runtime.main  # noqa: B018 - import errors belong to the load
+        finally:
+            current_sink.reset(token)
         entry.runtime = runtime
         self._cache.touch(entry)
         while len(self._cache.live) > self._cache.max_workers:
@@ -544,12 +557,35 @@ class InProcessLoader:
     ) -> Any:
         """Call ``method`` of entrypoint ``name``, in process."""
         runtime = await self._runtime_for(entry)
-        return await runtime.call(name, method, args, kwargs, props)
+        install_in_process()
+        token = current_sink.set(RingSink(self.logs.ring(entry.key)))
+        try:
+            return await runtime.call(name, method, args, kwargs, props)
+        finally:
+            current_sink.reset(token)
 
     async def run_entrypoint(self, entry: _Entry, name: str | None, event: Any, step: Any) -> Any:
-        """``run(event, step)`` of a workflow entrypoint, with the host's step as it is."""
+        """``run(event, step)`` of a workflow entrypoint, with the host's step as it is; what
+        it prints or logs goes to the run's log (see :mod:`.capture`)."""
         runtime = await self._runtime_for(entry)
-        return await runtime.new_entrypoint(name).run(event, step)
+        if not isinstance(step, WorkflowStep):
+            return await runtime.new_entrypoint(name).run(event, step)
+        details = step.run_details()
+        limits = details.limits
+        book = LogBook(
+            limits.log_bytes_per_attempt,
+            limits.log_bytes_per_instance,
+            limits.log_bytes_per_instance,
+            relay=True,
+        )
+        sink = RunSink(book, replaying=lambda: step.replaying, forward=details.channel.log)
+        install_in_process()
+        token = current_sink.set(sink)
+        try:
+            return await runtime.new_entrypoint(name).run(event, step)
+        finally:
+            sink.close()
+            current_sink.reset(token)
 
     def __repr__(self) -> str:
         return f"<InProcessLoader tenants={len(self._cache.live)}>"

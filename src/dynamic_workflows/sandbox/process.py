@@ -63,6 +63,7 @@ from .protocol import (
     check_hello,
 )
 from .runtime import NO_NETWORK_MESSAGE
+from .tenant_logs import TenantLog
 
 if TYPE_CHECKING:
     from .confine import ConfinementPolicy
@@ -165,6 +166,8 @@ class WorkerProcess:
         self._kill_reason: str | None = None
         self._shut_down = False
         self._death: asyncio.Future[str] | None = None
+        self.output: TenantLog | None = None
+        """Where what the tenant writes outside any run goes (its loader sets it)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -260,6 +263,12 @@ class WorkerProcess:
                 how,
                 reason,
                 doing if doing == "idle" else "running " + doing,
+                extra={
+                    "event": "worker.died",
+                    "tenant": self.tenant,
+                    "pid": self.pid,
+                    "reason": reason,
+                },
             )
         if self._pidfd is not None:
             os.close(self._pidfd)
@@ -327,6 +336,12 @@ class WorkerProcess:
                 if future.done() and not future.cancelled() and future.exception() is not None:
                     raise
                 reason = f"{what} exceeded the wall-time limit of {wall_ms} ms"
+                log.warning(
+                    "tenant %r: %s",
+                    self.tenant,
+                    reason,
+                    extra={"event": "limit.hit", "limit": "wall_ms", "tenant": self.tenant},
+                )
                 if kill_on_timeout:
                     self.kill(reason)
                 else:
@@ -618,6 +633,8 @@ class WorkerProcess:
         message: Message = self._codec.decode(frame)
         kind = type(message)
         if kind is Result or kind is RunResult or kind is Pong:
+            if isinstance(message, Result) and message.logs and self.output is not None:
+                self.output.add(message.logs)
             pending = self._pending.get(message.id)  # type: ignore[union-attr]
             if pending is not None and not pending.future.done():
                 pending.future.set_result(message)

@@ -19,6 +19,10 @@ them.
 
 Values inside messages (arguments, results, env) are msgpack data plus three extension types:
 capability references (a binding living on the host), ``Request`` and ``Response``.
+
+What tenant code prints or logs costs no message of its own: its lines ride on messages the
+worker sends anyway (``logs``): a run's with its step messages and its :class:`RunResult`, the
+rest (imports, ``fetch``, RPC) with the call's :class:`Result` (see :mod:`.capture`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import msgspec
 
 from ..core.journal import ErrorInfo, JournalEntry, RunOutcome
 from ..core.limits import Limits
+from ..core.logs import LogLine
 from ..errors import SerializationError
 from ..workers import Headers, Request, Response
 from .errors import ProtocolError, ProtocolVersionError
@@ -73,7 +78,7 @@ __all__ = [
     "encode_control",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """Bumped on any change to a message's fields or meaning."""
 
 EXT_CAPABILITY = 1
@@ -183,6 +188,8 @@ class Run(BaseMessage):
     local_timers: bool = False
     """The host's clock is the wall clock: the worker waits for a sleep's or back-off's instant
     by itself instead of asking with :class:`StepWake` (the step that follows tells the host)."""
+    log_room: int | None = None
+    """Bytes the instance's logs may still take (None: the limit, ``limits``')."""
 
 
 class Reply(BaseMessage):
@@ -202,6 +209,8 @@ class Result(BaseMessage):
     id: int
     value: Any = None
     error: ErrorInfo | None = None
+    logs: list[LogLine] | None = None
+    """What the tenant wrote outside any run since the last result (for its ring)."""
 
 
 class RunResult(BaseMessage):
@@ -209,6 +218,9 @@ class RunResult(BaseMessage):
 
     id: int
     outcome: RunOutcome
+    logs: list[LogLine] | None = None
+    """The run's lines not sent yet (for this and every run message: see the module
+    docstring)."""
 
 
 class CapCall(BaseMessage):
@@ -239,6 +251,7 @@ class StepComplete(BaseMessage):
     count: int
     value: bytes
     attempt: int = 1
+    logs: list[LogLine] | None = None
 
 
 class StepFail(BaseMessage):
@@ -251,6 +264,7 @@ class StepFail(BaseMessage):
     attempt: int
     error: ErrorInfo
     retry_in: float | None
+    logs: list[LogLine] | None = None
 
 
 class StepSleep(BaseMessage):
@@ -262,6 +276,7 @@ class StepSleep(BaseMessage):
     count: int
     until: float | None
     seconds: float
+    logs: list[LogLine] | None = None
 
 
 class StepWaitForEvent(BaseMessage):
@@ -273,6 +288,7 @@ class StepWaitForEvent(BaseMessage):
     count: int
     event_type: str
     timeout: float
+    logs: list[LogLine] | None = None
 
 
 class StepWake(BaseMessage):
@@ -295,6 +311,7 @@ class StepAttempt(BaseMessage):
     attempt: int
     retry_in: float | None
     timeout: float | None = None
+    logs: list[LogLine] | None = None
 
 
 class RunParked(BaseMessage):

@@ -24,11 +24,15 @@ from typing import Any
 from .. import errors as _errors
 from ..core.clock import Clock, SystemClock
 from ..core.journal import ErrorInfo, Failed, RunOutcome
+from ..core.limits import DEFAULT_LIMITS
+from ..core.logs import LogBook, LogLine
 from ..core.replay import ParkPolicy, drive
 from ..core.step import RunState, WorkflowStep
-from ..core.step_errors import error_name, rebuild_error
+from ..core.step_errors import rebuild_error
+from ..core.tracebacks import attach_traceback, error_info
 from ..gcpolicy import QUIET_BEFORE_WAKE_UP, IdleCollector, tune_gc
 from ..workers import FetchResponse, Request, Response
+from .capture import BatchSink, RunSink, current_sink, install_in_worker
 from .code import ModuleSource, module_import_name
 from .errors import WorkerCodeError
 from .framing import DEFAULT_MAX_FRAME, FrameProtocol
@@ -98,7 +102,7 @@ def remote_error(info: ErrorInfo) -> BaseException:
             return cls(info.message)
         except Exception:
             pass
-    return rebuild_error(info.name, info.message)
+    return attach_traceback(rebuild_error(info.name, info.message), info.traceback)
 
 
 class CapabilityProxy:
@@ -156,36 +160,49 @@ class RemoteStepChannel:
     """The sandbox side of :class:`~dynamic_workflows.core.channel.StepChannel`: every method is a
     request to the host, which performs it on the engine's live run."""
 
-    def __init__(self, server: WorkerServer, call: int, *, timers: Clock | None = None) -> None:
+    def __init__(
+        self,
+        server: WorkerServer,
+        call: int,
+        *,
+        timers: Clock | None = None,
+        logs: RunSink | None = None,
+    ) -> None:
         self._server = server
         self._call = call
         # The host's wall clock, read here (see Run.local_timers); None: the host wakes sleeps.
         self._timers = timers
+        # What the run printed: sent with its next message (see protocol.py).
+        self._logs = logs
 
     async def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> None:
+        logs = None if self._logs is None else self._logs.take()
         await self._server.request(
-            lambda i: StepComplete(i, self._call, name, count, value, attempt)
+            lambda i: StepComplete(i, self._call, name, count, value, attempt, logs)
         )
 
     async def fail(
         self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
     ) -> float | None:
+        logs = None if self._logs is None else self._logs.take()
         result = await self._server.request(
-            lambda i: StepFail(i, self._call, name, count, attempt, error, retry_in)
+            lambda i: StepFail(i, self._call, name, count, attempt, error, retry_in, logs)
         )
         return None if result is None else float(result)
 
     async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:
+        logs = None if self._logs is None else self._logs.take()
         result = await self._server.request(
-            lambda i: StepSleep(i, self._call, name, count, until, seconds)
+            lambda i: StepSleep(i, self._call, name, count, until, seconds, logs)
         )
         return float(result)
 
     async def wait_for_event(
         self, name: str, count: int, event_type: str, timeout: float
     ) -> _Registration:
+        logs = None if self._logs is None else self._logs.take()
         deadline, value = await self._server.request(
-            lambda i: StepWaitForEvent(i, self._call, name, count, event_type, timeout)
+            lambda i: StepWaitForEvent(i, self._call, name, count, event_type, timeout, logs)
         )
         return _Registration(float(deadline), value)
 
@@ -203,9 +220,15 @@ class RemoteStepChannel:
         # before its body runs, or a body that kills the process would not count as one. The
         # step told the guard the attempt's timeout just before (see core/guard.py).
         timeout = self._server.interrupter.latest_timeout
+        logs = None if self._logs is None else self._logs.take()
         self._server.send(
-            StepAttempt(self._call, name, count, attempt, retry_in, timeout), flush=True
+            StepAttempt(self._call, name, count, attempt, retry_in, timeout, logs), flush=True
         )
+
+    def log(self, lines: list[LogLine]) -> None:
+        # (The capture writes to the run's sink itself; this is for a caller with lines.)
+        if self._logs is not None:
+            self._logs.book.add_all(lines)
 
 
 class WorkerServer:
@@ -243,6 +266,8 @@ class WorkerServer:
         # The address space parked runs may grow to (see _room_to_park); None: no memory limit.
         self._park_ceiling: int | None = None
         self._parked: dict[int, float] = {}  # call -> wake-up of each parked run
+        self.output = BatchSink(DEFAULT_LIMITS.log_bytes_per_attempt)
+        """What the tenant writes outside any run: sent with the next call's result."""
         self._handlers: dict[type, Callable[[Any], None]] = {
             Call: self._on_call,
             Run: self._on_run,
@@ -370,9 +395,18 @@ class WorkerServer:
             runtime.main  # noqa: B018 - run the main module now: errors belong to the load
             self._runtime = runtime
         except Exception as exc:
-            self.send(Result(message.id, error=ErrorInfo(error_name(exc), str(exc))))
+            error = error_info(exc)
+            self._log_error("loading the code", error)
+            self.send(Result(message.id, error=error, logs=self.output.take()))
             return
-        self.send(Result(message.id))
+        self.send(Result(message.id, logs=self.output.take()))
+
+    def _log_error(self, what: str, error: ErrorInfo) -> None:
+        """A call's error in the tenant's output too, with its traceback."""
+        text = f"{what} raised {error.name}: {error.message}"
+        self.output.record(
+            "ERROR", f"{text}\n{error.traceback}" if error.traceback else text, time.time()
+        )
 
     def _on_call(self, message: Call) -> None:
         self._tasks[message.id] = asyncio.get_running_loop().create_task(self._call(message))
@@ -389,7 +423,7 @@ class WorkerServer:
                 message.entrypoint, message.method, message.args, message.kwargs, message.props
             )
             try:
-                self.send(Result(message.id, value))
+                self.send(Result(message.id, value, logs=self.output.take()))
             except TypeError as exc:
                 raise TypeError(
                     f"{message.method}() returned a value that cannot cross: {exc}"
@@ -397,7 +431,9 @@ class WorkerServer:
         except asyncio.CancelledError:
             pass  # the host gave up on this call; nobody waits for an answer
         except Exception as exc:
-            self.send(Result(message.id, error=ErrorInfo(error_name(exc), str(exc))))
+            error = error_info(exc)
+            self._log_error(f"{message.method}()", error)
+            self.send(Result(message.id, error=error, logs=self.output.take()))
         finally:
             self._tasks.pop(message.id, None)
 
@@ -407,6 +443,16 @@ class WorkerServer:
         if message.paused:
             state.set_paused(True)
         self._runs[message.id] = state
+        limits = message.limits
+        room = message.log_room
+        book = LogBook(
+            limits.log_bytes_per_attempt,
+            limits.log_bytes_per_instance if room is None else room,
+            limits.log_bytes_per_instance,
+            relay=True,
+        )
+        logs = RunSink(book)
+        current_sink.set(logs)  # this task's, and the tasks it starts: the run's own
         try:
             outcome: RunOutcome
             try:
@@ -415,7 +461,10 @@ class WorkerServer:
                 entry = self._runtime.new_entrypoint(message.entrypoint)
                 step = WorkflowStep(
                     RemoteStepChannel(
-                        self, message.id, timers=self._clock if message.local_timers else None
+                        self,
+                        message.id,
+                        timers=self._clock if message.local_timers else None,
+                        logs=logs,
                     ),
                     message.journal,
                     clock=self._clock,
@@ -426,10 +475,11 @@ class WorkerServer:
                 )
                 event = message.event
                 state.park_policy = self._park_policy(message)
+                logs.replaying = lambda: step.replaying
                 outcome = await drive(lambda: entry.run(event, step), state, limits=message.limits)
             except Exception as exc:
-                outcome = Failed(ErrorInfo(error_name(exc), str(exc)))
-            self.send(RunResult(message.id, outcome))
+                outcome = Failed(error_info(exc))
+            self.send(RunResult(message.id, outcome, logs.take()))
         finally:
             self._runs.pop(message.id, None)
             self._tasks.pop(message.id, None)
@@ -574,6 +624,9 @@ class _MemoryChannel:
     def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
         return None
 
+    def log(self, lines: list[LogLine]) -> None:
+        return None
+
 
 async def warm_up() -> None:
     """Exercise the code a real call runs (module loading, a fetch, an RPC call, a workflow run,
@@ -628,6 +681,7 @@ def run_worker(
     tune_gc(freeze=False)
     server = WorkerServer(sock, isolation=isolation, stats_fds=stats_fds, max_frame=max_frame)
     server.interrupter.install()
+    install_in_worker(server.output)
     collector = IdleCollector(quiet=server.quiet)
     try:
         loop.run_until_complete(warm_up())

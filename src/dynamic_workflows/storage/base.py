@@ -28,6 +28,7 @@ from typing import Protocol
 import msgspec
 
 from ..core.journal import ErrorInfo, JournalEntry
+from ..core.logs import LogLine
 from ..core.transitions import (
     ACTIVE_STATUSES,
     FINITE_STATUSES,
@@ -45,6 +46,7 @@ __all__ = [
     "ControlResult",
     "EventDelivery",
     "InstanceRow",
+    "LogWrite",
     "NewInstance",
     "Status",
     "Storage",
@@ -77,6 +79,22 @@ class InstanceRow(msgspec.Struct, frozen=True):
     wake_at: float | None = None
     started_at: float | None = None
     ended_at: float | None = None
+    log_bytes: int = 0
+    """Bytes of the lines its runs printed that are stored (see :mod:`..core.logs`)."""
+    log_dropped: int = 0
+    """Lines its runs printed that were dropped (over the limits), counted."""
+
+
+class LogWrite(msgspec.Struct, frozen=True):
+    """Lines a live run printed (``record_steps(..., logs=)``), fenced by its generation as
+    its journal writes are; ``bytes`` and ``dropped`` are added to the instance's
+    ``log_bytes`` and ``log_dropped``."""
+
+    pk: int
+    generation: int
+    lines: list[LogLine]
+    bytes: int
+    dropped: int
 
 
 def new_row(pk: int, item: NewInstance, now: float) -> InstanceRow:
@@ -185,10 +203,31 @@ class Storage(Protocol):
         ...
 
     async def record_steps(
-        self, writes: Sequence[tuple[int, int, JournalEntry]], now: float
+        self,
+        writes: Sequence[tuple[int, int, JournalEntry]],
+        now: float,
+        *,
+        logs: Sequence[LogWrite] = (),
     ) -> list[bool]:
         """Upsert journal entries of live runs, each ``(pk, generation, entry)``, in one
-        transaction; per write, False if its run is stale (that write is skipped)."""
+        transaction; per write, False if its run is stale (that write is skipped). ``logs``:
+        lines of live runs to append (in order, numbered by a sequence that only grows), and
+        count in their instances' ``log_bytes``/``log_dropped``; a stale run's are skipped.
+        (In the same transaction where the backend can; never a reason to fail the call.)"""
+        ...
+
+    async def load_logs(
+        self,
+        pk: int,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        step: tuple[str, int] | None = None,
+        attempt: int | None = None,
+    ) -> list[tuple[int, LogLine]]:
+        """The stored lines of the instance ``pk`` numbered after ``after``, in order, each
+        with its number (``seq``): at most ``limit``, of one step ``(name, count)`` and/or one
+        attempt when given."""
         ...
 
     async def register_wait(

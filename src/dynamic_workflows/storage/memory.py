@@ -14,11 +14,13 @@ import msgspec
 
 from ..core import transitions as t
 from ..core.journal import ErrorInfo, JournalEntry
+from ..core.logs import LogLine
 from .base import (
     Claim,
     ControlResult,
     EventDelivery,
     InstanceRow,
+    LogWrite,
     NewInstance,
     WaitResult,
     new_row,
@@ -35,6 +37,8 @@ class _Instance:
     buffered: list[t.BufferedEvent] = field(default_factory=list)
     """Events not consumed yet, in arrival order."""
     consumed: list[t.BufferedEvent] = field(default_factory=list)
+    logs: list[tuple[int, LogLine]] = field(default_factory=list)
+    """Its runs' lines, numbered, in order."""
 
 
 class MemoryStorage:
@@ -45,6 +49,7 @@ class MemoryStorage:
         self._by_key: dict[tuple[str, str, str], int] = {}
         self._next_pk = 1
         self._next_seq = 1
+        self._next_log = 1
         self._due: list[tuple[float, int]] = []  # lazy heap of (wake_at, pk)
 
     async def open(self) -> None:
@@ -171,7 +176,11 @@ class MemoryStorage:
     # -- live runs --------------------------------------------------------------------------
 
     async def record_steps(
-        self, writes: Sequence[tuple[int, int, JournalEntry]], now: float
+        self,
+        writes: Sequence[tuple[int, int, JournalEntry]],
+        now: float,
+        *,
+        logs: Sequence[LogWrite] = (),
     ) -> list[bool]:
         done: list[bool] = []
         for pk, generation, entry in writes:
@@ -181,7 +190,46 @@ class MemoryStorage:
                 done.append(True)
             else:
                 done.append(False)
+        for write in logs:
+            inst = self._by_pk.get(write.pk)
+            if inst is None or not t.is_live(
+                inst.row.status, inst.row.generation, write.generation
+            ):
+                continue
+            for line in write.lines:
+                inst.logs.append((self._next_log, line))
+                self._next_log += 1
+            inst.row = msgspec.structs.replace(
+                inst.row,
+                log_bytes=inst.row.log_bytes + write.bytes,
+                log_dropped=inst.row.log_dropped + write.dropped,
+            )
         return done
+
+    async def load_logs(
+        self,
+        pk: int,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        step: tuple[str, int] | None = None,
+        attempt: int | None = None,
+    ) -> list[tuple[int, LogLine]]:
+        inst = self._by_pk.get(pk)
+        if inst is None:
+            return []
+        out = []
+        for seq, line in inst.logs:
+            if seq <= after:
+                continue
+            if step is not None and (line.step, line.count) != step:
+                continue
+            if attempt is not None and line.attempt != attempt:
+                continue
+            out.append((seq, line))
+            if len(out) >= limit:
+                break
+        return out
 
     async def register_wait(
         self,

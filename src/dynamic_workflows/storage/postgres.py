@@ -43,6 +43,7 @@ import msgspec
 
 from ..core import transitions as tr
 from ..core.journal import ErrorInfo, JournalEntry
+from ..core.logs import LogLine
 from ..core.transitions import (
     ACTIVE_STATUSES,
     CLAIMABLE_STATUSES,
@@ -54,10 +55,11 @@ from ..core.transitions import (
     WaitResult,
 )
 from ..errors import ConfigurationError, StorageError
-from .base import Claim, InstanceRow, NewInstance, new_row
+from .base import Claim, InstanceRow, LogWrite, NewInstance, new_row
 from .postgres_batch import GroupWriter
 from .postgres_db import FAILED, Database, Session, redact
 from .postgres_listen import Listener
+from .postgres_logs import LogWriter, load_logs
 from .postgres_schema import Migration
 from .postgres_sql import (
     INSTANCE_COLUMNS,
@@ -66,6 +68,7 @@ from .postgres_sql import (
     Q,
     change_sets,
     end_args,
+    end_tracebacks,
     entry,
     held,
     row,
@@ -138,6 +141,7 @@ class PostgresStorage:
         self.lease_seconds = lease_seconds
         self.channel = "dwf"
         self._listener: Listener | None = None
+        self._log_writer = LogWriter(self._db)
         self._steps: GroupWriter[_StepCall, list[bool]] = GroupWriter("record_steps", self._record)
         self._ends: GroupWriter[_End, _Answer] = GroupWriter("end_runs", self._end_runs)
 
@@ -361,10 +365,18 @@ class PostgresStorage:
     # -- live runs --------------------------------------------------------------------------
 
     async def record_steps(
-        self, writes: Sequence[tuple[int, int, JournalEntry]], now: float
+        self,
+        writes: Sequence[tuple[int, int, JournalEntry]],
+        now: float,
+        *,
+        logs: Sequence[LogWrite] = (),
     ) -> list[bool]:
         """One statement per call at most: calls made while one is in flight are merged into
-        the next."""
+        the next. ``logs``: in a statement of their own, after the steps (:mod:`.postgres_logs`)."""
+        if logs:
+            kept = await self.record_steps(writes, now) if writes else []
+            await self._log_writer.write(logs, self.node_id, _HELD)
+            return kept
         if not writes:
             return []
         if not self._db.is_open:
@@ -375,11 +387,13 @@ class PostgresStorage:
         # One row per (pk, generation, name, count): an upsert may not touch a row twice. The
         # last write wins, with the time of the first (recorded_at orders the journal).
         rows: dict[tuple[int, int, str, int], tuple[Any, ...]] = {}
+        tracebacks: dict[tuple[int, int, str, int], str | None] = {}  # ($19, in rows' order)
         for writes, now in calls:
             for pk, generation, e in writes:
                 key = (pk, generation, e.name, e.count)
                 at = rows[key][1 + RECORDED_AT] if key in rows else now
                 rows[key] = (pk, generation, *step_args(pk, e, at)[1:])
+                tracebacks[key] = None if e.error is None else e.error.traceback
         columns = list(zip(*rows.values(), strict=True))
 
         async def op(c: Session) -> list[asyncpg.Record]:
@@ -388,6 +402,7 @@ class PostgresStorage:
                 *(list(col) for col in columns),
                 self.node_id,
                 _HELD,
+                list(tracebacks.values()),
             )
 
         live = {(r[0], r[1]) for r in await self._db.run("record_steps", op, write=True)}
@@ -452,6 +467,7 @@ class PostgresStorage:
             "error" in changes,
             None if error is None else error.name,
             None if error is None else error.message,
+            None if error is None else error.traceback,
         )
 
     async def add_event(
@@ -550,7 +566,9 @@ class PostgresStorage:
             args = end_args(writes)
 
             async def op(c: Session) -> list[asyncpg.Record]:
-                return await c.fetch(Q["end_runs"], *args, self.node_id, self.channel)
+                return await c.fetch(
+                    Q["end_runs"], *args, self.node_id, self.channel, end_tracebacks(writes)
+                )
 
             for r in await self._db.run("end_runs", op, write=True):
                 i, answer = decided[r[0]]
@@ -700,6 +718,17 @@ class PostgresStorage:
             return True
 
         return await self._transition("unpark_run", op)
+
+    async def load_logs(
+        self,
+        pk: int,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        step: tuple[str, int] | None = None,
+        attempt: int | None = None,
+    ) -> list[tuple[int, LogLine]]:
+        return await load_logs(self._db, pk, after, limit, step, attempt)
 
     async def listen(self, callback: Callable[[str, str], None]) -> None:
         if not self._db.is_open:

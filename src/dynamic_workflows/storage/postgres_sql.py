@@ -21,6 +21,7 @@ __all__ = [
     "Q",
     "change_sets",
     "end_args",
+    "end_tracebacks",
     "entry",
     "held",
     "row",
@@ -29,11 +30,12 @@ __all__ = [
 
 INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
-    "error_name, error_message, wake_at, started_at, ended_at"
+    "error_name, error_message, wake_at, started_at, ended_at, error_traceback, log_bytes, "
+    "log_dropped"
 )
 STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
-    "started_at, ended_at, attempts"
+    "started_at, ended_at, attempts, error_traceback"
 )
 
 
@@ -90,10 +92,12 @@ def row(r: asyncpg.Record) -> InstanceRow:
         created_at=r[7],
         updated_at=r[8],
         output=r[9],
-        error=None if r[10] is None else ErrorInfo(r[10], r[11] or ""),
+        error=None if r[10] is None else ErrorInfo(r[10], r[11] or "", r[15]),
         wake_at=r[12],
         started_at=r[13],
         ended_at=r[14],
+        log_bytes=r[16],
+        log_dropped=r[17],
     )
 
 
@@ -105,7 +109,7 @@ def entry(r: asyncpg.Record, at: int = 0) -> JournalEntry:
         kind=r[at + 2],
         state=r[at + 3],
         value=r[at + 4],
-        error=None if r[at + 5] is None else ErrorInfo(r[at + 5], r[at + 6] or ""),
+        error=None if r[at + 5] is None else ErrorInfo(r[at + 5], r[at + 6] or "", r[at + 13]),
         attempt=r[at + 7],
         wake_at=r[at + 8],
         event_type=r[at + 9],
@@ -138,6 +142,7 @@ def change_sets(change: Change, args: list[Any]) -> list[str]:
         if name == "error":
             put("error_name", None if value is None else value.name)
             put("error_message", None if value is None else value.message)
+            put("error_traceback", None if value is None else value.traceback)
         else:
             put(name, value)
     return sets
@@ -154,7 +159,7 @@ END_FIELDS = (
     "updated_at",
 )
 """The ``Change`` fields ``end_runs`` sets, in the order of its parameters (``error`` is two
-columns)."""
+columns; its traceback, a third, is :func:`end_tracebacks`')."""
 
 
 def end_args(ends: Sequence[tuple[int, Held, Change, bool, str | None]]) -> list[list[Any]]:
@@ -189,3 +194,12 @@ def end_args(ends: Sequence[tuple[int, Held, Change, bool, str | None]]) -> list
         let_go.append(drop)
         notify.append(announce)
     return [pks, *was, *cols, let_go, notify]
+
+
+def end_tracebacks(ends: Sequence[tuple[int, Held, Change, bool, str | None]]) -> list[Any]:
+    """``end_runs``' $27: the traceback of each end's error (the change's ``error``)."""
+    out: list[Any] = []
+    for _, _, change, _, _ in ends:
+        error = change.updates().get("error")
+        out.append(None if error is None else error.traceback)
+    return out

@@ -33,12 +33,14 @@ import msgspec
 
 from ..core import transitions as t
 from ..core.journal import ErrorInfo, JournalEntry
+from ..core.logs import LogLine
 from ..errors import ConfigurationError, StorageError
 from .base import (
     Claim,
     ControlResult,
     EventDelivery,
     InstanceRow,
+    LogWrite,
     NewInstance,
     WaitResult,
     new_row,
@@ -55,11 +57,12 @@ _Item = tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 _INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
-    "error_name, error_message, wake_at, started_at, ended_at"
+    "error_name, error_message, wake_at, started_at, ended_at, error_traceback, log_bytes, "
+    "log_dropped"
 )
 _STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
-    "started_at, ended_at, attempts"
+    "started_at, ended_at, attempts, error_traceback"
 )
 _STATE_COLUMNS = "status, generation, wake_at, started_at"
 _CLAIMABLE = ", ".join(f"'{status}'" for status in sorted(t.CLAIMABLE_STATUSES))
@@ -87,10 +90,12 @@ def _row(r: Sequence[Any]) -> InstanceRow:
         created_at=r[7],
         updated_at=r[8],
         output=None if r[9] is None else bytes(r[9]),
-        error=None if r[10] is None else ErrorInfo(r[10], r[11] or ""),
+        error=None if r[10] is None else ErrorInfo(r[10], r[11] or "", r[15]),
         wake_at=r[12],
         started_at=r[13],
         ended_at=r[14],
+        log_bytes=r[16],
+        log_dropped=r[17],
     )
 
 
@@ -101,7 +106,7 @@ def _entry(r: Sequence[Any]) -> JournalEntry:
         kind=r[2],
         state=r[3],
         value=None if r[4] is None else bytes(r[4]),
-        error=None if r[5] is None else ErrorInfo(r[5], r[6] or ""),
+        error=None if r[5] is None else ErrorInfo(r[5], r[6] or "", r[13] if len(r) > 13 else None),
         attempt=r[7],
         wake_at=r[8],
         event_type=r[9],
@@ -130,19 +135,22 @@ def _state(conn: sqlite3.Connection, pk: int) -> t.State | None:
 def _set_clause(names: tuple[str, ...]) -> str:
     # A handful of shapes of change, each built once (and one statement in sqlite3's cache).
     return ", ".join(
-        "error_name=?, error_message=?" if name == "error" else f"{name}=?" for name in names
+        "error_name=?, error_message=?, error_traceback=?" if name == "error" else f"{name}=?"
+        for name in names
     )
 
 
 def _assignments(updates: dict[str, Any]) -> tuple[str, list[Any]]:
     """``SET`` assignments for the fields of a Change or StepUpdate (the fields are the columns,
-    but for ``error``: two columns)."""
+    but for ``error``: three columns)."""
     names = tuple(updates)
     args = list(updates.values())
     if "error" in updates:
         at = names.index("error")
         error = args[at]
-        args[at : at + 1] = (None, None) if error is None else (error.name, error.message)
+        args[at : at + 1] = (
+            (None, None, None) if error is None else (error.name, error.message, error.traceback)
+        )
     return _set_clause(names), args
 
 
@@ -166,23 +174,64 @@ def _update_step(conn: sqlite3.Connection, pk: int, update: t.StepUpdate) -> Non
 _UPSERT_STEP = (
     # An upsert, not INSERT OR REPLACE: recorded_at keeps the time the step was first seen.
     "INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, "
-    "error_message, attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (instance_pk, name, count) DO UPDATE SET "
+    "error_message, attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts, "
+    "error_traceback) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (instance_pk, name, count) DO UPDATE SET "
     "kind=excluded.kind, state=excluded.state, value=excluded.value, "
     "error_name=excluded.error_name, error_message=excluded.error_message, "
     "attempt=excluded.attempt, wake_at=excluded.wake_at, event_type=excluded.event_type, "
-    "started_at=excluded.started_at, ended_at=excluded.ended_at, attempts=excluded.attempts"
+    "started_at=excluded.started_at, ended_at=excluded.ended_at, attempts=excluded.attempts, "
+    "error_traceback=excluded.error_traceback"
+)
+
+_INSERT_LOG = (
+    "INSERT INTO logs (instance_pk, at, stream, text, step_name, step_count, attempt, dropped) "
+    "VALUES (?,?,?,?,?,?,?,?)"
 )
 
 _IN_CHUNK = 500
 """Host parameters per ``IN (...)`` list (SQLite allows 32,766 since 3.32; older, 999)."""
 
 
-_step_row = step_values
+def _step_row(pk: int, e: JournalEntry, now: float) -> tuple[object, ...]:
+    return (*step_values(pk, e, now), None if e.error is None else e.error.traceback)
 
 
 def _put_step(conn: sqlite3.Connection, pk: int, e: JournalEntry, now: float) -> None:
     conn.execute(_UPSERT_STEP, _step_row(pk, e, now))
+
+
+def _put_logs(
+    conn: sqlite3.Connection, found: dict[int, tuple[str, int]], logs: Sequence[LogWrite]
+) -> None:
+    """Append the lines of the live runs among ``logs`` and count them on their rows."""
+    live = [
+        w
+        for w in logs
+        if (state := found.get(w.pk)) is not None and t.is_live(*state, w.generation)
+    ]
+    conn.executemany(
+        _INSERT_LOG,
+        [
+            (
+                w.pk,
+                line.at,
+                line.stream,
+                line.text,
+                line.step,
+                line.count,
+                line.attempt,
+                line.dropped,
+            )
+            for w in live
+            for line in w.lines
+        ],
+    )
+    conn.executemany(
+        "UPDATE instances SET log_bytes = log_bytes + ?, log_dropped = log_dropped + ? "
+        "WHERE pk = ?",
+        [(w.bytes, w.dropped, w.pk) for w in live if w.bytes or w.dropped],
+    )
 
 
 def _statuses(conn: sqlite3.Connection, pks: Sequence[int]) -> dict[int, tuple[str, int]]:
@@ -519,13 +568,22 @@ class SQLiteStorage:
     # -- live runs --------------------------------------------------------------------------
 
     async def record_steps(
-        self, writes: Sequence[tuple[int, int, JournalEntry]], now: float
+        self,
+        writes: Sequence[tuple[int, int, JournalEntry]],
+        now: float,
+        *,
+        logs: Sequence[LogWrite] = (),
     ) -> list[bool]:
         def op(conn: sqlite3.Connection) -> list[bool]:
             # One query for the liveness of every run and one executemany for the rows: this
             # runs in the writer thread, and per-row execute() calls held the GIL long enough
             # to slow down the event loop during a burst of steps.
-            found = _statuses(conn, list({pk for pk, _, _ in writes}))
+            pks = {pk for pk, _, _ in writes}
+            if logs:
+                pks.update(w.pk for w in logs)
+            found = _statuses(conn, list(pks))
+            if logs:
+                _put_logs(conn, found, logs)
             kept = [
                 (state := found.get(pk)) is not None and t.is_live(*state, generation)
                 for pk, generation, _ in writes
@@ -539,6 +597,36 @@ class SQLiteStorage:
                 ],
             )
             return kept
+
+        return await self._submit(op)
+
+    async def load_logs(
+        self,
+        pk: int,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        step: tuple[str, int] | None = None,
+        attempt: int | None = None,
+    ) -> list[tuple[int, LogLine]]:
+        where = ["instance_pk = ?", "seq > ?"]
+        args: list[Any] = [pk, after]
+        if step is not None:
+            where.append("step_name = ? AND step_count = ?")
+            args += step
+        if attempt is not None:
+            where.append("attempt = ?")
+            args.append(attempt)
+        sql = (
+            "SELECT seq, at, stream, text, step_name, step_count, attempt, dropped FROM logs "
+            f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        )
+
+        def op(conn: sqlite3.Connection) -> list[tuple[int, LogLine]]:
+            return [
+                (r[0], LogLine(r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
+                for r in conn.execute(sql, (*args, limit))
+            ]
 
         return await self._submit(op)
 
@@ -715,6 +803,7 @@ class SQLiteStorage:
             cur = conn.execute("DELETE FROM instances WHERE pk=?", (pk,))
             conn.execute("DELETE FROM steps WHERE instance_pk=?", (pk,))
             conn.execute("DELETE FROM events WHERE instance_pk=?", (pk,))
+            conn.execute("DELETE FROM logs WHERE instance_pk=?", (pk,))
             return cur.rowcount > 0
 
         return await self._submit(op)

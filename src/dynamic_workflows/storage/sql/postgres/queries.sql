@@ -102,14 +102,16 @@ SELECT least(
 -- renew_leases does) holds off a concurrent terminate, restart or takeover until this commits,
 -- and a row changed meanwhile is re-read first: no write is kept for a run that lost its row.
 -- The upsert keeps recorded_at from the step's first write. Answers the live (pk, generation).
+-- $19: each write's error traceback.
 WITH w AS (
     SELECT *
     FROM unnest(
         $1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bytea[],
         $8::text[], $9::text[], $10::int[], $11::float8[], $12::text[], $13::float8[],
-        $14::float8[], $15::float8[], $16::bytea[]
+        $14::float8[], $15::float8[], $16::bytea[], $19::text[]
     ) AS w (pk, generation, name, count, kind, state, value, error_name, error_message,
-            attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts)
+            attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts,
+            error_traceback)
 ), live AS (
     SELECT pk, generation FROM instances
     WHERE pk = ANY ($1::bigint[]) AND owner = $17 AND status = ANY ($18::text[])
@@ -117,17 +119,18 @@ WITH w AS (
     FOR SHARE
 ), kept AS (
     INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, error_message,
-                       attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts)
+                       attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts,
+                       error_traceback)
     SELECT w.pk, w.name, w.count, w.kind, w.state, w.value, w.error_name, w.error_message,
            w.attempt, w.wake_at, w.event_type, w.recorded_at, w.started_at, w.ended_at,
-           w.attempts
+           w.attempts, w.error_traceback
     FROM w JOIN live ON live.pk = w.pk AND live.generation = w.generation
     ON CONFLICT (instance_pk, name, count) DO UPDATE SET
         kind = excluded.kind, state = excluded.state, value = excluded.value,
         error_name = excluded.error_name, error_message = excluded.error_message,
         attempt = excluded.attempt, wake_at = excluded.wake_at, event_type = excluded.event_type,
         started_at = excluded.started_at, ended_at = excluded.ended_at,
-        attempts = excluded.attempts
+        attempts = excluded.attempts, error_traceback = excluded.error_traceback
 )
 SELECT pk, generation FROM live;
 
@@ -158,7 +161,7 @@ FROM instances WHERE pk = ANY ($1::bigint[]);
 -- started_at ($2-$5: every column the transition and the live view read). A row changed
 -- meanwhile is left as it is (its run's end is then made the locked way). For each column of
 -- the change a flag says whether it changes (false: as it is); let_go drops the row's holder;
--- notify is announced on $26 at commit. The rows are locked first, in pk order (as
+-- notify is announced on $26 at commit; $27: the errors' tracebacks. The rows are locked first, in pk order (as
 -- record_steps and renew_leases lock them); the update then compares the locked rows. Answers
 -- the pks changed.
 WITH held AS (
@@ -171,6 +174,8 @@ WITH held AS (
         output        = CASE WHEN w.set_output THEN w.output ELSE i.output END,
         error_name    = CASE WHEN w.set_error THEN w.error_name ELSE i.error_name END,
         error_message = CASE WHEN w.set_error THEN w.error_message ELSE i.error_message END,
+        error_traceback = CASE WHEN w.set_error THEN w.error_traceback
+                               ELSE i.error_traceback END,
         started_at    = CASE WHEN w.set_started_at THEN w.started_at ELSE i.started_at END,
         ended_at      = CASE WHEN w.set_ended_at THEN w.ended_at ELSE i.ended_at END,
         updated_at    = CASE WHEN w.set_updated_at THEN w.updated_at ELSE i.updated_at END,
@@ -181,12 +186,12 @@ WITH held AS (
         $6::boolean[], $7::text[], $8::boolean[], $9::int[], $10::boolean[], $11::float8[],
         $12::boolean[], $13::bytea[], $14::boolean[], $15::text[], $16::text[],
         $17::boolean[], $18::float8[], $19::boolean[], $20::float8[],
-        $21::boolean[], $22::float8[], $23::boolean[], $24::text[]
+        $21::boolean[], $22::float8[], $23::boolean[], $24::text[], $27::text[]
     ) AS w (pk, was_status, was_generation, was_wake_at, was_started_at,
             set_status, status, set_generation, generation, set_wake_at, wake_at,
             set_output, output, set_error, error_name, error_message,
             set_started_at, started_at, set_ended_at, ended_at,
-            set_updated_at, updated_at, let_go, notify)
+            set_updated_at, updated_at, let_go, notify, error_traceback)
     WHERE i.pk = held.pk AND w.pk = held.pk
       AND i.owner = $25 AND i.status = w.was_status AND i.generation = w.was_generation
       AND i.wake_at IS NOT DISTINCT FROM w.was_wake_at
@@ -229,7 +234,8 @@ UPDATE steps SET
     state = $4,
     value = CASE WHEN $5::boolean THEN $6::bytea ELSE value END,
     error_name = CASE WHEN $7::boolean THEN $8::text ELSE error_name END,
-    error_message = CASE WHEN $7::boolean THEN $9::text ELSE error_message END
+    error_message = CASE WHEN $7::boolean THEN $9::text ELSE error_message END,
+    error_traceback = CASE WHEN $7::boolean THEN $10::text ELSE error_traceback END
 WHERE instance_pk = $1 AND name = $2 AND count = $3;
 
 -- name: add_event
@@ -249,13 +255,16 @@ DELETE FROM steps WHERE instance_pk = $1 AND (recorded_at IS NULL OR recorded_at
 DELETE FROM events WHERE instance_pk = $1 AND consumed;
 
 -- name: delete_instance
--- After lock_instance: the row, its journal and its events; the node running it is told.
+-- After lock_instance: the row, its journal, its events and its logs; the node running it is
+-- told.
 WITH gone AS (
     DELETE FROM instances WHERE pk = $1 RETURNING pk
 ), steps_gone AS (
     DELETE FROM steps WHERE instance_pk = $1
 ), events_gone AS (
     DELETE FROM events WHERE instance_pk = $1
+), logs_gone AS (
+    DELETE FROM logs WHERE instance_pk = $1
 )
 SELECT pg_notify($2, 'control:' || pk::text) FROM gone;
 
@@ -278,3 +287,41 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
 
 -- name: notify
 SELECT pg_notify($1, $2);
+
+-- name: record_logs
+-- Lines of live runs ($1-$9, an element per line, in order) and what each run adds to its
+-- instance's totals ($10-$13, an element per run). A run is live as for record_steps: its
+-- row held by this node ($14) in a held status ($15), with the run's generation; the rows are
+-- locked in pk order (as record_steps and renew_leases lock them). Lines are numbered in the
+-- order given (seq); a node writes one such statement at a time.
+WITH live AS (
+    SELECT pk, generation FROM instances
+    WHERE pk = ANY ($10::bigint[]) AND owner = $14 AND status = ANY ($15::text[])
+    ORDER BY pk
+    FOR NO KEY UPDATE
+), counted AS (
+    UPDATE instances i
+    SET log_bytes = i.log_bytes + t.bytes, log_dropped = i.log_dropped + t.dropped
+    FROM unnest($10::bigint[], $11::int[], $12::bigint[], $13::bigint[])
+        AS t (pk, generation, bytes, dropped)
+    JOIN live ON live.pk = t.pk AND live.generation = t.generation
+    WHERE i.pk = t.pk
+)
+INSERT INTO logs (instance_pk, at, stream, text, step_name, step_count, attempt, dropped)
+SELECT l.pk, l.at, l.stream, l.text, l.step_name, l.step_count, l.attempt, l.dropped
+FROM unnest(
+    $1::bigint[], $2::int[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::int[],
+    $8::int[], $9::int[]
+) WITH ORDINALITY AS l (pk, generation, at, stream, text, step_name, step_count, attempt,
+                        dropped, ord)
+JOIN live ON live.pk = l.pk AND live.generation = l.generation
+ORDER BY l.ord;
+
+-- name: load_logs
+-- An instance's lines after seq $2, at most $3, of one step ($4, $5) and/or attempt ($6).
+SELECT seq, at, stream, text, step_name, step_count, attempt, dropped FROM logs
+WHERE instance_pk = $1 AND seq > $2
+  AND ($4::text IS NULL OR (step_name = $4 AND step_count = $5::int))
+  AND ($6::int IS NULL OR attempt = $6)
+ORDER BY seq
+LIMIT $3;

@@ -23,6 +23,9 @@ CREATE TABLE instances (
     wake_at       DOUBLE PRECISION,                      -- claim at this time (queued/waiting)
     owner         TEXT,                                  -- the node holding a live/parked run
     lease_until   DOUBLE PRECISION,                      -- ... until then, unless it renews
+    error_traceback TEXT,                                -- the workflow's frames (bounded)
+    log_bytes     BIGINT           NOT NULL DEFAULT 0,   -- its runs' lines stored (bytes)
+    log_dropped   BIGINT           NOT NULL DEFAULT 0,   -- ... and dropped (lines)
     UNIQUE (workflow, scope, id)
 );
 
@@ -46,6 +49,7 @@ CREATE TABLE steps (
     started_at    DOUBLE PRECISION,                      -- latest attempt, sleep or wait began
     ended_at      DOUBLE PRECISION,                      -- latest attempt ended
     attempts      BYTEA,                                 -- JSON: failed attempts, bounded
+    error_traceback TEXT,                                -- the workflow's frames (bounded)
     PRIMARY KEY (instance_pk, name, count)
 );
 
@@ -62,6 +66,21 @@ CREATE TABLE events (
 
 CREATE INDEX events_pending ON events (instance_pk, type, seq) WHERE NOT consumed;
 CREATE INDEX events_by_instance ON events (instance_pk);
+
+-- What runs printed or logged, a row per line, numbered (the cursor of a reader that follows).
+CREATE TABLE logs (
+    seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    instance_pk   BIGINT           NOT NULL,
+    at            DOUBLE PRECISION NOT NULL,
+    stream        TEXT             NOT NULL,             -- stdout | stderr | INFO... | dwf
+    text          TEXT             NOT NULL,
+    step_name     TEXT,                                  -- NULL: run()'s own code
+    step_count    INTEGER          NOT NULL DEFAULT 0,
+    attempt       INTEGER          NOT NULL DEFAULT 0,
+    dropped       INTEGER          NOT NULL DEFAULT 0    -- a note (dwf): lines dropped here
+);
+
+CREATE INDEX logs_by_instance ON logs (instance_pk, seq);
 
 CREATE TABLE nodes (
     id            TEXT             PRIMARY KEY,
