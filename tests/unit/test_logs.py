@@ -276,6 +276,7 @@ def test_the_json_log_format() -> None:
 
 
 RING = """
+import sys
 from workers import Response, WorkerEntrypoint
 
 print("imported")
@@ -283,6 +284,7 @@ print("imported")
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
         print("fetched", request.url)
+        sys.stdout.buffer.write("bytes, décodés\\n".encode())
         return Response("ok")
 """
 
@@ -297,7 +299,11 @@ async def test_output_outside_runs_goes_to_the_tenants_ring(
     await asyncio.sleep(0)
     ring = loader.logs.get("ringed")
     assert ring is not None
-    assert [line.text for _, line in ring.since()] == ["imported", "fetched https://t.example/x"]
+    assert [line.text for _, line in ring.since()] == [
+        "imported",
+        "fetched https://t.example/x",
+        "bytes, décodés",
+    ]
     out = capsys.readouterr().out
     assert "the host's own line" in out
     assert "imported" not in out

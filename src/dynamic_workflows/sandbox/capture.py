@@ -289,6 +289,25 @@ class CapturedStream(io.TextIOBase):
             return self._original.fileno()
         raise io.UnsupportedOperation("captured output has no file descriptor")
 
+    @property
+    def buffer(self) -> _Bytes:
+        """``sys.stdout.buffer``: bytes written are decoded (UTF-8, errors replaced)."""
+        return _Bytes(self)
+
+
+class _Bytes:
+    __slots__ = ("_text",)
+
+    def __init__(self, text: CapturedStream) -> None:
+        self._text = text
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._text.write(bytes(data).decode("utf-8", errors="replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        self._text.flush()
+
 
 class CaptureHandler(logging.Handler):
     """The root logger's handler for tenant code's records: each goes to the current sink
