@@ -15,7 +15,9 @@ import pytest
 
 from dynamic_workflows import Engine, MemoryStorage
 from dynamic_workflows.sandbox.confine import probe
+from dynamic_workflows.sandbox.errors import TenantWorkerError
 from dynamic_workflows.sandbox.loader import Loader
+from dynamic_workflows.sandbox.process import WorkerProcess
 from dynamic_workflows.workers import WorkflowEntrypoint
 
 from .hosts import _children
@@ -40,6 +42,14 @@ class TenantWorkflow(WorkflowEntrypoint):
             return 2
 
         return await before() + await after()
+"""
+
+ANSWERING = """
+from workers import WorkerEntrypoint
+
+class Default(WorkerEntrypoint):
+    async def ok(self):
+        return "ok"
 """
 
 
@@ -79,6 +89,31 @@ async def test_a_parked_run_outlives_its_worker_killed_again_and_again() -> None
             await asyncio.sleep(0.02)
     assert status["status"] == "complete", status
     assert status["output"] == 3
+
+
+async def test_a_worker_that_dies_before_it_is_ready_is_forked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh fork that does not become ready (seen under load after a restart: it exits
+    with code 0 before its Hello) is the pool's failure: the pool forks another. Before, the
+    caller got the TenantWorkerError, and a run that asked for the worker errored its
+    instance ('tenant '<pool>': worker N exited before it was ready')."""
+    starts = 0
+    real_start = WorkerProcess.start
+
+    async def start(self: WorkerProcess, timeout: float) -> None:
+        nonlocal starts
+        await real_start(self, timeout)
+        starts += 1
+        if starts == 1:
+            raise TenantWorkerError("<pool>", f"worker {self.pid} exited before it was ready")
+
+    monkeypatch.setattr(WorkerProcess, "start", start)
+    report = probe()
+    code = {"main_module": "main.py", "modules": {"main.py": textwrap.dedent(ANSWERING)}}
+    async with Loader(unconfined=not report.safe_for_untrusted(), warm=0, report=report) as loader:
+        assert await loader.get("tenant", lambda: code).get_entrypoint().ok() == "ok"
+    assert starts == 2
 
 
 async def test_workers_and_fork_servers_killed_and_hostile_tenants(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from .errors import ProtocolError
+from .errors import ProtocolError, TenantWorkerError
 from .forkserver import ZygoteProcess
 from .framing import DEFAULT_MAX_FRAME
 from .process import WorkerProcess
@@ -37,6 +37,10 @@ log = logging.getLogger("dynamic_workflows.sandbox")
 
 _WATCHDOG_INTERVAL = 0.05
 _REFILL_DELAY = 0.02
+_START_ATTEMPTS = 3
+"""Forks a worker gets before its caller hears that none would start: a fresh fork that exits
+before its Hello (seen under load, right after a restart) is the pool's failure, not the
+tenant's, and it errored the instance that asked for the worker."""
 
 
 class WorkerPool:
@@ -102,7 +106,14 @@ class WorkerPool:
             if worker.usable:
                 self._refill_soon()
                 return worker
-        worker = await self._spawn()
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                worker = await self._spawn()
+                break
+            except TenantWorkerError as exc:
+                if attempt == _START_ATTEMPTS or self.closed:
+                    raise
+                log.warning("%s; forking another", exc)
         self._refill_soon()
         return worker
 
