@@ -152,7 +152,8 @@ async def process_kills(
             **verdict.figures(),
             "requests": driver.stats["requests"],
             "requests unanswered (host down)": driver.stats["no answer"],
-            "5xx while faulted": driver.stats["5xx"],
+            "5xx while faulted (the client retried)": driver.stats["5xx"],
+            "first 5xx of each kind": driver.samples,
             "events stored without an answer": driver.stats["events stored without an answer"],
         }
 
@@ -167,11 +168,14 @@ HOSTILE = {
 }
 """Hostile tenants and the ways their instances misbehave (tenants.py)."""
 
+STOPPED = "timed out|could not be interrupted"
+"""A step past its timeout: interrupted in the worker (its timer signal), or, when that did
+not answer in time (under a heavy load), its worker killed by the host."""
+
 EXPECTED_ERRORS = {
-    "sleep": "timed out",
+    "sleep": STOPPED,
     "stubborn": "could not be interrupted",
-    # interrupted by the worker's timer signal, or (under a heavy load) killed by the host
-    "spin": "timed out|could not be interrupted",
+    "spin": STOPPED,
     "spin-in-run": "CPU",
     "hog": "out of memory|memory limit",
     "hog-in-run": "out of memory|memory limit",

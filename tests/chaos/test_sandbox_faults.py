@@ -116,6 +116,44 @@ async def test_a_worker_that_dies_before_it_is_ready_is_forked_again(
     assert starts == 2
 
 
+async def test_a_run_whose_worker_will_not_start_is_replayed_not_errored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When no worker would start for a run even after the pool's own retries, the run is
+    treated as one whose worker died before any step: replayed soon (and failed only if that
+    keeps happening), not errored at once."""
+    starts = 0
+    real_start = WorkerProcess.start
+
+    async def start(self: WorkerProcess, timeout: float) -> None:
+        nonlocal starts
+        await real_start(self, timeout)
+        starts += 1
+        if starts <= 3:  # every fork of the first acquire (the pool tries 3)
+            raise TenantWorkerError("<pool>", f"worker {self.pid} exited before it was ready")
+
+    monkeypatch.setattr(WorkerProcess, "start", start)
+    report = probe()
+    code = {"main_module": "main.py", "modules": {"main.py": textwrap.dedent(PARKING)}}
+    async with (
+        Loader(unconfined=not report.safe_for_untrusted(), warm=0, report=report) as loader,
+        Engine(MemoryStorage(), warm_horizon=0) as engine,
+    ):
+
+        class Dispatcher(WorkflowEntrypoint):
+            async def run(self, event: Any, step: Any) -> Any:
+                stub = loader.get("tenant", lambda: code)
+                return await stub.get_entrypoint("TenantWorkflow").run(event, step)
+
+        instance = await engine.register("wf", Dispatcher).create(id="unlucky")
+        deadline = time.monotonic() + 20
+        while (status := await instance.status())["status"] not in ("complete", "errored"):
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.02)
+    assert status["status"] == "complete", status
+    assert starts > 3
+
+
 async def test_workers_and_fork_servers_killed_and_hostile_tenants(tmp_path: Path) -> None:
     figures = await sandbox_faults(tmp_path, seconds=15, worker_kills=6, fork_server_kills=2)
     assert figures["workers killed"] >= 3

@@ -44,7 +44,7 @@ from .protocol import (
     StepWake,
 )
 
-__all__ = ["MAX_DEATHS_OUTSIDE_STEPS", "SANDBOX_ERROR", "RunBridge"]
+__all__ = ["MAX_DEATHS_OUTSIDE_STEPS", "SANDBOX_ERROR", "RunBridge", "death_outside_steps"]
 
 SANDBOX_ERROR = "SandboxError"
 """The error name recorded for an attempt whose worker died or broke a limit."""
@@ -54,6 +54,22 @@ MAX_DEATHS_OUTSIDE_STEPS = 3
 progress in between, fails."""
 
 _SETTLE_TIMEOUT = 10.0
+
+
+def death_outside_steps(
+    strikes: dict[str, int], key: str, exc: TenantWorkerError, now: float
+) -> BaseException:
+    """What the engine gets for the run ``key`` whose worker died, or never started, while no
+    step attempt was open: RunSuspended for a replay soon, or ``exc`` itself once that happened
+    :data:`MAX_DEATHS_OUTSIDE_STEPS` times in a row (``strikes`` counts, per run)."""
+    count = strikes.get(key, 0) + 1
+    if count >= MAX_DEATHS_OUTSIDE_STEPS:
+        strikes.pop(key, None)
+        return exc
+    strikes[key] = count
+    if len(strikes) > 10_000:  # forget the oldest
+        strikes.pop(next(iter(strikes)))
+    return RunSuspended(now + 0.05 * count, False)
 
 
 def _failure(exc: BaseException) -> ErrorInfo:
@@ -274,14 +290,7 @@ class RunBridge:
             # Outside any step: the worker may have died of another call of the same tenant
             # (replay then succeeds), or of run()'s own code (replay dies the same way). Retry
             # a few times, then fail the run with the reason.
-            strikes = self._strikes.get(self._key, 0) + 1
-            if strikes >= MAX_DEATHS_OUTSIDE_STEPS:
-                self._strikes.pop(self._key, None)
-                return exc
-            self._strikes[self._key] = strikes
-            if len(self._strikes) > 10_000:  # forget the oldest
-                self._strikes.pop(next(iter(self._strikes)))
-            return RunSuspended(self._details.clock.now() + 0.05 * strikes, False)
+            return death_outside_steps(self._strikes, self._key, exc, self._details.clock.now())
         error = ErrorInfo(SANDBOX_ERROR, str(exc))
         wake_times: list[float] = []
         for (name, count), (attempt, retry_in) in list(self._open.items()):

@@ -31,7 +31,7 @@ from ..core.logs import LogBook
 from ..core.step import WorkflowStep
 from ..workers import Request, Response
 from ..workers.hosting import make_request
-from .bridge import RunBridge
+from .bridge import RunBridge, death_outside_steps
 from .capture import RingSink, RunSink, current_sink, install_in_process
 from .code import INHERIT, WorkerCode, WorkerLimits
 from .confine import ConfinementPolicy, IsolationReport, SandboxUnavailableError, probe
@@ -434,10 +434,17 @@ class Loader:
                 "run(event, step): step must be the step object the engine passed to run(), "
                 f"got {type(step).__name__}"
             )
-        worker = await self._worker_for(entry)
         instance = event.get("instanceId") if isinstance(event, Mapping) else None
         key = f"{entry.key}\x00{instance if instance is not None else id(step)}"
-        bridge = RunBridge(worker, step.run_details(), strikes=self._strikes, key=key)
+        details = step.run_details()
+        try:
+            worker = await self._worker_for(entry)
+        except TenantWorkerError as exc:
+            # No worker would start (or load) for the run: as a death before any step, it is
+            # replayed soon, and fails with the reason only if that keeps happening.
+            now = details.clock.now()
+            raise death_outside_steps(self._strikes, key, exc, now) from None
+        bridge = RunBridge(worker, details, strikes=self._strikes, key=key)
         return await bridge.run(name, event)
 
     # -- introspection ---------------------------------------------------------------------------
