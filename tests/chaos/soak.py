@@ -225,7 +225,23 @@ def render(results: dict[str, dict[str, Any]], durations: dict[str, float], quic
         f"| host open fds: start / after warm-up / end | {soaked.get('fds at start')} / "
         f"{soaked.get('fds after warm-up')} / {soaked.get('fds at end')} |",
         "",
+        "Notes:",
+        "",
+        "- The 5xx = 0 rule is for hostile input. Under process and storage faults a request "
+        "may get a 5xx (a create whose storage connection was killed under it, or while the "
+        "disk is full); the figures count them, and the client retries.",
     ]
+    if "rss growth after warm-up (MiB)" in soaked:
+        lines.append(
+            f"- Soak: after the warm-up the host's RSS grew by "
+            f"{soaked['rss growth after warm-up (MiB)']} MiB while the database grew from "
+            f"{soaked['database after warm-up (MiB)']} to {soaked['database at end (MiB)']} MiB "
+            "(file and WAL); the SQLite page cache (cache_size 64 MiB) may hold up to "
+            f"{soaked['page cache bound (MiB)']} MiB more of it, the test allows that plus 16 "
+            "MiB. Descriptors vary with the HTTP connections and workers in use at the moment "
+            "of the sample (medians over 5 s windows)."
+        )
+    lines.append("")
     for name, (title, _) in SCENARIOS.items():
         if name not in results:
             continue
