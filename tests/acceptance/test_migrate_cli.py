@@ -27,11 +27,12 @@ def test_migrate_a_postgres_schema_then_find_it_up_to_date(
             "applied 0001_init",
             "applied 0002_nodes",
             "applied 0003_step_attempts",
-            "schema now at version 3",
+            "applied 0004_logs",
+            "schema now at version 4",
         ]
         again = dwf("migrate", "--db", url)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.splitlines() == ["schema already at version 3"]
+        assert again.stdout.splitlines() == ["schema already at version 4"]
     finally:
         pg_server.drop(schema)
 
@@ -60,6 +61,6 @@ def test_migrate_reads_the_url_as_the_engine_does(pg_server: pg_support.PgServer
     try:
         proc = dwf("migrate", "--db", pg_server.schema_url(schema) + "&lease_seconds=12")
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.splitlines()[-1] == "schema now at version 3"
+        assert proc.stdout.splitlines()[-1] == "schema now at version 4"
     finally:
         pg_server.drop(schema)
