@@ -112,7 +112,7 @@ async def clock_jumps(
                     "timeout": rng.choice(("1 minute", "1 hour", "2 days")),
                 }
                 handles[iid] = await env.binding.create(id=iid, params=params)
-            if handles and rng.random() < 0.2:
+            if handles and rng.random() < 0.6:
                 iid = rng.choice(sorted(handles))
                 if iid not in sent:
                     sent[iid] = f"token-{n}"

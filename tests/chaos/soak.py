@@ -127,7 +127,7 @@ async def clock(tmp: Path, pg: str | None, quick: bool) -> dict[str, Any]:
 async def hostile(tmp: Path, pg: str | None, quick: bool) -> dict[str, Any]:
     return await scenarios.hostile_input(
         tmp,
-        admin_examples=5 if quick else 60,
+        admin_examples=5 if quick else 150,
         dispatcher_examples=200 if quick else 5000,
         log=_log,
     )
