@@ -234,7 +234,7 @@ export function instanceView(root, wf, id, initialScope) {
       got = await api(apiPath.instance(wf, id), { query: { scope: scope ?? undefined } });
     } catch (e) {
       if (e instanceof APIError && (e.status === 404 || e.status === 400)) {
-        gone(e);
+        if (!stopped) gone(e);
         return;
       }
       throw e;
