@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .cluster import ClusterNode
@@ -119,6 +119,8 @@ class _Counters:
     completed: int = 0
     errored: int = 0
     suspended: int = 0
+    runs_by_workflow: dict[str, int] = field(default_factory=dict)
+    steps_by_workflow: dict[str, int] = field(default_factory=dict)
 
 
 def _wake(fut: asyncio.Future[bytes | None]) -> None:
@@ -235,9 +237,15 @@ class StepWrites:
                 fut.cancel()
             raise
         counters = self._engine.counters
-        for fut, ok, (_, _, entry) in zip(futures, kept, writes, strict=True):
+        by_workflow = counters.steps_by_workflow
+        live_runs = self._engine._live
+        for fut, ok, (pk, _, entry) in zip(futures, kept, writes, strict=True):
             if ok and entry.kind == StepKind.DO and entry.state == StepState.DONE:
                 counters.steps_committed += 1
+                run = live_runs.get(pk)
+                if run is not None:
+                    name = run.row.workflow
+                    by_workflow[name] = by_workflow.get(name, 0) + 1
             if fut.done():
                 continue
             if ok:
@@ -785,7 +793,9 @@ class Engine:
 
     async def _run(self, live: LiveRun, claim: Claim) -> None:
         row = claim.instance
-        self.counters.runs += 1
+        counters = self.counters
+        counters.runs += 1
+        counters.runs_by_workflow[row.workflow] = counters.runs_by_workflow.get(row.workflow, 0) + 1
         try:
             outcome = await self._execute(live, claim)
             await live.flush_logs()

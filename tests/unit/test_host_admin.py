@@ -31,6 +31,7 @@ from dynamic_workflows.host import (
 )
 from dynamic_workflows.host.auth import bearer_matches
 from dynamic_workflows.host.client import AdminClient
+from dynamic_workflows.host.metrics import OTHER_TENANT
 
 API = "/cdn-cgi/local/explorer/api"
 
@@ -730,6 +731,50 @@ async def test_metrics_and_dashboard(host: Host) -> None:
     assert page.status_code == 200
     assert "<title>dwf" in page.text
     assert (await host.client.get("/cdn-cgi/local/explorer")).status_code == 307
+
+
+async def test_metrics_name_workflows_and_the_top_tenants(host: Host) -> None:
+    for tenant in ("a", "b", "c"):
+        for i in range({"a": 3, "b": 2, "c": 1}[tenant]):
+            code, body = await host.api(
+                "POST",
+                "/workflows/dyn/instances",
+                json={
+                    "id": f"{tenant}{i}",
+                    "params": {
+                        "__dispatcherMetadata": {"t": tenant, "tenant": tenant},
+                        "params": i,
+                    },
+                },
+            )
+            assert code == 200, body
+            await host.wait_for("dyn", f"{tenant}{i}", "complete")
+    await host.api("POST", "/workflows/plain/instances", json={"id": "p"})
+    await host.wait_for("plain", "p", "waiting")
+
+    metrics = HostMetrics(host.live, top_tenants=2)
+    await metrics.refresh()
+    assert metrics.tenant_instances == {
+        "a": {"complete": 3},
+        "b": {"complete": 2},
+        OTHER_TENANT: {"complete": 1},
+    }
+    text = generate_latest(metrics.registry).decode()
+    assert 'dwf_tenant_instances{status="complete",tenant="a"} 3.0' in text
+    assert 'dwf_tenant_instances{status="complete",tenant="other"} 1.0' in text
+    assert 'tenant="c"' not in text
+    # The unscoped instance of `plain` belongs to no tenant.
+    assert 'dwf_instances{status="waiting",workflow="plain"} 1.0' in text
+    assert 'dwf_instances{status="complete",workflow="dyn"} 6.0' in text
+    assert 'dwf_workflow_runs_total{workflow="dyn"} 6.0' in text
+    assert 'dwf_workflow_runs_total{workflow="plain"} 1.0' in text
+    assert 'dwf_workflow_steps_committed_total{workflow="dyn"} 6.0' in text
+    assert 'dwf_workflow_steps_committed_total{workflow="plain"} 1.0' in text
+
+    # The default endpoint shows every tenant (three, under the default bound of 20).
+    page = (await host.client.get("/cdn-cgi/local/metrics")).text
+    assert 'dwf_tenant_instances{status="complete",tenant="c"} 1.0' in page
+    assert 'tenant="other"' not in page
 
 
 async def test_the_admin_port_needs_the_token(host: Host) -> None:
