@@ -613,3 +613,79 @@ async def soak(
         "rss growth after warm-up (MiB)": round(growth / 1024, 1),
         "page cache bound (MiB)": round(page_cache_kib / 1024, 1),
     }
+
+
+# -- where the soak's RSS goes ----------------------------------------------------------------
+
+
+async def python_heap(
+    tmp: Path, *, instances: int, warm: int = 2000, log: Log = _quiet
+) -> dict[str, Any]:
+    """The engine and its SQLite storage in this process, traced by tracemalloc: ``warm``
+    instances, then ``instances`` more (two steps and a sleep each). If the Python heap stays
+    flat while RSS grows, the growth is SQLite's page cache (native memory, up to 64 MiB),
+    not a leak of ours."""
+    import gc
+    import tracemalloc
+
+    from dynamic_workflows import Engine, SQLiteStorage
+    from dynamic_workflows.workers import WorkflowEntrypoint
+
+    class Short(WorkflowEntrypoint):
+        async def run(self, event: Any, step: Any) -> Any:
+            @step.do("a")
+            async def a() -> int:
+                return 1
+
+            await a()
+            await step.sleep("nap", 0.01)
+
+            @step.do("b")
+            async def b() -> int:
+                return 2
+
+            return await b()
+
+    def rss() -> int:
+        from .hosts import rss_kib
+
+        return rss_kib(os.getpid())
+
+    db = tmp / "heap.sqlite3"
+    async with Engine(SQLiteStorage(db)) as engine:
+        binding = engine.register("short", Short)
+        created = 0
+
+        async def run(n: int) -> None:
+            nonlocal created
+            for start in range(0, n, 100):
+                batch = [
+                    {"id": f"h{created + i}", "params": {}} for i in range(min(100, n - start))
+                ]
+                created += len(batch)
+                await binding.create_batch(batch)
+            deadline = time.monotonic() + 300
+            while (await engine.storage.count_instances("short")).get("complete", 0) < created:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+
+        await run(warm)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            rss_before, db_before = rss(), db.stat().st_size
+            heap_before = tracemalloc.get_traced_memory()[0]
+            await run(instances)
+            gc.collect()
+            heap_after = tracemalloc.get_traced_memory()[0]
+            rss_after, db_after = rss(), db.stat().st_size
+        finally:
+            tracemalloc.stop()
+    heap_growth = heap_after - heap_before
+    assert heap_growth < 2 << 20, f"the Python heap grew by {heap_growth} bytes"
+    return {
+        "instances after the warm-up": instances,
+        "Python heap growth (KiB, tracemalloc)": heap_growth >> 10,
+        "RSS growth (MiB)": round((rss_after - rss_before) / 1024, 1),
+        "database growth (MiB)": round((db_after - db_before) / 2**20, 1),
+    }
