@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import tracing
 from .cluster import ClusterNode
 from .core.attempts import Attempt, record_failure
 from .core.clock import Clock, SystemClock, TimerHandle
@@ -268,6 +269,9 @@ class LiveRun:
         self.state = RunState()
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: str | None = None
+        # OpenTelemetry spans (tracing.py), only while tracing is on.
+        self.span: Any = None
+        self._spans: dict[tuple[str, int], Any] | None = None
         self._known = {(e.name, e.count) for e in journal}
         self._futures: dict[tuple[str, int], asyncio.Future[bytes | None]] = {}
         self._timers: list[TimerHandle] = []
@@ -463,6 +467,8 @@ class LiveRun:
         self._new_step(name, count)
         check_step_result(value, name, self.engine.limits)
         key = (name, count)
+        if self._spans is not None:
+            self._end_span(key, "ok")
         return self._write(
             JournalEntry(
                 name,
@@ -486,6 +492,8 @@ class LiveRun:
         started = self._starts.pop(key, None)
         # The step's error keeps its traceback; its history, the error alone (20 of them).
         brief = error if error.traceback is None else ErrorInfo(error.name, error.message)
+        if self._spans is not None:
+            self._end_span(key, "failed" if retry_in is None else "retrying")
         history = self._attempts[key] = record_failure(
             self._attempts.get(key), Attempt(attempt, started, now, False, brief, retry_in)
         )
@@ -555,6 +563,20 @@ class LiveRun:
         # without the engine dying too (the crash recovery replays it); a sandboxed one that
         # dies is failed by the bridge.
         self._starts[(name, count)] = self.engine.clock.now()
+        tracer = tracing.TRACER
+        if tracer is not None:
+            if self._spans is None:
+                self._spans = {}
+            row = self.row
+            self._spans[(name, count)] = tracer.start_attempt(
+                self.span, row.scope, row.workflow, row.id, name, count, attempt
+            )
+
+    def _end_span(self, key: tuple[str, int], outcome: str) -> None:
+        assert self._spans is not None
+        span = self._spans.pop(key, None)
+        if span is not None:
+            tracing.RunTracer.end(span, outcome)
 
 
 class Engine:
@@ -796,8 +818,14 @@ class Engine:
         counters = self.counters
         counters.runs += 1
         counters.runs_by_workflow[row.workflow] = counters.runs_by_workflow.get(row.workflow, 0) + 1
+        tracer = tracing.TRACER
+        if tracer is not None:
+            live.span = tracer.start_run(row.scope, row.workflow, row.id)
         try:
             outcome = await self._execute(live, claim)
+            if live.span is not None:
+                tracing.RunTracer.end(live.span, type(outcome).__name__.lower())
+                live.span = None
             await live.flush_logs()
             live.close()
             await self._record(live, lambda: self._apply(live, outcome))
@@ -808,6 +836,9 @@ class Engine:
                     live, lambda: self.storage.release_run(row.pk, row.generation, self.clock.now())
                 )
         finally:
+            if live.span is not None:  # the engine itself failed, or the run was cancelled
+                tracing.RunTracer.end(live.span, "engine-error")
+                live.span = None
             live.close()
             if self._live.get(row.pk) is live:
                 del self._live[row.pk]

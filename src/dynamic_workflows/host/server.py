@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from .. import tracing
 from ..errors import ListenError
 from ..gcpolicy import IdleCollector, tune_gc
 from .config import load_config
@@ -210,6 +211,7 @@ def serve_project(
         return Project(config, storage_url=url, loader_mode=mode)
 
     async def main() -> None:
+        tracing.enable_from_environment()
         live = LiveProject(build)
         metrics = HostMetrics(live)
         project = build()
