@@ -112,6 +112,31 @@ class TenantWorkflow(WorkflowEntrypoint):
 """
 
 
+PRINTING_TENANT_SOURCE = """
+from workers import WorkflowEntrypoint
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("a")
+        async def a():
+            print("step a of", event["instanceId"])
+            return 1
+
+        @step.do("b")
+        async def b(a):
+            print("step b of", event["instanceId"], "got", a)
+            return a + 1
+
+        @step.do("c")
+        async def c(b):
+            print("step c of", event["instanceId"], "got", b)
+            return b + 1
+
+        return await c()
+"""
+"""The same three steps, each printing one line (captured and stored with its attempt)."""
+
+
 TIMER_TENANT_SOURCE = """
 import time
 from workers import WorkflowEntrypoint
@@ -215,15 +240,24 @@ def round_trips_by_operation(storage: Any) -> dict[str, list[int]] | None:
 
 
 async def throughput(
-    n: int, concurrency: int, mode: str, db: Path, url: str | None = None
+    n: int,
+    concurrency: int,
+    mode: str,
+    db: Path,
+    url: str | None = None,
+    *,
+    print_per_step: bool = False,
 ) -> dict[str, Any]:
-    """``url``: a storage URL (``postgresql://...``) instead of SQLite at ``db``."""
+    """``url``: a storage URL (``postgresql://...``) instead of SQLite at ``db``;
+    ``print_per_step``: the sandboxed tenant prints one line in each step."""
     storage = open_storage(url) if url else SQLiteStorage(db)
     engine = Engine(storage, concurrency=concurrency)
     waiter = wait_all_counted if url else wait_all
     loader = None
     if mode == "sandboxed":
-        entry, loader = sandboxed_entrypoint()
+        entry, loader = sandboxed_entrypoint(
+            PRINTING_TENANT_SOURCE if print_per_step else TENANT_SOURCE
+        )
     else:
         entry = ThreeSteps
     binding = engine.register("three", entry)
@@ -457,6 +491,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lead", type=float, default=10.0)
     parser.add_argument("--memory-mb", type=int, default=None, help="the sandboxed tenant's")
     parser.add_argument(
+        "--print-per-step",
+        action="store_true",
+        help="throughput, sandboxed: the tenant prints one line in each step",
+    )
+    parser.add_argument(
         "--db",
         default=None,
         help="throughput, pg-commit-floor: a postgresql:// URL (an empty database) to use",
@@ -489,7 +528,14 @@ def main(argv: list[str] | None = None) -> None:
         db = Path(tmp) / "bench.sqlite3"
         if args.scenario == "throughput":
             result = asyncio.run(
-                throughput(args.instances, args.concurrency or 50, args.mode, db, args.db)
+                throughput(
+                    args.instances,
+                    args.concurrency or 50,
+                    args.mode,
+                    db,
+                    args.db,
+                    print_per_step=args.print_per_step,
+                )
             )
         elif args.scenario == "pg-commit-floor":
             result = asyncio.run(pg_commit_floor(args.db, args.connections, args.seconds))

@@ -137,6 +137,13 @@ class WorkerPool:
     async def _fill_one(self) -> None:
         try:
             worker = await self._spawn()
+        except TenantWorkerError as exc:
+            # A child forked by a fork server that is being replaced (rotation, or its death)
+            # exits before its Hello: no tenant was waiting on it, so fork another, later.
+            if not self.closed:
+                log.warning("could not pre-fork a worker (%s); forking another", exc.reason)
+                self._refill_soon()
+            return
         except Exception:
             if not self.closed:  # a fork cut short by close() is no failure
                 log.exception("could not pre-fork a worker")
