@@ -375,8 +375,9 @@ export function instanceView(root, wf, id, initialScope) {
     for (const el of [...list.children]) {
       if (!keep.has(el.dataset.key)) el.remove();
     }
-    // A step appears once its first attempt ends: until then, what the run is doing is told by
-    // the lines its steps print.
+    // A step appears once its first attempt ends. Its lines come with the attempt's end too
+    // (they ride in the result's frame), so a step with lines but no journal entry is rare (a
+    // worker that died mid-attempt): it is shown here, as what the run was doing.
     let busy = list.querySelector("li.busy");
     const running = d.status === "running" || d.status === "queued" || !d.steps.length;
     if (running) {
