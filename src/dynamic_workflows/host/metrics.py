@@ -90,7 +90,7 @@ class _EngineCollector(Collector):
         yield instances
         tenants = GaugeMetricFamily(
             "dwf_tenant_instances",
-            "Instances by status of the top tenants by live instances (\"other\": the rest)",
+            'Instances by status of the top tenants by live instances ("other": the rest)',
             labels=["tenant", "status"],
         )
         for tenant, by_status in sorted(self._metrics.tenant_instances.items()):
