@@ -76,6 +76,10 @@ class Escape:
 EPERM = r"\bEPERM\b"  # what seccomp answers
 EACCES = r"\bEACCES\b"  # what Landlock answers
 ENOENT = r"\bENOENT\b"  # what the minimal root answers: no such path
+NO_WRITE = r"\b(ENOENT|EROFS)\b"
+"""A write in the minimal root: no such path, or a read-only one where the path's parent exists
+there because something the sandbox needs lives below it (a checkout, and so its virtualenv,
+under /tmp binds /tmp into the root)."""
 
 ESCAPES = [
     # the network
@@ -98,8 +102,8 @@ ESCAPES = [
     Escape(filesystem.query_host_database, "unable to open database", ("landlock", "mountns")),
     Escape(filesystem.parent_environment, ENOENT, ("landlock", "mountns")),
     Escape(filesystem.list_root, EACCES, ("landlock",)),
-    Escape(filesystem.write_in_tmp, ENOENT, ("landlock", "mountns")),
-    Escape(filesystem.write_in_test_dir, ENOENT, ("landlock", "mountns")),
+    Escape(filesystem.write_in_tmp, NO_WRITE, ("landlock", "mountns")),
+    Escape(filesystem.write_in_test_dir, NO_WRITE, ("landlock", "mountns")),
     Escape(filesystem.inotify_watch, EPERM, ("seccomp", "mountns")),
     # processes and programs
     Escape(processes.fork, EPERM, ("seccomp",)),
