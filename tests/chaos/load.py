@@ -196,14 +196,14 @@ class Driver:
         return {k: v for k, v in resp.json()["result"]["instances"].items() if v}
 
     async def settle(self, timeout: float) -> None:
-        """Wait until every plan's instance has finished, resuming any left paused (a resume
-        lost with a killed host)."""
+        """Wait until every instance in the database has finished (the plans' and any other a
+        scenario made), resuming any left paused (a resume lost with a killed host)."""
         deadline = time.monotonic() + timeout
         last_resume = time.monotonic()
         while time.monotonic() < deadline:
             counts = await self.store.statuses()
             done = sum(counts.get(s, 0) for s in FINISHED)
-            if done >= len(self.plans):
+            if done >= max(len(self.plans), sum(counts.values())):
                 return
             if counts.get("paused") and time.monotonic() - last_resume > 2:
                 last_resume = time.monotonic()
@@ -214,9 +214,7 @@ class Driver:
                         await self.control(plan, "resume")
             await asyncio.sleep(0.25)
         rows = await self.store.rows()
-        stuck = {
-            p.iid: rows[p.iid].status for p in self.plans if rows[p.iid].status not in FINISHED
-        }
+        stuck = {iid: row.status for iid, row in rows.items() if row.status not in FINISHED}
         raise AssertionError(f"not finished after {timeout} s: {stuck}\n{self.host.log()}")
 
 
