@@ -15,11 +15,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -28,45 +25,13 @@ import httpx
 import pytest
 
 import pg_support
+from chaos.hosts import Counting  # the loopback counting server the chaos suite uses too
 
 PROJECT = Path(__file__).parent / "project"
 DWF = [sys.executable, "-m", "dynamic_workflows.cli"]
 TOKEN = "multinode-test-token"
 LEASE = 2.0
 FINISHED = ("complete", "errored", "terminated")
-
-
-class Counting:
-    """A loopback HTTP server counting ``POST /hit?key=K`` and answering the new count."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        counting = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                key = parse_qs(urlparse(self.path).query)["key"][0]
-                with counting.lock:
-                    counting.counts[key] += 1
-                    n = counting.counts[key]
-                body = str(n).encode()
-                self.send_response(200)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _free_port() -> int:
@@ -296,7 +261,15 @@ def test_a_node_killed_mid_load_costs_nothing(
     for i, iid in enumerate(ids):
         nodes[i % 3].post("/create", iid, {"work": 0.3, "sleep": 200})
     time.sleep(1.0)
-    victim = nodes[0]
+    owners = [
+        r["owner"]
+        for r in pg_server.fetch(
+            f'SELECT owner FROM "{schema}".instances WHERE owner IS NOT NULL AND id LIKE $1',
+            "kill-%",
+        )
+    ]
+    # The node holding the most instances at this moment is the one killed.
+    victim = max(nodes, key=lambda n: sum(f":{n.proc.pid}:" in o for o in owners))
     held = [
         r["id"]
         for r in pg_server.fetch(
@@ -309,9 +282,10 @@ def test_a_node_killed_mid_load_costs_nothing(
     # Its instances are the others' once its leases lapse (LEASE), found at the next renewal
     # poll (LEASE / 3), then finish their remaining work (about a second): all within the lease
     # time and a few seconds of slack for this small, shared machine.
-    orphans = wait_finished(nodes[1:], held, timeout=LEASE + 8, dump=dump)
+    others = [n for n in nodes if n is not victim]
+    orphans = wait_finished(others, held, timeout=LEASE + 8, dump=dump)
     orphans_done = time.monotonic() - killed_at
-    finished = wait_finished(nodes[1:], ids, timeout=LEASE * 3 + 40, dump=dump)
+    finished = wait_finished(others, ids, timeout=LEASE * 3 + 40, dump=dump)
     assert check_exactly_once(counting, finished) == len(ids) * 3
     assert all(s["status"] == "complete" for s in orphans.values())
     assert orphans_done < LEASE + 8, orphans_done
