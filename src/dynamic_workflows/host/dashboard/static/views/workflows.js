@@ -131,7 +131,9 @@ export function workflowView(root, wf, query) {
     </div>`);
   const $ = (sel) => root.querySelector(sel);
   api(apiPath.workflow(wf)).then(({ result }) => {
-    $("#wf-class").textContent = `class ${result.class_name} · binding ${result.binding}`;
+    // The page may have been left (and its elements replaced) while this was in flight.
+    const el = $("#wf-class");
+    if (el) el.textContent = `class ${result.class_name} · binding ${result.binding}`;
   }, () => {}); // a missing workflow is said by the listing
   $("#f-status").value = f.status;
   $("#f-id").value = f.id;
