@@ -1072,11 +1072,14 @@ class Engine:
         self.poke()
 
     async def delete(self, row: InstanceRow) -> None:
+        # The row first, then its live run: a delete that fails (a full disk) must leave the
+        # run going. Stopped first, it left its row `running` with nothing in this process to
+        # claim it again. A write the run makes meanwhile finds the row gone and stops it.
+        if not await self.storage.delete_instance(row.pk):
+            raise InstanceNotFoundError(row.id)
         live = self._live.get(row.pk)
         if live is not None:
             live.cancel("delete")
-        if not await self.storage.delete_instance(row.pk):
-            raise InstanceNotFoundError(row.id)
 
     async def status(self, row: InstanceRow) -> dict[str, Any]:
         current = await self.storage.get_instance_by_pk(row.pk)
