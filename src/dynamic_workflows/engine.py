@@ -276,6 +276,8 @@ class LiveRun:
         self._futures: dict[tuple[str, int], asyncio.Future[bytes | None]] = {}
         self._timers: list[TimerHandle] = []
         self._hold: asyncio.Future[None] | None = None
+        self.control_notices = 0
+        """Control notifications heard for this run (see Engine._apply_stored_control)."""
         self._closed = False
         # Attempt history (core/attempts.py): when each open attempt began, and the failed
         # attempts of the steps that have some.
@@ -737,15 +739,20 @@ class Engine:
     def _control_elsewhere(self, pk: int) -> None:
         live = self._live.get(pk)
         if live is not None:
-            self.spawn(self._apply_stored_control(live))
+            live.control_notices += 1
+            self.spawn(self._apply_stored_control(live, live.control_notices))
 
-    async def _apply_stored_control(self, live: LiveRun) -> None:
+    async def _apply_stored_control(self, live: LiveRun, notice: int) -> None:
         """A control action taken on another node (or here) for a run live here: follow the
-        stored row, as :meth:`control` does for an action taken here."""
+        stored row, as :meth:`control` does for an action taken here. Only the latest notice's
+        read is followed: reads of two quick actions (a pause, then a resume) may come back in
+        either order, and the older one would undo the newer."""
         try:
             row = await self.storage.get_instance_by_pk(live.pk)
         except Exception:
             return  # the run's own writes are fenced; the next renewal or write finds out
+        if notice != live.control_notices:
+            return
         if row is None or row.generation != live.generation:
             live.cancel("terminate" if row is None else "restart")
         elif row.status == Status.WAITING_FOR_PAUSE and not live.state.paused:
