@@ -4,34 +4,13 @@ instances and steps): every backend, unchanged."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from dynamic_workflows.core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from dynamic_workflows.core.logs import LogLine
-from dynamic_workflows.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage
+from dynamic_workflows.storage import Storage
 from dynamic_workflows.storage.base import LogWrite, NewInstance, Status
 
 T0 = 1_000_000.0
 TB = 'Traceback (most recent call last):\n  File "main.py", line 3, in run\nKeyError: customer'
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    store: Storage
-    if request.param == "memory":
-        store = MemoryStorage()
-    elif request.param == "postgresql":
-        store = PostgresStorage(request.getfixturevalue("pg_url"))
-    else:
-        store = SQLiteStorage(tmp_path / "contract.sqlite3")
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def claimed(storage: Storage, *ids: str) -> list[tuple[int, int]]:

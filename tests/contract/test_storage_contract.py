@@ -6,7 +6,6 @@ A new backend (PostgreSQL) is added by adding a fixture parameter.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -14,7 +13,7 @@ import pytest
 
 from dynamic_workflows.core.codec import decode
 from dynamic_workflows.core.journal import ErrorInfo, JournalEntry, StepKind, StepState
-from dynamic_workflows.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage
+from dynamic_workflows.storage import SQLiteStorage, Storage
 from dynamic_workflows.storage.base import (
     ControlResult,
     InstanceRow,
@@ -25,22 +24,6 @@ from dynamic_workflows.storage.base import (
 from dynamic_workflows.storage.sqlite import migrations
 
 T0 = 1_000_000.0
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    store: Storage
-    if request.param == "memory":
-        store = MemoryStorage()
-    elif request.param == "postgresql":
-        store = PostgresStorage(request.getfixturevalue("pg_url"))
-    else:
-        store = SQLiteStorage(tmp_path / "contract.sqlite3")
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def new(id: str, workflow: str = "wf", scope: str = "", params: bytes = b"null") -> NewInstance:
