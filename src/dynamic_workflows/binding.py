@@ -88,17 +88,24 @@ class Instance:
     async def resume(self) -> None:
         await self._engine.control(self._row, "resume")
 
-    async def terminate(self, options: Mapping[str, Any] | None = None) -> None:
+    async def terminate(
+        self, options: Mapping[str, Any] | None = None, *, rollback: bool = False
+    ) -> None:
         """Stop for good; raises CannotTerminateError if it already finished.
 
-        ``{"rollback": True}`` (Cloudflare's rollback handlers) is refused with a clear error:
-        this engine has no rollback handlers."""
+        ``terminate({"rollback": True})`` (or ``terminate(rollback=True)``) first runs the
+        rollback handlers of the steps it started, newest first (see
+        :mod:`dynamic_workflows.core.rollback`); the status then reports ``rollback``."""
         if options:
             if not isinstance(options, Mapping) or set(options) - {"rollback"}:
                 raise WorkflowError(f"terminate(): unknown option(s) in {options!r}")
-            if options.get("rollback"):
-                raise WorkflowError("terminate(): rollback is not supported by this engine")
-        await self._engine.control(self._row, "terminate")
+            value = options.get("rollback")
+            if value is not None and not isinstance(value, bool):
+                raise WorkflowError(f"terminate(): rollback must be true or false, got {value!r}")
+            rollback = rollback or bool(value)
+        if not isinstance(rollback, bool):
+            raise WorkflowError(f"terminate(): rollback must be true or false, got {rollback!r}")
+        await self._engine.control(self._row, "terminate", rollback=rollback)
 
     async def restart(self, options: Mapping[str, Any] | None = None) -> None:
         """Run again from scratch, or ``restart({"from": {"name", "count"?, "type"?}})`` from

@@ -55,6 +55,7 @@ from .core.limits import (
 )
 from .core.logs import LogBook, LogLine
 from .core.replay import drive
+from .core.rollback import rollback_pending, run_with_rollback
 from .core.step import RunState, WorkflowStep
 from .core.tracebacks import last_frame
 from .errors import (
@@ -278,6 +279,9 @@ class LiveRun:
         self._hold: asyncio.Future[None] | None = None
         self.control_notices = 0
         """Control notifications heard for this run (see Engine._apply_stored_control)."""
+        self.terminating = row.rollback is not None and row.rollback.outcome == "running"
+        """The instance is being terminated with rollback: this run replays in terminating
+        mode and ends it ``terminated`` (see core/rollback.py)."""
         self._closed = False
         # Attempt history (core/attempts.py): when each open attempt began, and the failed
         # attempts of the steps that have some.
@@ -463,7 +467,7 @@ class LiveRun:
     # -- StepChannel ------------------------------------------------------------------------
 
     def complete(
-        self, name: str, count: int, value: bytes, attempt: int = 1
+        self, name: str, count: int, value: bytes, attempt: int = 1, rollback: bool = False
     ) -> asyncio.Future[None]:
         # Not a coroutine: the future of the write is all there is to await (a step's hot path).
         self._new_step(name, count)
@@ -475,18 +479,25 @@ class LiveRun:
             JournalEntry(
                 name,
                 count,
-                StepKind.DO,
+                StepKind.DO if count > 0 else StepKind.ROLLBACK,
                 StepState.DONE,
                 value=value,
                 attempt=attempt,
                 started_at=self._starts.pop(key, None),
                 ended_at=self.engine.clock.now(),
                 attempts=self._attempts.get(key),
+                rollback=rollback,
             )
         )
 
     async def fail(
-        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        error: ErrorInfo,
+        retry_in: float | None,
+        rollback: bool = False,
     ) -> float | None:
         self._new_step(name, count)
         key = (name, count)
@@ -504,7 +515,7 @@ class LiveRun:
             JournalEntry(
                 name,
                 count,
-                StepKind.DO,
+                StepKind.DO if count > 0 else StepKind.ROLLBACK,
                 StepState.FAILED if retry_in is None else StepState.RETRYING,
                 error=error,
                 attempt=attempt,
@@ -512,6 +523,7 @@ class LiveRun:
                 started_at=started,
                 ended_at=now,
                 attempts=history,
+                rollback=rollback,
             )
         )
         return wake_at
@@ -902,7 +914,13 @@ class Engine:
             )
         now = self.clock.now()
         step = WorkflowStep(
-            live, claim.journal, clock=self.clock, now=now, state=live.state, limits=self.limits
+            live,
+            claim.journal,
+            clock=self.clock,
+            now=now,
+            state=live.state,
+            limits=self.limits,
+            terminating=live.terminating,
         )
         event = {
             "payload": decode(row.params),
@@ -915,9 +933,12 @@ class Engine:
             entry = definition.factory(ExecutionContext(), definition.env)
             return await entry.run(event, step)
 
+        async def run_then_roll_back() -> Any:
+            return await run_with_rollback(run, step)
+
         live.state.warm_horizon = self.warm_horizon if self._warm_room() > 0 else 0.0
         live.state.park_policy = self._park_policy(live)
-        return await drive(run, live.state, limits=self.limits)
+        return await drive(run_then_roll_back, live.state, limits=self.limits)
 
     def _park_policy(self, live: LiveRun) -> Callable[[float | None], Callable[[], None] | None]:
         def park(wake_at: float | None) -> Callable[[], None] | None:
@@ -947,14 +968,27 @@ class Engine:
 
     async def _apply(self, live: LiveRun, outcome: RunOutcome) -> None:
         now = self.clock.now()
-        if isinstance(outcome, Completed):
+        if live.terminating and isinstance(outcome, Completed | Failed):
+            # The rollback phase of a terminate with rollback is over (or the tenant's code
+            # caught the termination error and returned: nothing was rolled back).
+            rolled_back = outcome.rollback if isinstance(outcome, Failed) else None
+            await self.storage.finish_run(
+                live.pk, live.generation, Status.TERMINATED, None, None, now, rollback=rolled_back
+            )
+        elif isinstance(outcome, Completed):
             if await self.storage.finish_run(
                 live.pk, live.generation, Status.COMPLETE, outcome.output, None, now
             ):
                 self.counters.completed += 1
         elif isinstance(outcome, Failed):
             if await self.storage.finish_run(
-                live.pk, live.generation, Status.ERRORED, None, outcome.error, now
+                live.pk,
+                live.generation,
+                Status.ERRORED,
+                None,
+                outcome.error,
+                now,
+                rollback=outcome.rollback,
             ):
                 self.counters.errored += 1
                 _log_errored(live.row, outcome.error)
@@ -1024,10 +1058,24 @@ class Engine:
         return row
 
     async def control(
-        self, row: InstanceRow, action: str, *, restart_from: tuple[str, int] | None = None
+        self,
+        row: InstanceRow,
+        action: str,
+        *,
+        restart_from: tuple[str, int] | None = None,
+        rollback: bool = False,
     ) -> str:
         """Pause, resume, terminate or restart (from the step ``restart_from``, earlier steps
-        keeping their results); returns the status after."""
+        keeping their results); returns the status after.
+
+        A terminate with ``rollback`` of an instance with handlers left to run (its journal
+        says so, see :func:`~.core.rollback.rollback_pending`) stops its live run and queues a
+        run that replays it in terminating mode: the handlers run, then it is ``terminated``.
+        With none, it terminates at once."""
+        if rollback and action != "terminate":
+            raise WorkflowError("rollback: only valid when terminating")
+        if rollback and rollback_pending(await self.storage.load_journal(row.pk)):
+            action = "terminate_rollback"
         if restart_from is not None:
             journal = await self.storage.load_journal(row.pk)
             if not any((e.name, e.count) == restart_from for e in journal):
@@ -1042,11 +1090,13 @@ class Engine:
         if result is None:
             raise InstanceNotFoundError(row.id)
         live = self._live.get(row.pk)
-        if action == "terminate":
+        if action in ("terminate", "terminate_rollback"):
             if result.before in FINITE_STATUSES:
                 raise CannotTerminateError()
             if live is not None:
                 live.cancel("terminate")
+            if action == "terminate_rollback":
+                self.poke()
         elif action == "restart":
             if live is not None:
                 live.cancel("restart")
@@ -1150,8 +1200,11 @@ def _log_errored(row: InstanceRow, error: ErrorInfo) -> None:
 
 def status_dict(row: InstanceRow) -> dict[str, Any]:
     """``instance.status()``'s value for a row: ``{"status", "output", "error"}``."""
-    return {
+    result = {
         "status": row.status,
         "output": None if row.output is None else decode(row.output),
         "error": None if row.error is None else row.error.as_dict(),
     }
+    if row.rollback is not None:  # (Cloudflare's key exists only once a rollback ran)
+        result["rollback"] = row.rollback.as_dict()
+    return result

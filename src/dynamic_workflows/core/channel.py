@@ -33,15 +33,25 @@ class WaitRegistration(Protocol):
 class StepChannel(Protocol):
     """The host's side of a run: durable effects, answered once committed."""
 
-    def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> Awaitable[None]:
-        """Commit a step's result (``attempt``: the attempt that produced it)."""
+    def complete(
+        self, name: str, count: int, value: bytes, attempt: int = 1, rollback: bool = False
+    ) -> Awaitable[None]:
+        """Commit a step's result (``attempt``: the attempt that produced it; ``rollback``: the
+        step registered a rollback handler). A ``count`` below 0 is a rollback handler's entry
+        (:func:`~.journal.rollback_count`)."""
         ...
 
     async def fail(
-        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        error: ErrorInfo,
+        retry_in: float | None,
+        rollback: bool = False,
     ) -> float | None:
         """Commit a failed attempt. ``retry_in`` None: the error is final. Otherwise returns the
-        time the next attempt is due."""
+        time the next attempt is due. ``rollback`` as for :meth:`complete`."""
         ...
 
     async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:

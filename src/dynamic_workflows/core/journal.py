@@ -14,10 +14,12 @@ __all__ = [
     "ErrorInfo",
     "Failed",
     "JournalEntry",
+    "RollbackOutcome",
     "RunOutcome",
     "StepKind",
     "StepState",
     "Suspended",
+    "rollback_count",
 ]
 
 
@@ -27,6 +29,16 @@ class StepKind:
     DO = "do"
     SLEEP = "sleep"
     WAIT = "wait"
+    ROLLBACK = "rollback"
+    """A step's rollback handler (saga compensation), run once the instance failed or was
+    terminated with ``rollback``; keyed ``(step name, -count)``: see :func:`rollback_count`."""
+
+
+def rollback_count(count: int) -> int:
+    """The journal count of the rollback handler of the step occurrence ``count`` (and back):
+    its negation. Step counts start at 1, so a handler's entry never collides with a step's, and
+    the storage key ``(name, count)`` needs no new column."""
+    return -count
 
 
 class StepState:
@@ -76,6 +88,9 @@ class JournalEntry(msgspec.Struct, frozen=True, gc=False):
     """When the latest attempt ended (``do``)."""
     attempts: bytes | None = None
     """The step's failed attempts (``do``), bounded: see :mod:`dynamic_workflows.core.attempts`."""
+    rollback: bool = False
+    """The step registered a rollback handler (``do``): it is eligible for the rollback phase
+    (read without running tenant code when the instance is terminated with ``rollback``)."""
 
 
 class Completed(msgspec.Struct, frozen=True, tag=True):
@@ -84,10 +99,27 @@ class Completed(msgspec.Struct, frozen=True, tag=True):
     output: bytes
 
 
+class RollbackOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """How the rollback phase of a failed or terminated instance ended, as its status reports
+    it: ``outcome`` ``"complete"`` (every eligible handler ran) or ``"failed"`` (the chain
+    halted at the handler whose error is ``error``)."""
+
+    outcome: str
+    error: ErrorInfo | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """Cloudflare's shape: ``{"outcome"}`` and, when a handler failed, ``"error"``."""
+        if self.error is None:
+            return {"outcome": self.outcome}
+        return {"outcome": self.outcome, "error": self.error.as_dict()}
+
+
 class Failed(msgspec.Struct, frozen=True, tag=True):
-    """``run()`` raised."""
+    """``run()`` raised; ``rollback`` is how its rollback phase ended (None: no handler was
+    eligible)."""
 
     error: ErrorInfo
+    rollback: RollbackOutcome | None = None
 
 
 class Suspended(msgspec.Struct, frozen=True, tag=True):

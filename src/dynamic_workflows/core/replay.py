@@ -12,6 +12,7 @@ from ..errors import LimitExceededError, RunCancelled, RunSuspended
 from .codec import SerializationError, encode
 from .journal import Cancelled, Completed, ErrorInfo, Failed, RunOutcome, Suspended
 from .limits import DEFAULT_LIMITS, Limits, check_size
+from .rollback import rollback_of
 from .step import RunState
 from .tracebacks import error_info
 
@@ -28,7 +29,7 @@ def outcome_of_exception(exc: BaseException) -> RunOutcome:
         return Suspended(wake_at=wake_at, paused=bool(paused))
     if isinstance(exc, RunCancelled | asyncio.CancelledError):
         return Cancelled()
-    return Failed(error_info(exc))
+    return Failed(error_info(exc), rollback_of(exc))
 
 
 ParkPolicy = Callable[[float | None], Callable[[], None] | None]

@@ -32,7 +32,14 @@ from .clock import Clock
 from .codec import SerializationError, decode, encode
 from .durations import MAX_SLEEP_SECONDS, parse_duration, parse_timestamp
 from .guard import AttemptGuard
-from .journal import ErrorInfo, JournalEntry, StepKind, StepState
+from .journal import (
+    ErrorInfo,
+    JournalEntry,
+    RollbackOutcome,
+    StepKind,
+    StepState,
+    rollback_count,
+)
 from .limits import (
     DEFAULT_LIMITS,
     Limits,
@@ -41,6 +48,14 @@ from .limits import (
     check_step_result,
 )
 from .logs import current_step
+from .rollback import (
+    ROLLBACK_PHASE_MESSAGE,
+    Registration,
+    RollbackSpec,
+    handler_body,
+    rollback_spec,
+    terminated_error,
+)
 from .step_errors import (
     NonRetryableDelayError,
     NonRetryableError,
@@ -207,7 +222,16 @@ class StepFunction:
     # garbage collector to walk. It is given the function that runs it (its step's, one bound
     # method per run) rather than its step, and hands that function what it was declared with.
 
-    __slots__ = ("_concurrent", "_config", "_depends", "_func", "_run", "_step_name")
+    __slots__ = (
+        "_concurrent",
+        "_config",
+        "_depends",
+        "_func",
+        "_parameters",
+        "_rollback",
+        "_run",
+        "_step_name",
+    )
 
     def __init__(
         self,
@@ -217,6 +241,7 @@ class StepFunction:
         depends: list[StepFunction] | None,
         concurrent: bool,
         config: Any,
+        rollback: RollbackSpec | None = None,
     ) -> None:
         self._run = run
         self._step_name = name
@@ -224,6 +249,7 @@ class StepFunction:
         self._depends = depends
         self._concurrent = concurrent
         self._config = config
+        self._rollback = rollback
 
     @property
     def __name__(self) -> str:
@@ -238,16 +264,41 @@ class StepFunction:
         return self._step_name
 
     def __call__(self) -> Awaitable[Any]:
-        return self._run(self._step_name, self._func, self._depends, self._concurrent, self._config)
+        return self._run(
+            self._step_name,
+            self._func,
+            self._depends,
+            self._concurrent,
+            self._config,
+            self._rollback,
+        )
+
+    def rollback(
+        self, handler: Callable[..., Any] | None = None, *, config: dict[str, Any] | None = None
+    ) -> Any:
+        """Attach the step's rollback handler: ``@my_step.rollback`` or
+        ``@my_step.rollback(config={...})`` over a (sync or async) function; what
+        ``step.do(..., rollback=handler, rollback_config=config)`` does (see
+        :mod:`dynamic_workflows.core.rollback`). Returns the handler."""
+
+        def attach(func: Callable[..., Any]) -> Callable[..., Any]:
+            self._rollback = rollback_spec(self._step_name, func, config, _parameter_names)
+            return func
+
+        if handler is None:
+            return attach
+        return attach(handler)
 
     def __repr__(self) -> str:
         return f"<step {self._step_name!r}>"
 
 
 _StepCall = Callable[
-    [str, Callable[..., Any], list[StepFunction] | None, bool, Any], Awaitable[Any]
+    [str, Callable[..., Any], list[StepFunction] | None, bool, Any, RollbackSpec | None],
+    Awaitable[Any],
 ]
-"""What runs a declared step: ``(name, func, depends, concurrent, config)`` -> its result."""
+"""What runs a declared step: ``(name, func, depends, concurrent, config, rollback)`` -> its
+result."""
 
 
 class RunDetails:
@@ -258,7 +309,7 @@ class RunDetails:
     its journal, ``now``, limits and clock kind to the worker (which builds its own step from
     them), serves the worker's step requests on ``channel`` and reports to ``state``."""
 
-    __slots__ = ("channel", "clock", "journal", "limits", "now", "state")
+    __slots__ = ("channel", "clock", "journal", "limits", "now", "state", "terminating")
 
     def __init__(
         self,
@@ -268,6 +319,7 @@ class RunDetails:
         now: float,
         limits: Limits,
         state: RunState,
+        terminating: bool = False,
     ) -> None:
         self.channel = channel
         """Where the run's durable effects go (the engine's live run)."""
@@ -279,6 +331,8 @@ class RunDetails:
         self.limits = limits
         self.state = state
         """The run's bookkeeping (pause, parking) on the host."""
+        self.terminating = terminating
+        """The instance is being terminated with rollback (see :mod:`.rollback`)."""
 
 
 _CTX = object()
@@ -301,6 +355,7 @@ class WorkflowStep:
         state: RunState | None = None,
         limits: Limits = DEFAULT_LIMITS,
         guard: AttemptGuard | None = None,
+        terminating: bool = False,
     ) -> None:
         self._channel = channel
         # Stops a body that never yields (a sandbox's); see core/guard.py.
@@ -320,6 +375,13 @@ class WorkflowStep:
         self._waiters: dict[object, asyncio.Future[Any]] = {}
         # What every StepFunction of this run calls: one bound method per run, not per step.
         self._run_function: _StepCall = self._call_step_function
+        # Rollbacks (core/rollback.py): the steps that registered a handler, in the order this
+        # run started (or replayed) them, made when the first registers; and what a step
+        # started now meets: None, or the error that stops it (the rollback phase is on, or
+        # the instance is being terminated with rollback and this is past what it finished).
+        self._registry: list[Registration] | None = None
+        self._terminating = terminating
+        self._blocked_by: str | None = None
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -329,16 +391,27 @@ class WorkflowStep:
         depends: list[StepFunction] | None = None,
         concurrent: bool = False,
         config: dict[str, Any] | None = None,
+        *,
+        rollback: Callable[..., Any] | None = None,
+        rollback_config: dict[str, Any] | None = None,
     ) -> Any:
         """Declare a step: ``@step.do("name", config=...)`` over an (async) function.
 
         Parameters of the function named like an earlier step receive that step's result; a
         parameter named ``ctx`` receives ``{"step": {"name", "count"}, "attempt", "config"}``.
         The legacy form ``@step.do("name", depends=[a, b])`` passes results positionally.
+
+        ``rollback``: a handler run if the instance fails (or is terminated with rollback)
+        after this step started, with its own ``rollback_config`` (``retries``, ``timeout``);
+        see :mod:`dynamic_workflows.core.rollback`.
         """
+        if rollback is None and rollback_config is not None:
+            raise WorkflowDefinitionError(
+                f"step {name!r}: rollback_config is given without a rollback handler"
+            )
         if callable(name) and not isinstance(name, str):
-            return self._declare(None, depends, concurrent, config)(name)
-        return self._declare(name, depends, concurrent, config)
+            return self._declare(None, depends, concurrent, config, rollback, rollback_config)(name)
+        return self._declare(name, depends, concurrent, config, rollback, rollback_config)
 
     async def sleep(self, name: str, duration: Any) -> None:
         """Sleep durably for ``duration`` (ms, ``"N unit"`` or timedelta), up to 365 days."""
@@ -375,6 +448,8 @@ class WorkflowStep:
                 f"step.wait_for_event({name!r}): timeout is longer than the 365-day limit"
             )
         count = self._next_count(name)
+        if self._blocked_by is not None:
+            raise self._blocked()
         entry = self._replayed(name, count, StepKind.WAIT)
         if entry is not None and entry.state == StepState.DONE:
             return _event_dict(entry.value)
@@ -382,6 +457,8 @@ class WorkflowStep:
             # Only a timeout fails a wait. Raise the error the first run raised (the stored
             # record, written by the host when the deadline passed, knows less about the wait).
             raise _wait_timed_out(name, seconds, event_type)
+        if self._terminating:
+            raise self._blocked(terminating=True)
         if entry is not None:
             value = await self._block(name, count, entry.wake_at)
         else:
@@ -398,6 +475,59 @@ class WorkflowStep:
             raise _wait_timed_out(name, seconds, event_type)
         return _event_dict(value)
 
+    # -- rollbacks (core/rollback.py) ----------------------------------------------------------
+
+    async def roll_back(self, error: BaseException) -> RollbackOutcome | None:
+        """The rollback phase, after ``run()`` raised ``error``: the handlers of the steps that
+        registered one, in reverse start order, each as a journal entry of its own (one already
+        done is skipped); halts at the first that fails for good. None when no step registered
+        a handler. Steps started meanwhile raise (Cloudflare's rule)."""
+        registry = self._registry
+        if not registry:
+            return None
+        self._registry = None
+        self._blocked_by = ROLLBACK_PHASE_MESSAGE
+        for registration in reversed(registry):
+            name, count = registration.name, rollback_count(registration.count)
+            entry = self._replayed(name, count, StepKind.ROLLBACK)
+            if entry is not None:
+                if entry.state == StepState.DONE:
+                    continue
+                if entry.state == StepState.FAILED:
+                    return RollbackOutcome("failed", _brief(entry.error))
+            step_config = resolve_step_config(registration.step_config, name)
+            body = handler_body(registration, step_config, error)
+            spec = registration.spec
+            try:
+                await self._execute(name, count, entry, spec.config, body, (), None)
+            except Exception as exc:
+                info = error_info(exc)
+                return RollbackOutcome("failed", ErrorInfo(info.name, info.message))
+        return RollbackOutcome("complete")
+
+    def _register(
+        self,
+        name: str,
+        count: int,
+        spec: RollbackSpec,
+        entry: JournalEntry | None,
+        config: Any,
+    ) -> Registration:
+        attempt = 0 if entry is None else entry.attempt
+        registration = Registration(name, count, spec, attempt, config)
+        if self._registry is None:
+            self._registry = []
+        self._registry.append(registration)
+        return registration
+
+    def _blocked(self, *, terminating: bool = False) -> Exception:
+        if terminating:
+            # Everything after this is the rollback phase's (whatever the tenant does with it).
+            self._terminating = False
+            self._blocked_by = ROLLBACK_PHASE_MESSAGE
+            return terminated_error()
+        return WorkflowDefinitionError(self._blocked_by or ROLLBACK_PHASE_MESSAGE)
+
     # -- the hand-off to a runner elsewhere --------------------------------------------------------
 
     def run_details(self) -> RunDetails:
@@ -410,6 +540,7 @@ class WorkflowStep:
             self._now,
             self._limits,
             self.state,
+            self._terminating,
         )
 
     @property
@@ -427,6 +558,8 @@ class WorkflowStep:
         depends: list[StepFunction] | None,
         concurrent: bool,
         config: Any,
+        rollback: Callable[..., Any] | None = None,
+        rollback_config: Any = None,
     ) -> Callable[[Callable[..., Any]], StepFunction]:
         if name is not None:
             check_step_name(name, self._limits)
@@ -437,6 +570,11 @@ class WorkflowStep:
             if not callable(func):
                 raise WorkflowDefinitionError("@step.do(...) must decorate a function")
             step_name = name if name is not None else check_step_name(func.__name__)
+            spec = (
+                None
+                if rollback is None
+                else rollback_spec(step_name, rollback, rollback_config, _parameter_names)
+            )
             fn = StepFunction(
                 self._run_function,
                 step_name,
@@ -444,6 +582,7 @@ class WorkflowStep:
                 list(depends) if depends is not None else None,
                 concurrent,
                 config,
+                spec,
             )
             self._closures[step_name] = fn
             return fn
@@ -502,6 +641,7 @@ class WorkflowStep:
         depends: list[StepFunction] | None,
         concurrent: bool,
         config: Any,
+        rollback: RollbackSpec | None = None,
     ) -> Any:
         deps = self._dependencies(name, func, depends)
         args: Sequence[Any] = deps
@@ -514,7 +654,7 @@ class WorkflowStep:
         token = object()
         self._in_flight[name] = token
         try:
-            result = await self._do(name, config, func, args)
+            result = await self._do(name, config, func, args, rollback)
         except BaseException as exc:
             waiter = self._waiters.pop(token, None)
             if waiter is not None and not waiter.done():
@@ -559,20 +699,55 @@ class WorkflowStep:
         return entry
 
     async def _do(
-        self, name: str, config: Any, func: Callable[..., Any], args: Sequence[Any]
+        self,
+        name: str,
+        config: Any,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        rollback: RollbackSpec | None = None,
     ) -> Any:
         count = self._next_count(name)
+        if self._blocked_by is not None:
+            raise self._blocked()
         entry = self._replayed(name, count, StepKind.DO)
-        attempt = 0
+        registration = None
+        if rollback is not None:
+            registration = self._register(name, count, rollback, entry, config)
         if entry is not None:
             if entry.state == StepState.DONE:
-                return decode(entry.value or b"null")
+                value = decode(entry.value or b"null")
+                if registration is not None:
+                    registration.output = value
+                return value
             if entry.state == StepState.FAILED:
                 raise _rebuild(entry.error)
+        if self._terminating:
+            # Terminated with rollback: what the instance had not finished does not run.
+            raise self._blocked(terminating=True)
+        cfg = resolve_step_config(config, name)
+        value = await self._execute(name, count, entry, cfg, func, args, registration)
+        if registration is not None:
+            registration.output = value
+        return value
+
+    async def _execute(
+        self,
+        name: str,
+        count: int,
+        entry: JournalEntry | None,
+        cfg: StepConfig,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        registration: Registration | None,
+    ) -> Any:
+        """Run the attempts of a step (or of a rollback handler: ``count`` < 0) from where its
+        journal ``entry`` left off, through the channel; its value, or raise its error."""
+        attempt = 0
+        if entry is not None:
             attempt = entry.attempt
             if entry.wake_at is not None and entry.wake_at > self._now:
                 await self._block(name, count, entry.wake_at, timer=True)
-        cfg = resolve_step_config(config, name)
+        flagged = registration is not None
         state = self.state
         channel = self._channel
         guard = self._guard
@@ -581,6 +756,8 @@ class WorkflowStep:
             if state.paused:
                 await state.pause_gate()
             state.begin_active()
+            if registration is not None:
+                registration.attempt = attempt
             token = None if guard is None else guard.begin(cfg.timeout)
             # What the attempt prints or logs is its own (core/logs.py), in this task only.
             attempt_key = current_step.set((name, count, attempt))
@@ -602,7 +779,10 @@ class WorkflowStep:
                     # together (sleepers due at one instant) all start their bodies first, and
                     # their writes still share one commit.
                     await _next_iteration()
-                    await channel.complete(name, count, outcome, attempt)
+                    if flagged:
+                        await channel.complete(name, count, outcome, attempt, True)
+                    else:
+                        await channel.complete(name, count, outcome, attempt)
                     return decode(outcome)
                 retry_in: float | None = None
                 if outcome.final or attempt > cfg.retry_limit:
@@ -615,7 +795,10 @@ class WorkflowStep:
                         outcome = delay
                     else:
                         retry_in = delay
-                wake_at = await channel.fail(name, count, attempt, outcome.info, retry_in)
+                if flagged:
+                    wake_at = await channel.fail(name, count, attempt, outcome.info, retry_in, True)
+                else:
+                    wake_at = await channel.fail(name, count, attempt, outcome.info, retry_in)
                 if retry_in is None or wake_at is None:
                     # Raise what a replay would raise, so first run and replays behave alike.
                     raise _rebuild(outcome.info) from outcome.exception
@@ -731,6 +914,8 @@ class WorkflowStep:
 
     async def _sleep(self, name: str, until: float | None, seconds: float) -> None:
         count = self._next_count(name)
+        if self._blocked_by is not None:
+            raise self._blocked()
         entry = self._replayed(name, count, StepKind.SLEEP)
         if entry is not None:
             if entry.state == StepState.DONE:
@@ -738,6 +923,10 @@ class WorkflowStep:
             wake_at = entry.wake_at or 0.0
             if wake_at <= self._now:
                 return
+            if self._terminating:
+                raise self._blocked(terminating=True)
+        elif self._terminating:
+            raise self._blocked(terminating=True)
         else:
             await self.state.pause_gate()
             self.state.begin_active()
@@ -830,6 +1019,12 @@ def _rebuild(error: ErrorInfo | None) -> Exception:
         return rebuild_error("Error", "step failed")
     # With the traceback recorded: a run that lets it escape records the same on every replay.
     return attach_traceback(rebuild_error(error.name, error.message), error.traceback)
+
+
+def _brief(error: ErrorInfo | None) -> ErrorInfo:
+    if error is None:
+        return ErrorInfo("Error", "rollback failed")
+    return ErrorInfo(error.name, error.message)
 
 
 def _wait_timed_out(name: str, seconds: float, event_type: str) -> WorkflowTimeoutError:

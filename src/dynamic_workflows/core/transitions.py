@@ -46,7 +46,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from .codec import encode
-from .journal import ErrorInfo, JournalEntry, StepKind, StepState
+from .journal import ErrorInfo, JournalEntry, RollbackOutcome, StepKind, StepState
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -55,6 +55,7 @@ __all__ = [
     "FINITE_STATUSES",
     "INITIAL_STATUS",
     "NO_CHANGE",
+    "ROLLING_BACK",
     "UNSET",
     "BufferedEvent",
     "BulkChange",
@@ -124,7 +125,12 @@ CLAIMABLE_STATUSES = frozenset({Status.QUEUED, Status.WAITING})
 """Statuses :func:`claim` takes, once their ``wake_at`` has come."""
 INITIAL_STATUS = Status.QUEUED
 """A new instance is queued, due at its creation time, generation 0."""
-CONTROL_ACTIONS = ("pause", "resume", "terminate", "restart")
+CONTROL_ACTIONS = ("pause", "resume", "terminate", "terminate_rollback", "restart")
+
+ROLLING_BACK = RollbackOutcome("running")
+"""An instance's ``rollback`` while a terminate with rollback runs its handlers: its next run
+replays ``run()`` in terminating mode (see :mod:`.rollback`), then ends it ``terminated`` with
+the phase's real outcome."""
 
 
 # -- what backends load -----------------------------------------------------------------------
@@ -178,6 +184,7 @@ class Change(msgspec.Struct, frozen=True):
     started_at: float | UnsetType | None = UNSET
     ended_at: float | UnsetType | None = UNSET
     updated_at: float | UnsetType = UNSET
+    rollback: RollbackOutcome | UnsetType | None = UNSET
 
     def updates(self) -> dict[str, Any]:
         """The fields that change, by name (the names are ``InstanceRow``'s), in field order."""
@@ -335,12 +342,20 @@ def finish_run(
     output: bytes | None,
     error: ErrorInfo | None,
     now: float,
+    rollback: RollbackOutcome | None = None,
 ) -> Change | None:
-    """End a live run as ``status`` (complete or errored); None if the run is stale."""
+    """End a live run as ``status`` (complete or errored; terminated after the rollback phase of
+    a terminate with rollback), with its rollback phase's outcome; None if the run is stale."""
     if not _live(state, generation):
         return None
     return Change(
-        status=status, wake_at=None, output=output, error=error, ended_at=now, updated_at=now
+        status=status,
+        wake_at=None,
+        output=output,
+        error=error,
+        ended_at=now,
+        updated_at=now,
+        rollback=rollback,
     )
 
 
@@ -450,8 +465,29 @@ def control(
         if before not in FINITE_STATUSES:
             after = Status.TERMINATED
             generation += 1
+            # (A non-finite instance's rollback is only ever ROLLING_BACK: a plain terminate
+            # during a terminate with rollback ends it at once, its handlers left unrun.)
             change = Change(
-                status=after, generation=generation, wake_at=None, ended_at=now, updated_at=now
+                status=after,
+                generation=generation,
+                wake_at=None,
+                ended_at=now,
+                updated_at=now,
+                rollback=None,
+            )
+    elif action == "terminate_rollback":
+        # Stop the live run (the generation) and queue a run that replays to the first step
+        # the instance had not finished and runs the handlers from there; it ends the
+        # instance `terminated` (finish_run). Paused or not, the handlers run now.
+        if before not in FINITE_STATUSES:
+            after = Status.QUEUED
+            generation += 1
+            change = Change(
+                status=after,
+                generation=generation,
+                wake_at=now,
+                updated_at=now,
+                rollback=ROLLING_BACK,
             )
     else:  # restart
         after = Status.QUEUED
@@ -465,6 +501,7 @@ def control(
             started_at=None,
             ended_at=None,
             updated_at=now,
+            rollback=None,
         )
         if restart_from is not None and step_recorded:
             truncate = Truncate(restart_from)

@@ -582,9 +582,11 @@ class AdminAPI:
                 400, CODE_INVALID, f"status: must be one of {', '.join(ACTIONS)}, got {action!r}"
             )
         if "rollback" in body and action != "terminate":
-            raise APIError(400, CODE_INVALID, "rollback: only valid when terminating")
-        if body.get("rollback"):
-            raise APIError(400, CODE_INVALID, "rollback: rollbacks are not supported")
+            # (Cloudflare's local explorer: "'rollback' is only valid when terminating.")
+            raise APIError(400, CODE_INVALID, "'rollback' is only valid when terminating.")
+        rollback = body.get("rollback", False)
+        if not isinstance(rollback, bool):
+            raise APIError(400, CODE_INVALID, f"rollback: must be true or false, got {rollback!r}")
         restart_from = None
         if body.get("from") is not None:
             if action != "restart":
@@ -594,7 +596,9 @@ class AdminAPI:
             except WorkflowError as exc:
                 raise APIError(400, CODE_INVALID, f"from: {exc}") from None
         instance = await self._instance(request, project, name)
-        after = await project.engine.control(instance.row, str(action), restart_from=restart_from)
+        after = await project.engine.control(
+            instance.row, str(action), restart_from=restart_from, rollback=rollback
+        )
         return envelope_ok({"status": after, "timestamp": iso(project.engine.clock.now())})
 
     async def instance_logs(self, request: Request, project: Project) -> Response:

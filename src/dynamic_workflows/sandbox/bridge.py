@@ -27,6 +27,7 @@ from typing import Any
 
 from ..core.codec import decode
 from ..core.journal import Cancelled, Completed, ErrorInfo, Failed, Suspended
+from ..core.rollback import attach_rollback
 from ..core.step import RunDetails
 from ..core.step_errors import error_name, rebuild_error
 from ..core.tracebacks import attach_traceback
@@ -122,6 +123,7 @@ class RunBridge:
                 details.clock.wall,
                 # What the instance's logs may still take: the engine's live run knows.
                 getattr(self._channel, "log_room", None),
+                details.terminating,
             )
 
         state.add_pause_listener(self._on_pause)
@@ -147,7 +149,10 @@ class RunBridge:
         if isinstance(outcome, Failed):
             error = self._described(outcome.error)
             # With the worker's traceback: the run's error records the tenant's frames.
-            raise attach_traceback(rebuild_error(error.name, error.message), error.traceback)
+            failure = attach_traceback(rebuild_error(error.name, error.message), error.traceback)
+            if outcome.rollback is not None:  # the worker ran the handlers (tenant code)
+                attach_rollback(failure, outcome.rollback)
+            raise failure
         if isinstance(outcome, Suspended):
             raise RunSuspended(outcome.wake_at, outcome.paused)
         assert isinstance(outcome, Cancelled)
@@ -218,7 +223,11 @@ class RunBridge:
             try:
                 pending = asyncio.ensure_future(
                     self._channel.complete(
-                        message.name, message.count, message.value, message.attempt
+                        message.name,
+                        message.count,
+                        message.value,
+                        message.attempt,
+                        message.rollback,
                     )
                 )
             except Exception as exc:
@@ -251,6 +260,7 @@ class RunBridge:
                     message.attempt,
                     self._described(message.error),
                     message.retry_in,
+                    message.rollback,
                 )
             elif isinstance(message, StepSleep):
                 value = await channel.sleep(

@@ -78,8 +78,10 @@ __all__ = [
     "encode_control",
 ]
 
-PROTOCOL_VERSION = 3
-"""Bumped on any change to a message's fields or meaning."""
+PROTOCOL_VERSION = 4
+"""Bumped on any change to a message's fields or meaning. 4: rollbacks (``StepComplete`` and
+``StepFail`` carry the step's ``rollback`` flag, a count below 0 is a rollback handler's entry,
+and a ``RunResult``'s ``Failed`` outcome carries its ``rollback`` outcome)."""
 
 EXT_CAPABILITY = 1
 EXT_REQUEST = 2
@@ -190,6 +192,9 @@ class Run(BaseMessage):
     by itself instead of asking with :class:`StepWake` (the step that follows tells the host)."""
     log_room: int | None = None
     """Bytes the instance's logs may still take (None: the limit, ``limits``')."""
+    terminating: bool = False
+    """The instance is being terminated with ``rollback``: the first step it had not finished
+    raises the termination error instead of running (see :mod:`...core.rollback`)."""
 
 
 class Reply(BaseMessage):
@@ -252,6 +257,8 @@ class StepComplete(BaseMessage):
     value: bytes
     attempt: int = 1
     logs: list[LogLine] | None = None
+    rollback: bool = False
+    """The step registered a rollback handler (the journal entry's flag)."""
 
 
 class StepFail(BaseMessage):
@@ -265,6 +272,8 @@ class StepFail(BaseMessage):
     error: ErrorInfo
     retry_in: float | None
     logs: list[LogLine] | None = None
+    rollback: bool = False
+    """As :class:`StepComplete`'s."""
 
 
 class StepSleep(BaseMessage):

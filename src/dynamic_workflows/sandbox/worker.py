@@ -27,6 +27,7 @@ from ..core.journal import ErrorInfo, Failed, RunOutcome
 from ..core.limits import DEFAULT_LIMITS
 from ..core.logs import LogBook, LogLine
 from ..core.replay import ParkPolicy, drive
+from ..core.rollback import run_with_rollback
 from ..core.step import RunState, WorkflowStep
 from ..core.step_errors import rebuild_error
 from ..core.tracebacks import attach_traceback, error_info
@@ -175,18 +176,26 @@ class RemoteStepChannel:
         # What the run printed: sent with its next message (see protocol.py).
         self._logs = logs
 
-    async def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> None:
+    async def complete(
+        self, name: str, count: int, value: bytes, attempt: int = 1, rollback: bool = False
+    ) -> None:
         logs = None if self._logs is None else self._logs.take()
         await self._server.request(
-            lambda i: StepComplete(i, self._call, name, count, value, attempt, logs)
+            lambda i: StepComplete(i, self._call, name, count, value, attempt, logs, rollback)
         )
 
     async def fail(
-        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        error: ErrorInfo,
+        retry_in: float | None,
+        rollback: bool = False,
     ) -> float | None:
         logs = None if self._logs is None else self._logs.take()
         result = await self._server.request(
-            lambda i: StepFail(i, self._call, name, count, attempt, error, retry_in, logs)
+            lambda i: StepFail(i, self._call, name, count, attempt, error, retry_in, logs, rollback)
         )
         return None if result is None else float(result)
 
@@ -472,11 +481,16 @@ class WorkerServer:
                     state=state,
                     limits=message.limits,
                     guard=self.interrupter,
+                    terminating=message.terminating,
                 )
                 event = message.event
                 state.park_policy = self._park_policy(message)
                 logs.replaying = lambda: step.replaying
-                outcome = await drive(lambda: entry.run(event, step), state, limits=message.limits)
+                outcome = await drive(
+                    lambda: run_with_rollback(lambda: entry.run(event, step), step),
+                    state,
+                    limits=message.limits,
+                )
             except Exception as exc:
                 outcome = Failed(error_info(exc))
             self.send(RunResult(message.id, outcome, logs.take()))
@@ -602,11 +616,19 @@ class Flow(WorkflowEntrypoint):
 class _MemoryChannel:
     """A StepChannel that commits nothing: enough to exercise the replay code paths."""
 
-    async def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> None:
+    async def complete(
+        self, name: str, count: int, value: bytes, attempt: int = 1, rollback: bool = False
+    ) -> None:
         return None
 
     async def fail(
-        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        error: ErrorInfo,
+        retry_in: float | None,
+        rollback: bool = False,
     ) -> float | None:
         return None
 

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import msgspec
 
-from ..core.journal import ErrorInfo, JournalEntry
+from ..core.journal import ErrorInfo, JournalEntry, RollbackOutcome
 from ..core.logs import LogLine
 from ..core.transitions import (
     ACTIVE_STATUSES,
@@ -52,6 +52,8 @@ __all__ = [
     "Storage",
     "WaitResult",
     "new_row",
+    "rollback_outcome",
+    "rollback_text",
     "step_values",
 ]
 
@@ -83,6 +85,8 @@ class InstanceRow(msgspec.Struct, frozen=True):
     """Bytes of the lines its runs printed that are stored (see :mod:`..core.logs`)."""
     log_dropped: int = 0
     """Lines its runs printed that were dropped (over the limits), counted."""
+    rollback: RollbackOutcome | None = None
+    """How its rollback phase ended (None: no rollback ran; see :mod:`..core.rollback`)."""
 
 
 class LogWrite(msgspec.Struct, frozen=True):
@@ -135,6 +139,19 @@ def step_values(pk: int, e: JournalEntry, recorded_at: float) -> tuple[object, .
         e.ended_at,
         e.attempts,
     )
+
+
+_OUTCOME_DECODER = msgspec.json.Decoder(RollbackOutcome)
+
+
+def rollback_text(outcome: RollbackOutcome | None) -> str | None:
+    """An instance's ``rollback`` as the SQL backends store it (JSON text)."""
+    return None if outcome is None else msgspec.json.encode(outcome).decode()
+
+
+def rollback_outcome(text: str | None) -> RollbackOutcome | None:
+    """An instance's ``rollback`` from its stored JSON text."""
+    return None if text is None else _OUTCOME_DECODER.decode(text)
 
 
 class Claim(msgspec.Struct, frozen=True):
@@ -266,8 +283,11 @@ class Storage(Protocol):
         output: bytes | None,
         error: ErrorInfo | None,
         now: float,
+        *,
+        rollback: RollbackOutcome | None = None,
     ) -> bool:
-        """End a live run as complete or errored. False if stale."""
+        """End a live run as complete, errored (or terminated, after a terminate with rollback
+        ran its handlers), with how its rollback phase ended (``rollback``). False if stale."""
         ...
 
     async def suspend_run(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from ..core import transitions as t
-from ..core.journal import ErrorInfo, JournalEntry
+from ..core.journal import ErrorInfo, JournalEntry, RollbackOutcome
 from ..core.logs import LogLine
 from .base import (
     Claim,
@@ -293,11 +293,13 @@ class MemoryStorage:
         output: bytes | None,
         error: ErrorInfo | None,
         now: float,
+        *,
+        rollback: RollbackOutcome | None = None,
     ) -> bool:
         inst = self._by_pk.get(pk)
         if inst is None:
             return False
-        change = t.finish_run(inst.row, generation, status, output, error, now)
+        change = t.finish_run(inst.row, generation, status, output, error, now, rollback)
         if change is None:
             return False
         self._apply(inst, change)

@@ -42,7 +42,7 @@ import asyncpg
 import msgspec
 
 from ..core import transitions as tr
-from ..core.journal import ErrorInfo, JournalEntry
+from ..core.journal import ErrorInfo, JournalEntry, RollbackOutcome
 from ..core.logs import LogLine
 from ..core.transitions import (
     ACTIVE_STATUSES,
@@ -68,6 +68,7 @@ from .postgres_sql import (
     Q,
     change_sets,
     end_args,
+    end_rollbacks,
     end_tracebacks,
     entry,
     held,
@@ -388,12 +389,14 @@ class PostgresStorage:
         # last write wins, with the time of the first (recorded_at orders the journal).
         rows: dict[tuple[int, int, str, int], tuple[Any, ...]] = {}
         tracebacks: dict[tuple[int, int, str, int], str | None] = {}  # ($19, in rows' order)
+        flags: dict[tuple[int, int, str, int], bool] = {}  # ($20: registered a rollback)
         for writes, now in calls:
             for pk, generation, e in writes:
                 key = (pk, generation, e.name, e.count)
                 at = rows[key][1 + RECORDED_AT] if key in rows else now
                 rows[key] = (pk, generation, *step_args(pk, e, at)[1:])
                 tracebacks[key] = None if e.error is None else e.error.traceback
+                flags[key] = e.rollback
         columns = list(zip(*rows.values(), strict=True))
 
         async def op(c: Session) -> list[asyncpg.Record]:
@@ -403,6 +406,7 @@ class PostgresStorage:
                 self.node_id,
                 _HELD,
                 list(tracebacks.values()),
+                list(flags.values()),
             )
 
         live = {(r[0], r[1]) for r in await self._db.run("record_steps", op, write=True)}
@@ -504,9 +508,11 @@ class PostgresStorage:
         output: bytes | None,
         error: ErrorInfo | None,
         now: float,
+        *,
+        rollback: RollbackOutcome | None = None,
     ) -> bool:
         def decide(state: Held | None) -> _Decision | None:
-            change = tr.finish_run(state, generation, status, output, error, now)
+            change = tr.finish_run(state, generation, status, output, error, now, rollback)
             return None if change is None else _Decision(change, None, True)
 
         return await self._end(_End("finish_run", pk, decide, False)) is True
@@ -567,7 +573,12 @@ class PostgresStorage:
 
             async def op(c: Session) -> list[asyncpg.Record]:
                 return await c.fetch(
-                    Q["end_runs"], *args, self.node_id, self.channel, end_tracebacks(writes)
+                    Q["end_runs"],
+                    *args,
+                    self.node_id,
+                    self.channel,
+                    end_tracebacks(writes),
+                    *end_rollbacks(writes),
                 )
 
             for r in await self._db.run("end_runs", op, write=True):

@@ -11,7 +11,7 @@ import msgspec
 
 from ..core.journal import ErrorInfo, JournalEntry
 from ..core.transitions import Change
-from .base import InstanceRow, step_values
+from .base import InstanceRow, rollback_outcome, rollback_text, step_values
 from .postgres_schema import queries
 
 __all__ = [
@@ -31,11 +31,11 @@ __all__ = [
 INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
     "error_name, error_message, wake_at, started_at, ended_at, error_traceback, log_bytes, "
-    "log_dropped"
+    "log_dropped, rollback"
 )
 STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
-    "started_at, ended_at, attempts, error_traceback"
+    "started_at, ended_at, attempts, error_traceback, rollback"
 )
 
 
@@ -98,6 +98,7 @@ def row(r: asyncpg.Record) -> InstanceRow:
         ended_at=r[14],
         log_bytes=r[16],
         log_dropped=r[17],
+        rollback=rollback_outcome(r[18]),
     )
 
 
@@ -116,6 +117,7 @@ def entry(r: asyncpg.Record, at: int = 0) -> JournalEntry:
         started_at=r[at + 10],
         ended_at=r[at + 11],
         attempts=r[at + 12],
+        rollback=r[at + 14],
     )
 
 
@@ -143,6 +145,8 @@ def change_sets(change: Change, args: list[Any]) -> list[str]:
             put("error_name", None if value is None else value.name)
             put("error_message", None if value is None else value.message)
             put("error_traceback", None if value is None else value.traceback)
+        elif name == "rollback":
+            put("rollback", rollback_text(value))
         else:
             put(name, value)
     return sets
@@ -177,7 +181,7 @@ def end_args(ends: Sequence[tuple[int, Held, Change, bool, str | None]]) -> list
         ):
             column.append(value)
         updates = change.updates()
-        if not updates.keys() <= set(END_FIELDS):
+        if not updates.keys() - {"rollback"} <= set(END_FIELDS):
             raise AssertionError(f"end_runs cannot set {sorted(updates.keys() - set(END_FIELDS))}")
         i = 0
         for name in END_FIELDS:
@@ -194,6 +198,20 @@ def end_args(ends: Sequence[tuple[int, Held, Change, bool, str | None]]) -> list
         let_go.append(drop)
         notify.append(announce)
     return [pks, *was, *cols, let_go, notify]
+
+
+def end_rollbacks(
+    ends: Sequence[tuple[int, Held, Change, bool, str | None]],
+) -> tuple[list[Any], list[Any]]:
+    """``end_runs``' $28 and $29: whether each end sets the instance's ``rollback``, and to
+    what (JSON text; see :mod:`..core.rollback`)."""
+    sets: list[Any] = []
+    values: list[Any] = []
+    for _, _, change, _, _ in ends:
+        updates = change.updates()
+        sets.append("rollback" in updates)
+        values.append(rollback_text(updates.get("rollback")))
+    return sets, values
 
 
 def end_tracebacks(ends: Sequence[tuple[int, Held, Change, bool, str | None]]) -> list[Any]:

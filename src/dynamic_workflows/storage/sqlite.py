@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..core import transitions as t
-from ..core.journal import ErrorInfo, JournalEntry
+from ..core.journal import ErrorInfo, JournalEntry, RollbackOutcome
 from ..core.logs import LogLine
 from ..errors import ConfigurationError, StorageError
 from .base import (
@@ -44,6 +44,8 @@ from .base import (
     NewInstance,
     WaitResult,
     new_row,
+    rollback_outcome,
+    rollback_text,
     step_values,
 )
 from .filelock import FileLock
@@ -58,11 +60,11 @@ _Item = tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop]
 _INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
     "error_name, error_message, wake_at, started_at, ended_at, error_traceback, log_bytes, "
-    "log_dropped"
+    "log_dropped, rollback"
 )
 _STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
-    "started_at, ended_at, attempts, error_traceback"
+    "started_at, ended_at, attempts, error_traceback, rollback"
 )
 _STATE_COLUMNS = "status, generation, wake_at, started_at"
 _CLAIMABLE = ", ".join(f"'{status}'" for status in sorted(t.CLAIMABLE_STATUSES))
@@ -96,6 +98,7 @@ def _row(r: Sequence[Any]) -> InstanceRow:
         ended_at=r[14],
         log_bytes=r[16],
         log_dropped=r[17],
+        rollback=rollback_outcome(r[18]),
     )
 
 
@@ -114,6 +117,7 @@ def _entry(r: Sequence[Any]) -> JournalEntry:
         started_at=r[10] if len(r) > 10 else None,
         ended_at=r[11] if len(r) > 11 else None,
         attempts=None if len(r) <= 12 or r[12] is None else bytes(r[12]),
+        rollback=len(r) > 14 and bool(r[14]),
     )
 
 
@@ -145,6 +149,9 @@ def _assignments(updates: dict[str, Any]) -> tuple[str, list[Any]]:
     but for ``error``: three columns)."""
     names = tuple(updates)
     args = list(updates.values())
+    if "rollback" in updates:
+        at = names.index("rollback")
+        args[at] = rollback_text(args[at])
     if "error" in updates:
         at = names.index("error")
         error = args[at]
@@ -175,13 +182,13 @@ _UPSERT_STEP = (
     # An upsert, not INSERT OR REPLACE: recorded_at keeps the time the step was first seen.
     "INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, "
     "error_message, attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts, "
-    "error_traceback) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "error_traceback, rollback) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (instance_pk, name, count) DO UPDATE SET "
     "kind=excluded.kind, state=excluded.state, value=excluded.value, "
     "error_name=excluded.error_name, error_message=excluded.error_message, "
     "attempt=excluded.attempt, wake_at=excluded.wake_at, event_type=excluded.event_type, "
     "started_at=excluded.started_at, ended_at=excluded.ended_at, attempts=excluded.attempts, "
-    "error_traceback=excluded.error_traceback"
+    "error_traceback=excluded.error_traceback, rollback=excluded.rollback"
 )
 
 _INSERT_LOG = (
@@ -194,7 +201,11 @@ _IN_CHUNK = 500
 
 
 def _step_row(pk: int, e: JournalEntry, now: float) -> tuple[object, ...]:
-    return (*step_values(pk, e, now), None if e.error is None else e.error.traceback)
+    return (
+        *step_values(pk, e, now),
+        None if e.error is None else e.error.traceback,
+        int(e.rollback),
+    )
 
 
 def _put_step(conn: sqlite3.Connection, pk: int, e: JournalEntry, now: float) -> None:
@@ -726,9 +737,13 @@ class SQLiteStorage:
         output: bytes | None,
         error: ErrorInfo | None,
         now: float,
+        *,
+        rollback: RollbackOutcome | None = None,
     ) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
-            change = t.finish_run(_state(conn, pk), generation, status, output, error, now)
+            change = t.finish_run(
+                _state(conn, pk), generation, status, output, error, now, rollback
+            )
             if change is None:
                 return False
             _apply(conn, pk, change)

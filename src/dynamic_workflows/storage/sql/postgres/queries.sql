@@ -102,16 +102,16 @@ SELECT least(
 -- renew_leases does) holds off a concurrent terminate, restart or takeover until this commits,
 -- and a row changed meanwhile is re-read first: no write is kept for a run that lost its row.
 -- The upsert keeps recorded_at from the step's first write. Answers the live (pk, generation).
--- $19: each write's error traceback.
+-- $19: each write's error traceback; $20: whether its step registered a rollback handler.
 WITH w AS (
     SELECT *
     FROM unnest(
         $1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bytea[],
         $8::text[], $9::text[], $10::int[], $11::float8[], $12::text[], $13::float8[],
-        $14::float8[], $15::float8[], $16::bytea[], $19::text[]
+        $14::float8[], $15::float8[], $16::bytea[], $19::text[], $20::boolean[]
     ) AS w (pk, generation, name, count, kind, state, value, error_name, error_message,
             attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts,
-            error_traceback)
+            error_traceback, rollback)
 ), live AS (
     SELECT pk, generation FROM instances
     WHERE pk = ANY ($1::bigint[]) AND owner = $17 AND status = ANY ($18::text[])
@@ -120,17 +120,18 @@ WITH w AS (
 ), kept AS (
     INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, error_message,
                        attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts,
-                       error_traceback)
+                       error_traceback, rollback)
     SELECT w.pk, w.name, w.count, w.kind, w.state, w.value, w.error_name, w.error_message,
            w.attempt, w.wake_at, w.event_type, w.recorded_at, w.started_at, w.ended_at,
-           w.attempts, w.error_traceback
+           w.attempts, w.error_traceback, w.rollback
     FROM w JOIN live ON live.pk = w.pk AND live.generation = w.generation
     ON CONFLICT (instance_pk, name, count) DO UPDATE SET
         kind = excluded.kind, state = excluded.state, value = excluded.value,
         error_name = excluded.error_name, error_message = excluded.error_message,
         attempt = excluded.attempt, wake_at = excluded.wake_at, event_type = excluded.event_type,
         started_at = excluded.started_at, ended_at = excluded.ended_at,
-        attempts = excluded.attempts, error_traceback = excluded.error_traceback
+        attempts = excluded.attempts, error_traceback = excluded.error_traceback,
+        rollback = excluded.rollback
 )
 SELECT pk, generation FROM live;
 
@@ -161,7 +162,8 @@ FROM instances WHERE pk = ANY ($1::bigint[]);
 -- started_at ($2-$5: every column the transition and the live view read). A row changed
 -- meanwhile is left as it is (its run's end is then made the locked way). For each column of
 -- the change a flag says whether it changes (false: as it is); let_go drops the row's holder;
--- notify is announced on $26 at commit; $27: the errors' tracebacks. The rows are locked first, in pk order (as
+-- notify is announced on $26 at commit; $27: the errors' tracebacks; $28/$29: whether the
+-- instance's rollback outcome changes, and to what. The rows are locked first, in pk order (as
 -- record_steps and renew_leases lock them); the update then compares the locked rows. Answers
 -- the pks changed.
 WITH held AS (
@@ -179,6 +181,7 @@ WITH held AS (
         started_at    = CASE WHEN w.set_started_at THEN w.started_at ELSE i.started_at END,
         ended_at      = CASE WHEN w.set_ended_at THEN w.ended_at ELSE i.ended_at END,
         updated_at    = CASE WHEN w.set_updated_at THEN w.updated_at ELSE i.updated_at END,
+        rollback      = CASE WHEN w.set_rollback THEN w.rollback ELSE i.rollback END,
         owner         = CASE WHEN w.let_go THEN NULL ELSE i.owner END,
         lease_until   = CASE WHEN w.let_go THEN NULL ELSE i.lease_until END
     FROM held, unnest(
@@ -186,12 +189,14 @@ WITH held AS (
         $6::boolean[], $7::text[], $8::boolean[], $9::int[], $10::boolean[], $11::float8[],
         $12::boolean[], $13::bytea[], $14::boolean[], $15::text[], $16::text[],
         $17::boolean[], $18::float8[], $19::boolean[], $20::float8[],
-        $21::boolean[], $22::float8[], $23::boolean[], $24::text[], $27::text[]
+        $21::boolean[], $22::float8[], $23::boolean[], $24::text[], $27::text[],
+        $28::boolean[], $29::text[]
     ) AS w (pk, was_status, was_generation, was_wake_at, was_started_at,
             set_status, status, set_generation, generation, set_wake_at, wake_at,
             set_output, output, set_error, error_name, error_message,
             set_started_at, started_at, set_ended_at, ended_at,
-            set_updated_at, updated_at, let_go, notify, error_traceback)
+            set_updated_at, updated_at, let_go, notify, error_traceback,
+            set_rollback, rollback)
     WHERE i.pk = held.pk AND w.pk = held.pk
       AND i.owner = $25 AND i.status = w.was_status AND i.generation = w.was_generation
       AND i.wake_at IS NOT DISTINCT FROM w.was_wake_at

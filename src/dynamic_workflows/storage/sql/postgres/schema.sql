@@ -26,6 +26,7 @@ CREATE TABLE instances (
     error_traceback TEXT,                                -- the workflow's frames (bounded)
     log_bytes     BIGINT           NOT NULL DEFAULT 0,   -- its runs' lines stored (bytes)
     log_dropped   BIGINT           NOT NULL DEFAULT 0,   -- ... and dropped (lines)
+    rollback      TEXT,                                  -- JSON: the rollback phase's outcome
     UNIQUE (workflow, scope, id)
 );
 
@@ -37,7 +38,7 @@ CREATE TABLE steps (
     instance_pk   BIGINT           NOT NULL,
     name          TEXT COLLATE "C" NOT NULL,
     count         INTEGER          NOT NULL,
-    kind          TEXT             NOT NULL,             -- do | sleep | wait
+    kind          TEXT             NOT NULL,             -- do | sleep | wait | rollback
     state         TEXT             NOT NULL,             -- done | failed | retrying | sleeping | waiting
     value         BYTEA,
     error_name    TEXT,
@@ -50,6 +51,7 @@ CREATE TABLE steps (
     ended_at      DOUBLE PRECISION,                      -- latest attempt ended
     attempts      BYTEA,                                 -- JSON: failed attempts, bounded
     error_traceback TEXT,                                -- the workflow's frames (bounded)
+    rollback      BOOLEAN          NOT NULL DEFAULT false, -- registered a rollback handler
     PRIMARY KEY (instance_pk, name, count)
 );
 
