@@ -578,23 +578,35 @@ def instances_describe(
 
 
 def _control_command(action_name: str, past: str) -> None:
-    @instances.command(action_name, help=f"{action_name.capitalize()} an instance.")
-    @click.argument("name")
-    @click.argument("instance_id", metavar="ID")
-    @_scope_option
-    @_client_options
     def command(
-        name: str, instance_id: str, scope: str | None, url: str, token: str | None, as_json: bool
+        name: str,
+        instance_id: str,
+        scope: str | None,
+        url: str,
+        token: str | None,
+        as_json: bool,
+        rollback: bool = False,
     ) -> None:
         def action(client: Any, printer: Any) -> None:
             iid, iscope = client.resolve(name, instance_id, scope)
-            result = client.change_status(name, iid, action_name, scope=iscope)
+            result = client.change_status(name, iid, action_name, scope=iscope, rollback=rollback)
             if as_json:
                 printer.json(result)
             else:
                 printer.line(f"{past} instance {iid} (status: {result['status']})")
 
         _admin(url, token, as_json, action)
+
+    if action_name == "terminate":  # (wrangler's flag, from 4.109.0)
+        command = click.option(
+            "--rollback",
+            is_flag=True,
+            help="Run the rollback handlers of the steps it started first, newest first.",
+        )(command)
+    command = _client_options(_scope_option(command))
+    command = click.argument("instance_id", metavar="ID")(command)
+    command = click.argument("name")(command)
+    instances.command(action_name, help=f"{action_name.capitalize()} an instance.")(command)
 
 
 for _action, _past in (

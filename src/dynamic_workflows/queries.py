@@ -91,6 +91,13 @@ class InstanceView(msgspec.Struct, frozen=True):
         return self.row.log_bytes
 
     @property
+    def rollback(self) -> dict[str, Any] | None:
+        """How its rollback phase went, Cloudflare's ``{"outcome", "error"?}`` (``outcome``
+        ``running`` while a terminate with rollback runs the handlers); None if none ran."""
+        outcome = self.row.rollback
+        return None if outcome is None else outcome.as_dict()
+
+    @property
     def log_dropped(self) -> int:
         """Lines its runs printed that were dropped (over the limits)."""
         return self.row.log_dropped
@@ -133,7 +140,8 @@ class StepView(msgspec.Struct, frozen=True):
     name: str
     count: int
     kind: str
-    """``do``, ``sleep`` or ``wait`` (:class:`~dynamic_workflows.core.journal.StepKind`)."""
+    """``do``, ``sleep``, ``wait`` or ``rollback`` (a step's rollback handler, its ``count``
+    the negated step's: :class:`~dynamic_workflows.core.journal.StepKind`)."""
     state: str
     """:class:`~dynamic_workflows.core.journal.StepState`."""
     value: Any
@@ -153,6 +161,8 @@ class StepView(msgspec.Struct, frozen=True):
     ``attempts_omitted`` are left out in between)."""
     attempts_total: int = 0
     """How many attempts the step made (``do``)."""
+    has_rollback: bool = False
+    """The step registered a rollback handler (``do``)."""
 
     @property
     def attempts_omitted(self) -> int:
@@ -296,7 +306,7 @@ class Queries:
         total = 0
         started_at = entry.started_at
         ended_at: float | None = None
-        if entry.kind == StepKind.DO:
+        if entry.kind in (StepKind.DO, StepKind.ROLLBACK):
             known = attempts_of(entry)
             attempts = [
                 AttemptView(a.attempt, a.start, a.end, a.success, a.error, a.delay)
@@ -328,6 +338,7 @@ class Queries:
             ended_at=ended_at,
             attempts=attempts,
             attempts_total=total,
+            has_rollback=entry.rollback,
         )
 
     # -- single instances -------------------------------------------------------------------

@@ -58,6 +58,7 @@ from workers import Response, WorkerEntrypoint, WorkflowEntrypoint
 from dynamic_workflows.dispatch import create_dynamic_workflow_entrypoint, wrap_workflow_binding
 
 DONE = []
+UNDONE = []
 
 
 class Plain(WorkflowEntrypoint):
@@ -65,6 +66,10 @@ class Plain(WorkflowEntrypoint):
         @step.do("first")
         async def first():
             return {"got": event["payload"]}
+
+        @first.rollback
+        async def undo_first(output, step_name):
+            UNDONE.append((step_name, output))
 
         await first()
         ev = await step.wait_for_event("go", "go", timeout="1 hour")
@@ -378,6 +383,20 @@ async def test_listing_pages_and_filters(host: Host) -> None:
         assert body["errors"][0]["message"].startswith(f"{field}: ")
 
 
+async def test_terminate_with_rollback(host: Host) -> None:
+    await host.api("POST", "/workflows/plain/instances", json={"id": "r", "params": 5})
+    await host.wait_for("plain", "r", "waiting")
+    path = "/workflows/plain/instances/r/status"
+    code, body = await host.api("PATCH", path, json={"status": "terminate", "rollback": True})
+    assert code == 200, body
+    details = await host.wait_for("plain", "r", "terminated")
+    assert details["rollback"] == {"outcome": "complete"}
+    assert "error" not in details
+    undo = [s for s in details["steps"] if s["kind"] == "rollback"]
+    assert [(s["name"], s["count"], s["state"]) for s in undo] == [("first", -1, "done")]
+    assert [s["name"] for s in details["steps"] if s.get("has_rollback")] == ["first"]
+
+
 async def test_status_changes(host: Host) -> None:
     await host.api("POST", "/workflows/plain/instances", json={"id": "s"})
     await host.wait_for("plain", "s", "waiting")
@@ -398,7 +417,8 @@ async def test_status_changes(host: Host) -> None:
     assert "(instance.cannot_terminate)" in body["errors"][0]["message"]
     for payload, message in [
         ({"status": "explode"}, "status: must be one of pause, resume, terminate, restart"),
-        ({"status": "pause", "rollback": True}, "rollback: only valid when terminating"),
+        ({"status": "pause", "rollback": True}, "'rollback' is only valid when terminating."),
+        ({"status": "terminate", "rollback": "yes"}, "rollback: must be true or false"),
         ({"status": "restart", "from": {"name": "nope"}}, "(instance.step_not_found)"),
         ({"status": "restart", "from": {"name": "x", "count": 0}}, "from: restart(): from.count"),
         ({"status": "pause", "from": {"name": "x"}}, "from: only valid when restarting"),

@@ -680,7 +680,9 @@ async def test_restart_and_terminate_options_are_checked(make_env: EnvFactory) -
             with pytest.raises(WorkflowError) as info:
                 await instance.restart(options)
             assert message in str(info.value)
-        with pytest.raises(WorkflowError, match="rollback is not supported"):
+        with pytest.raises(WorkflowError, match="rollback must be true or false"):
+            await instance.terminate({"rollback": 1})
+        with pytest.raises(WorkflowError, match="Cannot terminate instance since its on a finite"):
             await instance.terminate({"rollback": True})
 
 

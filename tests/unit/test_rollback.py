@@ -98,7 +98,8 @@ async def test_a_failing_handler_is_retried_then_halts_the_chain(make_env: EnvFa
     # three's handler once, two's three times (1 + 2 retries, across hibernations), one's never.
     assert [c[0] for c in calls] == ["three", "two", "two", "two"]
     undo = {(e.name, e.count): e for e in journal if e.kind == "rollback"}
-    assert undo[("two", -1)].state == "failed" and undo[("two", -1)].attempt == 3
+    assert undo[("two", -1)].state == "failed"
+    assert undo[("two", -1)].attempt == 3
     assert undo[("three", -1)].state == "done"
     assert sorted(e.name for e in journal if e.rollback) == ["one", "three", "two"]
 
@@ -175,12 +176,16 @@ async def test_a_single_parameter_gets_cloudflares_dict(make_env: EnvFactory) ->
     async with make_env(run) as wf:
         await wf.wait_for(await wf.binding.create())
     [info] = got
-    assert info["output"] == 7 and info["stepName"] == "one"
+    assert info["output"] == 7
+    assert info["stepName"] == "one"
     assert isinstance(info["error"], ValueError)
     assert info["ctx"] == {
         "step": {"name": "one", "count": 1},
         "attempt": 1,
-        "config": {"retries": {"limit": 1, "delay": 5, "backoff": "linear"}, "timeout": "10 minutes"},
+        "config": {
+            "retries": {"limit": 1, "delay": 5, "backoff": "linear"},
+            "timeout": "10 minutes",
+        },
     }
 
 

@@ -14,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynamic_workflows.core import transitions as t
-from dynamic_workflows.core.journal import ErrorInfo, JournalEntry, StepKind, StepState
+from dynamic_workflows.core.journal import (
+    ErrorInfo,
+    JournalEntry,
+    RollbackOutcome,
+    StepKind,
+    StepState,
+)
 from dynamic_workflows.core.transitions import UNSET, Status
 
 NOW = 1_000.0
@@ -36,6 +42,24 @@ def waiting(name: str, count: int, deadline: float | None, event_type: str = "go
 
 # -- control ------------------------------------------------------------------------------------
 
+
+def test_terminate_with_rollback_marks_the_row_and_the_ends_clear_it() -> None:
+    marked = t.control(state(Status.WAITING, wake_at=5.0), "terminate_rollback", NOW).change
+    assert marked.rollback == t.ROLLING_BACK
+    assert marked.wake_at == NOW
+    # A plain terminate meanwhile ends it at once, the marker gone; so does a restart.
+    assert t.control(state(Status.QUEUED), "terminate", NOW).change.rollback is None
+    assert t.control(state(Status.QUEUED), "restart", NOW).change.rollback is None
+    ended = t.finish_run(
+        state(Status.RUNNING), 3, Status.TERMINATED, None, None, NOW, RollbackOutcome("complete")
+    )
+    assert ended is not None
+    assert ended.rollback == RollbackOutcome("complete")
+    plain = t.finish_run(state(Status.RUNNING), 3, Status.ERRORED, None, ERR, NOW)
+    assert plain is not None
+    assert plain.rollback is None
+
+
 # (status before, action) -> status after; every pair not listed changes nothing.
 MOVES = {
     (Status.QUEUED, "pause"): Status.PAUSED,
@@ -45,6 +69,8 @@ MOVES = {
     (Status.WAITING_FOR_PAUSE, "resume"): Status.RUNNING,
     **{(s, "terminate"): Status.TERMINATED for s in Status.ALL if s not in t.FINITE_STATUSES},
     **{(s, "restart"): Status.QUEUED for s in Status.ALL},
+    # A terminate with rollback queues a run that rolls back, then terminates (finish_run).
+    **{(s, "terminate_rollback"): Status.QUEUED for s in Status.ALL if s not in t.FINITE_STATUSES},
 }
 
 
@@ -53,7 +79,9 @@ MOVES = {
 def test_control_moves_each_status_as_the_table_says(before: str, action: str) -> None:
     outcome = t.control(state(before, wake_at=5.0), action, NOW)
     after = MOVES.get((before, action), before)
-    bumped = action == "restart" or (action == "terminate" and before not in t.FINITE_STATUSES)
+    bumped = action == "restart" or (
+        action in ("terminate", "terminate_rollback") and before not in t.FINITE_STATUSES
+    )
     assert outcome.result == t.ControlResult(before, after, 4 if bumped else 3)
     if (before, action) not in MOVES:
         assert outcome.change == t.Change()
@@ -84,6 +112,7 @@ def test_restart_clears_the_run_and_the_journal() -> None:
         "started_at": None,
         "ended_at": None,
         "updated_at": NOW,
+        "rollback": None,
     }
     assert outcome.truncate == t.Truncate(None)
     assert outcome.drop_consumed_events
@@ -194,6 +223,7 @@ def test_finish_records_the_outcome() -> None:
         "error": ERR,
         "ended_at": NOW,
         "updated_at": NOW,
+        "rollback": None,
     }
 
 
@@ -401,7 +431,11 @@ def test_invariants_hold_along_any_sequence_of_actions(
             assert s.generation == before.generation + (before.status not in t.FINITE_STATUSES)
         if action == ("control", "restart"):
             assert (s.status, s.generation) == (Status.QUEUED, before.generation + 1)
-        elif action[0] != "control" or action[1] != "terminate":
+        if action == ("control", "terminate_rollback"):
+            # queued to roll back (then terminated by its run's end), unless already finished
+            assert s.status == Status.QUEUED or before.status in t.FINITE_STATUSES
+            assert s.generation == before.generation + (before.status not in t.FINITE_STATUSES)
+        elif action[0] != "control" or action[1] not in ("terminate", "restart"):
             assert s.generation == before.generation  # only terminate and restart bump it
         if s.status != before.status:
             # where an instance stops, the scheduler can find it again
@@ -420,6 +454,9 @@ def test_control_answers_what_it_writes(
     assert outcome.result.before == status
     assert outcome.result.after == updates.get("status", status)
     assert outcome.result.generation == updates.get("generation", generation)
-    assert (updates != {}) == (outcome.result.after != status or action == "restart")
+    queued_again = action == "restart" or (
+        action == "terminate_rollback" and status not in t.FINITE_STATUSES
+    )
+    assert (updates != {}) == (outcome.result.after != status or queued_again)
     if updates:
         assert updates["updated_at"] == NOW

@@ -250,6 +250,8 @@ def step_json(step: StepView) -> dict[str, Any]:
         "attempts_omitted": step.attempts_omitted,
         "config": None if success is not None or step.kind != StepKind.DO else {"retries": {}},
     }
+    if step.has_rollback:  # (ours: the step registered a rollback handler)
+        view["has_rollback"] = True
     return view
 
 
@@ -552,6 +554,8 @@ class AdminAPI:
         }
         if instance.error is not None:  # the spec's "error" is an object, never null: absent
             details["error"] = error_json(instance.error)  # + "traceback" (ours)
+        if instance.rollback is not None:  # (absent unless a rollback phase ran, as status())
+            details["rollback"] = instance.rollback
         return envelope_ok(
             {
                 **details,

@@ -170,13 +170,22 @@ class AdminClient:
         return result
 
     def change_status(
-        self, name: str, id: str, action: str, *, scope: str | None = None
+        self,
+        name: str,
+        id: str,
+        action: str,
+        *,
+        scope: str | None = None,
+        rollback: bool = False,
     ) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": action}
+        if rollback:
+            body["rollback"] = True
         result: dict[str, Any] = self.call(
             "PATCH",
             f"/workflows/{_q(name)}/instances/{_q(id)}/status",
             params={"scope": scope},
-            body={"status": action},
+            body=body,
             send_body=True,
         )["result"]
         return result
@@ -366,6 +375,11 @@ class Printer:
         if inst.get("error"):
             self.line(f"{'Error':<9}{inst['error'].get('name')}: {inst['error'].get('message')}")
             self._traceback(inst["error"])
+        rollback = inst.get("rollback")
+        if rollback:
+            failed = rollback.get("error")
+            why = f" ({failed.get('name')}: {failed.get('message')})" if failed else ""
+            self.line(f"{'Rollback':<9}{rollback.get('outcome')}{why}")
         steps = inst.get("steps") or []
         if not steps:
             self.line("No steps yet.")
