@@ -592,6 +592,11 @@ def _control_command(action_name: str, past: str) -> None:
             result = client.change_status(name, iid, action_name, scope=iscope, rollback=rollback)
             if as_json:
                 printer.json(result)
+            elif rollback and result["status"] != "terminated":
+                printer.line(
+                    f"Terminating instance {iid}: its rollback handlers run first "
+                    f"(status: {result['status']})"
+                )
             else:
                 printer.line(f"{past} instance {iid} (status: {result['status']})")
 

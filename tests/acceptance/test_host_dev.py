@@ -409,9 +409,12 @@ def test_every_workflows_and_instances_command(saas: Server) -> None:
     out = dwf(saas, "instances", "restart", WF, "cli-1")
     assert out.exit_code == 0
     wait_status(saas, "globex", "cli-1", "waiting")
-    out = dwf(saas, "instances", "terminate", WF, "cli-1")
-    assert out.exit_code == 0
-    assert "(status: terminated)" in out.output
+    out = dwf(saas, "instances", "terminate", WF, "cli-1", "--rollback")
+    assert out.exit_code == 0, out.output
+    assert "its rollback handlers run first" in out.output
+    assert wait_status(saas, "globex", "cli-1", "terminated")["rollback"] == {"outcome": "complete"}
+    out = dwf(saas, "instances", "describe", WF, "cli-1")
+    assert "Rollback complete" in out.output
     out = dwf(saas, "instances", "terminate", WF, "cli-1")
     assert out.exit_code == 1
     assert "Cannot terminate instance since its on a finite state (HTTP 409)" in out.output
@@ -460,8 +463,17 @@ def test_dashboard_and_metrics(saas: Server) -> None:
 WRANGLER = os.environ.get("DWF_TEST_WRANGLER")
 
 
+def wrangler_env() -> dict[str, str]:
+    """The environment wrangler runs in: no metrics, and the ``node`` installed beside it
+    first on the PATH (wrangler 4.109+ needs Node.js 22; scripts/test installs one from the npm
+    registry into .tools when the machine's is older)."""
+    assert WRANGLER is not None
+    path = os.path.dirname(WRANGLER) + os.pathsep + os.environ.get("PATH", "")
+    return {**os.environ, "PATH": path, "WRANGLER_SEND_METRICS": "false", "CI": "1"}
+
+
 def test_wrangler_workflows_local_commands(saas: Server) -> None:
-    """Cloudflare's own CLI against ``dwf dev`` (wrangler 4.86, installed by scripts/test)."""
+    """Cloudflare's own CLI against ``dwf dev`` (wrangler 4.127, installed by scripts/test)."""
     if not WRANGLER:
         if os.environ.get("CI") == "true":
             pytest.fail("CI must run this: scripts/test installs wrangler (needs npm)")
@@ -478,7 +490,7 @@ def test_wrangler_workflows_local_commands(saas: Server) -> None:
             text=True,
             timeout=60,
             check=False,
-            env={**os.environ, "WRANGLER_SEND_METRICS": "false", "CI": "1"},
+            env=wrangler_env(),
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
@@ -495,3 +507,13 @@ def test_wrangler_workflows_local_commands(saas: Server) -> None:
     )
     assert wait_status(saas, "globex", "wr-1", "complete")["output"]["result"].endswith("by w")
     assert "Completed" in wrangler("instances", "describe", WF, "wr-1")
+    # terminate --rollback (wrangler 4.109+): the tenant's handler runs in its worker first.
+    create(saas, "globex", {"title": "doomed"}, id="wr-2")
+    wait_status(saas, "globex", "wr-2", "waiting")
+    assert "terminated" in wrangler("instances", "terminate", WF, "wr-2", "--rollback").lower()
+    ended = wait_status(saas, "globex", "wr-2", "terminated")
+    assert ended["rollback"] == {"outcome": "complete"}
+    details = json.loads(dwf(saas, "instances", "describe", WF, "wr-2", "--json").output)
+    undo = [s for s in details["steps"] if s["kind"] == "rollback"]
+    assert [(s["name"], s["count"], s["state"]) for s in undo] == [("draft", -1, "done")]
+    assert "wr-2" in wrangler("instances", "describe", WF, "wr-2")

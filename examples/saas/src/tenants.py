@@ -104,6 +104,12 @@ class TenantWorkflow(WorkflowEntrypoint):
             words = len(doc.get("body", "").split())
             return {"title": doc.get("title", "untitled"), "words": words}
 
+        # Run if the instance fails or is terminated with rollback after the draft was made
+        # (Cloudflare's rollback handlers): it gets the draft step's output.
+        @draft.rollback
+        async def discard(output):
+            print(f"discarded the draft {output['title']!r}")
+
         drafted = await draft()
         approval = await step.wait_for_event("wait for approval", "approval", timeout="1 hour")
         approver = (approval["payload"] or {}).get("by", "someone")
