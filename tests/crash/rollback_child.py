@@ -29,6 +29,9 @@ def main() -> None:
     def log(line: str) -> None:
         os.write(fd, f"{line}\n".encode())
 
+    def started_before() -> bool:
+        return "handler a start" in log_path.read_text()
+
     class Saga(WorkflowEntrypoint):
         async def run(self, event: Any, step: Any) -> Any:
             @step.do("a")
@@ -37,7 +40,7 @@ def main() -> None:
 
             @a.rollback
             async def undo_a(output: Any) -> None:
-                first_time = "handler a start" not in log_path.read_text()
+                first_time = not started_before()
                 log("handler a start")
                 if first_time:
                     await asyncio.sleep(60)  # killed here
@@ -66,7 +69,9 @@ def main() -> None:
             if await engine.storage.get_instance("saga", "", "s1") is None:
                 await binding.create(id="s1")
             instance = await binding.get("s1")
-            while (await instance.status())["status"] not in ("errored", "complete"):
+            while True:
+                if (await instance.status())["status"] in ("errored", "complete"):
+                    break
                 await asyncio.sleep(0.02)
 
     asyncio.run(go())
