@@ -1,0 +1,97 @@
+"""Rollbacks with tenant code in a sandboxed worker: the handlers run there (through the worker's
+step channel), in reverse start order, once each, with their outputs and their own retries
+across hibernations; the outcome crosses back with the run's failure; a terminate with rollback
+replays the run in terminating mode in the worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dynamic_workflows import Engine, MemoryStorage
+from dynamic_workflows.sandbox.loader import Loader
+
+from .conftest import worker_code
+from .test_workflows import Log, dispatcher, wait_status
+
+SAGA = """
+    from workers import WorkflowEntrypoint
+
+    class TenantWorkflow(WorkflowEntrypoint):
+        async def run(self, event, step):
+            fail_undo = event["payload"].get("fail_undo")
+
+            def undo(name):
+                async def handler(ctx, output, error, step_name):
+                    await self.env.LOG.hit(f"undo {step_name} {output} {error} #{ctx['step']['count']}")
+                    if name == fail_undo:
+                        raise RuntimeError(f"cannot undo {name}")
+                return handler
+
+            retry = {"retries": {"limit": 1, "delay": 30, "backoff": "constant"}}
+
+            @step.do("one", rollback=undo("one"), rollback_config=retry)
+            async def one():
+                return 1
+
+            @step.do("two", rollback=undo("two"), rollback_config=retry)
+            async def two():
+                return 2
+
+            @step.do("three", config={"retries": {"limit": 0, "delay": 0}})
+            async def three():
+                raise ValueError("step three broke")
+
+            @step.do("four", rollback=undo("four"))
+            async def four():
+                return 4
+
+            await one()
+            await two()
+            if event["payload"].get("wait"):
+                await step.wait_for_event("go", "go", timeout="1 hour")
+            await three()
+            await four()
+"""
+
+
+async def run_saga(loader: Loader, log: Log, payload: dict[str, Any]) -> Any:
+    # No warm horizon: a handler's back-off hibernates, and run() is replayed in a new run.
+    async with Engine(MemoryStorage(), warm_horizon=0) as engine:
+        binding = engine.register(
+            "wf", dispatcher(loader, lambda: worker_code(SAGA, env={"LOG": log}))
+        )
+        instance = await binding.create(params=payload)
+        if payload.get("wait"):
+            await wait_status(instance, {"waiting"})
+            await instance.terminate({"rollback": True})
+            return await wait_status(instance, {"terminated"})
+        return await wait_status(instance, {"errored", "complete"})
+
+
+async def test_a_failure_in_step_3_runs_2_then_1_once_each_in_the_worker(loader: Loader) -> None:
+    log = Log()
+    status = await run_saga(loader, log, {})
+    assert status["status"] == "errored"
+    assert status["error"] == {"name": "ValueError", "message": "step three broke"}
+    assert status["rollback"] == {"outcome": "complete"}
+    assert log.hits == ["undo two 2 step three broke #1", "undo one 1 step three broke #1"]
+
+
+async def test_a_failing_handler_is_retried_then_reported(loader: Loader) -> None:
+    log = Log()
+    status = await run_saga(loader, log, {"fail_undo": "two"})
+    assert status["rollback"] == {
+        "outcome": "failed",
+        "error": {"name": "RuntimeError", "message": "cannot undo two"},
+    }
+    # Two attempts (limit 1), across a hibernation; the chain halts: one's never runs.
+    assert log.hits == ["undo two 2 step three broke #1"] * 2
+
+
+async def test_terminate_with_rollback_runs_the_handlers_in_the_worker(loader: Loader) -> None:
+    log = Log()
+    status = await run_saga(loader, log, {"wait": True})
+    assert status["rollback"] == {"outcome": "complete"}
+    assert status["error"] is None
+    message = "Instance terminated during rollback"
+    assert log.hits == [f"undo two 2 {message} #1", f"undo one 1 {message} #1"]
