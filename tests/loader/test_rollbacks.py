@@ -22,7 +22,8 @@ SAGA = """
 
             def undo(name):
                 async def handler(ctx, output, error, step_name):
-                    await self.env.LOG.hit(f"undo {step_name} {output} {error} #{ctx['step']['count']}")
+                    count = ctx["step"]["count"]
+                    await self.env.LOG.hit(f"undo {step_name} {output} {error} #{count}")
                     if name == fail_undo:
                         raise RuntimeError(f"cannot undo {name}")
                 return handler
