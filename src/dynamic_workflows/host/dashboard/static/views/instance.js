@@ -33,6 +33,13 @@ const ACTIONS = [
 
 const stepKey = (s) => `${s.name}\u0000${s.count}`;
 
+/** What a rollback outcome (Cloudflare's rollback handlers) means, in a sentence. */
+const ROLLBACK_TEXT = {
+  running: "the handlers of the steps it started are running, newest first (terminate with rollback).",
+  complete: "the handlers of the steps it started ran, newest first, each once.",
+  failed: "a handler failed after its retries; the handlers of earlier steps did not run.",
+};
+
 /** The instance's error or an attempt's, with its traceback when the server has one. */
 function errorBlock(error, cls = "") {
   if (!error) return "";
@@ -329,7 +336,12 @@ export function instanceView(root, wf, id, initialScope) {
       ${d.error ? html`<section class="panel outcome errored"><h2>Error</h2>
         ${errorBlock(d.error, "instance-error")}</section>` : ""}
       ${d.status === "complete" ? html`<section class="panel outcome"><h2>Output</h2>
-        ${json(d.output)}</section>` : ""}`);
+        ${json(d.output)}</section>` : ""}
+      ${d.rollback ? html`<section class="panel outcome rollback ${d.rollback.outcome === "failed"
+        ? "errored" : ""}" data-testid="rollback"><h2>Rollback</h2>
+        <p>Rollback <strong data-testid="rollback-outcome">${d.rollback.outcome}</strong>: ${
+          ROLLBACK_TEXT[d.rollback.outcome] || ""}</p>
+        ${errorBlock(d.rollback.error)}</section>` : ""}`);
     const runLines = logs.outsideSteps();
     $("#run-logs-panel").hidden = !runLines.length;
     if (runLines.length) render($("#run-logs"), logs.block(runLines));
