@@ -227,7 +227,6 @@ class StepFunction:
         "_config",
         "_depends",
         "_func",
-        "_parameters",
         "_rollback",
         "_run",
         "_step_name",
