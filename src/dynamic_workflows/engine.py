@@ -572,7 +572,14 @@ class LiveRun:
             del self._futures[key]
         return value
 
-    def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
+    def attempt_started(
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        retry_in: float | None,
+        rollback: bool = False,
+    ) -> None:
         # Only its start is noted, for the attempt history: in-process, an attempt cannot die
         # without the engine dying too (the crash recovery replays it); a sandboxed one that
         # dies is failed by the bridge.

@@ -5,6 +5,7 @@ replays the run in terminating mode in the worker."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from dynamic_workflows import Engine, MemoryStorage
@@ -96,3 +97,54 @@ async def test_terminate_with_rollback_runs_the_handlers_in_the_worker(loader: L
     assert status["error"] is None
     message = "Instance terminated during rollback"
     assert log.hits == [f"undo two 2 {message} #1", f"undo one 1 {message} #1"]
+
+
+CRASHY = """
+    import os
+    from workers import WorkflowEntrypoint
+
+    class TenantWorkflow(WorkflowEntrypoint):
+        async def run(self, event, step):
+            @step.do("crashy", config={"retries": {"limit": 1, "delay": 300}})
+            async def crashy(ctx):
+                if ctx["attempt"] == 1:
+                    os._exit(9)  # the worker dies mid-attempt
+                return "survived"
+
+            @crashy.rollback
+            async def undo(output):
+                await self.env.LOG.hit(f"undo crashy {output}")
+
+            await crashy()
+            await step.wait_for_event("go", "go", timeout="1 hour")
+"""
+
+
+async def test_an_attempt_whose_worker_died_keeps_the_steps_rollback_flag(
+    loader: Loader,
+) -> None:
+    log = Log()
+    async with Engine(MemoryStorage(), warm_horizon=0) as engine:
+        binding = engine.register(
+            "wf", dispatcher(loader, lambda: worker_code(CRASHY, env={"LOG": log}))
+        )
+        instance = await binding.create(id="c")
+        row = await engine.storage.get_instance("wf", "", "c")
+        assert row is not None
+        seen: list[tuple[str, int, bool]] = []
+        for _ in range(2000):
+            journal = await engine.storage.load_journal(row.pk)
+            for e in journal:
+                if e.name == "crashy" and (e.state, e.attempt, e.rollback) not in seen:
+                    seen.append((e.state, e.attempt, e.rollback))
+            if any(e.kind == "wait" for e in journal):
+                break
+            await asyncio.sleep(0.002)
+        # The failure the host recorded for the dead worker keeps the step's flag, as the
+        # result of attempt 2 does (a terminate with rollback reads it before any code runs).
+        assert seen == [("retrying", 1, True), ("done", 2, True)]
+        await wait_status(instance, {"waiting"})
+        await instance.terminate({"rollback": True})
+        status = await wait_status(instance, {"terminated"})
+    assert status["rollback"] == {"outcome": "complete"}
+    assert log.hits == ["undo crashy survived"]

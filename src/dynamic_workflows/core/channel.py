@@ -72,11 +72,19 @@ class StepChannel(Protocol):
         wall clock may wait for by itself."""
         ...
 
-    def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
+    def attempt_started(
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        retry_in: float | None,
+        rollback: bool = False,
+    ) -> None:
         """One-way notice that an attempt begins (no acknowledgement is awaited). A sandboxed
         channel uses it to count an attempt whose process died as failed; ``retry_in`` is the
-        back-off before the next attempt, None if this is the last one allowed. The host's
-        channel notes the time, for the step's attempt history."""
+        back-off before the next attempt, None if this is the last one allowed; ``rollback``:
+        the step registered a rollback handler (so such a failure keeps the journal's flag).
+        The host's channel notes the time, for the step's attempt history."""
         ...
 
     def log(self, lines: list[LogLine]) -> None:

@@ -766,6 +766,7 @@ class WorkflowStep:
                     count,
                     attempt,
                     None if attempt > cfg.retry_limit else cfg.delay_before(attempt + 1),
+                    flagged,
                 )
                 outcome = self._attempt(name, count, attempt, cfg, func, args)
                 if not isinstance(outcome, bytes | _AttemptFailed):

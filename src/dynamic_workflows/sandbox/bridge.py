@@ -96,7 +96,7 @@ class RunBridge:
         self._strikes = strikes if strikes is not None else {}
         self._key = key
         self._channel = details.channel
-        self._open: dict[tuple[str, int], tuple[int, float | None]] = {}
+        self._open: dict[tuple[str, int], tuple[int, float | None, bool]] = {}
         # What serves the worker's step messages (is it a wake-up?): tasks, and the commits'
         # own futures for step results.
         self._tasks: dict[asyncio.Future[Any], bool] = {}
@@ -204,10 +204,14 @@ class RunBridge:
             # Before the message itself: a step's lines are stored with its result.
             self._channel.log(logs)
         if isinstance(message, StepAttempt):
-            self._open[(message.name, message.count)] = (message.attempt, message.retry_in)
+            self._open[(message.name, message.count)] = (
+                message.attempt,
+                message.retry_in,
+                message.rollback,
+            )
             # (the host's side notes when it began, for the attempt history)
             self._channel.attempt_started(
-                message.name, message.count, message.attempt, message.retry_in
+                message.name, message.count, message.attempt, message.retry_in, message.rollback
             )
             return
         if isinstance(message, StepComplete | StepFail):
@@ -303,8 +307,8 @@ class RunBridge:
             return death_outside_steps(self._strikes, self._key, exc, self._details.clock.now())
         error = ErrorInfo(SANDBOX_ERROR, str(exc))
         wake_times: list[float] = []
-        for (name, count), (attempt, retry_in) in list(self._open.items()):
-            wake_at = await self._channel.fail(name, count, attempt, error, retry_in)
+        for (name, count), (attempt, retry_in, rollback) in list(self._open.items()):
+            wake_at = await self._channel.fail(name, count, attempt, error, retry_in, rollback)
             if wake_at is not None:
                 wake_times.append(wake_at)
         self._open.clear()

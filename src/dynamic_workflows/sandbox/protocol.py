@@ -321,6 +321,8 @@ class StepAttempt(BaseMessage):
     retry_in: float | None
     timeout: float | None = None
     logs: list[LogLine] | None = None
+    rollback: bool = False
+    """As :class:`StepComplete`'s (a failure recorded for a dead worker keeps it)."""
 
 
 class RunParked(BaseMessage):

@@ -224,14 +224,22 @@ class RemoteStepChannel:
         result = await self._server.request(lambda i: StepWake(i, self._call, name, count, timer))
         return result if result is None else bytes(result)
 
-    def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
+    def attempt_started(
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        retry_in: float | None,
+        rollback: bool = False,
+    ) -> None:
         # Written now, not at the end of the loop iteration: the host must know of the attempt
         # before its body runs, or a body that kills the process would not count as one. The
         # step told the guard the attempt's timeout just before (see core/guard.py).
         timeout = self._server.interrupter.latest_timeout
         logs = None if self._logs is None else self._logs.take()
         self._server.send(
-            StepAttempt(self._call, name, count, attempt, retry_in, timeout, logs), flush=True
+            StepAttempt(self._call, name, count, attempt, retry_in, timeout, logs, rollback),
+            flush=True,
         )
 
     def log(self, lines: list[LogLine]) -> None:
@@ -643,7 +651,14 @@ class _MemoryChannel:
     async def wake(self, name: str, count: int, timer: float | None = None) -> bytes | None:
         return None
 
-    def attempt_started(self, name: str, count: int, attempt: int, retry_in: float | None) -> None:
+    def attempt_started(
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        retry_in: float | None,
+        rollback: bool = False,
+    ) -> None:
         return None
 
     def log(self, lines: list[LogLine]) -> None:
