@@ -355,3 +355,23 @@ def test_behind_dwf_serves_admin_token(page: Page, tmp_path: Path, screenshot: S
         screenshot("served")
     finally:
         server.stop()
+
+
+def test_a_rollback_shows_its_outcome_and_the_handlers_run(
+    page: Page, saas: Server, screenshot: Shot
+) -> None:
+    create(saas, "globex", {"title": "undo me"}, id="rb-1")
+    page.goto(instance_url(saas, "rb-1"))
+    expect(step(page, "wait for approval")).to_have_attribute("data-state", "waiting")
+    expect(page.get_by_test_id("rollback")).to_have_count(0)
+    response = httpx.patch(
+        f"{saas.url}{EXPLORER}api/workflows/{WF}/instances/rb-1/status",
+        json={"status": "terminate", "rollback": True},
+    )
+    assert response.status_code == 200, response.text
+    assert wait_admin_status(saas, "rb-1", "terminated")
+    expect(status_of(page)).to_have_text("terminated")
+    expect(page.get_by_test_id("rollback-outcome")).to_have_text("complete")
+    # The draft step's handler (globex's discard) ran once, as its own journal entry.
+    expect(step(page, "draft", -1)).to_have_attribute("data-state", "done")
+    screenshot("rolled-back")
