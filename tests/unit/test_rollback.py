@@ -4,12 +4,14 @@ outcome; ``terminate({"rollback": True})`` runs them before it terminates."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 from unit_support import EnvFactory, through_hibernations
 
 from dynamic_workflows.core.clock import MockClock
+from dynamic_workflows.core.limits import DEFAULT_LIMITS
 from dynamic_workflows.errors import WorkflowDefinitionError
 
 NO_RETRY = {"retries": {"limit": 0, "delay": 0}}
@@ -290,3 +292,30 @@ async def test_terminate_rejects_a_bad_rollback_option(make_env: EnvFactory) -> 
             await instance.terminate({"rollback": "yes"})
         with pytest.raises(Exception, match="unknown option"):
             await instance.terminate({"rollbak": True})
+
+
+async def test_handlers_count_against_the_step_limit_and_the_runs_error_stays(
+    make_env: EnvFactory,
+) -> None:
+    calls: list[str] = []
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("one", rollback=lambda: calls.append("undo one"))
+        async def one() -> int:
+            return 1
+
+        @step.do("two", rollback=lambda: calls.append("undo two"))
+        async def two() -> int:
+            return 2
+
+        await one()
+        await two()
+        raise ValueError("late failure")
+
+    # Two steps and one handler's entry fit; the second handler's would be the fourth.
+    async with make_env(run, limits=dataclasses.replace(DEFAULT_LIMITS, max_steps=3)) as wf:
+        status = await wf.wait_for(await wf.binding.create())
+    assert status["error"] == {"name": "ValueError", "message": "late failure"}
+    assert status["rollback"]["outcome"] == "failed"
+    assert status["rollback"]["error"]["name"] == "LimitExceededError"
+    assert calls == ["undo two"]

@@ -25,9 +25,17 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, RunCancelled, RunSuspended, WorkflowDefinitionError
-from .journal import JournalEntry, RollbackOutcome, StepKind, StepState, rollback_count
+from .journal import (
+    ErrorInfo,
+    JournalEntry,
+    RollbackOutcome,
+    StepKind,
+    StepState,
+    rollback_count,
+)
 from .step_errors import StepError
 from .stepconfig import StepConfig, resolve_step_config
+from .tracebacks import error_info
 
 if TYPE_CHECKING:
     from .step import WorkflowStep
@@ -199,7 +207,11 @@ async def run_with_rollback(run: Callable[[], Awaitable[Any]], step: WorkflowSte
         raise
     except Exception as exc:
         if rollback_of(exc) is None:
-            outcome = await step.roll_back(exc)
+            try:
+                outcome = await step.roll_back(exc)
+            except Exception as broke:  # (the step limit, say): the run's error stays its own
+                info = error_info(broke)
+                outcome = RollbackOutcome("failed", ErrorInfo(info.name, info.message))
             if outcome is not None:
                 attach_rollback(exc, outcome)
         raise
