@@ -28,11 +28,12 @@ def test_migrate_a_postgres_schema_then_find_it_up_to_date(
             "applied 0002_nodes",
             "applied 0003_step_attempts",
             "applied 0004_logs",
-            "schema now at version 4",
+            "applied 0006_step_sensitive",
+            "schema now at version 6",
         ]
         again = dwf("migrate", "--db", url)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.splitlines() == ["schema already at version 4"]
+        assert again.stdout.splitlines() == ["schema already at version 6"]
     finally:
         pg_server.drop(schema)
 
