@@ -140,3 +140,23 @@ async def test_the_api_redacts_the_output_and_the_run_still_gets_the_value(
     assert "6789/ok" in out  # the instance's own output: run()'s return value, not redacted
     assert "error text is never redacted" in out
     assert out.count(SECRET) == 1  # that output, and no step's
+
+
+def test_a_running_sensitive_step_echoes_the_option_in_its_config() -> None:
+    """Cloudflare's instance details carry each step's config, ``sensitive`` included; ours
+    shows the (wrangler-read) config of a step that has not finished, and the flag always."""
+    from dynamic_workflows.host.admin import step_json
+    from dynamic_workflows.queries import StepView
+
+    def view(state: str, *, sensitive: bool) -> StepView:
+        return StepView("s", 1, "do", state, None, None, 1, None, None, sensitive=sensitive)
+
+    running = step_json(view("retrying", sensitive=True))
+    assert (running["config"], running["sensitive"]) == (
+        {"retries": {}, "sensitive": "output"},
+        "output",
+    )
+    finished = step_json(view("failed", sensitive=True))
+    assert (finished["config"], finished["sensitive"]) == (None, "output")
+    plain = step_json(view("retrying", sensitive=False))
+    assert (plain["config"], plain["sensitive"]) == ({"retries": {}}, None)
