@@ -463,7 +463,7 @@ class LiveRun:
     # -- StepChannel ------------------------------------------------------------------------
 
     def complete(
-        self, name: str, count: int, value: bytes, attempt: int = 1
+        self, name: str, count: int, value: bytes, attempt: int = 1, sensitive: bool = False
     ) -> asyncio.Future[None]:
         # Not a coroutine: the future of the write is all there is to await (a step's hot path).
         self._new_step(name, count)
@@ -482,11 +482,18 @@ class LiveRun:
                 started_at=self._starts.pop(key, None),
                 ended_at=self.engine.clock.now(),
                 attempts=self._attempts.get(key),
+                sensitive=sensitive,
             )
         )
 
     async def fail(
-        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        error: ErrorInfo,
+        retry_in: float | None,
+        sensitive: bool = False,
     ) -> float | None:
         self._new_step(name, count)
         key = (name, count)
@@ -512,6 +519,7 @@ class LiveRun:
                 started_at=started,
                 ended_at=now,
                 attempts=history,
+                sensitive=sensitive,
             )
         )
         return wake_at

@@ -10,6 +10,11 @@ Reached as ``engine.queries`` (one :class:`Queries` per engine)::
     counts = await engine.queries.count_instances("orders")        # StatusCounts
     logs = await engine.queries.logs(page.instances[0], after=0)   # what its runs printed
 
+A step declared ``sensitive: "output"`` (Cloudflare's step option) is redacted here, once for
+every reader: its view's ``value`` is :data:`~dynamic_workflows.core.stepconfig.REDACTED`
+(``"[REDACTED]"``, Cloudflare's form) and ``sensitive`` is set; the stored value is never
+decoded on this side. The run itself reads its journal from storage, unredacted.
+
 Statuses here are the ones users see (:meth:`Engine.reported_status`): a run kept live and
 *parked* for a near wake-up is ``running`` in storage but ``waiting`` here, in views, in counts
 and in the ``status`` filter alike. A sleep whose time has come reads as ``done``.
@@ -33,6 +38,7 @@ from .core.attempts import attempts_of
 from .core.codec import decode
 from .core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from .core.logs import LogLine
+from .core.stepconfig import REDACTED
 from .errors import InvalidQueryError
 from .storage.base import FINITE_STATUSES, InstanceRow, Status
 
@@ -137,7 +143,8 @@ class StepView(msgspec.Struct, frozen=True):
     state: str
     """:class:`~dynamic_workflows.core.journal.StepState`."""
     value: Any
-    """The result (``do``) or the received event (``wait``), decoded; ``None`` otherwise."""
+    """The result (``do``) or the received event (``wait``), decoded; ``None`` otherwise;
+    ``"[REDACTED]"`` for the result of a :attr:`sensitive` step."""
     error: ErrorInfo | None
     attempt: int
     wake_at: float | None
@@ -153,6 +160,8 @@ class StepView(msgspec.Struct, frozen=True):
     ``attempts_omitted`` are left out in between)."""
     attempts_total: int = 0
     """How many attempts the step made (``do``)."""
+    sensitive: bool = False
+    """Declared with ``config={"sensitive": "output"}``: :attr:`value` is redacted."""
 
     @property
     def attempts_omitted(self) -> int:
@@ -291,7 +300,12 @@ class Queries:
             and entry.wake_at is not None
             and entry.wake_at <= now
         )
-        value = None if entry.value is None else decode(entry.value)
+        if entry.value is None:
+            value = None
+        elif entry.sensitive:
+            value = REDACTED  # (never decoded here: no view of it can leak)
+        else:
+            value = decode(entry.value)
         attempts: list[AttemptView] = []
         total = 0
         started_at = entry.started_at
@@ -328,6 +342,7 @@ class Queries:
             ended_at=ended_at,
             attempts=attempts,
             attempts_total=total,
+            sensitive=entry.sensitive,
         )
 
     # -- single instances -------------------------------------------------------------------

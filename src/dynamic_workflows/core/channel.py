@@ -33,15 +33,25 @@ class WaitRegistration(Protocol):
 class StepChannel(Protocol):
     """The host's side of a run: durable effects, answered once committed."""
 
-    def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> Awaitable[None]:
-        """Commit a step's result (``attempt``: the attempt that produced it)."""
+    def complete(
+        self, name: str, count: int, value: bytes, attempt: int = 1, sensitive: bool = False
+    ) -> Awaitable[None]:
+        """Commit a step's result (``attempt``: the attempt that produced it; ``sensitive``: the
+        step's config says ``sensitive: "output"``, recorded with it)."""
         ...
 
     async def fail(
-        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        error: ErrorInfo,
+        retry_in: float | None,
+        sensitive: bool = False,
     ) -> float | None:
         """Commit a failed attempt. ``retry_in`` None: the error is final. Otherwise returns the
-        time the next attempt is due."""
+        time the next attempt is due. ``sensitive``: as for :meth:`complete` (the error itself
+        is never redacted, as on Cloudflare)."""
         ...
 
     async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:

@@ -56,8 +56,12 @@ class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
         return {"name": self.name, "message": self.message}
 
 
-class JournalEntry(msgspec.Struct, frozen=True, gc=False):
-    """One step occurrence, keyed by ``(name, count)``; ``count`` starts at 1."""
+class JournalEntry(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One step occurrence, keyed by ``(name, count)``; ``count`` starts at 1.
+
+    Encoded without its default fields (``omit_defaults``): a journal crosses to the sandbox
+    with every run, and most entries leave most fields empty (measured: a quarter smaller and
+    faster both ways, so :attr:`sensitive` costs the steps without it nothing)."""
 
     name: str
     count: int
@@ -76,6 +80,10 @@ class JournalEntry(msgspec.Struct, frozen=True, gc=False):
     """When the latest attempt ended (``do``)."""
     attempts: bytes | None = None
     """The step's failed attempts (``do``), bounded: see :mod:`dynamic_workflows.core.attempts`."""
+    sensitive: bool = False
+    """The step was declared with ``config={"sensitive": "output"}`` (``do``): its ``value`` is
+    replayed to the run as any other, and shown to operators as
+    :data:`~dynamic_workflows.core.stepconfig.REDACTED` (see :mod:`dynamic_workflows.queries`)."""
 
 
 class Completed(msgspec.Struct, frozen=True, tag=True):

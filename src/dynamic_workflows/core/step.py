@@ -602,7 +602,10 @@ class WorkflowStep:
                     # together (sleepers due at one instant) all start their bodies first, and
                     # their writes still share one commit.
                     await _next_iteration()
-                    await channel.complete(name, count, outcome, attempt)
+                    if cfg.sensitive:
+                        await channel.complete(name, count, outcome, attempt, sensitive=True)
+                    else:  # the call a step without the option has always made
+                        await channel.complete(name, count, outcome, attempt)
                     return decode(outcome)
                 retry_in: float | None = None
                 if outcome.final or attempt > cfg.retry_limit:
@@ -615,7 +618,12 @@ class WorkflowStep:
                         outcome = delay
                     else:
                         retry_in = delay
-                wake_at = await channel.fail(name, count, attempt, outcome.info, retry_in)
+                if cfg.sensitive:
+                    wake_at = await channel.fail(
+                        name, count, attempt, outcome.info, retry_in, sensitive=True
+                    )
+                else:
+                    wake_at = await channel.fail(name, count, attempt, outcome.info, retry_in)
                 if retry_in is None or wake_at is None:
                     # Raise what a replay would raise, so first run and replays behave alike.
                     raise _rebuild(outcome.info) from outcome.exception

@@ -54,6 +54,7 @@ from .. import Status
 from ..binding import restart_point
 from ..core.codec import SerializationError, decode, encode
 from ..core.journal import StepKind, StepState
+from ..core.stepconfig import SENSITIVE_OUTPUT
 from ..dispatch import METADATA_KEY, DynamicWorkflowEntrypoint, scope_of
 from ..errors import (
     CannotTerminateError,
@@ -198,7 +199,11 @@ def instance_summary(instance: InstanceView) -> dict[str, Any]:
 
 
 def step_json(step: StepView) -> dict[str, Any]:
-    """One journal entry for the API: our fields plus Cloudflare's ``type``/``success``."""
+    """One journal entry for the API: our fields plus Cloudflare's ``type``/``success``.
+
+    A step declared ``sensitive: "output"`` has ``"sensitive": "output"`` (also in its
+    ``config`` while it runs, as Cloudflare echoes the step's config) and its ``output`` is
+    ``"[REDACTED]"`` (redacted by the query layer, before it gets here)."""
     # The query layer reports a sleep whose time has come as done (the journal keeps it
     # "sleeping"): such a sleep is over, and ended at its wake-up time.
     slept = step.kind == StepKind.SLEEP and step.state == StepState.DONE
@@ -249,7 +254,10 @@ def step_json(step: StepView) -> dict[str, Any]:
         "attempts_total": step.attempts_total,
         "attempts_omitted": step.attempts_omitted,
         "config": None if success is not None or step.kind != StepKind.DO else {"retries": {}},
+        "sensitive": SENSITIVE_OUTPUT if step.sensitive else None,
     }
+    if step.sensitive and view["config"] is not None:
+        view["config"]["sensitive"] = SENSITIVE_OUTPUT
     return view
 
 

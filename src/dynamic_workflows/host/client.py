@@ -378,6 +378,9 @@ class Printer:
                 result = Text(
                     f"{step['error'].get('name')}: {step['error'].get('message')}", style="red"
                 )
+            elif step.get("sensitive") and step.get("output") is not None:
+                # The API sent "[REDACTED]" (Cloudflare's form); say why.
+                result = Text(str(step["output"])) + Text(" (sensitive output)", style="dim")
             elif step.get("output") is not None:
                 result = Text(_short(step["output"]))
             elif step.get("wake_at"):

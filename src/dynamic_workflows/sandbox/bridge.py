@@ -218,7 +218,11 @@ class RunBridge:
             try:
                 pending = asyncio.ensure_future(
                     self._channel.complete(
-                        message.name, message.count, message.value, message.attempt
+                        message.name,
+                        message.count,
+                        message.value,
+                        message.attempt,
+                        message.sensitive,
                     )
                 )
             except Exception as exc:
@@ -251,6 +255,7 @@ class RunBridge:
                     message.attempt,
                     self._described(message.error),
                     message.retry_in,
+                    message.sensitive,
                 )
             elif isinstance(message, StepSleep):
                 value = await channel.sleep(

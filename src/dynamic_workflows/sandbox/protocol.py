@@ -78,7 +78,7 @@ __all__ = [
     "encode_control",
 ]
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """Bumped on any change to a message's fields or meaning."""
 
 EXT_CAPABILITY = 1
@@ -252,6 +252,8 @@ class StepComplete(BaseMessage):
     value: bytes
     attempt: int = 1
     logs: list[LogLine] | None = None
+    sensitive: bool = False
+    """The step's config says ``sensitive: "output"`` (recorded with its result)."""
 
 
 class StepFail(BaseMessage):
@@ -265,6 +267,7 @@ class StepFail(BaseMessage):
     error: ErrorInfo
     retry_in: float | None
     logs: list[LogLine] | None = None
+    sensitive: bool = False
 
 
 class StepSleep(BaseMessage):

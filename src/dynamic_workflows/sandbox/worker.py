@@ -175,18 +175,28 @@ class RemoteStepChannel:
         # What the run printed: sent with its next message (see protocol.py).
         self._logs = logs
 
-    async def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> None:
+    async def complete(
+        self, name: str, count: int, value: bytes, attempt: int = 1, sensitive: bool = False
+    ) -> None:
         logs = None if self._logs is None else self._logs.take()
         await self._server.request(
-            lambda i: StepComplete(i, self._call, name, count, value, attempt, logs)
+            lambda i: StepComplete(i, self._call, name, count, value, attempt, logs, sensitive)
         )
 
     async def fail(
-        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        error: ErrorInfo,
+        retry_in: float | None,
+        sensitive: bool = False,
     ) -> float | None:
         logs = None if self._logs is None else self._logs.take()
         result = await self._server.request(
-            lambda i: StepFail(i, self._call, name, count, attempt, error, retry_in, logs)
+            lambda i: StepFail(
+                i, self._call, name, count, attempt, error, retry_in, logs, sensitive
+            )
         )
         return None if result is None else float(result)
 
@@ -602,11 +612,19 @@ class Flow(WorkflowEntrypoint):
 class _MemoryChannel:
     """A StepChannel that commits nothing: enough to exercise the replay code paths."""
 
-    async def complete(self, name: str, count: int, value: bytes, attempt: int = 1) -> None:
+    async def complete(
+        self, name: str, count: int, value: bytes, attempt: int = 1, sensitive: bool = False
+    ) -> None:
         return None
 
     async def fail(
-        self, name: str, count: int, attempt: int, error: ErrorInfo, retry_in: float | None
+        self,
+        name: str,
+        count: int,
+        attempt: int,
+        error: ErrorInfo,
+        retry_in: float | None,
+        sensitive: bool = False,
     ) -> float | None:
         return None
 

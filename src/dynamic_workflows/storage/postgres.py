@@ -388,12 +388,14 @@ class PostgresStorage:
         # last write wins, with the time of the first (recorded_at orders the journal).
         rows: dict[tuple[int, int, str, int], tuple[Any, ...]] = {}
         tracebacks: dict[tuple[int, int, str, int], str | None] = {}  # ($19, in rows' order)
+        sensitive: dict[tuple[int, int, str, int], bool] = {}  # ($20, in rows' order)
         for writes, now in calls:
             for pk, generation, e in writes:
                 key = (pk, generation, e.name, e.count)
                 at = rows[key][1 + RECORDED_AT] if key in rows else now
                 rows[key] = (pk, generation, *step_args(pk, e, at)[1:])
                 tracebacks[key] = None if e.error is None else e.error.traceback
+                sensitive[key] = e.sensitive
         columns = list(zip(*rows.values(), strict=True))
 
         async def op(c: Session) -> list[asyncpg.Record]:
@@ -403,6 +405,7 @@ class PostgresStorage:
                 self.node_id,
                 _HELD,
                 list(tracebacks.values()),
+                list(sensitive.values()),
             )
 
         live = {(r[0], r[1]) for r in await self._db.run("record_steps", op, write=True)}

@@ -35,7 +35,7 @@ INSTANCE_COLUMNS = (
 )
 STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
-    "started_at, ended_at, attempts, error_traceback"
+    "started_at, ended_at, attempts, error_traceback, sensitive"
 )
 
 
@@ -116,6 +116,7 @@ def entry(r: asyncpg.Record, at: int = 0) -> JournalEntry:
         started_at=r[at + 10],
         ended_at=r[at + 11],
         attempts=r[at + 12],
+        sensitive=r[at + 14],
     )
 
 

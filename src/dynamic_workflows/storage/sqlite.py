@@ -62,7 +62,7 @@ _INSTANCE_COLUMNS = (
 )
 _STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
-    "started_at, ended_at, attempts, error_traceback"
+    "started_at, ended_at, attempts, error_traceback, sensitive"
 )
 _STATE_COLUMNS = "status, generation, wake_at, started_at"
 _CLAIMABLE = ", ".join(f"'{status}'" for status in sorted(t.CLAIMABLE_STATUSES))
@@ -114,6 +114,7 @@ def _entry(r: Sequence[Any]) -> JournalEntry:
         started_at=r[10] if len(r) > 10 else None,
         ended_at=r[11] if len(r) > 11 else None,
         attempts=None if len(r) <= 12 or r[12] is None else bytes(r[12]),
+        sensitive=len(r) > 14 and bool(r[14]),
     )
 
 
@@ -175,13 +176,13 @@ _UPSERT_STEP = (
     # An upsert, not INSERT OR REPLACE: recorded_at keeps the time the step was first seen.
     "INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, "
     "error_message, attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts, "
-    "error_traceback) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "error_traceback, sensitive) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (instance_pk, name, count) DO UPDATE SET "
     "kind=excluded.kind, state=excluded.state, value=excluded.value, "
     "error_name=excluded.error_name, error_message=excluded.error_message, "
     "attempt=excluded.attempt, wake_at=excluded.wake_at, event_type=excluded.event_type, "
     "started_at=excluded.started_at, ended_at=excluded.ended_at, attempts=excluded.attempts, "
-    "error_traceback=excluded.error_traceback"
+    "error_traceback=excluded.error_traceback, sensitive=excluded.sensitive"
 )
 
 _INSERT_LOG = (
@@ -194,7 +195,11 @@ _IN_CHUNK = 500
 
 
 def _step_row(pk: int, e: JournalEntry, now: float) -> tuple[object, ...]:
-    return (*step_values(pk, e, now), None if e.error is None else e.error.traceback)
+    return (
+        *step_values(pk, e, now),
+        None if e.error is None else e.error.traceback,
+        e.sensitive,
+    )
 
 
 def _put_step(conn: sqlite3.Connection, pk: int, e: JournalEntry, now: float) -> None:

@@ -102,16 +102,16 @@ SELECT least(
 -- renew_leases does) holds off a concurrent terminate, restart or takeover until this commits,
 -- and a row changed meanwhile is re-read first: no write is kept for a run that lost its row.
 -- The upsert keeps recorded_at from the step's first write. Answers the live (pk, generation).
--- $19: each write's error traceback.
+-- $19: each write's error traceback; $20: whether its step is sensitive.
 WITH w AS (
     SELECT *
     FROM unnest(
         $1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bytea[],
         $8::text[], $9::text[], $10::int[], $11::float8[], $12::text[], $13::float8[],
-        $14::float8[], $15::float8[], $16::bytea[], $19::text[]
+        $14::float8[], $15::float8[], $16::bytea[], $19::text[], $20::bool[]
     ) AS w (pk, generation, name, count, kind, state, value, error_name, error_message,
             attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts,
-            error_traceback)
+            error_traceback, sensitive)
 ), live AS (
     SELECT pk, generation FROM instances
     WHERE pk = ANY ($1::bigint[]) AND owner = $17 AND status = ANY ($18::text[])
@@ -120,17 +120,18 @@ WITH w AS (
 ), kept AS (
     INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, error_message,
                        attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts,
-                       error_traceback)
+                       error_traceback, sensitive)
     SELECT w.pk, w.name, w.count, w.kind, w.state, w.value, w.error_name, w.error_message,
            w.attempt, w.wake_at, w.event_type, w.recorded_at, w.started_at, w.ended_at,
-           w.attempts, w.error_traceback
+           w.attempts, w.error_traceback, w.sensitive
     FROM w JOIN live ON live.pk = w.pk AND live.generation = w.generation
     ON CONFLICT (instance_pk, name, count) DO UPDATE SET
         kind = excluded.kind, state = excluded.state, value = excluded.value,
         error_name = excluded.error_name, error_message = excluded.error_message,
         attempt = excluded.attempt, wake_at = excluded.wake_at, event_type = excluded.event_type,
         started_at = excluded.started_at, ended_at = excluded.ended_at,
-        attempts = excluded.attempts, error_traceback = excluded.error_traceback
+        attempts = excluded.attempts, error_traceback = excluded.error_traceback,
+        sensitive = excluded.sensitive
 )
 SELECT pk, generation FROM live;
 

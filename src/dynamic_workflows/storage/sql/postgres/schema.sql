@@ -50,6 +50,7 @@ CREATE TABLE steps (
     ended_at      DOUBLE PRECISION,                      -- latest attempt ended
     attempts      BYTEA,                                 -- JSON: failed attempts, bounded
     error_traceback TEXT,                                -- the workflow's frames (bounded)
+    sensitive     BOOLEAN          NOT NULL DEFAULT false, -- config sensitive: "output"
     PRIMARY KEY (instance_pk, name, count)
 );
 
