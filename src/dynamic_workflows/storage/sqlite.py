@@ -42,11 +42,13 @@ from .base import (
     InstanceRow,
     LogWrite,
     NewInstance,
+    ScopeUsagePage,
     WaitResult,
     new_row,
     step_values,
 )
 from .filelock import FileLock
+from .usage_sql import scope_usage_page, scope_usage_sql
 
 __all__ = ["SQLiteStorage", "migrations"]
 
@@ -509,6 +511,27 @@ class SQLiteStorage:
                 f"SELECT status, count(*) FROM instances {clause} GROUP BY status", args
             )
             return {r[0]: r[1] for r in rows}
+
+        return await self._submit(op)
+
+    async def scope_usage(
+        self,
+        workflow: str | None = None,
+        *,
+        order: str = "live",
+        limit: int = 100,
+        offset: int = 0,
+        unscoped: bool = True,
+    ) -> ScopeUsagePage:
+        sql, args = scope_usage_sql(workflow, order, unscoped, lambda n: f"?{n}")
+
+        def op(conn: sqlite3.Connection) -> ScopeUsagePage:
+            page = scope_usage_page(conn.execute(sql, (*args, limit, offset)).fetchall())
+            if page.scopes or not offset:
+                return page
+            # Past the last scope: the totals are the first row's.
+            first = scope_usage_page(conn.execute(sql, (*args, 1, 0)).fetchall())
+            return ScopeUsagePage([], first.total, first.by_status, first.steps)
 
         return await self._submit(op)
 
