@@ -151,3 +151,23 @@ async def test_a_deleted_instance_and_its_steps_are_gone_from_the_counts(
 async def test_an_unknown_order_is_refused(storage: Storage) -> None:
     with pytest.raises(ValueError, match="order: 'busiest' is not one of live, instances"):
         await storage.scope_usage("wf", order="busiest")
+
+
+async def test_without_the_steps_the_journal_is_not_read(tenants: Storage) -> None:
+    with_steps = await tenants.scope_usage("wf")
+    page = await tenants.scope_usage("wf", steps=False)
+    assert [(u.scope, u.by_status, u.steps) for u in page.scopes] == [
+        (u.scope, u.by_status, 0) for u in with_steps.scopes
+    ]
+    assert (page.total, page.by_status, page.steps) == (4, with_steps.by_status, 0)
+    with pytest.raises(ValueError, match="order: 'steps' needs the steps counted"):
+        await tenants.scope_usage("wf", order="steps", steps=False)
+
+
+async def test_a_read_sees_every_acknowledged_write(storage: Storage) -> None:
+    # SQLite reads this on a connection of its own, beside the writer's.
+    for i in range(20):
+        await make(storage, f"x{i}", f"s{i % 3}", T0 + i, steps=1, run=True)
+        page = await storage.scope_usage("wf", order="recent", limit=1)
+        assert page.scopes[0].scope == f"s{i % 3}"
+        assert (page.total, page.steps) == (min(i + 1, 3), i + 1)

@@ -144,10 +144,13 @@ class ScopeUsagePage(msgspec.Struct, frozen=True):
     """Steps of every matching scope together."""
 
 
-def check_scope_order(order: str) -> None:
-    """ValueError unless ``order`` is one of :data:`SCOPE_ORDERS`."""
+def check_scope_order(order: str, *, steps: bool = True) -> None:
+    """ValueError unless ``order`` is one of :data:`SCOPE_ORDERS` (and not ``steps`` when the
+    steps are not counted)."""
     if order not in SCOPE_ORDERS:
         raise ValueError(f"order: {order!r} is not one of {', '.join(SCOPE_ORDERS)}")
+    if order == "steps" and not steps:
+        raise ValueError("order: 'steps' needs the steps counted (steps=True)")
 
 
 def live_count(by_status: dict[str, int]) -> int:
@@ -262,12 +265,15 @@ class Storage(Protocol):
         limit: int = 100,
         offset: int = 0,
         unscoped: bool = True,
+        steps: bool = True,
     ) -> ScopeUsagePage:
         """Instances per scope and status, and steps per scope, of one workflow (None: all of
         them, a scope counting its instances of every workflow), in one read: the page
         ``offset``/``limit`` of the scopes in ``order`` (one of :data:`SCOPE_ORDERS`; see
         :func:`scope_rank`), with the totals of every matching scope. ``unscoped=False`` leaves
-        out the scope ``""`` (instances created without a dispatcher)."""
+        out the scope ``""`` (instances created without a dispatcher); ``steps=False`` does not
+        read the journal (the costly part: every scope's steps are then 0, and ``order`` may
+        not be ``steps``). ValueError for an unknown order."""
         ...
 
     async def find_instances(self, workflow: str, id: str) -> list[InstanceRow]:

@@ -142,8 +142,9 @@ class MemoryStorage:
         limit: int = 100,
         offset: int = 0,
         unscoped: bool = True,
+        steps: bool = True,
     ) -> ScopeUsagePage:
-        check_scope_order(order)
+        check_scope_order(order, steps=steps)
         found: dict[str, ScopeUsage] = {}
         for inst in self._by_pk.values():
             row = inst.row
@@ -156,7 +157,7 @@ class MemoryStorage:
                 found[row.scope] = ScopeUsage(
                     row.scope,
                     {row.status: 1},
-                    len(inst.steps),
+                    len(inst.steps) if steps else 0,
                     row.created_at,
                     row.updated_at,
                     row.params,
@@ -165,7 +166,7 @@ class MemoryStorage:
             seen.by_status[row.status] = seen.by_status.get(row.status, 0) + 1
             found[row.scope] = msgspec.structs.replace(
                 seen,
-                steps=seen.steps + len(inst.steps),
+                steps=seen.steps + (len(inst.steps) if steps else 0),
                 last_created_at=max(seen.last_created_at, row.created_at),
                 last_updated_at=max(seen.last_updated_at, row.updated_at),
                 # _by_pk is in pk order (pks only grow): a later row is a newer instance.

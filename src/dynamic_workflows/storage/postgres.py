@@ -322,9 +322,10 @@ class PostgresStorage:
         limit: int = 100,
         offset: int = 0,
         unscoped: bool = True,
+        steps: bool = True,
     ) -> ScopeUsagePage:
         sql, args = scope_usage_sql(
-            workflow, order, unscoped, lambda n: f"${n}", collate=' COLLATE "C"'
+            workflow, order, unscoped, steps, lambda n: f"${n}", collate=' COLLATE "C"'
         )
 
         async def op(c: Session) -> ScopeUsagePage:

@@ -39,14 +39,16 @@ def scope_usage_sql(
     workflow: str | None,
     order: str,
     unscoped: bool,
+    steps: bool,
     placeholder: Callable[[int], str],
     *,
     collate: str = "",
 ) -> tuple[str, list[Any]]:
     """The statement and its arguments before the page's ``limit`` and ``offset`` (the last two
     parameters); ``placeholder(n)`` writes the n-th parameter (1-based), ``collate`` is appended
-    to the scope where it is ordered (PostgreSQL: ``COLLATE "C"``, as Python and SQLite order)."""
-    check_scope_order(order)
+    to the scope where it is ordered (PostgreSQL: ``COLLATE "C"``, as Python and SQLite order).
+    Without ``steps`` the journal is not read (and every scope's steps are 0)."""
+    check_scope_order(order, steps=steps)
     args: list[Any] = []
     where = []
     if workflow is not None:
@@ -64,6 +66,17 @@ def scope_usage_sql(
     sums = ", ".join(f"sum(s{n}) OVER () AS t{n}" for n in range(len(_STATUSES)))
     order_by = _ORDER_BY[order].replace("scope", f"scope{collate}")
     limit, offset = placeholder(len(args) + 1), placeholder(len(args) + 2)
+    st = steps_column = steps_join = ""
+    if steps:
+        st = f"""st AS (
+    SELECT i.scope AS scope, count(*) AS steps
+    FROM steps s JOIN instances i ON i.pk = s.instance_pk {clause}
+    GROUP BY i.scope
+),"""
+        steps_column = "coalesce(st.steps, 0)"
+        steps_join = "LEFT JOIN st ON st.scope = g.scope"
+    else:
+        steps_column = "0"
     sql = f"""
 WITH g AS (
     SELECT i.scope AS scope, {counts}, count(*) AS n, max(i.created_at) AS c,
@@ -71,15 +84,11 @@ WITH g AS (
     FROM instances i {clause}
     GROUP BY i.scope
 ),
-st AS (
-    SELECT i.scope AS scope, count(*) AS steps
-    FROM steps s JOIN instances i ON i.pk = s.instance_pk {clause}
-    GROUP BY i.scope
-),
+{st}
 ranked AS (
-    SELECT g.scope AS scope, {columns}, n, c, u, newest, coalesce(st.steps, 0) AS steps,
+    SELECT g.scope AS scope, {columns}, n, c, u, newest, {steps_column} AS steps,
            n - ({finished}) AS live
-    FROM g LEFT JOIN st ON st.scope = g.scope
+    FROM g {steps_join}
 ),
 page AS (
     SELECT scope, {columns}, n, c, u, newest, steps, live,
