@@ -27,6 +27,7 @@ import asyncpg
 
 from dynamic_workflows.storage import PostgresStorage, SQLiteStorage, Storage
 
+STEP_COLUMNS = ["instance_pk", "name", "count", "kind", "state", "value", "attempt", "recorded_at"]
 STATUSES = ["complete"] * 80 + ["errored"] * 8 + ["terminated"] * 2 + ["waiting"] * 6
 STATUSES += ["queued"] * 2 + ["running"] * 1 + ["paused"] * 1
 
@@ -110,8 +111,7 @@ async def postgres(instances: list[Any], journal: list[Any], url: str) -> dict[s
         await conn.copy_records_to_table(
             "steps",
             records=journal,
-            columns=["instance_pk", "name", "count", "kind", "state", "value", "attempt"]
-            + ["recorded_at"],
+            columns=STEP_COLUMNS,
         )
         await conn.execute("VACUUM ANALYZE instances")
         await conn.execute("VACUUM ANALYZE steps")
