@@ -5,10 +5,11 @@ acceptance tests run the same through the sandbox."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import textwrap
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -739,7 +740,7 @@ class FixedPolicy:
     """A tenant policy (``queries.tenant_policy``) with fixed throttled counts and limits."""
 
     counts: dict[str, int]
-    caps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    caps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     async def limits(self, scope: str) -> dict[str, Any] | None:
         return self.caps.get(scope)

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from dynamic_workflows.host import HostMetrics, LiveProject, Project, create_dev_app, load_config
 from dynamic_workflows.dispatch import scope_of
+from dynamic_workflows.host import HostMetrics, LiveProject, Project, create_dev_app, load_config
 from dynamic_workflows.host.tenants import tenant_label
 
 API = "/cdn-cgi/local/explorer/api"

@@ -9,7 +9,9 @@ from dynamic_workflows.host.metrics import OTHER_TENANT, HostMetrics, tenant_ser
 from dynamic_workflows.tenant_usage import TenantUsage
 
 
-def usage(scope: str, tenant: str | None, by_status: dict[str, int], **counters: int) -> TenantUsage:
+def usage(
+    scope: str, tenant: str | None, by_status: dict[str, int], **counters: int
+) -> TenantUsage:
     metadata = None if tenant is None else {"tenant": tenant}
     return TenantUsage(scope, metadata, by_status, 0, 0.0, 0.0, **counters)
 
