@@ -6,7 +6,8 @@ with the same ``--id`` to resume where it was.
 
 ``dwf dev [DIR]`` serves a wrangler-style project (the dispatcher, the admin API, a dashboard);
 ``dwf serve [DIR] --db URL`` is the production form (admin API on its own port, behind a token).
-``dwf workflows ...`` and ``dwf instances ...`` talk to either through the admin API.
+``dwf workflows ...``, ``dwf instances ...`` and ``dwf tenants`` talk to either through the admin
+API.
 """
 
 from __future__ import annotations
@@ -521,6 +522,41 @@ def workflows_trigger(
             printer.line(f"Created instance {result['id']} of {name}")
 
     _admin(url, token, as_json, action)
+
+
+@main.command("tenants")
+@click.option("--workflow", help="Only this workflow's instances (default: every workflow).")
+@click.option(
+    "--sort",
+    "order",
+    type=click.Choice(["live", "instances", "steps", "recent"]),
+    default="live",
+    show_default=True,
+    help="Most first: live (not finished) instances, instances in all, steps, or the latest "
+    "change.",
+)
+@click.option("--page", type=int, help="Page number (from 1).")
+@click.option("--per-page", type=int, help="Tenants per page (at most 1000; default 25).")
+@_client_options
+def tenants(
+    workflow: str | None,
+    order: str,
+    page: int | None,
+    per_page: int | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """List the tenants (dispatcher scopes) with their usage and limits: instances live,
+    running, waiting and finished, steps recorded, creates their caps throttled."""
+    _admin(
+        url,
+        token,
+        as_json,
+        lambda c, p: p.tenants(
+            c.tenants(workflow=workflow, order=order, page=page, per_page=per_page)
+        ),
+    )
 
 
 @main.group()
