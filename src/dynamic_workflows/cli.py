@@ -214,6 +214,17 @@ def _log_format_option(fn: Any) -> Any:
     )(fn)
 
 
+def _metrics_tenants_option(fn: Any) -> Any:
+    return click.option(
+        "--metrics-tenants",
+        type=click.IntRange(min=0),
+        default=20,
+        show_default=True,
+        help="How many tenants (those with the most live instances) get /metrics series of "
+        'their own; every other tenant is summed under tenant="other".',
+    )(fn)
+
+
 def _check_max_body(max_body: int, mode: LoaderMode) -> None:
     """A body the host accepts must reach a tenant's worker without exhausting it."""
     from .host.convert import MAX_BODY, size_text
@@ -245,12 +256,21 @@ def _serve(
     *,
     reload: bool,
     banner: Callable[[Project, list[Listener]], None],
+    metrics_tenants: int,
 ) -> None:
     from .host.server import ListenError, serve_project
     from .sandbox.confine import SandboxUnavailableError
 
     try:
-        serve_project(directory, storage_url, mode, listeners, reload=reload, banner=banner)
+        serve_project(
+            directory,
+            storage_url,
+            mode,
+            listeners,
+            reload=reload,
+            banner=banner,
+            metrics_tenants=metrics_tenants,
+        )
     except SandboxUnavailableError as exc:
         raise click.ClickException(
             f"{exc}\n(with `--unconfined` tenant code runs in worker processes without "
@@ -274,6 +294,7 @@ def _serve(
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @_log_format_option
 @_max_body_option
+@_metrics_tenants_option
 @_loader_options
 def dev(
     directory: Path,
@@ -284,6 +305,7 @@ def dev(
     verbose: bool,
     log_format: str,
     max_body: int,
+    metrics_tenants: int,
     trusted: bool,
     unconfined: bool,
 ) -> None:
@@ -325,7 +347,15 @@ def dev(
             extra={"event": "node.start", "url": url},
         )
 
-    _serve(directory, db, mode, listeners, reload=reload, banner=banner)
+    _serve(
+        directory,
+        db,
+        mode,
+        listeners,
+        reload=reload,
+        banner=banner,
+        metrics_tenants=metrics_tenants,
+    )
 
 
 @main.command()
@@ -350,6 +380,7 @@ def dev(
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @_log_format_option
 @_max_body_option
+@_metrics_tenants_option
 @_loader_options
 def serve(
     directory: Path,
@@ -362,6 +393,7 @@ def serve(
     verbose: bool,
     log_format: str,
     max_body: int,
+    metrics_tenants: int,
     trusted: bool,
     unconfined: bool,
 ) -> None:
@@ -406,7 +438,15 @@ def serve(
             extra={"event": "node.start", "url": chosen[0].url},
         )
 
-    _serve(directory, db, mode, listeners, reload=False, banner=banner)
+    _serve(
+        directory,
+        db,
+        mode,
+        listeners,
+        reload=False,
+        banner=banner,
+        metrics_tenants=metrics_tenants,
+    )
 
 
 # -- dwf workflows / dwf instances: the admin API -----------------------------------------------

@@ -236,6 +236,7 @@ async def test_every_tenant_is_counted_paged_and_ordered(
         EXPLORER,
         EXPLORER + "workflows/dyn",
         EXPLORER + "workflows/dyn/instances/a-1",
+        EXPLORER + "tenants",
         "/cdn-cgi/explorer/workflows/dyn/instances/a-1",
     ],
 )
@@ -255,6 +256,8 @@ async def test_the_front_ends_files(client: httpx.AsyncClient) -> None:
     for name, kind in [
         ("app.js", "text/javascript"),
         ("views/instance.js", "text/javascript"),
+        ("views/tenants.js", "text/javascript"),
+        ("poll.js", "text/javascript"),
         ("style.css", "text/css"),
         ("favicon.svg", "image/svg+xml"),
     ]:
@@ -267,6 +270,7 @@ async def test_the_front_ends_files(client: httpx.AsyncClient) -> None:
     # Every module the page imports is served (a missing one is a blank page).
     app = (await client.get(EXPLORER + "static/app.js")).text
     assert 'from "./views/instance.js"' in app
+    assert 'from "./views/tenants.js"' in app
     for missing in ("nope.js", "../__init__.py", "views/../../index.html"):
         assert (await client.get(EXPLORER + "static/" + missing)).status_code == 404
     assert (await client.get(EXPLORER + "elsewhere")).status_code == 404

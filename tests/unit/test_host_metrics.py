@@ -70,3 +70,17 @@ def test_no_other_when_every_tenant_is_shown() -> None:
 def test_a_negative_bound_is_refused() -> None:
     with pytest.raises(ValueError, match="top_tenants: must be at least 0, got -1"):
         HostMetrics(None, top_tenants=-1)  # type: ignore[arg-type]
+
+
+def test_the_bound_is_an_option_of_dev_and_serve() -> None:
+    from click.testing import CliRunner
+
+    from dynamic_workflows.cli import dev, serve
+    from dynamic_workflows.host.metrics import DEFAULT_TOP_TENANTS
+
+    for command in (dev, serve):
+        option = next(p for p in command.params if p.name == "metrics_tenants")
+        assert option.default == DEFAULT_TOP_TENANTS
+    refused = CliRunner().invoke(dev, ["--metrics-tenants", "-1"])
+    assert refused.exit_code == 2
+    assert "-1 is not in the range x>=0" in refused.output
