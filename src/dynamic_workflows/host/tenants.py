@@ -15,6 +15,7 @@ instances there are; :func:`tenant_json` is how the admin API (``/tenants``,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ..core.codec import encode
@@ -49,7 +50,7 @@ def tenant_label(metadata: Any) -> str | None:
     return encode(metadata).decode()
 
 
-def tenant_json(usage: TenantUsage, iso: Any) -> dict[str, Any]:
+def tenant_json(usage: TenantUsage, iso: Callable[[float], str | None]) -> dict[str, Any]:
     """One tenant for the admin API (``iso``: how it writes times)."""
     return {
         "scope": usage.scope,
