@@ -216,12 +216,17 @@ async def test_every_tenant_is_counted_paged_and_ordered(
     assert active == sorted(active, reverse=True)
     one, _ = await result(client, "/tenants", workflow="dyn", order="recent", per_page="1")
     assert one[0]["tenant"] == recent[0]["tenant"]
+    unstepped, _ = await result(client, "/workflows/dyn/tenants", steps="false")
+    assert {t["steps"] for t in unstepped} == {0}
+    assert sorted(t["tenant"] for t in unstepped) == ["t0", "t1", "t2", "t3"]
     far, info = await result(client, "/tenants", page=str(10**20))
     assert (far, info["total_count"]) == ([], 4)
     for params, message in [
         ({"order": "busiest"}, "order: 'busiest' is not one of live, instances, steps, recent"),
         ({"per_page": "0"}, "per_page: must be between 1 and 1000, got 0"),
         ({"page": "x"}, "page: 'x' is not an integer"),
+        ({"steps": "no"}, "steps: must be true or false, got 'no'"),
+        ({"order": "steps", "steps": "false"}, "order: 'steps' needs the steps counted"),
     ]:
         response = await client.get(API + "/tenants", params=params)
         assert response.status_code == 400
