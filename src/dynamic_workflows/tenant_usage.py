@@ -149,20 +149,28 @@ async def read_tenant_usage(
     """``engine.queries.tenant_usage``'s page (arguments checked there): one storage read,
     parked runs reported ``waiting``, the engine's counters, ``limits(scope)`` and
     ``throttled`` per scope from the policy."""
-    stored = await engine.storage.scope_usage(
-        workflow,
-        order=order,
-        limit=limit,
-        # Past any number of scopes there can be, and within what SQL can take (int64).
-        offset=min(offset, _FAR),
-        unscoped=unscoped,
-        steps=steps,
-    )
-    parked = await _parked_by_scope(engine, workflow, stored.by_status.get(Status.RUNNING, 0))
+    for _ in range(3):
+        stored = await engine.storage.scope_usage(
+            workflow,
+            order=order,
+            limit=limit,
+            # Past any number of scopes there can be, and within what SQL can take (int64).
+            offset=min(offset, _FAR),
+            unscoped=unscoped,
+            steps=steps,
+        )
+        parked = await _parked_by_scope(
+            engine, workflow, unscoped, stored.by_status.get(Status.RUNNING, 0)
+        )
+        if parked is not None:
+            break
+        # A run moved between the two reads (on a shared database a parked run's row turns
+        # `waiting` when its park commits): read again, or it would be counted as running.
+    else:
+        parked = {}
     totals = dict(stored.by_status)
-    for scope, n in parked.items():
-        if scope or unscoped:
-            _move_parked(totals, n)
+    for n in parked.values():
+        _move_parked(totals, n)
     tenants = []
     for usage in stored.scopes:
         by_status = dict(usage.by_status)
@@ -194,15 +202,24 @@ def _tenant(
     )
 
 
-async def _parked_by_scope(engine: Engine, workflow: str | None, running: int) -> dict[str, int]:
-    """Parked runs (stored ``running``, reported ``waiting``) per scope."""
+async def _parked_by_scope(
+    engine: Engine, workflow: str | None, unscoped: bool, running: int
+) -> dict[str, int] | None:
+    """Parked runs (stored ``running``, reported ``waiting``) per scope, of the ``running``
+    rows counted; None when the running rows are not those (one moved meanwhile)."""
     if not running or not engine.parked_runs():
         return {}
     # Running rows are live runs: few (at most concurrency + max_warm per engine).
     stored = await engine.storage.count_instances(workflow)
-    rows = await engine.storage.list_instances(
-        workflow, status=Status.RUNNING, limit=stored.get(Status.RUNNING, 0) + 1
-    )
+    rows = [
+        row
+        for row in await engine.storage.list_instances(
+            workflow, status=Status.RUNNING, limit=stored.get(Status.RUNNING, 0) + 1
+        )
+        if unscoped or row.scope
+    ]
+    if len(rows) != running:
+        return None
     parked: dict[str, int] = {}
     for row in rows:
         if engine.reported_status(row) == Status.WAITING:
