@@ -122,6 +122,10 @@ class _Counters:
     suspended: int = 0
     runs_by_workflow: dict[str, int] = field(default_factory=dict)
     steps_by_workflow: dict[str, int] = field(default_factory=dict)
+    # Per tenant scope (one entry per tenant that created or ran something since the start):
+    # what /metrics' bounded per-tenant series are summed from.
+    created_by_scope: dict[str, int] = field(default_factory=dict)
+    steps_by_scope: dict[str, int] = field(default_factory=dict)
 
 
 def _wake(fut: asyncio.Future[bytes | None]) -> None:
@@ -239,6 +243,7 @@ class StepWrites:
             raise
         counters = self._engine.counters
         by_workflow = counters.steps_by_workflow
+        by_scope = counters.steps_by_scope
         live_runs = self._engine._live
         for fut, ok, (pk, _, entry) in zip(futures, kept, writes, strict=True):
             if ok and entry.kind == StepKind.DO and entry.state == StepState.DONE:
@@ -247,6 +252,8 @@ class StepWrites:
                 if run is not None:
                     name = run.row.workflow
                     by_workflow[name] = by_workflow.get(name, 0) + 1
+                    scope = run.row.scope
+                    by_scope[scope] = by_scope.get(scope, 0) + 1
             if fut.done():
                 continue
             if ok:
@@ -1020,7 +1027,11 @@ class Engine:
         if not batch and rows and rows[0] is None:
             raise InstanceAlreadyExistsError(new[0].id)
         self.poke()
-        return [r for r in rows if r is not None]
+        created = [r for r in rows if r is not None]
+        if created:
+            by_scope = self.counters.created_by_scope
+            by_scope[scope] = by_scope.get(scope, 0) + len(created)
+        return created
 
     async def get(self, workflow: str, scope: str, instance_id: str) -> InstanceRow:
         self._definition(workflow)

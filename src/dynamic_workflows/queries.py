@@ -9,6 +9,7 @@ Reached as ``engine.queries`` (one :class:`Queries` per engine)::
     details = await engine.queries.describe(page.instances[0])     # + its journal (StepView)
     counts = await engine.queries.count_instances("orders")        # StatusCounts
     logs = await engine.queries.logs(page.instances[0], after=0)   # what its runs printed
+    tenants = await engine.queries.tenant_usage(order="live", limit=20)   # TenantUsagePage
 
 A step declared ``sensitive: "output"`` (Cloudflare's step option) is redacted here, once for
 every reader: its view's ``value`` is :data:`~dynamic_workflows.core.stepconfig.REDACTED`
@@ -40,7 +41,8 @@ from .core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from .core.logs import LogLine
 from .core.stepconfig import REDACTED
 from .errors import InvalidQueryError
-from .storage.base import FINITE_STATUSES, InstanceRow, Status
+from .storage.base import FINITE_STATUSES, SCOPE_ORDERS, InstanceRow, Status
+from .tenant_usage import TenantPolicy, TenantUsagePage, read_tenant_usage
 
 if TYPE_CHECKING:
     from .binding import Instance
@@ -269,6 +271,9 @@ class Queries:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.tenant_policy: TenantPolicy | None = None
+        """Where tenants' limits and throttled creates are read (None: no policy, so no limits
+        and nothing throttled; see :mod:`.tenant_usage`)."""
 
     # -- views ------------------------------------------------------------------------------
 
@@ -477,6 +482,52 @@ class Queries:
             if status is None or view.status == status:
                 matching.append(view)
         return InstancePage(matching[offset : offset + limit], len(matching), offset, limit)
+
+    # -- tenants ------------------------------------------------------------------------------
+
+    async def tenant_limits(self, scope: str) -> dict[str, Any] | None:
+        """The limits of the tenant ``scope``, or None (none set, or no policy)."""
+        policy = self.tenant_policy
+        return None if policy is None else await policy.limits(scope)
+
+    async def throttled_by_scope(self) -> dict[str, int]:
+        """Creates refused or delayed by a tenant's caps, per scope (empty without a policy)."""
+        policy = self.tenant_policy
+        return {} if policy is None else dict(await policy.throttled())
+
+    async def tenant_usage(
+        self,
+        workflow: str | None = None,
+        *,
+        order: str = "live",
+        limit: int = 100,
+        offset: int = 0,
+        unscoped: bool = True,
+        steps: bool = True,
+    ) -> TenantUsagePage:
+        """Tenants (scopes) with their instances by reported status and their steps, of one
+        workflow or of all (a tenant's instances of every workflow together), in one storage
+        read however many instances there are: the page ``offset``/``limit`` (1 to
+        :data:`MAX_LIMIT`) in ``order`` (``live``, ``instances``, ``steps`` or ``recent``:
+        :data:`~.storage.base.SCOPE_ORDERS`), with this engine's counters and the tenants'
+        policy. ``unscoped=False`` leaves out the instances created without a dispatcher;
+        ``steps=False`` does not count steps (the costly part of the read)."""
+        limit, offset = _check_paging(limit, offset)
+        if order not in SCOPE_ORDERS:
+            raise InvalidQueryError(f"order: {order!r} is not one of {', '.join(SCOPE_ORDERS)}")
+        if order == "steps" and not steps:
+            raise InvalidQueryError("order: 'steps' needs the steps counted")
+        return await read_tenant_usage(
+            self.engine,
+            workflow,
+            order=order,
+            limit=limit,
+            offset=offset,
+            unscoped=unscoped,
+            steps=steps,
+            limits=self.tenant_limits,
+            throttled=await self.throttled_by_scope(),
+        )
 
     async def _candidates(
         self,

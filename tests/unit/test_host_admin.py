@@ -5,6 +5,7 @@ acceptance tests run the same through the sandbox."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import textwrap
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
+from dynamic_workflows.dispatch import scope_of
 from dynamic_workflows.errors import AdminError, ConfigurationError
 from dynamic_workflows.host import (
     HostMetrics,
@@ -733,6 +735,20 @@ async def test_metrics_and_dashboard(host: Host) -> None:
     assert (await host.client.get("/cdn-cgi/local/explorer")).status_code == 307
 
 
+@dataclass
+class FixedPolicy:
+    """A tenant policy (``queries.tenant_policy``) with fixed throttled counts and limits."""
+
+    counts: dict[str, int]
+    caps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    async def limits(self, scope: str) -> dict[str, Any] | None:
+        return self.caps.get(scope)
+
+    async def throttled(self) -> dict[str, int]:
+        return self.counts
+
+
 async def test_metrics_name_workflows_and_the_top_tenants(host: Host) -> None:
     for tenant in ("a", "b", "c"):
         for i in range({"a": 3, "b": 2, "c": 1}[tenant]):
@@ -752,9 +768,14 @@ async def test_metrics_name_workflows_and_the_top_tenants(host: Host) -> None:
     await host.api("POST", "/workflows/plain/instances", json={"id": "p"})
     await host.wait_for("plain", "p", "waiting")
 
+    # The throttled creates come from the tenants' policy (caps), when the engine has one.
+    host.live.project.engine.queries.tenant_policy = FixedPolicy(
+        {scope_of({"t": "a", "tenant": "a"}): 4, scope_of({"t": "c", "tenant": "c"}): 2}
+    )
     metrics = HostMetrics(host.live, top_tenants=2)
     await metrics.refresh()
-    assert metrics.tenant_instances == {
+    assert metrics.tenants == 3
+    assert {k: v.by_status for k, v in metrics.tenant_figures.items()} == {
         "a": {"complete": 3},
         "b": {"complete": 2},
         OTHER_TENANT: {"complete": 1},
@@ -762,6 +783,11 @@ async def test_metrics_name_workflows_and_the_top_tenants(host: Host) -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'dwf_tenant_instances{status="complete",tenant="a"} 3.0' in text
     assert 'dwf_tenant_instances{status="complete",tenant="other"} 1.0' in text
+    assert "dwf_tenants 3.0" in text
+    for tenant, created, throttled in (("a", 3, 4), ("b", 2, 0), ("other", 1, 2)):
+        assert f'dwf_tenant_instances_created_total{{tenant="{tenant}"}} {created}.0' in text
+        assert f'dwf_tenant_steps_committed_total{{tenant="{tenant}"}} {created}.0' in text
+        assert f'dwf_tenant_creates_throttled_total{{tenant="{tenant}"}} {throttled}.0' in text
     assert 'tenant="c"' not in text
     # The unscoped instance of `plain` belongs to no tenant.
     assert 'dwf_instances{status="waiting",workflow="plain"} 1.0' in text

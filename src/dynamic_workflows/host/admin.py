@@ -7,7 +7,8 @@ Mounted at ``/cdn-cgi/local/explorer/api`` (so ``wrangler workflows ... --local`
     GET    /workflows/:name                                   one workflow, counts by status
     DELETE /workflows/:name                                   delete all its instances
     GET    /workflows/:name/instances                         ?page, per_page, status, dates, id
-    GET    /workflows/:name/tenants                           instance counts per scope (ours)
+    GET    /workflows/:name/tenants                           its tenants' usage (ours)
+    GET    /tenants                                           every tenant's usage (ours)
     POST   /workflows/:name/instances                         {"id"?, "params"?}
     POST   /workflows/:name/instances/batch/delete            {"instances": [ids]}
     GET    /workflows/:name/instances/:id                     status, params, output, error, steps
@@ -65,11 +66,11 @@ from ..errors import (
     UnknownWorkflowError,
     WorkflowError,
 )
-from ..queries import InstanceView, StepView
+from ..queries import MAX_LIMIT, InstanceView, StepView
 from .live import LiveProject
 from .logs_api import error_json, instance_logs_query, page_json, ring_json
 from .project import Project
-from .tenants import dispatcher_metadata, tenant_counts, tenant_label
+from .tenants import dispatcher_metadata, tenant_json, tenant_label, usage_info
 
 __all__ = ["APIError", "AdminAPI", "envelope_error", "envelope_ok", "method_route"]
 
@@ -317,6 +318,7 @@ class AdminAPI:
             method_route(base, GET=h(self.workflow_details), DELETE=h(self.delete_workflow)),
             method_route(base + "/instances/batch/delete", POST=h(self.batch_delete)),
             method_route(base + "/tenants", GET=h(self.list_tenants)),
+            method_route("/tenants", GET=h(self.list_all_tenants)),
             method_route(
                 base + "/instances", GET=h(self.list_instances), POST=h(self.create_instance)
             ),
@@ -471,25 +473,35 @@ class AdminAPI:
         )
 
     async def list_tenants(self, request: Request, project: Project) -> Response:
-        """The workflow's scopes, each with its tenant and its instances by status."""
-        name = self._workflow(request, project)
-        counted = await tenant_counts(project.engine.queries, name)
+        """The workflow's tenants (scopes) with their usage: ``?order=live|instances|steps|
+        recent``, ``page``, ``per_page`` (1 to 1000), ``steps=false`` not to count the steps
+        (the costly part of the read; they are then 0)."""
+        return await self._tenants(request, project, self._workflow(request, project))
+
+    async def list_all_tenants(self, request: Request, project: Project) -> Response:
+        """Every tenant's usage over all workflows (``?workflow=`` for one), as above."""
+        name = request.query_params.get("workflow") or None
+        if name is not None and project.config.workflow(name) is None:
+            raise APIError(404, CODE_NOT_FOUND, f"Workflow '{name}' not found.")
+        return await self._tenants(request, project, name)
+
+    @staticmethod
+    async def _tenants(request: Request, project: Project, workflow: str | None) -> Response:
+        page = _int_param(request, "page", 1, 1, None)
+        per_page = _int_param(request, "per_page", 25, 1, MAX_LIMIT)
+        order = request.query_params.get("order") or "live"
+        steps = request.query_params.get("steps", "true")
+        if steps not in ("true", "false"):
+            raise APIError(400, CODE_INVALID, f"steps: must be true or false, got {steps!r}")
+        usage = await project.engine.queries.tenant_usage(
+            workflow,
+            order=order,
+            limit=per_page,
+            offset=(page - 1) * per_page,
+            steps=steps == "true",
+        )
         return envelope_ok(
-            [
-                {
-                    "scope": t.scope,
-                    "tenant": t.tenant,
-                    "metadata": t.metadata,
-                    "instances": t.by_status,
-                    "total": t.total,
-                }
-                for t in counted.tenants
-            ],
-            result_info={
-                "count": len(counted.tenants),
-                "scanned": counted.scanned,
-                "complete": counted.complete,
-            },
+            [tenant_json(t, iso) for t in usage.tenants], result_info=usage_info(usage, order)
         )
 
     async def create_instance(self, request: Request, project: Project) -> Response:

@@ -42,16 +42,22 @@ from ..core.transitions import (
 __all__ = [
     "ACTIVE_STATUSES",
     "FINITE_STATUSES",
+    "SCOPE_ORDERS",
     "Claim",
     "ControlResult",
     "EventDelivery",
     "InstanceRow",
     "LogWrite",
     "NewInstance",
+    "ScopeUsage",
+    "ScopeUsagePage",
     "Status",
     "Storage",
     "WaitResult",
+    "check_scope_order",
+    "live_count",
     "new_row",
+    "scope_rank",
     "step_values",
 ]
 
@@ -95,6 +101,73 @@ class LogWrite(msgspec.Struct, frozen=True):
     lines: list[LogLine]
     bytes: int
     dropped: int
+
+
+SCOPE_ORDERS = ("live", "instances", "steps", "recent")
+"""How :meth:`Storage.scope_usage` may order scopes, most first: ``live`` (instances not
+finished), ``instances`` (in all), ``steps`` (recorded), ``recent`` (the latest change to one
+of its instances). Ties go to the next figure (instances, then the latest change), then to the
+scope in ascending order, so that pages never overlap."""
+
+
+class ScopeUsage(msgspec.Struct, frozen=True):
+    """One scope's instances and steps, as stored (``Storage.scope_usage``)."""
+
+    scope: str
+    by_status: dict[str, int]
+    """Instances per stored status (statuses with none are absent)."""
+    steps: int
+    """Journal entries (step occurrences) its instances have recorded."""
+    last_created_at: float
+    """When its newest instance was created."""
+    last_updated_at: float
+    """The latest change to one of its instances."""
+    sample_params: bytes
+    """The params of its newest instance: the dispatch envelope names the tenant (the storage
+    does not read it)."""
+
+    @property
+    def instances(self) -> int:
+        """Its instances in all."""
+        return sum(self.by_status.values())
+
+
+class ScopeUsagePage(msgspec.Struct, frozen=True):
+    """A page of :class:`ScopeUsage`, and what every matching scope adds up to."""
+
+    scopes: list[ScopeUsage]
+    total: int
+    """Scopes matching in all (not only this page)."""
+    by_status: dict[str, int]
+    """Instances per stored status of every matching scope together."""
+    steps: int
+    """Steps of every matching scope together."""
+
+
+def check_scope_order(order: str, *, steps: bool = True) -> None:
+    """ValueError unless ``order`` is one of :data:`SCOPE_ORDERS` (and not ``steps`` when the
+    steps are not counted)."""
+    if order not in SCOPE_ORDERS:
+        raise ValueError(f"order: {order!r} is not one of {', '.join(SCOPE_ORDERS)}")
+    if order == "steps" and not steps:
+        raise ValueError("order: 'steps' needs the steps counted (steps=True)")
+
+
+def live_count(by_status: dict[str, int]) -> int:
+    """Instances not finished (any status but complete, errored, terminated)."""
+    return sum(n for status, n in by_status.items() if status not in FINITE_STATUSES)
+
+
+def scope_rank(order: str, usage: ScopeUsage) -> tuple[float | str, ...]:
+    """The sort key of ``usage`` under ``order`` (one of :data:`SCOPE_ORDERS`), smallest
+    first: what every backend's ``ORDER BY`` does (the memory backend sorts with it)."""
+    first = {
+        "live": live_count(usage.by_status),
+        "instances": usage.instances,
+        "steps": usage.steps,
+        "recent": usage.last_updated_at,
+    }[order]
+    return (-first, -usage.instances, -usage.last_updated_at, usage.scope)
 
 
 def new_row(pk: int, item: NewInstance, now: float) -> InstanceRow:
@@ -182,6 +255,25 @@ class Storage(Protocol):
         self, workflow: str | None = None, *, scope: str | None = None
     ) -> dict[str, int]:
         """Instances per status (of one workflow and/or scope when given)."""
+        ...
+
+    async def scope_usage(
+        self,
+        workflow: str | None = None,
+        *,
+        order: str = "live",
+        limit: int = 100,
+        offset: int = 0,
+        unscoped: bool = True,
+        steps: bool = True,
+    ) -> ScopeUsagePage:
+        """Instances per scope and status, and steps per scope, of one workflow (None: all of
+        them, a scope counting its instances of every workflow), in one read: the page
+        ``offset``/``limit`` of the scopes in ``order`` (one of :data:`SCOPE_ORDERS`; see
+        :func:`scope_rank`), with the totals of every matching scope. ``unscoped=False`` leaves
+        out the scope ``""`` (instances created without a dispatcher); ``steps=False`` does not
+        read the journal (the costly part: every scope's steps are then 0, and ``order`` may
+        not be ``steps``). ValueError for an unknown order."""
         ...
 
     async def find_instances(self, workflow: str, id: str) -> list[InstanceRow]:

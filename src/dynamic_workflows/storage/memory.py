@@ -22,8 +22,12 @@ from .base import (
     InstanceRow,
     LogWrite,
     NewInstance,
+    ScopeUsage,
+    ScopeUsagePage,
     WaitResult,
+    check_scope_order,
     new_row,
+    scope_rank,
 )
 
 __all__ = ["MemoryStorage"]
@@ -129,6 +133,57 @@ class MemoryStorage:
             ):
                 counts[inst.row.status] = counts.get(inst.row.status, 0) + 1
         return counts
+
+    async def scope_usage(
+        self,
+        workflow: str | None = None,
+        *,
+        order: str = "live",
+        limit: int = 100,
+        offset: int = 0,
+        unscoped: bool = True,
+        steps: bool = True,
+    ) -> ScopeUsagePage:
+        check_scope_order(order, steps=steps)
+        found: dict[str, ScopeUsage] = {}
+        for inst in self._by_pk.values():
+            row = inst.row
+            if (workflow is not None and row.workflow != workflow) or (
+                not unscoped and not row.scope
+            ):
+                continue
+            seen = found.get(row.scope)
+            if seen is None:
+                found[row.scope] = ScopeUsage(
+                    row.scope,
+                    {row.status: 1},
+                    len(inst.steps) if steps else 0,
+                    row.created_at,
+                    row.updated_at,
+                    row.params,
+                )
+                continue
+            seen.by_status[row.status] = seen.by_status.get(row.status, 0) + 1
+            found[row.scope] = msgspec.structs.replace(
+                seen,
+                steps=seen.steps + (len(inst.steps) if steps else 0),
+                last_created_at=max(seen.last_created_at, row.created_at),
+                last_updated_at=max(seen.last_updated_at, row.updated_at),
+                # _by_pk is in pk order (pks only grow): a later row is a newer instance.
+                sample_params=row.params,
+            )
+        usages = list(found.values())
+        usages.sort(key=lambda u: scope_rank(order, u))
+        totals: dict[str, int] = {}
+        for u in usages:
+            for status, n in u.by_status.items():
+                totals[status] = totals.get(status, 0) + n
+        return ScopeUsagePage(
+            usages[offset : offset + limit],
+            len(usages),
+            totals,
+            sum(u.steps for u in usages),
+        )
 
     async def find_instances(self, workflow: str, id: str) -> list[InstanceRow]:
         rows = [

@@ -55,7 +55,7 @@ from ..core.transitions import (
     WaitResult,
 )
 from ..errors import ConfigurationError, StorageError
-from .base import Claim, InstanceRow, LogWrite, NewInstance, new_row
+from .base import Claim, InstanceRow, LogWrite, NewInstance, ScopeUsagePage, new_row
 from .postgres_batch import GroupWriter
 from .postgres_db import FAILED, Database, Session, redact
 from .postgres_listen import Listener
@@ -74,6 +74,7 @@ from .postgres_sql import (
     row,
     step_args,
 )
+from .usage_sql import scope_usage_page, scope_usage_sql
 
 __all__ = ["PostgresStorage"]
 
@@ -312,6 +313,30 @@ class PostgresStorage:
         sql = f"SELECT status, count(*) FROM instances {clause} GROUP BY status"
         rows = await self._read("count_instances", lambda c: c.fetch(sql, *args))
         return {r[0]: r[1] for r in rows}
+
+    async def scope_usage(
+        self,
+        workflow: str | None = None,
+        *,
+        order: str = "live",
+        limit: int = 100,
+        offset: int = 0,
+        unscoped: bool = True,
+        steps: bool = True,
+    ) -> ScopeUsagePage:
+        sql, args = scope_usage_sql(
+            workflow, order, unscoped, steps, lambda n: f"${n}", collate=' COLLATE "C"'
+        )
+
+        async def op(c: Session) -> ScopeUsagePage:
+            page = scope_usage_page(await c.fetch(sql, *args, limit, offset))
+            if page.scopes or not offset:
+                return page
+            # Past the last scope: the totals are the first row's.
+            first = scope_usage_page(await c.fetch(sql, *args, 1, 0))
+            return ScopeUsagePage([], first.total, first.by_status, first.steps)
+
+        return await self._read("scope_usage", op)
 
     async def find_instances(self, workflow: str, id: str) -> list[InstanceRow]:
         rows = await self._read(
