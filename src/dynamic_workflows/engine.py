@@ -1065,7 +1065,10 @@ class Engine:
         (default :attr:`tenant_defaults`), stored for it and enforced: a create over its rate or
         ``max_live`` raises :class:`TenantLimitError` and creates nothing."""
         self._definition(workflow)
-        policy = self.tenant_defaults if policy is None else policy
+        if policy is None:  # not the dispatcher's binding (the admin API, ...): keep the stored
+            policy = self._stored_policy.get(scope) or await self.tenant_policy(scope)
+            if policy is None:
+                policy = self.tenant_defaults
         new = []
         for instance_id, params in items:
             iid = (
