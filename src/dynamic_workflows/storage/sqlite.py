@@ -686,21 +686,25 @@ class SQLiteStorage:
         thread runs one operation at a time: the counts cannot change under it."""
         weights: dict[str, int] = {}
         max_running: dict[str, int | None] = {}
-        candidates: dict[str, list[tenancy.Candidate]] = {}
+        rows: dict[str, list[Any]] = {}
         tenants = conn.execute("SELECT scope, weight, max_running FROM tenants").fetchall()
         for scope, weight, cap in tenants:
-            items = [
-                tenancy.Candidate(r[0], scope, r[1], r[2])
-                for r in conn.execute(
-                    "SELECT pk, workflow, wake_at FROM instances WHERE scope=? AND wake_at <= ? "
-                    f"AND status IN ({_CLAIMABLE}) ORDER BY wake_at LIMIT ?",
-                    (scope, now, limit),
-                )
-            ]
-            if items:
-                candidates[scope] = items
+            found = conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE scope=? AND wake_at <= ? "
+                f"AND status IN ({_CLAIMABLE}) ORDER BY wake_at LIMIT ?",
+                (scope, now, limit),
+            ).fetchall()
+            if found:
+                rows[scope] = found
                 weights[scope] = weight
                 max_running[scope] = cap
+        if len(rows) == 1 and not wl and not any(max_running.values()):
+            return next(iter(rows.values()))  # one tenant has due work, uncapped: all of it
+        # (_INSTANCE_COLUMNS: pk first, workflow second, wake_at 13th.)
+        candidates = {
+            scope: [tenancy.Candidate(r[0], scope, r[1], r[12]) for r in found]
+            for scope, found in rows.items()
+        }
         scopes, workflows = tenancy.capped(candidates, max_running, wl)
         admission = None
         if scopes or workflows:
@@ -716,17 +720,8 @@ class SQLiteStorage:
         picked = tenancy.choose(
             self._share if fair else None, candidates, weights, limit, admission
         )
-        if not picked:
-            return []
-        marks = ",".join("?" * len(picked))
-        rows = {
-            r[0]: r
-            for r in conn.execute(
-                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE pk IN ({marks})",
-                [c.pk for c in picked],
-            )
-        }
-        return [rows[c.pk] for c in picked if c.pk in rows]
+        by_pk = {r[0]: r for found in rows.values() for r in found}
+        return [by_pk[c.pk] for c in picked]
 
     async def next_due(self) -> float | None:
         def op(conn: sqlite3.Connection) -> float | None:

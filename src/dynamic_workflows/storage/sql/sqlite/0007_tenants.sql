@@ -26,4 +26,4 @@ CREATE INDEX instances_held ON instances (scope, workflow)
     WHERE status IN ('running', 'waitingForPause');
 -- Unfinished instances of a scope (max_live).
 CREATE INDEX instances_live ON instances (scope)
-    WHERE status IN ('queued', 'running', 'paused', 'waiting', 'waitingForPause');
+    WHERE status IN ('paused', 'queued', 'running', 'waiting', 'waitingForPause');
