@@ -1,13 +1,14 @@
 """The noisy-neighbour benchmark: does one tenant's flood delay another tenant's work?
 
-``python bench/noisy.py [--flood 50000] [--quiet 100] [--fair on|off|idle] [--db URL]``
+``python bench/noisy.py [--flood 50000] [--quiet 100] [--fair on|off|idle] [--a-rate N] [--db URL]``
 prints one JSON object. Tenant A (scope ``a``) creates ``--flood`` 3-step instances as fast as
 it can (batches of 100, back to back); one second later tenant B (scope ``b``) creates
 ``--quiet`` of them (one batch). The figures are B's times to completion (create to end,
 from the rows' own times), p50 and p99: with fairness ``on``, ``off`` (first come, first
 claimed: B's instances wait behind every instance A created before them), or ``idle`` (B alone
 on an idle engine: the baseline). Measuring stops when B's instances are done (A's flood is
-left unfinished: its own completion is not the question).
+left unfinished: its own completion is not the question). ``--a-rate``: A's policy gets that
+``create_rate`` (burst 100): its client then waits as a 429 says, as a well-behaved one does.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from ours import ThreeSteps
 
-from dynamic_workflows import Engine, SQLiteStorage, open_storage
+from dynamic_workflows import Engine, SQLiteStorage, TenantLimitError, open_storage
 from dynamic_workflows.gcpolicy import tune_gc
 
 
@@ -34,12 +35,19 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def noisy(
-    flood: int, quiet: int, fair: str, db: Path, url: str | None, concurrency: int
+    flood: int,
+    quiet: int,
+    fair: str,
+    db: Path,
+    url: str | None,
+    concurrency: int,
+    a_rate: float | None = None,
 ) -> dict[str, Any]:
     storage = open_storage(url) if url else SQLiteStorage(db)
     engine = Engine(storage, concurrency=concurrency, fair=fair != "off")
     binding = engine.register("three", ThreeSteps)
-    a, b = binding.with_scope("a"), binding.with_scope("b")
+    limits = None if a_rate is None else {"create_rate": a_rate, "create_burst": 100}
+    a, b = binding.with_scope("a", limits=limits), binding.with_scope("b")
     created_by_a = 0
     async with engine:
         # Warm the path (both tenants' rows exist) before timing.
@@ -51,7 +59,14 @@ async def noisy(
         async def flood_a() -> None:
             nonlocal created_by_a
             for start in range(0, flood, 100):
-                await a.create_batch([{"params": {}} for _ in range(min(100, flood - start))])
+                while True:
+                    try:
+                        await a.create_batch(
+                            [{"params": {}} for _ in range(min(100, flood - start))]
+                        )
+                        break
+                    except TenantLimitError as exc:  # a 429: wait as it says
+                        await asyncio.sleep(exc.retry_after or 0.1)
                 created_by_a += min(100, flood - start)
 
         flooding = asyncio.create_task(flood_a()) if fair != "idle" else None
@@ -75,6 +90,7 @@ async def noisy(
     latencies = [(r.ended_at or 0.0) - r.created_at for r in done]
     return {
         "fair": fair,
+        "a_rate": a_rate,
         "backend": "postgresql" if url else "sqlite",
         "flood": flood,
         "quiet": quiet,
@@ -95,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", type=int, default=100)
     parser.add_argument("--fair", choices=["on", "off", "idle"], default="on")
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--a-rate", type=float, default=None, help="A's create_rate")
     parser.add_argument("--db", default=None, help="a postgresql:// URL (an empty database)")
     args = parser.parse_args(argv)
     try:
@@ -113,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                 Path(tmp) / "bench.sqlite3",
                 args.db,
                 args.concurrency,
+                args.a_rate,
             )
         )
     sys.stdout.write(json.dumps(result) + "\n")
