@@ -25,7 +25,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,8 +65,8 @@ from .errors import (
     InstanceNotFoundError,
     LimitExceededError,
     RunCancelled,
-    TenantLimitError,
     StorageError,
+    TenantLimitError,
     UnknownWorkflowError,
     WorkflowError,
 )
@@ -839,9 +839,7 @@ class Engine:
         if free > 0:
             now = claimed_at = self.clock.now()
             limits = self.workflow_limits()
-            claims = await self.storage.claim_due(
-                now, free, fair=self.fair, workflow_limits=limits
-            )
+            claims = await self.storage.claim_due(now, free, fair=self.fair, workflow_limits=limits)
             ahead = now >= self._no_claims_ahead_until
             room = min(free - len(claims), self._warm_room()) if ahead else 0
             if room > 0:

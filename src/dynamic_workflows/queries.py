@@ -34,7 +34,7 @@ from .core.codec import decode
 from .core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from .core.logs import LogLine
 from .errors import InvalidQueryError
-from .storage.base import FINITE_STATUSES, InstanceRow, Status
+from .storage.base import FINITE_STATUSES, InstanceRow, Status, TenantState
 
 if TYPE_CHECKING:
     from .binding import Instance
@@ -329,6 +329,19 @@ class Queries:
             attempts=attempts,
             attempts_total=total,
         )
+
+    # -- tenants ------------------------------------------------------------------------------
+
+    async def tenant(self, scope: str) -> TenantState | None:
+        """A scope's stored row: its policy as last resolved by a create (``policy``) and its
+        create bucket (``tokens`` at ``tokens_at``; None: full). None for a scope that never
+        created an instance."""
+        return await self.engine.storage.get_tenant(scope)
+
+    async def tenants(self) -> list[TenantState]:
+        """Every scope's row, by scope (see :meth:`tenant`). Creates refused per scope since
+        the engine started are ``engine.counters.throttled_by_scope``."""
+        return await self.engine.storage.list_tenants()
 
     # -- single instances -------------------------------------------------------------------
 

@@ -28,9 +28,12 @@ async def test_every_scope_gets_a_row_and_a_policy_given_is_stored(storage: Stor
     policy = TenantPolicy(max_running=3, max_live=10, create_rate=5.0, weight=2)
     await storage.create_instances([new("x", "b")], T0, tenants={"b": policy})
     a, b = await storage.get_tenant("a"), await storage.get_tenant("b")
-    assert a is not None and a.policy == TenantPolicy()
-    assert b is not None and b.policy == policy
-    assert b.tokens == pytest.approx(4.0) and b.tokens_at == T0
+    assert a is not None
+    assert a.policy == TenantPolicy()
+    assert b is not None
+    assert b.policy == policy
+    assert b.tokens == pytest.approx(4.0)
+    assert b.tokens_at == T0
     assert [t.scope for t in await storage.list_tenants()] == ["a", "b"]
     assert await storage.get_tenant("nobody") is None
 
@@ -40,7 +43,8 @@ async def test_max_live_refuses_the_create_that_would_pass_it(storage: Storage) 
     await storage.create_instances([new("1", "s"), new("2", "s")], T0, tenants=policy)
     with pytest.raises(TenantLimitError) as caught:
         await storage.create_instances([new("3", "s"), new("4", "s")], T0, tenants=policy)
-    assert caught.value.limit == "max_live" and caught.value.value == 3
+    assert caught.value.limit == "max_live"
+    assert caught.value.value == 3
     assert "max_live of 3" in str(caught.value)
     assert await storage.get_instance("wf", "s", "3") is None  # all or nothing
     await storage.create_instances([new("3", "s")], T0, tenants=policy)
@@ -69,7 +73,8 @@ async def test_the_create_bucket_refills_at_the_rate(storage: Storage) -> None:
         await storage.create_instances(
             [new(f"b{i}", "s") for i in range(5)], T0 + 100, tenants=policy
         )
-    assert too_big.value.limit == "create_burst" and too_big.value.retry_after is None
+    assert too_big.value.limit == "create_burst"
+    assert too_big.value.retry_after is None
     # Another tenant is not concerned.
     await storage.create_instances([new("x", "t")], T0, tenants={"t": TenantPolicy()})
 
@@ -127,7 +132,8 @@ async def test_workflow_limits_cap_runs_of_a_workflow_across_scopes(storage: Sto
     limits = {"capped": 3}
     claims = await storage.claim_due(T0, 20, workflow_limits=limits)
     by_workflow = [c.instance.workflow for c in claims]
-    assert by_workflow.count("capped") == 3 and by_workflow.count("free") == 2
+    assert by_workflow.count("capped") == 3
+    assert by_workflow.count("free") == 2
     assert await storage.claim_due(T0, 20, workflow_limits=limits) == []
     done = next(c.instance for c in claims if c.instance.workflow == "capped")
     assert await storage.finish_run(done.pk, done.generation, Status.COMPLETE, b"1", None, T0)

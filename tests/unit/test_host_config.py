@@ -130,7 +130,8 @@ def test_toml_config_and_vars_and_unused_fields(tmp_path: Path) -> None:
     )
     assert config.path.name == "wrangler.toml"
     orders = config.workflow("orders")
-    assert orders is not None and orders.concurrency == 10
+    assert orders is not None
+    assert orders.concurrency == 10
     assert config.tenant_defaults == TenantPolicy(max_running=5, create_rate=2.5)
     assert config.fair is False
     assert config.vars == {"GREETING": "hi", "LIMITS": {"max": 3}}

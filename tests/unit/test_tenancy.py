@@ -49,14 +49,17 @@ def test_bad_policies_name_the_field(data: object, message: str) -> None:
 def test_the_bucket_refills_and_says_when_to_retry() -> None:
     policy = TenantPolicy(create_rate=4.0, create_burst=8)
     bucket = take_tokens(policy, "s", None, None, 8, 100.0)
-    assert bucket is not None and bucket.tokens == 0.0
+    assert bucket is not None
+    assert bucket.tokens == 0.0
     with pytest.raises(TenantLimitError) as caught:
         take_tokens(policy, "s", bucket.tokens, bucket.at, 2, 100.25)
     assert caught.value.retry_after == pytest.approx(0.25)
     refilled = take_tokens(policy, "s", bucket.tokens, bucket.at, 2, 100.5)
-    assert refilled is not None and refilled.tokens == pytest.approx(0.0)
+    assert refilled is not None
+    assert refilled.tokens == pytest.approx(0.0)
     full = take_tokens(policy, "s", 0.0, 0.0, 1, 1000.0)  # never more than the burst
-    assert full is not None and full.tokens == pytest.approx(7.0)
+    assert full is not None
+    assert full.tokens == pytest.approx(7.0)
     assert take_tokens(TenantPolicy(), "s", None, None, 10**6, 0.0) is None
     check_live(TenantPolicy(max_live=3), "s", 2, 1)
     with pytest.raises(TenantLimitError, match="max_live of 3"):
@@ -91,9 +94,7 @@ def test_an_idle_scope_banks_no_credit() -> None:
 
 def test_caps_skip_a_scope_without_costing_it_its_turn() -> None:
     admission = Admission({"a": 2}, {}, {"a": 1}, {})
-    picked = choose(
-        FairShare(), {"a": _backlog("a", 5), "b": _backlog("b", 5)}, {}, 6, admission
-    )
+    picked = choose(FairShare(), {"a": _backlog("a", 5), "b": _backlog("b", 5)}, {}, 6, admission)
     assert [c.scope for c in picked].count("a") == 1
     assert len(picked) == 6
     first_come = choose(None, {"a": _backlog("a", 3), "b": _backlog("b", 3)}, {}, 3, None)

@@ -38,6 +38,11 @@ async def test_a_create_over_the_rate_is_refused_naming_the_limit(make_env: EnvF
         await tenant.create()
         stored = await wf.engine.tenant_policy("t1")
         assert stored == TenantPolicy(create_rate=1.0, create_burst=2)
+        row = await wf.engine.queries.tenant("t1")
+        assert row is not None
+        assert row.policy == stored
+        assert row.tokens == pytest.approx(0.0)
+        assert [t.scope for t in await wf.engine.queries.tenants()] == ["t1", "t2"]
         # A create without the dispatcher's policy (the admin API) keeps the stored one.
         with pytest.raises(TenantLimitError):
             await wf.binding.with_scope("t1").create()
@@ -75,7 +80,7 @@ def test_bad_limits_name_the_field_and_the_limit(make_env: EnvFactory) -> None:
         wf.binding.with_scope("t", limits={"weight": 10**6})
     with pytest.raises(ConfigurationError, match="unknown field"):
         wf.binding.with_scope("t", limits={"max_runing": 3})
-    with pytest.raises(ConfigurationError, match="concurrency.limit must be a positive integer"):
+    with pytest.raises(ConfigurationError, match=r"concurrency\.limit must be a positive integer"):
         wf.engine.register("other", workflow(lambda event, step: None), concurrency=0)
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from ..core import tenancy
 from ..core import transitions as t
 from ..core.journal import ErrorInfo, JournalEntry
-from ..core import tenancy
 from ..core.logs import LogLine
 from ..core.tenancy import TenantPolicy, TenantState
 from .base import (

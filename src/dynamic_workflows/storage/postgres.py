@@ -42,9 +42,9 @@ from typing import Any, NamedTuple, TypeVar
 import asyncpg
 import msgspec
 
+from ..core import tenancy
 from ..core import transitions as tr
 from ..core.journal import ErrorInfo, JournalEntry
-from ..core import tenancy
 from ..core.logs import LogLine
 from ..core.tenancy import TenantPolicy, TenantState
 from ..core.transitions import (
@@ -86,6 +86,7 @@ def _tenant(r: asyncpg.Record) -> TenantState:
         max_running=r[2], max_live=r[3], create_rate=r[4], create_burst=r[5], weight=r[1]
     )
     return TenantState(r[0], policy, r[6], r[7])
+
 
 T = TypeVar("T")
 
@@ -447,9 +448,7 @@ class PostgresStorage:
         weights: dict[str, int] = {}
         max_running: dict[str, int | None] = {}
         candidates: dict[str, list[tenancy.Candidate]] = {}
-        for r in await c.fetch(
-            Q["claim_candidates"], now, _CLAIMABLE, self.node_id, limit, ahead
-        ):
+        for r in await c.fetch(Q["claim_candidates"], now, _CLAIMABLE, self.node_id, limit, ahead):
             scope = r[0]
             weights[scope] = r[1]
             max_running[scope] = r[2]

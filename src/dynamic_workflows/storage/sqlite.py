@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from ..core import tenancy
 from ..core import transitions as t
 from ..core.journal import ErrorInfo, JournalEntry
-from ..core import tenancy
 from ..core.logs import LogLine
 from ..core.tenancy import TenantPolicy, TenantState
 from ..errors import ConfigurationError, StorageError, TenantLimitError
