@@ -139,3 +139,16 @@ async def test_workflow_limits_cap_runs_of_a_workflow_across_scopes(storage: Sto
     assert await storage.finish_run(done.pk, done.generation, Status.COMPLETE, b"1", None, T0)
     assert len(await storage.claim_due(T0, 20, workflow_limits=limits)) == 1
     assert len(await storage.claim_due(T0, 20, workflow_limits=limits, fair=False)) == 0
+
+
+async def test_timers_due_at_once_take_turns_across_scopes(storage: Storage) -> None:
+    await fill(storage, "a", 60, T0 - 10)
+    await fill(storage, "b", 2, T0)
+    # Every instance runs, then sleeps until T0 + 60: a thundering herd of timers.
+    for claim in await storage.claim_due(T0, 100):
+        row = claim.instance
+        status = await storage.suspend_run(row.pk, row.generation, T0 + 60, False, T0)
+        assert status == Status.WAITING
+    assert await storage.claim_due(T0 + 59, 100) == []
+    woken = await storage.claim_due(T0 + 60, 4)
+    assert sorted(c.instance.scope for c in woken) == ["a", "a", "b", "b"]
