@@ -56,14 +56,17 @@ from .core.limits import (
 from .core.logs import LogBook, LogLine
 from .core.replay import drive
 from .core.step import RunState, WorkflowStep
+from .core.tenancy import DEFAULT_POLICY, TenantPolicy
 from .core.tracebacks import last_frame
 from .errors import (
     CannotTerminateError,
+    ConfigurationError,
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
     LimitExceededError,
     RunCancelled,
     StorageError,
+    TenantLimitError,
     UnknownWorkflowError,
     WorkflowError,
 )
@@ -96,6 +99,9 @@ and instances due within it are replayed ahead of time."""
 DEFAULT_MAX_WARM = 20_000
 """Parked runs at most (each holds its coroutines, a few KiB)."""
 
+BLOCKED_RECHECK = 0.1
+"""Seconds: how soon the scheduler claims again when due work was left unclaimed (capped)."""
+
 RECORD_RETRY_FIRST = 0.1
 RECORD_RETRY_MAX = 10.0
 """Seconds: a run's final write that failed (a full disk) is retried after the first, the delay
@@ -111,6 +117,9 @@ class WorkflowDefinition:
     name: str
     factory: EntrypointFactory
     env: Any = None
+    concurrency: int | None = None
+    """At most this many instances of it hold a run slot at once (Cloudflare's
+    ``concurrency.limit``); None: no limit but the engine's."""
 
 
 @dataclass
@@ -126,6 +135,8 @@ class _Counters:
     # what /metrics' bounded per-tenant series are summed from.
     created_by_scope: dict[str, int] = field(default_factory=dict)
     steps_by_scope: dict[str, int] = field(default_factory=dict)
+    throttled_by_scope: dict[str, int] = field(default_factory=dict)
+    """Creates refused by a tenant's policy (:class:`TenantLimitError`), per scope."""
 
 
 def _wake(fut: asyncio.Future[bytes | None]) -> None:
@@ -612,6 +623,8 @@ class Engine:
         id_factory: Callable[[], str] | None = None,
         warm_horizon: float = DEFAULT_WARM_HORIZON,
         max_warm: int = DEFAULT_MAX_WARM,
+        tenant_defaults: TenantPolicy = DEFAULT_POLICY,
+        fair: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -623,6 +636,12 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self.limits = limits
         self.concurrency = concurrency
+        self.tenant_defaults = tenant_defaults
+        """The policy of a scope whose binding brings none (``with_scope(scope, limits=)``
+        merges over it): the project's ``dynamic_workflows.tenants``."""
+        self.fair = fair
+        """Claim across scopes in weighted turns (True), or first come first claimed."""
+        self._stored_policy: dict[str, TenantPolicy] = {}
         self.counters = _Counters()
         self._id_factory = id_factory or (lambda: str(uuid.uuid4()))
         self._workflows: dict[str, WorkflowDefinition] = {}
@@ -655,13 +674,45 @@ class Engine:
     # -- registration ---------------------------------------------------------------------
 
     def register(
-        self, name: str, entrypoint: EntrypointFactory | type, *, env: Any = None
+        self,
+        name: str,
+        entrypoint: EntrypointFactory | type,
+        *,
+        env: Any = None,
+        concurrency: int | None = None,
     ) -> WorkflowBinding:
-        """Register the workflow ``name`` run by ``entrypoint(ctx, env).run(event, step)``."""
+        """Register the workflow ``name`` run by ``entrypoint(ctx, env).run(event, step)``;
+        ``concurrency``: at most that many of its instances run at once, on every node sharing
+        the database (others stay queued)."""
         from .binding import WorkflowBinding
 
-        self._workflows[name] = WorkflowDefinition(name, entrypoint, env)
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise ConfigurationError(
+                f"workflow {name!r}: concurrency.limit must be a positive integer, "
+                f"got {concurrency!r}"
+            )
+        self._workflows[name] = WorkflowDefinition(name, entrypoint, env, concurrency)
         return WorkflowBinding(self, name)
+
+    def workflow_limits(self) -> dict[str, int]:
+        """The concurrency limit of each registered workflow that has one."""
+        return {
+            name: d.concurrency for name, d in self._workflows.items() if d.concurrency is not None
+        }
+
+    async def tenant_policy(self, scope: str) -> TenantPolicy | None:
+        """The policy stored for ``scope`` (as last resolved by a create), None if the scope
+        never created an instance."""
+        state = await self.storage.get_tenant(scope)
+        return None if state is None else state.policy
+
+    def throttled_creates(self, scope: str | None = None) -> int:
+        """Creates refused by a tenant's policy since this engine started: of ``scope``, or
+        of every scope (``counters.throttled_by_scope`` has them per scope)."""
+        by_scope = self.counters.throttled_by_scope
+        return sum(by_scope.values()) if scope is None else by_scope.get(scope, 0)
 
     def set_env(self, name: str, env: Any) -> None:
         """Replace the env a registered workflow's entrypoint is built with (an env often holds
@@ -799,14 +850,18 @@ class Engine:
         self._poke.clear()
         free = self.concurrency - (len(self._live) - len(self._parked))
         lead = 0.0
+        claimed_at: float | None = None
         if free > 0:
-            now = self.clock.now()
-            claims = await self.storage.claim_due(now, free)
+            now = claimed_at = self.clock.now()
+            limits = self.workflow_limits()
+            claims = await self.storage.claim_due(now, free, fair=self.fair, workflow_limits=limits)
             ahead = now >= self._no_claims_ahead_until
             room = min(free - len(claims), self._warm_room()) if ahead else 0
             if room > 0:
                 # Due soon: replay now, park until the instant (see the module's docstring).
-                claims += await self.storage.claim_due(now, room, ahead=self.warm_horizon)
+                claims += await self.storage.claim_due(
+                    now, room, ahead=self.warm_horizon, fair=self.fair, workflow_limits=limits
+                )
             for claim in claims:
                 self._start_run(claim)
             if claims:
@@ -819,7 +874,12 @@ class Engine:
         if nxt is not None:
             nxt -= lead
         if nxt is not None and nxt <= self.clock.now():
-            return
+            if claimed_at is None or nxt > claimed_at:
+                return  # it came due after the claim looked: claim again
+            # Due work the claim did not take: held by a cap (a tenant's max_running, a
+            # workflow's concurrency) or by another node's claim in flight. A run that ends
+            # here pokes; one that ends on another node is not announced: look again soon.
+            nxt = self.clock.now() + BLOCKED_RECHECK
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._poke.wait())]
         if nxt is not None:
             waiters.append(asyncio.ensure_future(self.clock.sleep_until(nxt)))
@@ -1011,10 +1071,17 @@ class Engine:
         items: Sequence[tuple[str | None, Any]],
         *,
         batch: bool = False,
+        policy: TenantPolicy | None = None,
     ) -> list[InstanceRow]:
         """Create instances from ``(id or None, params)``; for a batch, existing ids are skipped,
-        otherwise an existing id raises InstanceAlreadyExistsError."""
+        otherwise an existing id raises InstanceAlreadyExistsError. ``policy``: the scope's
+        (default :attr:`tenant_defaults`), stored for it and enforced: a create over its rate or
+        ``max_live`` raises :class:`TenantLimitError` and creates nothing."""
         self._definition(workflow)
+        if policy is None:  # not the dispatcher's binding (the admin API, ...): keep the stored
+            policy = self._stored_policy.get(scope) or await self.tenant_policy(scope)
+            if policy is None:
+                policy = self.tenant_defaults
         new = []
         for instance_id, params in items:
             iid = (
@@ -1023,7 +1090,22 @@ class Engine:
                 else check_instance_id(instance_id, self.limits)
             )
             new.append(NewInstance(workflow, scope, iid, self._encode_params(params)))
-        rows = await self.storage.create_instances(new, self.clock.now())
+        # A create-time cap is checked on every create; a policy without one is only stored
+        # when this engine has not stored it already (a lock of the tenant's row saved).
+        tenants = None
+        if (
+            policy.create_rate is not None
+            or policy.max_live is not None
+            or self._stored_policy.get(scope) != policy
+        ):
+            tenants = {scope: policy}
+        try:
+            rows = await self.storage.create_instances(new, self.clock.now(), tenants=tenants)
+        except TenantLimitError:
+            by_scope = self.counters.throttled_by_scope
+            by_scope[scope] = by_scope.get(scope, 0) + 1
+            raise
+        self._stored_policy[scope] = policy
         if not batch and rows and rows[0] is None:
             raise InstanceAlreadyExistsError(new[0].id)
         self.poke()

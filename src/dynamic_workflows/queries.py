@@ -41,7 +41,7 @@ from .core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from .core.logs import LogLine
 from .core.stepconfig import REDACTED
 from .errors import InvalidQueryError
-from .storage.base import FINITE_STATUSES, SCOPE_ORDERS, InstanceRow, Status
+from .storage.base import FINITE_STATUSES, SCOPE_ORDERS, InstanceRow, Status, TenantState
 from .tenant_usage import TenantPolicy, TenantUsagePage, read_tenant_usage
 
 if TYPE_CHECKING:
@@ -266,14 +266,36 @@ def _creation_order(row: InstanceRow) -> tuple[float, int]:
     return (row.created_at, row.pk)
 
 
+class EnginePolicy:
+    """The per-tenant policy as the read side sees it (:class:`~.tenant_usage.TenantPolicy`),
+    over the engine: a scope's caps and weight as stored by its last create
+    (:mod:`.core.tenancy`), and the creates refused since the engine started."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def limits(self, scope: str) -> dict[str, Any] | None:
+        state = await self.engine.storage.get_tenant(scope)
+        if state is None:
+            return None
+        given = {k: v for k, v in state.policy.as_dict().items() if v is not None}
+        if given.get("weight") == 1 and len(given) == 1:
+            return None  # the default: no cap, weight 1
+        return given
+
+    async def throttled(self) -> dict[str, int]:
+        return dict(self.engine.counters.throttled_by_scope)
+
+
 class Queries:
     """The read side of one :class:`~dynamic_workflows.engine.Engine` (``engine.queries``)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.tenant_policy: TenantPolicy | None = None
-        """Where tenants' limits and throttled creates are read (None: no policy, so no limits
-        and nothing throttled; see :mod:`.tenant_usage`)."""
+        self.tenant_policy: TenantPolicy | None = EnginePolicy(engine)
+        """Where tenants' limits and throttled creates are read: by default the engine's own
+        (each scope's stored policy, and the creates it refused); None: no limits and nothing
+        throttled (see :mod:`.tenant_usage`)."""
 
     # -- views ------------------------------------------------------------------------------
 
@@ -349,6 +371,19 @@ class Queries:
             attempts_total=total,
             sensitive=entry.sensitive,
         )
+
+    # -- tenants ------------------------------------------------------------------------------
+
+    async def tenant(self, scope: str) -> TenantState | None:
+        """A scope's stored row: its policy as last resolved by a create (``policy``) and its
+        create bucket (``tokens`` at ``tokens_at``; None: full). None for a scope that never
+        created an instance."""
+        return await self.engine.storage.get_tenant(scope)
+
+    async def tenants(self) -> list[TenantState]:
+        """Every scope's row, by scope (see :meth:`tenant`). Creates refused per scope since
+        the engine started are ``engine.counters.throttled_by_scope``."""
+        return await self.engine.storage.list_tenants()
 
     # -- single instances -------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
+from dynamic_workflows.core.tenancy import TenantPolicy
 from dynamic_workflows.dispatch import scope_of
 from dynamic_workflows.errors import AdminError, ConfigurationError
 from dynamic_workflows.host import (
@@ -850,3 +851,22 @@ async def test_a_page_past_the_end_is_empty_however_large(tmp_path: Path) -> Non
             assert [i["id"] for i in body["result"]] == ["only"]
     finally:
         await live.stop()
+
+
+async def test_a_create_over_the_tenants_rate_is_a_429(host: Host) -> None:
+    engine = host.live.project.engine
+    engine.tenant_defaults = TenantPolicy(create_rate=0.5, create_burst=1)
+    code, _ = await host.api("POST", "/workflows/plain/instances", json={"id": "first"})
+    assert code == 200
+    response = await host.client.post(API + "/workflows/plain/instances", json={"id": "second"})
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "2"
+    error = response.json()["errors"][0]
+    assert error["code"] == 10429
+    assert "create_rate of 0.5/s (burst 1)" in error["message"]
+    # Through the dispatcher, uncaught: a 429 too, not a 500.
+    assert (await host.client.get("/create?t=a&id=x&p=1")).status_code == 200
+    throttled = await host.client.get("/create?t=a&id=y&p=1")
+    assert throttled.status_code == 429
+    assert "create_rate" in throttled.text
+    assert engine.throttled_creates() == 2

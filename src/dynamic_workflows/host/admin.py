@@ -29,7 +29,9 @@ created instance; when absent, an instance created with params in the dispatch e
 unscoped one (the raw binding's).
 
 Error codes: 10001 internal or invalid request, 10400 invalid input, 10409 conflict (already
-exists, cannot terminate), 10501 workflow or instance not found, 7003 no such route.
+exists, cannot terminate), 10429 refused by the tenant's policy (HTTP 429, with ``Retry-After``
+when waiting helps: ``create_rate``; ``max_live`` and ``create_burst`` do not pass by waiting
+alone), 10501 workflow or instance not found, 7003 no such route.
 
 Everything read comes from ``engine.queries`` (:mod:`dynamic_workflows.queries`); every change
 goes through the engine's actions (``create``, ``control``, ``send_event``, ``delete``).
@@ -63,6 +65,7 @@ from ..errors import (
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
     InvalidQueryError,
+    TenantLimitError,
     UnknownWorkflowError,
     WorkflowError,
 )
@@ -79,6 +82,7 @@ log = logging.getLogger("dynamic_workflows.host")
 CODE_INTERNAL = 10001
 CODE_INVALID = 10400
 CODE_CONFLICT = 10409
+CODE_TENANT_LIMIT = 10429
 CODE_NOT_FOUND = 10501
 CODE_NO_ROUTE = 7003
 
@@ -340,6 +344,11 @@ class AdminAPI:
                 return envelope_error(404, CODE_NOT_FOUND, str(exc))
             except (InstanceAlreadyExistsError, CannotTerminateError) as exc:
                 return envelope_error(409, CODE_CONFLICT, str(exc))
+            except TenantLimitError as exc:
+                response = envelope_error(429, CODE_TENANT_LIMIT, str(exc))
+                if exc.retry_after is not None:
+                    response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+                return response
             except (WorkflowError, SerializationError, InvalidQueryError) as exc:
                 return envelope_error(400, CODE_INVALID, str(exc))
             except DynamicWorkflowsError as exc:

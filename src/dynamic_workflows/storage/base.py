@@ -22,13 +22,14 @@ its generation bumped so that the old owner's writes are refused. The single-nod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
 
 from ..core.journal import ErrorInfo, JournalEntry
 from ..core.logs import LogLine
+from ..core.tenancy import TenantPolicy, TenantState
 from ..core.transitions import (
     ACTIVE_STATUSES,
     FINITE_STATUSES,
@@ -53,6 +54,8 @@ __all__ = [
     "ScopeUsagePage",
     "Status",
     "Storage",
+    "TenantPolicy",
+    "TenantState",
     "WaitResult",
     "check_scope_order",
     "live_count",
@@ -229,10 +232,27 @@ class Storage(Protocol):
         ...
 
     async def create_instances(
-        self, items: Sequence[NewInstance], now: float
+        self,
+        items: Sequence[NewInstance],
+        now: float,
+        *,
+        tenants: Mapping[str, TenantPolicy] | None = None,
     ) -> list[InstanceRow | None]:
         """Insert ``queued`` instances; an id that exists already (or earlier in ``items``)
-        gives None in its place."""
+        gives None in its place. Every scope of ``items`` gets a tenant row if it has none.
+        ``tenants``: the policy resolved for (some of) the scopes: stored on the scope's row and
+        enforced in the same transaction, under a lock of that row: ``max_live`` (unfinished
+        instances of the scope plus ``len`` of its items), then the create bucket (a token per
+        item). A refused scope raises :class:`~dynamic_workflows.errors.TenantLimitError` and
+        nothing of the call is created."""
+        ...
+
+    async def get_tenant(self, scope: str) -> TenantState | None:
+        """The stored row of a scope: its policy as last resolved, its create bucket."""
+        ...
+
+    async def list_tenants(self) -> list[TenantState]:
+        """Every scope's row, by scope."""
         ...
 
     async def get_instance(self, workflow: str, scope: str, id: str) -> InstanceRow | None: ...
@@ -283,11 +303,25 @@ class Storage(Protocol):
 
     async def load_journal(self, pk: int) -> list[JournalEntry]: ...
 
-    async def claim_due(self, now: float, limit: int, *, ahead: float = 0.0) -> list[Claim]:
+    async def claim_due(
+        self,
+        now: float,
+        limit: int,
+        *,
+        ahead: float = 0.0,
+        fair: bool = True,
+        workflow_limits: Mapping[str, int] | None = None,
+    ) -> list[Claim]:
         """Mark up to ``limit`` queued/waiting instances whose ``wake_at <= now + ahead``
-        running, earliest first, and return them with their journals. ``ahead`` claims what is
-        due soon (the engine replays it and parks it until due); leases are judged at ``now``,
-        never at the later time, or a node would take over other nodes' live runs."""
+        running and return them with their journals. ``ahead`` claims what is due soon (the
+        engine replays it and parks it until due); leases are judged at ``now``, never at the
+        later time, or a node would take over other nodes' live runs.
+
+        Which: ``fair``, in weighted turns across scopes (:class:`~dynamic_workflows.core.
+        tenancy.FairShare`, each scope earliest first); otherwise earliest first. Never one
+        over a cap: a scope's ``max_running`` (its stored policy) and ``workflow_limits``
+        (runs of a workflow at once), counting the runs that hold a slot (active, or parked
+        warm), exactly, also against other nodes' claims."""
         ...
 
     async def next_due(self) -> float | None:
