@@ -247,11 +247,13 @@ async def throughput(
     url: str | None = None,
     *,
     print_per_step: bool = False,
+    fair: bool = True,
 ) -> dict[str, Any]:
     """``url``: a storage URL (``postgresql://...``) instead of SQLite at ``db``;
-    ``print_per_step``: the sandboxed tenant prints one line in each step."""
+    ``print_per_step``: the sandboxed tenant prints one line in each step; ``fair``: claims in
+    turns across tenants (off: first come, first claimed, as before fairness existed)."""
     storage = open_storage(url) if url else SQLiteStorage(db)
-    engine = Engine(storage, concurrency=concurrency)
+    engine = Engine(storage, concurrency=concurrency, fair=fair)
     waiter = wait_all_counted if url else wait_all
     loader = None
     if mode == "sandboxed":
@@ -506,6 +508,9 @@ def main(argv: list[str] | None = None) -> None:
         default="sqlite",
         help="postgresql without --db: a fresh database on $DWF_BENCH_POSTGRES, dropped after",
     )
+    parser.add_argument(
+        "--fairness", choices=["on", "off"], default="on", help="throughput: fair claiming"
+    )
     parser.add_argument("--connections", type=int, default=1, help="pg-commit-floor")
     parser.add_argument("--seconds", type=float, default=3.0, help="pg-commit-floor")
     args = parser.parse_args(argv)
@@ -535,6 +540,7 @@ def main(argv: list[str] | None = None) -> None:
                     db,
                     args.db,
                     print_per_step=args.print_per_step,
+                    fair=args.fairness == "on",
                 )
             )
         elif args.scenario == "pg-commit-floor":

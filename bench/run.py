@@ -585,6 +585,54 @@ def scenarios(quick: bool) -> list[tuple[str, Callable[[], list[Row]]]]:
             ),
         ]
 
+    flood_n = 10_000 if quick else 50_000
+
+    def noisy() -> list[Row]:
+        """Tenant A floods, tenant B creates 100 a second later: B's time to completion with
+        fair claiming, against B alone on an idle engine (the reference column) and with
+        fairness off (in the note). Each variant is the median of REPEATS runs by B's p99."""
+        rows = []
+        for backend in ("sqlite", "postgresql"):
+            label = "SQLite" if backend == "sqlite" else "PostgreSQL"
+            name = (
+                f"noisy neighbour ({label}): tenant B's p99 to completion (100 instances) "
+                f"while tenant A floods {flood_n:,}, fair claiming"
+            )
+            if backend == "postgresql" and (reason := pg_unavailable()):
+                rows += skipped([name], reason)
+                continue
+            pg = backend == "postgresql"
+            runs = {
+                fair: run_median(
+                    ["bench/noisy.py", "--flood", str(flood_n), "--fair", fair],
+                    "b_p99_ms",
+                    pg=pg,
+                    also=("b_p50_ms",),
+                )
+                for fair in ("idle", "on", "off")
+            }
+            on, idle, off = runs["on"], runs["idle"], runs["off"]
+            rows.append(
+                Row(
+                    name,
+                    on["b_p99_ms"],
+                    idle["b_p99_ms"],
+                    "ms",
+                    False,
+                    "p99 <= 2x B alone on an idle engine (reference column)",
+                    on["b_p99_ms"] <= 2 * idle["b_p99_ms"],
+                    note=(
+                        f"p50 {on['b_p50_ms']:,.0f} ms (alone {idle['b_p50_ms']:,.0f} ms); "
+                        f"fairness off: p50 {off['b_p50_ms']:,.0f} ms, p99 "
+                        f"{off['b_p99_ms']:,.0f} ms; A had created "
+                        f"{on['a_created_before_b']:,} when B started; "
+                        f"{spread(on, '{:,.0f} ms')}"
+                    ),
+                    raw=runs,
+                )
+            )
+        return rows
+
     out = [
         ("throughput", throughput),
         ("sequential step latency", sequential),
@@ -596,6 +644,7 @@ def scenarios(quick: bool) -> list[tuple[str, Callable[[], list[Row]]]]:
         ("postgresql throughput", pg_throughput),
         ("postgresql floor", pg_floor),
         ("postgresql nodes", pg_nodes),
+        ("noisy neighbour", noisy),
     ]
     return out
 

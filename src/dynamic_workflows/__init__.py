@@ -16,6 +16,7 @@ from __future__ import annotations
 from .binding import Instance, WorkflowBinding
 from .core.clock import Clock, MockClock, SystemClock
 from .core.limits import Limits
+from .core.tenancy import TenantPolicy
 from .dispatch import (
     DynamicWorkflowBinding,
     create_dynamic_workflow_entrypoint,
@@ -35,6 +36,7 @@ from .errors import (
     LimitExceededError,
     MissingDispatcherMetadataError,
     StorageError,
+    TenantLimitError,
     UnknownWorkflowError,
     WorkflowDefinitionError,
     WorkflowError,
@@ -65,6 +67,8 @@ __all__ = [
     "Storage",
     "StorageError",
     "SystemClock",
+    "TenantLimitError",
+    "TenantPolicy",
     "UnknownWorkflowError",
     "WorkflowBinding",
     "WorkflowDefinitionError",

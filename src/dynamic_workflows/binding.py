@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .core.limits import check_instance_id
+from .core.tenancy import TenantPolicy, parse_policy
 from .errors import (
     AmbiguousInstanceError,
     BatchError,
@@ -148,10 +149,16 @@ class WorkflowBinding:
     (:meth:`get`).
     """
 
-    def __init__(self, engine: Engine, name: str, *, scope: str = "") -> None:
+    def __init__(
+        self, engine: Engine, name: str, *, scope: str = "", policy: TenantPolicy | None = None
+    ) -> None:
         self._engine = engine
         self.name = name
         self.scope = scope
+        self.policy = policy
+        """The scope's :class:`~dynamic_workflows.core.tenancy.TenantPolicy` as the platform
+        gave it (``with_scope(scope, limits=)``); None: the one stored for the scope, or the
+        engine's defaults."""
 
     async def create(
         self,
@@ -164,7 +171,7 @@ class WorkflowBinding:
         """Create an instance (``create(id=..., params=...)`` or ``create({"id", "params"})``).
         Raises InstanceAlreadyExistsError for an id in use, InvalidInstanceIdError for a bad id."""
         iid, p = _options(options, id, params)
-        rows = await self._engine.create(self.name, self.scope, [(iid, p)])
+        rows = await self._engine.create(self.name, self.scope, [(iid, p)], policy=self.policy)
         return Instance(self._engine, rows[0])
 
     async def create_batch(
@@ -186,7 +193,9 @@ class WorkflowBinding:
         if not isinstance(batch, list | tuple):
             raise BatchError("create_batch() takes a list of {'id', 'params'} dicts")
         items = [_options(item, None, _MISSING) for item in self._checked_batch(batch)]
-        rows = await self._engine.create(self.name, self.scope, items, batch=True)
+        rows = await self._engine.create(
+            self.name, self.scope, items, batch=True, policy=self.policy
+        )
         return [Instance(self._engine, r) for r in rows]
 
     def _checked_batch(self, batch: Sequence[Any], what: str = "create_batch()") -> Sequence[Any]:
@@ -217,7 +226,9 @@ class WorkflowBinding:
             if not isinstance(instances, list | tuple):
                 raise BatchError("create_batch(): instances must be a list of {'id', 'params'}")
             items = [_options(item, None, _MISSING) for item in self._checked_batch(instances)]
-        rows = await self._engine.create(self.name, self.scope, items, batch=True)
+        rows = await self._engine.create(
+            self.name, self.scope, items, batch=True, policy=self.policy
+        )
         # Storage answers in input order, without the entries it did not create.
         created: list[Any] = []
         errors: list[Any] = []
@@ -312,9 +323,17 @@ class WorkflowBinding:
 
     deleteBatch = delete_batch
 
-    def with_scope(self, scope: str) -> WorkflowBinding:
-        """The same workflow seen through another id scope (a tenant's own namespace)."""
-        return WorkflowBinding(self._engine, self.name, scope=scope)
+    def with_scope(
+        self, scope: str, *, limits: Mapping[str, Any] | TenantPolicy | None = None
+    ) -> WorkflowBinding:
+        """The same workflow seen through another id scope (a tenant's own namespace).
+        ``limits``: the tenant's policy (fields of :class:`~dynamic_workflows.core.tenancy.
+        TenantPolicy`) over the engine's defaults, checked here (a ConfigurationError names the
+        field), stored for the scope and enforced on each create."""
+        policy = None
+        if limits is not None:
+            policy = parse_policy(limits, base=self._engine.tenant_defaults)
+        return WorkflowBinding(self._engine, self.name, scope=scope, policy=policy)
 
     def __repr__(self) -> str:
         return f"<WorkflowBinding {self.name}>"

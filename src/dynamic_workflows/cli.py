@@ -6,7 +6,8 @@ with the same ``--id`` to resume where it was.
 
 ``dwf dev [DIR]`` serves a wrangler-style project (the dispatcher, the admin API, a dashboard);
 ``dwf serve [DIR] --db URL`` is the production form (admin API on its own port, behind a token).
-``dwf workflows ...`` and ``dwf instances ...`` talk to either through the admin API.
+``dwf workflows ...``, ``dwf instances ...`` and ``dwf tenants`` talk to either through the admin
+API.
 """
 
 from __future__ import annotations
@@ -213,6 +214,17 @@ def _log_format_option(fn: Any) -> Any:
     )(fn)
 
 
+def _metrics_tenants_option(fn: Any) -> Any:
+    return click.option(
+        "--metrics-tenants",
+        type=click.IntRange(min=0),
+        default=20,
+        show_default=True,
+        help="How many tenants (those with the most live instances) get /metrics series of "
+        'their own; every other tenant is summed under tenant="other".',
+    )(fn)
+
+
 def _check_max_body(max_body: int, mode: LoaderMode) -> None:
     """A body the host accepts must reach a tenant's worker without exhausting it."""
     from .host.convert import MAX_BODY, size_text
@@ -244,12 +256,21 @@ def _serve(
     *,
     reload: bool,
     banner: Callable[[Project, list[Listener]], None],
+    metrics_tenants: int,
 ) -> None:
     from .host.server import ListenError, serve_project
     from .sandbox.confine import SandboxUnavailableError
 
     try:
-        serve_project(directory, storage_url, mode, listeners, reload=reload, banner=banner)
+        serve_project(
+            directory,
+            storage_url,
+            mode,
+            listeners,
+            reload=reload,
+            banner=banner,
+            metrics_tenants=metrics_tenants,
+        )
     except SandboxUnavailableError as exc:
         raise click.ClickException(
             f"{exc}\n(with `--unconfined` tenant code runs in worker processes without "
@@ -273,6 +294,7 @@ def _serve(
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @_log_format_option
 @_max_body_option
+@_metrics_tenants_option
 @_loader_options
 def dev(
     directory: Path,
@@ -283,6 +305,7 @@ def dev(
     verbose: bool,
     log_format: str,
     max_body: int,
+    metrics_tenants: int,
     trusted: bool,
     unconfined: bool,
 ) -> None:
@@ -324,7 +347,15 @@ def dev(
             extra={"event": "node.start", "url": url},
         )
 
-    _serve(directory, db, mode, listeners, reload=reload, banner=banner)
+    _serve(
+        directory,
+        db,
+        mode,
+        listeners,
+        reload=reload,
+        banner=banner,
+        metrics_tenants=metrics_tenants,
+    )
 
 
 @main.command()
@@ -349,6 +380,7 @@ def dev(
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @_log_format_option
 @_max_body_option
+@_metrics_tenants_option
 @_loader_options
 def serve(
     directory: Path,
@@ -361,6 +393,7 @@ def serve(
     verbose: bool,
     log_format: str,
     max_body: int,
+    metrics_tenants: int,
     trusted: bool,
     unconfined: bool,
 ) -> None:
@@ -405,7 +438,15 @@ def serve(
             extra={"event": "node.start", "url": chosen[0].url},
         )
 
-    _serve(directory, db, mode, listeners, reload=False, banner=banner)
+    _serve(
+        directory,
+        db,
+        mode,
+        listeners,
+        reload=False,
+        banner=banner,
+        metrics_tenants=metrics_tenants,
+    )
 
 
 # -- dwf workflows / dwf instances: the admin API -----------------------------------------------
@@ -521,6 +562,41 @@ def workflows_trigger(
             printer.line(f"Created instance {result['id']} of {name}")
 
     _admin(url, token, as_json, action)
+
+
+@main.command("tenants")
+@click.option("--workflow", help="Only this workflow's instances (default: every workflow).")
+@click.option(
+    "--sort",
+    "order",
+    type=click.Choice(["live", "instances", "steps", "recent"]),
+    default="live",
+    show_default=True,
+    help="Most first: live (not finished) instances, instances in all, steps, or the latest "
+    "change.",
+)
+@click.option("--page", type=int, help="Page number (from 1).")
+@click.option("--per-page", type=int, help="Tenants per page (at most 1000; default 25).")
+@_client_options
+def tenants(
+    workflow: str | None,
+    order: str,
+    page: int | None,
+    per_page: int | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """List the tenants (dispatcher scopes) with their usage and limits: instances live,
+    running, waiting and finished, steps recorded, creates their caps throttled."""
+    _admin(
+        url,
+        token,
+        as_json,
+        lambda c, p: p.tenants(
+            c.tenants(workflow=workflow, order=order, page=page, per_page=per_page)
+        ),
+    )
 
 
 @main.group()

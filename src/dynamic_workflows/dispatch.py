@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .core.codec import SerializationError, encode
+from .core.tenancy import TenantPolicy, parse_policy
 from .errors import MissingDispatcherMetadataError, WorkflowError
 from .workers import WorkflowEntrypoint
 
@@ -146,11 +147,21 @@ class DynamicWorkflowBinding:
     The metadata and the real binding are private: across the sandbox only the public methods are
     reachable."""
 
-    def __init__(self, metadata: Any, *, binding_name: str = "WORKFLOWS", env: Any = None) -> None:
+    def __init__(
+        self,
+        metadata: Any,
+        *,
+        binding_name: str = "WORKFLOWS",
+        env: Any = None,
+        limits: Mapping[str, Any] | TenantPolicy | None = None,
+    ) -> None:
         self._metadata = metadata
         self._binding_name = binding_name
         self._env = env if env is not None else _current_env.get(None)
         self._scope = scope_of(metadata)
+        if limits is not None:
+            parse_policy(limits)  # a wrong field fails here, where the platform wrote it
+        self._limits = limits
 
     def _binding(self) -> Any:
         env = self._env if self._env is not None else _current_env.get(None)
@@ -168,7 +179,11 @@ class DynamicWorkflowBinding:
                 'as wrap_workflow_binding(..., binding_name="...").'
             )
         with_scope = getattr(binding, "with_scope", None)
-        return with_scope(self._scope) if with_scope is not None else binding
+        if with_scope is None:
+            return binding
+        if self._limits is None:
+            return with_scope(self._scope)
+        return with_scope(self._scope, limits=self._limits)
 
     async def create(
         self,
@@ -227,11 +242,21 @@ class DynamicWorkflowBinding:
 
 
 def wrap_workflow_binding(
-    metadata: Any, *, binding_name: str = "WORKFLOWS"
+    metadata: Any,
+    *,
+    binding_name: str = "WORKFLOWS",
+    limits: Mapping[str, Any] | TenantPolicy | None = None,
 ) -> DynamicWorkflowBinding:
     """A Workflow binding for tenant code: every instance it creates carries ``metadata``, which
-    the dynamic entrypoint uses to route runs back to this tenant's code."""
-    return DynamicWorkflowBinding(metadata, binding_name=binding_name)
+    the dynamic entrypoint uses to route runs back to this tenant's code.
+
+    ``limits``: the tenant's controls, decided by the platform (from the metadata, its plan...):
+    any of ``max_running``, ``max_live``, ``create_rate``, ``create_burst``, ``weight``
+    (:mod:`dynamic_workflows.core.tenancy`), over the project's ``dynamic_workflows.tenants``
+    defaults; ``None`` for a field removes that cap. A create over the tenant's rate or
+    ``max_live`` raises :class:`~dynamic_workflows.errors.TenantLimitError` (HTTP 429 if the
+    dispatcher lets it through). Tenant code cannot see or change them."""
+    return DynamicWorkflowBinding(metadata, binding_name=binding_name, limits=limits)
 
 
 LoadRunner = Callable[[dict[str, Any]], Any]

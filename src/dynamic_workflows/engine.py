@@ -57,14 +57,17 @@ from .core.logs import LogBook, LogLine
 from .core.replay import drive
 from .core.rollback import rollback_pending, run_with_rollback
 from .core.step import RunState, WorkflowStep
+from .core.tenancy import DEFAULT_POLICY, TenantPolicy
 from .core.tracebacks import last_frame
 from .errors import (
     CannotTerminateError,
+    ConfigurationError,
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
     LimitExceededError,
     RunCancelled,
     StorageError,
+    TenantLimitError,
     UnknownWorkflowError,
     WorkflowError,
 )
@@ -97,6 +100,9 @@ and instances due within it are replayed ahead of time."""
 DEFAULT_MAX_WARM = 20_000
 """Parked runs at most (each holds its coroutines, a few KiB)."""
 
+BLOCKED_RECHECK = 0.1
+"""Seconds: how soon the scheduler claims again when due work was left unclaimed (capped)."""
+
 RECORD_RETRY_FIRST = 0.1
 RECORD_RETRY_MAX = 10.0
 """Seconds: a run's final write that failed (a full disk) is retried after the first, the delay
@@ -112,6 +118,9 @@ class WorkflowDefinition:
     name: str
     factory: EntrypointFactory
     env: Any = None
+    concurrency: int | None = None
+    """At most this many instances of it hold a run slot at once (Cloudflare's
+    ``concurrency.limit``); None: no limit but the engine's."""
 
 
 @dataclass
@@ -123,6 +132,12 @@ class _Counters:
     suspended: int = 0
     runs_by_workflow: dict[str, int] = field(default_factory=dict)
     steps_by_workflow: dict[str, int] = field(default_factory=dict)
+    # Per tenant scope (one entry per tenant that created or ran something since the start):
+    # what /metrics' bounded per-tenant series are summed from.
+    created_by_scope: dict[str, int] = field(default_factory=dict)
+    steps_by_scope: dict[str, int] = field(default_factory=dict)
+    throttled_by_scope: dict[str, int] = field(default_factory=dict)
+    """Creates refused by a tenant's policy (:class:`TenantLimitError`), per scope."""
 
 
 def _wake(fut: asyncio.Future[bytes | None]) -> None:
@@ -240,6 +255,7 @@ class StepWrites:
             raise
         counters = self._engine.counters
         by_workflow = counters.steps_by_workflow
+        by_scope = counters.steps_by_scope
         live_runs = self._engine._live
         for fut, ok, (pk, _, entry) in zip(futures, kept, writes, strict=True):
             if ok and entry.kind == StepKind.DO and entry.state == StepState.DONE:
@@ -248,6 +264,8 @@ class StepWrites:
                 if run is not None:
                     name = run.row.workflow
                     by_workflow[name] = by_workflow.get(name, 0) + 1
+                    scope = run.row.scope
+                    by_scope[scope] = by_scope.get(scope, 0) + 1
             if fut.done():
                 continue
             if ok:
@@ -467,7 +485,13 @@ class LiveRun:
     # -- StepChannel ------------------------------------------------------------------------
 
     def complete(
-        self, name: str, count: int, value: bytes, attempt: int = 1, rollback: bool = False
+        self,
+        name: str,
+        count: int,
+        value: bytes,
+        attempt: int = 1,
+        rollback: bool = False,
+        sensitive: bool = False,
     ) -> asyncio.Future[None]:
         # Not a coroutine: the future of the write is all there is to await (a step's hot path).
         self._new_step(name, count)
@@ -487,6 +511,7 @@ class LiveRun:
                 ended_at=self.engine.clock.now(),
                 attempts=self._attempts.get(key),
                 rollback=rollback,
+                sensitive=sensitive,
             )
         )
 
@@ -498,6 +523,7 @@ class LiveRun:
         error: ErrorInfo,
         retry_in: float | None,
         rollback: bool = False,
+        sensitive: bool = False,
     ) -> float | None:
         self._new_step(name, count)
         key = (name, count)
@@ -524,6 +550,7 @@ class LiveRun:
                 ended_at=now,
                 attempts=history,
                 rollback=rollback,
+                sensitive=sensitive,
             )
         )
         return wake_at
@@ -616,6 +643,8 @@ class Engine:
         id_factory: Callable[[], str] | None = None,
         warm_horizon: float = DEFAULT_WARM_HORIZON,
         max_warm: int = DEFAULT_MAX_WARM,
+        tenant_defaults: TenantPolicy = DEFAULT_POLICY,
+        fair: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -627,6 +656,12 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self.limits = limits
         self.concurrency = concurrency
+        self.tenant_defaults = tenant_defaults
+        """The policy of a scope whose binding brings none (``with_scope(scope, limits=)``
+        merges over it): the project's ``dynamic_workflows.tenants``."""
+        self.fair = fair
+        """Claim across scopes in weighted turns (True), or first come first claimed."""
+        self._stored_policy: dict[str, TenantPolicy] = {}
         self.counters = _Counters()
         self._id_factory = id_factory or (lambda: str(uuid.uuid4()))
         self._workflows: dict[str, WorkflowDefinition] = {}
@@ -659,13 +694,45 @@ class Engine:
     # -- registration ---------------------------------------------------------------------
 
     def register(
-        self, name: str, entrypoint: EntrypointFactory | type, *, env: Any = None
+        self,
+        name: str,
+        entrypoint: EntrypointFactory | type,
+        *,
+        env: Any = None,
+        concurrency: int | None = None,
     ) -> WorkflowBinding:
-        """Register the workflow ``name`` run by ``entrypoint(ctx, env).run(event, step)``."""
+        """Register the workflow ``name`` run by ``entrypoint(ctx, env).run(event, step)``;
+        ``concurrency``: at most that many of its instances run at once, on every node sharing
+        the database (others stay queued)."""
         from .binding import WorkflowBinding
 
-        self._workflows[name] = WorkflowDefinition(name, entrypoint, env)
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise ConfigurationError(
+                f"workflow {name!r}: concurrency.limit must be a positive integer, "
+                f"got {concurrency!r}"
+            )
+        self._workflows[name] = WorkflowDefinition(name, entrypoint, env, concurrency)
         return WorkflowBinding(self, name)
+
+    def workflow_limits(self) -> dict[str, int]:
+        """The concurrency limit of each registered workflow that has one."""
+        return {
+            name: d.concurrency for name, d in self._workflows.items() if d.concurrency is not None
+        }
+
+    async def tenant_policy(self, scope: str) -> TenantPolicy | None:
+        """The policy stored for ``scope`` (as last resolved by a create), None if the scope
+        never created an instance."""
+        state = await self.storage.get_tenant(scope)
+        return None if state is None else state.policy
+
+    def throttled_creates(self, scope: str | None = None) -> int:
+        """Creates refused by a tenant's policy since this engine started: of ``scope``, or
+        of every scope (``counters.throttled_by_scope`` has them per scope)."""
+        by_scope = self.counters.throttled_by_scope
+        return sum(by_scope.values()) if scope is None else by_scope.get(scope, 0)
 
     def set_env(self, name: str, env: Any) -> None:
         """Replace the env a registered workflow's entrypoint is built with (an env often holds
@@ -803,14 +870,18 @@ class Engine:
         self._poke.clear()
         free = self.concurrency - (len(self._live) - len(self._parked))
         lead = 0.0
+        claimed_at: float | None = None
         if free > 0:
-            now = self.clock.now()
-            claims = await self.storage.claim_due(now, free)
+            now = claimed_at = self.clock.now()
+            limits = self.workflow_limits()
+            claims = await self.storage.claim_due(now, free, fair=self.fair, workflow_limits=limits)
             ahead = now >= self._no_claims_ahead_until
             room = min(free - len(claims), self._warm_room()) if ahead else 0
             if room > 0:
                 # Due soon: replay now, park until the instant (see the module's docstring).
-                claims += await self.storage.claim_due(now, room, ahead=self.warm_horizon)
+                claims += await self.storage.claim_due(
+                    now, room, ahead=self.warm_horizon, fair=self.fair, workflow_limits=limits
+                )
             for claim in claims:
                 self._start_run(claim)
             if claims:
@@ -823,7 +894,12 @@ class Engine:
         if nxt is not None:
             nxt -= lead
         if nxt is not None and nxt <= self.clock.now():
-            return
+            if claimed_at is None or nxt > claimed_at:
+                return  # it came due after the claim looked: claim again
+            # Due work the claim did not take: held by a cap (a tenant's max_running, a
+            # workflow's concurrency) or by another node's claim in flight. A run that ends
+            # here pokes; one that ends on another node is not announced: look again soon.
+            nxt = self.clock.now() + BLOCKED_RECHECK
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._poke.wait())]
         if nxt is not None:
             waiters.append(asyncio.ensure_future(self.clock.sleep_until(nxt)))
@@ -1037,10 +1113,17 @@ class Engine:
         items: Sequence[tuple[str | None, Any]],
         *,
         batch: bool = False,
+        policy: TenantPolicy | None = None,
     ) -> list[InstanceRow]:
         """Create instances from ``(id or None, params)``; for a batch, existing ids are skipped,
-        otherwise an existing id raises InstanceAlreadyExistsError."""
+        otherwise an existing id raises InstanceAlreadyExistsError. ``policy``: the scope's
+        (default :attr:`tenant_defaults`), stored for it and enforced: a create over its rate or
+        ``max_live`` raises :class:`TenantLimitError` and creates nothing."""
         self._definition(workflow)
+        if policy is None:  # not the dispatcher's binding (the admin API, ...): keep the stored
+            policy = self._stored_policy.get(scope) or await self.tenant_policy(scope)
+            if policy is None:
+                policy = self.tenant_defaults
         new = []
         for instance_id, params in items:
             iid = (
@@ -1049,11 +1132,30 @@ class Engine:
                 else check_instance_id(instance_id, self.limits)
             )
             new.append(NewInstance(workflow, scope, iid, self._encode_params(params)))
-        rows = await self.storage.create_instances(new, self.clock.now())
+        # A create-time cap is checked on every create; a policy without one is only stored
+        # when this engine has not stored it already (a lock of the tenant's row saved).
+        tenants = None
+        if (
+            policy.create_rate is not None
+            or policy.max_live is not None
+            or self._stored_policy.get(scope) != policy
+        ):
+            tenants = {scope: policy}
+        try:
+            rows = await self.storage.create_instances(new, self.clock.now(), tenants=tenants)
+        except TenantLimitError:
+            by_scope = self.counters.throttled_by_scope
+            by_scope[scope] = by_scope.get(scope, 0) + 1
+            raise
+        self._stored_policy[scope] = policy
         if not batch and rows and rows[0] is None:
             raise InstanceAlreadyExistsError(new[0].id)
         self.poke()
-        return [r for r in rows if r is not None]
+        created = [r for r in rows if r is not None]
+        if created:
+            by_scope = self.counters.created_by_scope
+            by_scope[scope] = by_scope.get(scope, 0) + len(created)
+        return created
 
     async def get(self, workflow: str, scope: str, instance_id: str) -> InstanceRow:
         self._definition(workflow)

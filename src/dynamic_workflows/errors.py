@@ -21,6 +21,8 @@ The tree::
     │   ├── BatchError                    empty batch or more than 100 items
     │   ├── UnknownWorkflowError          no workflow registered under that name
     │   └── LimitExceededError            size/count limits (params, payloads, results, steps)
+    │       └── TenantLimitError          a tenant's create_rate, create_burst or max_live
+    │                                     (core/tenancy.py): HTTP 429, names the limit
     ├── WorkflowDefinitionError           the tenant used the SDK wrongly (bad step name, params)
     ├── MissingDispatcherMetadataError    a dynamic workflow's event lacks the dispatch envelope
     ├── TenantWorkerError                 a tenant's worker process died, broke a limit or stopped
@@ -72,6 +74,7 @@ __all__ = [
     "SandboxUnavailableError",
     "SerializationError",
     "StorageError",
+    "TenantLimitError",
     "TenantWorkerError",
     "UnknownWorkflowError",
     "WorkerCodeError",
@@ -203,6 +206,24 @@ class LimitExceededError(WorkflowError):
     """A size or count limit was exceeded; the message names the limit and the value."""
 
     code = "limit.exceeded"
+
+
+class TenantLimitError(LimitExceededError):
+    """A create refused by the tenant's policy (:mod:`dynamic_workflows.core.tenancy`):
+    ``limit`` names the field (``create_rate``, ``create_burst`` or ``max_live``), ``value``
+    its setting, ``retry_after`` the seconds until the create can pass (None: not by waiting
+    alone). Answered as HTTP 429 (with ``Retry-After`` when known)."""
+
+    code = "tenant.limited"
+
+    def __init__(
+        self, scope: str, limit: str, value: float, message: str, *, retry_after: float | None
+    ) -> None:
+        super().__init__(f"tenant {scope[:12] or '(unscoped)'}: {message}")
+        self.scope = scope
+        self.limit = limit
+        self.value = value
+        self.retry_after = retry_after
 
 
 class SerializationError(DynamicWorkflowsError, TypeError):

@@ -9,6 +9,12 @@ Reached as ``engine.queries`` (one :class:`Queries` per engine)::
     details = await engine.queries.describe(page.instances[0])     # + its journal (StepView)
     counts = await engine.queries.count_instances("orders")        # StatusCounts
     logs = await engine.queries.logs(page.instances[0], after=0)   # what its runs printed
+    tenants = await engine.queries.tenant_usage(order="live", limit=20)   # TenantUsagePage
+
+A step declared ``sensitive: "output"`` (Cloudflare's step option) is redacted here, once for
+every reader: its view's ``value`` is :data:`~dynamic_workflows.core.stepconfig.REDACTED`
+(``"[REDACTED]"``, Cloudflare's form) and ``sensitive`` is set; the stored value is never
+decoded on this side. The run itself reads its journal from storage, unredacted.
 
 Statuses here are the ones users see (:meth:`Engine.reported_status`): a run kept live and
 *parked* for a near wake-up is ``running`` in storage but ``waiting`` here, in views, in counts
@@ -33,8 +39,10 @@ from .core.attempts import attempts_of
 from .core.codec import decode
 from .core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from .core.logs import LogLine
+from .core.stepconfig import REDACTED
 from .errors import InvalidQueryError
-from .storage.base import FINITE_STATUSES, InstanceRow, Status
+from .storage.base import FINITE_STATUSES, SCOPE_ORDERS, InstanceRow, Status, TenantState
+from .tenant_usage import TenantPolicy, TenantUsagePage, read_tenant_usage
 
 if TYPE_CHECKING:
     from .binding import Instance
@@ -145,7 +153,8 @@ class StepView(msgspec.Struct, frozen=True):
     state: str
     """:class:`~dynamic_workflows.core.journal.StepState`."""
     value: Any
-    """The result (``do``) or the received event (``wait``), decoded; ``None`` otherwise."""
+    """The result (``do``) or the received event (``wait``), decoded; ``None`` otherwise;
+    ``"[REDACTED]"`` for the result of a :attr:`sensitive` step."""
     error: ErrorInfo | None
     attempt: int
     wake_at: float | None
@@ -163,6 +172,8 @@ class StepView(msgspec.Struct, frozen=True):
     """How many attempts the step made (``do``)."""
     has_rollback: bool = False
     """The step registered a rollback handler (``do``)."""
+    sensitive: bool = False
+    """Declared with ``config={"sensitive": "output"}``: :attr:`value` is redacted."""
 
     @property
     def attempts_omitted(self) -> int:
@@ -265,11 +276,36 @@ def _creation_order(row: InstanceRow) -> tuple[float, int]:
     return (row.created_at, row.pk)
 
 
+class EnginePolicy:
+    """The per-tenant policy as the read side sees it (:class:`~.tenant_usage.TenantPolicy`),
+    over the engine: a scope's caps and weight as stored by its last create
+    (:mod:`.core.tenancy`), and the creates refused since the engine started."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def limits(self, scope: str) -> dict[str, Any] | None:
+        state = await self.engine.storage.get_tenant(scope)
+        if state is None:
+            return None
+        given = {k: v for k, v in state.policy.as_dict().items() if v is not None}
+        if given.get("weight") == 1 and len(given) == 1:
+            return None  # the default: no cap, weight 1
+        return given
+
+    async def throttled(self) -> dict[str, int]:
+        return dict(self.engine.counters.throttled_by_scope)
+
+
 class Queries:
     """The read side of one :class:`~dynamic_workflows.engine.Engine` (``engine.queries``)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.tenant_policy: TenantPolicy | None = EnginePolicy(engine)
+        """Where tenants' limits and throttled creates are read: by default the engine's own
+        (each scope's stored policy, and the creates it refused); None: no limits and nothing
+        throttled (see :mod:`.tenant_usage`)."""
 
     # -- views ------------------------------------------------------------------------------
 
@@ -301,7 +337,12 @@ class Queries:
             and entry.wake_at is not None
             and entry.wake_at <= now
         )
-        value = None if entry.value is None else decode(entry.value)
+        if entry.value is None:
+            value = None
+        elif entry.sensitive:
+            value = REDACTED  # (never decoded here: no view of it can leak)
+        else:
+            value = decode(entry.value)
         attempts: list[AttemptView] = []
         total = 0
         started_at = entry.started_at
@@ -339,7 +380,21 @@ class Queries:
             attempts=attempts,
             attempts_total=total,
             has_rollback=entry.rollback,
+            sensitive=entry.sensitive,
         )
+
+    # -- tenants ------------------------------------------------------------------------------
+
+    async def tenant(self, scope: str) -> TenantState | None:
+        """A scope's stored row: its policy as last resolved by a create (``policy``) and its
+        create bucket (``tokens`` at ``tokens_at``; None: full). None for a scope that never
+        created an instance."""
+        return await self.engine.storage.get_tenant(scope)
+
+    async def tenants(self) -> list[TenantState]:
+        """Every scope's row, by scope (see :meth:`tenant`). Creates refused per scope since
+        the engine started are ``engine.counters.throttled_by_scope``."""
+        return await self.engine.storage.list_tenants()
 
     # -- single instances -------------------------------------------------------------------
 
@@ -473,6 +528,52 @@ class Queries:
             if status is None or view.status == status:
                 matching.append(view)
         return InstancePage(matching[offset : offset + limit], len(matching), offset, limit)
+
+    # -- tenants ------------------------------------------------------------------------------
+
+    async def tenant_limits(self, scope: str) -> dict[str, Any] | None:
+        """The limits of the tenant ``scope``, or None (none set, or no policy)."""
+        policy = self.tenant_policy
+        return None if policy is None else await policy.limits(scope)
+
+    async def throttled_by_scope(self) -> dict[str, int]:
+        """Creates refused or delayed by a tenant's caps, per scope (empty without a policy)."""
+        policy = self.tenant_policy
+        return {} if policy is None else dict(await policy.throttled())
+
+    async def tenant_usage(
+        self,
+        workflow: str | None = None,
+        *,
+        order: str = "live",
+        limit: int = 100,
+        offset: int = 0,
+        unscoped: bool = True,
+        steps: bool = True,
+    ) -> TenantUsagePage:
+        """Tenants (scopes) with their instances by reported status and their steps, of one
+        workflow or of all (a tenant's instances of every workflow together), in one storage
+        read however many instances there are: the page ``offset``/``limit`` (1 to
+        :data:`MAX_LIMIT`) in ``order`` (``live``, ``instances``, ``steps`` or ``recent``:
+        :data:`~.storage.base.SCOPE_ORDERS`), with this engine's counters and the tenants'
+        policy. ``unscoped=False`` leaves out the instances created without a dispatcher;
+        ``steps=False`` does not count steps (the costly part of the read)."""
+        limit, offset = _check_paging(limit, offset)
+        if order not in SCOPE_ORDERS:
+            raise InvalidQueryError(f"order: {order!r} is not one of {', '.join(SCOPE_ORDERS)}")
+        if order == "steps" and not steps:
+            raise InvalidQueryError("order: 'steps' needs the steps counted")
+        return await read_tenant_usage(
+            self.engine,
+            workflow,
+            order=order,
+            limit=limit,
+            offset=offset,
+            unscoped=unscoped,
+            steps=steps,
+            limits=self.tenant_limits,
+            throttled=await self.throttled_by_scope(),
+        )
 
     async def _candidates(
         self,

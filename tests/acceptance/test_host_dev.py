@@ -428,6 +428,40 @@ def test_every_workflows_and_instances_command(saas: Server) -> None:
     assert "Workflow 'nope' not found." in out.output
 
 
+def test_dwf_tenants_lists_usage_sorted_paged_and_as_json(saas: Server) -> None:
+    doc = create(saas, "globex", {"title": "tenants"}, id="tenants-1")
+    wait_status(saas, "globex", doc, "waiting")
+    create(saas, "initech", {"amounts": [2]}, id="tenants-2")
+    wait_status(saas, "initech", "tenants-2", "complete")
+
+    out = dwf(saas, "tenants")
+    assert out.exit_code == 0, out.output
+    for column in ("Tenant", "Live", "Running", "Waiting", "Finished", "Steps", "Limits"):
+        assert column in out.output
+    assert "globex" in out.output
+    assert "initech" in out.output
+    assert "by live" in out.output
+    out = dwf(saas, "tenants", "--json", "--sort", "steps", "--workflow", WF)
+    assert out.exit_code == 0, out.output
+    listed = json.loads(out.output)
+    steps = [t["steps"] for t in listed]
+    assert steps == sorted(steps, reverse=True)
+    globex = next(t for t in listed if t["tenant"] == "globex")
+    assert globex["waiting"] >= 1
+    assert globex["live"] >= globex["waiting"]
+    assert globex["limits"] is None  # no caps set
+    assert {"running", "finished", "throttled", "last_active_on"} <= set(globex)
+    out = dwf(saas, "tenants", "--per-page", "1", "--page", "2")
+    assert out.exit_code == 0, out.output
+    assert "page 2 of" in out.output
+    out = dwf(saas, "tenants", "--sort", "busiest")
+    assert out.exit_code == 2
+    assert "'busiest' is not one of" in out.output
+    out = dwf(saas, "tenants", "--workflow", "nope")
+    assert out.exit_code == 1
+    assert "Workflow 'nope' not found" in out.output
+
+
 def test_the_cli_as_a_subprocess_json_and_connection_refused(saas: Server) -> None:
     proc = subprocess.run(
         [*DWF, "workflows", "list", "--json", "--url", saas.url],
@@ -458,6 +492,8 @@ def test_dashboard_and_metrics(saas: Server) -> None:
     metrics = httpx.get(saas.url + "/cdn-cgi/local/metrics").text
     assert f'dwf_instances{{status="complete",workflow="{WF}"}}' in metrics
     assert "dwf_http_request_duration_seconds_bucket" in metrics
+    assert 'dwf_tenant_instances{status="' in metrics
+    assert "dwf_tenant_instances_created_total{tenant=" in metrics
 
 
 WRANGLER = os.environ.get("DWF_TEST_WRANGLER")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pg_support
+from dynamic_workflows.storage.postgres_schema import migrations
 
 DWF = [sys.executable, "-m", "dynamic_workflows.cli"]
 
@@ -28,11 +29,12 @@ def test_migrate_a_postgres_schema_then_find_it_up_to_date(
             "applied 0002_nodes",
             "applied 0003_step_attempts",
             "applied 0004_logs",
-            "schema now at version 4",
+            "applied 0006_step_sensitive",
+            "schema now at version 6",
         ]
         again = dwf("migrate", "--db", url)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.splitlines() == ["schema already at version 4"]
+        assert again.stdout.splitlines() == ["schema already at version 6"]
     finally:
         pg_server.drop(schema)
 
@@ -61,6 +63,7 @@ def test_migrate_reads_the_url_as_the_engine_does(pg_server: pg_support.PgServer
     try:
         proc = dwf("migrate", "--db", pg_server.schema_url(schema) + "&lease_seconds=12")
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.splitlines()[-1] == "schema now at version 4"
+        latest = migrations()[-1].version
+        assert proc.stdout.splitlines()[-1] == f"schema now at version {latest}"
     finally:
         pg_server.drop(schema)

@@ -514,3 +514,48 @@ async def test_a_dynamic_retry_delay_runs_in_the_sandboxed_worker(loader: Loader
     assert log.hits == ["1", "2", "3"]
     assert times["2"] - times["1"] >= 0.14
     assert times["3"] - times["2"] >= 0.29
+
+
+SENSITIVE = """
+    from workers import WorkflowEntrypoint
+
+    class TenantWorkflow(WorkflowEntrypoint):
+        async def run(self, event, step):
+            @step.do("secret", config={"sensitive": "output",
+                                       "retries": {"limit": 1, "delay": 10}})
+            async def secret(ctx):
+                if ctx["attempt"] == 1:
+                    raise ValueError("not yet")
+                return {"token": "s3cr3t", "config": ctx["config"]}
+
+            value = await secret()
+            await step.sleep("nap", 20)  # hibernates: the rest is a replay in a new run
+
+            @step.do("use")
+            async def use():
+                return value["token"].upper()
+
+            return [value, await use()]
+"""
+
+
+async def test_a_sensitive_steps_flag_crosses_the_sandbox_with_its_result(loader: Loader) -> None:
+    async with Engine(MemoryStorage(), warm_horizon=0) as engine:
+        binding = engine.register("wf", dispatcher(loader, lambda: worker_code(SENSITIVE)))
+        instance = await binding.create(id="sensitive")
+        status = await wait_status(instance, {"complete", "errored"})
+        view = await engine.queries.get_instance("wf", "", "sensitive")
+        assert view is not None
+        steps = {s.name: s for s in await engine.queries.journal(view)}
+        stored = {e.name: e for e in await engine.storage.load_journal(view.row.pk)}
+    assert status["status"] == "complete", status
+    value, used = status["output"]
+    assert (value["token"], used) == ("s3cr3t", "S3CR3T")  # replayed unredacted to the run
+    assert value["config"]["sensitive"] == "output"
+    assert (stored["secret"].sensitive, stored["secret"].attempt) == (True, 2)
+    assert not stored["use"].sensitive
+    assert (steps["secret"].value, steps["secret"].sensitive) == ("[REDACTED]", True)
+    assert steps["use"].value == "S3CR3T"
+    # its failed attempt crossed with the flag too, and its error is not redacted
+    assert steps["secret"].attempts[0].error is not None
+    assert steps["secret"].attempts[0].error.message == "not yet"

@@ -5,6 +5,7 @@ acceptance tests run the same through the sandbox."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import textwrap
 from collections.abc import AsyncIterator
@@ -19,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
+from dynamic_workflows.core.tenancy import TenantPolicy
+from dynamic_workflows.dispatch import scope_of
 from dynamic_workflows.errors import AdminError, ConfigurationError
 from dynamic_workflows.host import (
     HostMetrics,
@@ -753,6 +756,20 @@ async def test_metrics_and_dashboard(host: Host) -> None:
     assert (await host.client.get("/cdn-cgi/local/explorer")).status_code == 307
 
 
+@dataclass
+class FixedPolicy:
+    """A tenant policy (``queries.tenant_policy``) with fixed throttled counts and limits."""
+
+    counts: dict[str, int]
+    caps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    async def limits(self, scope: str) -> dict[str, Any] | None:
+        return self.caps.get(scope)
+
+    async def throttled(self) -> dict[str, int]:
+        return self.counts
+
+
 async def test_metrics_name_workflows_and_the_top_tenants(host: Host) -> None:
     for tenant in ("a", "b", "c"):
         for i in range({"a": 3, "b": 2, "c": 1}[tenant]):
@@ -772,9 +789,14 @@ async def test_metrics_name_workflows_and_the_top_tenants(host: Host) -> None:
     await host.api("POST", "/workflows/plain/instances", json={"id": "p"})
     await host.wait_for("plain", "p", "waiting")
 
+    # The throttled creates come from the tenants' policy (caps), when the engine has one.
+    host.live.project.engine.queries.tenant_policy = FixedPolicy(
+        {scope_of({"t": "a", "tenant": "a"}): 4, scope_of({"t": "c", "tenant": "c"}): 2}
+    )
     metrics = HostMetrics(host.live, top_tenants=2)
     await metrics.refresh()
-    assert metrics.tenant_instances == {
+    assert metrics.tenants == 3
+    assert {k: v.by_status for k, v in metrics.tenant_figures.items()} == {
         "a": {"complete": 3},
         "b": {"complete": 2},
         OTHER_TENANT: {"complete": 1},
@@ -782,6 +804,11 @@ async def test_metrics_name_workflows_and_the_top_tenants(host: Host) -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'dwf_tenant_instances{status="complete",tenant="a"} 3.0' in text
     assert 'dwf_tenant_instances{status="complete",tenant="other"} 1.0' in text
+    assert "dwf_tenants 3.0" in text
+    for tenant, created, throttled in (("a", 3, 4), ("b", 2, 0), ("other", 1, 2)):
+        assert f'dwf_tenant_instances_created_total{{tenant="{tenant}"}} {created}.0' in text
+        assert f'dwf_tenant_steps_committed_total{{tenant="{tenant}"}} {created}.0' in text
+        assert f'dwf_tenant_creates_throttled_total{{tenant="{tenant}"}} {throttled}.0' in text
     assert 'tenant="c"' not in text
     # The unscoped instance of `plain` belongs to no tenant.
     assert 'dwf_instances{status="waiting",workflow="plain"} 1.0' in text
@@ -844,3 +871,22 @@ async def test_a_page_past_the_end_is_empty_however_large(tmp_path: Path) -> Non
             assert [i["id"] for i in body["result"]] == ["only"]
     finally:
         await live.stop()
+
+
+async def test_a_create_over_the_tenants_rate_is_a_429(host: Host) -> None:
+    engine = host.live.project.engine
+    engine.tenant_defaults = TenantPolicy(create_rate=0.5, create_burst=1)
+    code, _ = await host.api("POST", "/workflows/plain/instances", json={"id": "first"})
+    assert code == 200
+    response = await host.client.post(API + "/workflows/plain/instances", json={"id": "second"})
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "2"
+    error = response.json()["errors"][0]
+    assert error["code"] == 10429
+    assert "create_rate of 0.5/s (burst 1)" in error["message"]
+    # Through the dispatcher, uncaught: a 429 too, not a 500.
+    assert (await host.client.get("/create?t=a&id=x&p=1")).status_code == 200
+    throttled = await host.client.get("/create?t=a&id=y&p=1")
+    assert throttled.status_code == 429
+    assert "create_rate" in throttled.text
+    assert engine.throttled_creates() == 2

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dynamic_workflows.core.tenancy import TenantPolicy
 from dynamic_workflows.host import Project, ProjectConfigError, ProjectLoadError, load_config
 from dynamic_workflows.host.jsonc import JSONCError, loads
 
@@ -79,11 +80,17 @@ def test_the_saas_example_config() -> None:
     assert config.compatibility_flags == ("python_workers",)
     assert [lb.binding for lb in config.worker_loaders] == ["LOADER"]
     [wf] = config.workflows
-    assert (wf.name, wf.binding, wf.class_name) == (
+    assert (wf.name, wf.binding, wf.class_name, wf.concurrency) == (
         "tenant-workflows",
         "WORKFLOWS",
         "TenantWorkflows",
+        200,
     )
+    assert config.tenant_defaults == TenantPolicy(
+        max_running=20, max_live=10000, create_rate=20.0, create_burst=100, weight=1
+    )
+    assert config.fair is True
+    assert config.unused == ()
 
 
 def test_toml_config_and_vars_and_unused_fields(tmp_path: Path) -> None:
@@ -104,6 +111,16 @@ def test_toml_config_and_vars_and_unused_fields(tmp_path: Path) -> None:
             binding = "ORDERS"
             class_name = "Flow"
 
+            [workflows.concurrency]
+            limit = 10
+
+            [dynamic_workflows]
+            fair = false
+
+            [dynamic_workflows.tenants]
+            max_running = 5
+            create_rate = 2.5
+
             [vars]
             GREETING = "hi"
             LIMITS = { max = 3 }
@@ -112,7 +129,11 @@ def test_toml_config_and_vars_and_unused_fields(tmp_path: Path) -> None:
         )
     )
     assert config.path.name == "wrangler.toml"
-    assert config.workflow("orders") is not None
+    orders = config.workflow("orders")
+    assert orders is not None
+    assert orders.concurrency == 10
+    assert config.tenant_defaults == TenantPolicy(max_running=5, create_rate=2.5)
+    assert config.fair is False
     assert config.vars == {"GREETING": "hi", "LIMITS": {"max": 3}}
     assert config.unused == ("account_id",)
 
@@ -204,6 +225,38 @@ def test_a_folder_with_several_config_files_uses_wranglers_order(tmp_path: Path)
             "unknown field(s) size",
         ),
         ('{"main": "src/entry.py", "vars": []}', "vars", "must be an object, got a list"),
+        (
+            '{"main": "src/entry.py", "workflows": [{"name": "a", "binding": "A", '
+            '"class_name": "Flow", "concurrency": {"limit": 0}}]}',
+            "workflows[0].concurrency.limit",
+            "must be a positive integer (instances running at once), got 0",
+        ),
+        (
+            '{"main": "src/entry.py", "workflows": [{"name": "a", "binding": "A", '
+            '"class_name": "Flow", "concurrency": 10}]}',
+            "workflows[0].concurrency",
+            'must be an object like {"limit": 10}',
+        ),
+        (
+            '{"main": "src/entry.py", "dynamic_workflows": {"tenants": {"max_live": -1}}}',
+            "dynamic_workflows.tenants.max_live",
+            "must be an integer of at least 1, got -1",
+        ),
+        (
+            '{"main": "src/entry.py", "dynamic_workflows": {"tenants": {"create_rate": 0}}}',
+            "dynamic_workflows.tenants.create_rate",
+            "must be a positive number (instances per second), got 0",
+        ),
+        (
+            '{"main": "src/entry.py", "dynamic_workflows": {"tenants": {"speed": 1}}}',
+            "dynamic_workflows.tenants",
+            "unknown field(s) speed",
+        ),
+        (
+            '{"main": "src/entry.py", "dynamic_workflows": {"fair": "yes"}}',
+            "dynamic_workflows.fair",
+            "must be true or false",
+        ),
     ],
 )
 def test_config_errors_name_the_file_the_field_and_the_problem(

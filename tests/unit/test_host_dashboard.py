@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import textwrap
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from dynamic_workflows.dispatch import scope_of
 from dynamic_workflows.host import HostMetrics, LiveProject, Project, create_dev_app, load_config
-from dynamic_workflows.host.tenants import tenant_counts, tenant_label
+from dynamic_workflows.host.tenants import tenant_label
 
 API = "/cdn-cgi/local/explorer/api"
 EXPLORER = "/cdn-cgi/local/explorer/"
@@ -140,11 +142,14 @@ async def test_listings_name_tenants_and_count_them(client: httpx.AsyncClient) -
         {("acme", "a-1"): "waiting", ("acme", "same"): "complete", ("globex", "same"): "waiting"},
     )
     tenants, info = await result(client, "/workflows/dyn/tenants")
-    assert info == {"count": 2, "scanned": 3, "complete": True}
+    assert (info["count"], info["total_count"], info["page"], info["total_pages"]) == (2, 2, 1, 1)
+    assert info["totals"] == {"instances": {"waiting": 2, "complete": 1}, "steps": 3}
     assert [(t["tenant"], t["total"]) for t in tenants] == [("acme", 2), ("globex", 1)]
     acme = tenants[0]
     assert acme["metadata"] == {"customer": "c-acme", "tenantId": "acme"}
     assert acme["instances"] == {"waiting": 1, "complete": 1}
+    assert (acme["live"], acme["running"], acme["waiting"], acme["finished"]) == (1, 0, 1, 1)
+    assert (acme["steps"], acme["created"], acme["throttled"], acme["limits"]) == (2, 2, 0, None)
     # The per-tenant filter is the scope; the listing's status counts follow it.
     listed, info = await result(client, "/workflows/dyn/instances", scope=acme["scope"])
     assert sorted(i["id"] for i in listed) == ["a-1", "same"]
@@ -167,15 +172,67 @@ async def test_listings_name_tenants_and_count_them(client: httpx.AsyncClient) -
     assert missing.status_code == 404
 
 
-async def test_the_tenant_scan_stops_at_its_limit(
+@dataclass
+class Caps:
+    """A tenant policy (``queries.tenant_policy``): limits per scope, throttled creates."""
+
+    caps: dict[str, dict[str, Any]]
+    counts: dict[str, int]
+
+    async def limits(self, scope: str) -> dict[str, Any] | None:
+        return self.caps.get(scope)
+
+    async def throttled(self) -> dict[str, int]:
+        return self.counts
+
+
+async def test_every_tenant_is_counted_paged_and_ordered(
     client: httpx.AsyncClient, live: LiveProject
 ) -> None:
-    for i in range(5):
-        await client.get(f"/?c=c&t=acme&id=n-{i}&p=done")
-    await settle(client, {("acme", f"n-{i}"): "complete" for i in range(5)})
-    counted = await tenant_counts(live.project.engine.queries, "dyn", limit=3)
-    assert (counted.scanned, counted.complete) == (3, False)
-    assert counted.tenants[0].by_status == {"complete": 3}
+    # More instances than a page and than any scan bound: every one is counted.
+    want = {}
+    for i in range(12):
+        tenant = f"t{i % 4}"
+        payload = "wait" if i % 4 == 0 else "done"
+        await client.get(f"/?c=c&t={tenant}&id=n-{i}&p={payload}")
+        want[(tenant, f"n-{i}")] = "waiting" if payload == "wait" else "complete"
+    await settle(client, want)
+    t0 = scope_of({"customer": "c", "tenantId": "t0"})
+    live.project.engine.queries.tenant_policy = Caps({t0: {"max_running": 2}}, {t0: 5})
+    tenants, info = await result(client, "/tenants", per_page="3")
+    assert (info["total_count"], info["total_pages"], info["order"]) == (4, 2, "live")
+    assert info["totals"]["instances"] == {"waiting": 3, "complete": 9}
+    # t0 has the live instances; the others tie and go by their latest change.
+    assert tenants[0]["tenant"] == "t0"
+    assert (tenants[0]["limits"], tenants[0]["throttled"]) == ({"max_running": 2}, 5)
+    rest, info = await result(client, "/tenants", per_page="3", page="2")
+    assert info["count"] == 1
+    names = [t["tenant"] for t in tenants + rest]
+    assert sorted(names) == ["t0", "t1", "t2", "t3"]
+    by_steps, _ = await result(client, "/workflows/dyn/tenants", order="steps")
+    assert {t["tenant"]: t["steps"] for t in by_steps} == {"t0": 3, "t1": 3, "t2": 3, "t3": 3}
+    recent, _ = await result(client, "/tenants", workflow="dyn", order="recent")
+    active = [t["last_active_on"] for t in recent]
+    assert active == sorted(active, reverse=True)
+    one, _ = await result(client, "/tenants", workflow="dyn", order="recent", per_page="1")
+    assert one[0]["tenant"] == recent[0]["tenant"]
+    unstepped, _ = await result(client, "/workflows/dyn/tenants", steps="false")
+    assert {t["steps"] for t in unstepped} == {0}
+    assert sorted(t["tenant"] for t in unstepped) == ["t0", "t1", "t2", "t3"]
+    far, info = await result(client, "/tenants", page=str(10**20))
+    assert (far, info["total_count"]) == ([], 4)
+    for params, message in [
+        ({"order": "busiest"}, "order: 'busiest' is not one of live, instances, steps, recent"),
+        ({"per_page": "0"}, "per_page: must be between 1 and 1000, got 0"),
+        ({"page": "x"}, "page: 'x' is not an integer"),
+        ({"steps": "no"}, "steps: must be true or false, got 'no'"),
+        ({"order": "steps", "steps": "false"}, "order: 'steps' needs the steps counted"),
+    ]:
+        response = await client.get(API + "/tenants", params=params)
+        assert response.status_code == 400
+        assert response.json()["errors"][0]["message"] == message
+    missing = await client.get(API + "/tenants", params={"workflow": "nope"})
+    assert missing.status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -184,6 +241,7 @@ async def test_the_tenant_scan_stops_at_its_limit(
         EXPLORER,
         EXPLORER + "workflows/dyn",
         EXPLORER + "workflows/dyn/instances/a-1",
+        EXPLORER + "tenants",
         "/cdn-cgi/explorer/workflows/dyn/instances/a-1",
     ],
 )
@@ -203,6 +261,8 @@ async def test_the_front_ends_files(client: httpx.AsyncClient) -> None:
     for name, kind in [
         ("app.js", "text/javascript"),
         ("views/instance.js", "text/javascript"),
+        ("views/tenants.js", "text/javascript"),
+        ("poll.js", "text/javascript"),
         ("style.css", "text/css"),
         ("favicon.svg", "image/svg+xml"),
     ]:
@@ -215,6 +275,7 @@ async def test_the_front_ends_files(client: httpx.AsyncClient) -> None:
     # Every module the page imports is served (a missing one is a blank page).
     app = (await client.get(EXPLORER + "static/app.js")).text
     assert 'from "./views/instance.js"' in app
+    assert 'from "./views/tenants.js"' in app
     for missing in ("nope.js", "../__init__.py", "views/../../index.html"):
         assert (await client.get(EXPLORER + "static/" + missing)).status_code == 404
     assert (await client.get(EXPLORER + "elsewhere")).status_code == 404

@@ -36,6 +36,8 @@ def test_package_exports_are_pinned() -> None:
         "Storage",
         "StorageError",
         "SystemClock",
+        "TenantLimitError",
+        "TenantPolicy",
         "UnknownWorkflowError",
         "WorkflowBinding",
         "WorkflowDefinitionError",

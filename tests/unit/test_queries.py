@@ -292,3 +292,53 @@ async def test_wait_for_status_reports_each_change_once(make_env: EnvFactory) ->
     for seen, last in ((first, "waiting"), (then, "complete")):
         assert seen[-1] == last
         assert all(a != b for a, b in itertools.pairwise(seen))  # changes, not polls
+
+
+async def test_tenant_usage_reports_parked_runs_as_waiting_per_scope(
+    make_env: EnvFactory,
+) -> None:
+    async def short_nap(event: Any, step: Any) -> Any:
+        await step.sleep("nap", "2 seconds")
+        return "rested"
+
+    wf = make_env(short_nap, warm_horizon=5.0)
+    async with wf, wf.clock.frozen():
+        await wf.binding.with_scope("acme").create(id="parked", params=None)
+        await until(lambda: wf.engine.parked_runs() == 1)
+        await wf.binding.create(id="raw", params=None)
+        await until(lambda: wf.engine.parked_runs() == 2)
+        q = wf.engine.queries
+        page = await q.tenant_usage("workflow")
+        assert {t.scope: t.by_status for t in page.tenants} == {
+            "acme": {"waiting": 1},
+            "": {"waiting": 1},
+        }
+        assert page.by_status == {"waiting": 2}
+        scoped = await q.tenant_usage(unscoped=False)
+        assert [(t.scope, t.waiting, t.running, t.live, t.created) for t in scoped.tenants] == [
+            ("acme", 1, 0, 1, 1)
+        ]
+        assert scoped.by_status == {"waiting": 1}
+        assert (scoped.total, scoped.offset, scoped.limit) == (1, 0, 100)
+        # No policy: no limits, nothing throttled.
+        assert (await q.tenant_limits("acme"), await q.throttled_by_scope()) == (None, {})
+        assert scoped.tenants[0].limits is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"order": "busiest"}, "order: 'busiest' is not one of live, instances, steps, recent"),
+        ({"order": "steps", "steps": False}, "order: 'steps' needs the steps counted"),
+        ({"limit": 0}, "limit: must be an integer from 1 to 1000, got 0"),
+        ({"offset": -1}, "offset: must be an integer >= 0, got -1"),
+    ],
+)
+async def test_bad_tenant_usage_queries_name_their_parameter(
+    make_env: EnvFactory, kwargs: dict[str, Any], message: str
+) -> None:
+    wf = make_env(waits_for_go)
+    async with wf:
+        with pytest.raises(InvalidQueryError) as caught:
+            await wf.engine.queries.tenant_usage(**kwargs)
+    assert str(caught.value) == message

@@ -4,6 +4,10 @@ Tenants are told apart by the ``x-tenant-id`` header. Each tenant's code (``tena
 its own worker, loaded with ``env.LOADER.get(tenant_id, get_code)``; its ``env.WORKFLOWS`` is the
 real Workflow binding wrapped with the tenant's id, so every instance it creates carries that id
 and every run of that instance is routed back to the same tenant's code.
+
+Each tenant's controls come from its plan (``PLANS``), over the defaults of ``wrangler.jsonc``'s
+``dynamic_workflows.tenants``: a tenant over its create rate gets a 429, and one tenant's flood
+of instances only delays that tenant.
 """
 
 from tenants import TENANT_API, TENANT_WORKFLOWS
@@ -16,11 +20,20 @@ from dynamic_workflows import (
     InvalidEventTypeError,
     InvalidInstanceIdError,
     LimitExceededError,
+    TenantLimitError,
     WorkflowError,
     create_dynamic_workflow_entrypoint,
     wrap_workflow_binding,
 )
 from dynamic_workflows.errors import SerializationError
+
+# The platform's plans: decided by the platform (billing, abuse handling), never by tenant code.
+# A field left out keeps the wrangler.jsonc default; None removes that cap.
+PLANS = {
+    "acme": {"weight": 3, "max_running": 50, "create_rate": 50, "create_burst": 200},
+    "globex": {"weight": 1, "max_running": 5, "max_live": 1000},
+    # initech: the defaults
+}
 
 
 def load_tenant(env, tenant_id):
@@ -35,7 +48,11 @@ def load_tenant(env, tenant_id):
                 "workflow.py": TENANT_WORKFLOWS[tenant_id],
             },
             # The tenant's only way out: a Workflow binding that only sees its own instances.
-            "env": {"WORKFLOWS": wrap_workflow_binding({"tenantId": tenant_id})},
+            "env": {
+                "WORKFLOWS": wrap_workflow_binding(
+                    {"tenantId": tenant_id}, limits=PLANS.get(tenant_id)
+                )
+            },
             "global_outbound": None,  # no network for tenant code
         }
 
@@ -54,6 +71,11 @@ TenantWorkflows = create_dynamic_workflow_entrypoint(
 def refusal(error):
     """The answer to a Workflow binding's refusal that a tenant's code let escape: the client
     asked for something wrong, so a 4xx naming it rather than a 500."""
+    if isinstance(error, TenantLimitError):  # over the tenant's plan: slow down
+        headers = {}
+        if error.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(error.retry_after + 0.5)))
+        return Response.json({"error": str(error)}, status=429, headers=headers)
     if isinstance(error, InstanceAlreadyExistsError):
         return Response.json({"error": str(error)}, status=409)
     if isinstance(error, InstanceNotFoundError):

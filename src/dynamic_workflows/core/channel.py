@@ -34,11 +34,18 @@ class StepChannel(Protocol):
     """The host's side of a run: durable effects, answered once committed."""
 
     def complete(
-        self, name: str, count: int, value: bytes, attempt: int = 1, rollback: bool = False
+        self,
+        name: str,
+        count: int,
+        value: bytes,
+        attempt: int = 1,
+        rollback: bool = False,
+        sensitive: bool = False,
     ) -> Awaitable[None]:
         """Commit a step's result (``attempt``: the attempt that produced it; ``rollback``: the
-        step registered a rollback handler). A ``count`` below 0 is a rollback handler's entry
-        (:func:`~.journal.rollback_count`)."""
+        step registered a rollback handler; ``sensitive``: the step's config says
+        ``sensitive: "output"``, recorded with it). A ``count`` below 0 is a rollback handler's
+        entry (:func:`~.journal.rollback_count`)."""
         ...
 
     async def fail(
@@ -49,9 +56,11 @@ class StepChannel(Protocol):
         error: ErrorInfo,
         retry_in: float | None,
         rollback: bool = False,
+        sensitive: bool = False,
     ) -> float | None:
         """Commit a failed attempt. ``retry_in`` None: the error is final. Otherwise returns the
-        time the next attempt is due. ``rollback`` as for :meth:`complete`."""
+        time the next attempt is due. ``rollback`` and ``sensitive`` as for :meth:`complete` (the
+        error itself is never redacted, as on Cloudflare)."""
         ...
 
     async def sleep(self, name: str, count: int, until: float | None, seconds: float) -> float:

@@ -68,8 +68,12 @@ class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
         return {"name": self.name, "message": self.message}
 
 
-class JournalEntry(msgspec.Struct, frozen=True, gc=False):
-    """One step occurrence, keyed by ``(name, count)``; ``count`` starts at 1."""
+class JournalEntry(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One step occurrence, keyed by ``(name, count)``; ``count`` starts at 1.
+
+    Encoded without its default fields (``omit_defaults``): a journal crosses to the sandbox
+    with every run, and most entries leave most fields empty (measured: a quarter smaller and
+    faster both ways, so :attr:`sensitive` costs the steps without it nothing)."""
 
     name: str
     count: int
@@ -91,6 +95,10 @@ class JournalEntry(msgspec.Struct, frozen=True, gc=False):
     rollback: bool = False
     """The step registered a rollback handler (``do``): it is eligible for the rollback phase
     (read without running tenant code when the instance is terminated with ``rollback``)."""
+    sensitive: bool = False
+    """The step was declared with ``config={"sensitive": "output"}`` (``do``): its ``value`` is
+    replayed to the run as any other, and shown to operators as
+    :data:`~dynamic_workflows.core.stepconfig.REDACTED` (see :mod:`dynamic_workflows.queries`)."""
 
 
 class Completed(msgspec.Struct, frozen=True, tag=True):

@@ -779,9 +779,11 @@ class WorkflowStep:
                     # together (sleepers due at one instant) all start their bodies first, and
                     # their writes still share one commit.
                     await _next_iteration()
-                    if flagged:
-                        await channel.complete(name, count, outcome, attempt, True)
-                    else:
+                    if flagged or cfg.sensitive:
+                        await channel.complete(
+                            name, count, outcome, attempt, flagged, cfg.sensitive
+                        )
+                    else:  # the call a step without either option has always made
                         await channel.complete(name, count, outcome, attempt)
                     return decode(outcome)
                 retry_in: float | None = None
@@ -795,8 +797,10 @@ class WorkflowStep:
                         outcome = delay
                     else:
                         retry_in = delay
-                if flagged:
-                    wake_at = await channel.fail(name, count, attempt, outcome.info, retry_in, True)
+                if flagged or cfg.sensitive:
+                    wake_at = await channel.fail(
+                        name, count, attempt, outcome.info, retry_in, flagged, cfg.sensitive
+                    )
                 else:
                     wake_at = await channel.fail(name, count, attempt, outcome.info, retry_in)
                 if retry_in is None or wake_at is None:

@@ -1,4 +1,4 @@
-"""Step configuration: retries and timeout, with Cloudflare's defaults and validation.
+"""Step configuration: retries, timeout and sensitivity, with Cloudflare's defaults and validation.
 
 A retry's ``delay`` is a duration, or (Cloudflare's dynamic retry delays, July 2026) a function
 of the failed attempt and its error: ``delay(ctx, error)`` returning a duration (a number of
@@ -6,6 +6,12 @@ milliseconds or ``"N unit"``), which the back-off then scales, as a fixed delay 
 of the TypeScript ``delay: ({ ctx, error }) => ...``: the function's parameters named ``ctx``
 and ``error`` receive them (either may be left out); a function of one other parameter receives
 ``{"ctx": ..., "error": ...}``, the TypeScript form's one object. It may be ``async``.
+
+``sensitive: "output"`` (Cloudflare's ``WorkflowStepConfig.sensitive``, type
+``WorkflowStepSensitivity``, whose one value is ``"output"``): the step's result is stored and
+handed to the workflow as any other, but every view of it for operators (the admin API, wrangler
+and ``dwf`` ``instances describe``, the dashboard) shows :data:`REDACTED` instead. Its error is
+never redacted (as on Cloudflare).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from .durations import parse_duration
 __all__ = [
     "DELAY_FUNCTION_FALLBACK",
     "DELAY_FUNCTION_TIMEOUT",
+    "REDACTED",
+    "SENSITIVE_OUTPUT",
     "Backoff",
     "StepConfig",
     "resolve_step_config",
@@ -38,10 +46,19 @@ the delay is a function: there is no error to ask it about (Cloudflare's default
 
 _DELAY_ARGS = frozenset(("ctx", "error"))
 
+SENSITIVE_OUTPUT = "output"
+"""The one value of ``config["sensitive"]`` (Cloudflare's ``WorkflowStepSensitivity``)."""
+
+REDACTED = "[REDACTED]"
+"""What operators see in place of a sensitive step's result (Cloudflare's
+``REDACTED_STEP_OUTPUT``, workers-sdk ``workflows-shared/src/context.ts``)."""
+
+_CONFIG_KEYS = frozenset(("retries", "timeout", "sensitive"))
+
 
 @dataclass(frozen=True, slots=True)
 class StepConfig:
-    """A step's retry policy and timeout, normalised (seconds, not strings)."""
+    """A step's retry policy, timeout and sensitivity, normalised (seconds, not strings)."""
 
     retry_limit: int = 5
     """Retries after the first attempt (5 means up to 6 attempts)."""
@@ -51,6 +68,8 @@ class StepConfig:
     shown: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     """The config as the step gave it, over Cloudflare's defaults (``"30 seconds"`` stays a
     string): what ``ctx["config"]`` shows. None: derived from the numbers."""
+    sensitive: bool = False
+    """``sensitive: "output"``: operators see :data:`REDACTED` instead of the step's result."""
     delay_fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     """A dynamic delay (``retries.delay`` given as a function): see the module docstring."""
     delay_args: tuple[str, ...] = field(default=(), compare=False, repr=False)
@@ -85,17 +104,23 @@ class StepConfig:
     def as_dict(self) -> dict[str, Any]:
         """The config as tenant code sees it in ``ctx["config"]``: Cloudflare's resolved step
         config, the values as the step gave them with the defaults filled in
-        (``{"retries": {"limit", "delay", "backoff"}, "timeout"}``); a fresh dict each time."""
+        (``{"retries": {"limit", "delay", "backoff"}, "timeout"}``, and ``"sensitive":
+        "output"`` when the step gave it); a fresh dict each time."""
+        shown: dict[str, Any]
         if self.shown is not None:
-            return {"retries": dict(self.shown["retries"]), "timeout": self.shown["timeout"]}
-        return {
-            "retries": {
-                "limit": self.retry_limit,
-                "delay": int(self.retry_delay * 1000),
-                "backoff": self.backoff,
-            },
-            "timeout": int(self.timeout * 1000),
-        }
+            shown = {"retries": dict(self.shown["retries"]), "timeout": self.shown["timeout"]}
+        else:
+            shown = {
+                "retries": {
+                    "limit": self.retry_limit,
+                    "delay": int(self.retry_delay * 1000),
+                    "backoff": self.backoff,
+                },
+                "timeout": int(self.timeout * 1000),
+            }
+        if self.sensitive:
+            shown["sensitive"] = SENSITIVE_OUTPUT
+        return shown
 
 
 _DEFAULT_DELAY_SHOWN = 10_000
@@ -127,7 +152,7 @@ def resolve_step_config(config: object, step_name: str) -> StepConfig:
         raise ConfigurationError(
             f"step {step_name!r}: config must be a dict, got {type(config).__name__}"
         )
-    unknown = set(config) - {"retries", "timeout"}
+    unknown = config.keys() - _CONFIG_KEYS
     if unknown:
         raise ConfigurationError(f"step {step_name!r}: unknown config key(s) {sorted(unknown)}")
     base = DEFAULT_STEP_CONFIG
@@ -173,6 +198,15 @@ def resolve_step_config(config: object, step_name: str) -> StepConfig:
         if timeout <= 0:
             raise ConfigurationError(f"step {step_name!r}: config.timeout must be positive")
         timeout_shown = _as_given(config["timeout"], timeout)
+    sensitive = False
+    given = config.get("sensitive")
+    if given is not None:  # (None: not given, as for the other keys)
+        if not isinstance(given, str) or given != SENSITIVE_OUTPUT:
+            raise ConfigurationError(
+                f"step {step_name!r}: config.sensitive must be {SENSITIVE_OUTPUT!r} (the one "
+                f"sensitivity there is: the step's output), got {given!r}"
+            )
+        sensitive = True
     # A delay function is not shown (as on Cloudflare, where it cannot cross to the step).
     shown_retries = {"limit": limit, "backoff": backoff}
     if delay_fn is None:
@@ -184,6 +218,7 @@ def resolve_step_config(config: object, step_name: str) -> StepConfig:
         backoff=backoff,
         timeout=timeout,
         shown=shown,
+        sensitive=sensitive,
         delay_fn=delay_fn,
         delay_args=delay_args,
     )

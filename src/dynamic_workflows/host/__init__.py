@@ -8,7 +8,7 @@ The flow, from the folder to a request::
     app.HostApp                       ASGI: dispatcher fetch | admin API | dashboard | metrics
         convert.py                    Starlette request -> workers.Request -> Response back
         admin.py                      wrangler's local explorer API for Workflows (+ tenants.py:
-                                      who owns an instance, counts per tenant)
+                                      who owns an instance, each tenant's usage)
         dashboard/                    the run viewer: a front end over the admin API
         metrics.py
     server.run_listeners              uvicorn, signals, graceful stop

@@ -7,7 +7,8 @@ Mounted at ``/cdn-cgi/local/explorer/api`` (so ``wrangler workflows ... --local`
     GET    /workflows/:name                                   one workflow, counts by status
     DELETE /workflows/:name                                   delete all its instances
     GET    /workflows/:name/instances                         ?page, per_page, status, dates, id
-    GET    /workflows/:name/tenants                           instance counts per scope (ours)
+    GET    /workflows/:name/tenants                           its tenants' usage (ours)
+    GET    /tenants                                           every tenant's usage (ours)
     POST   /workflows/:name/instances                         {"id"?, "params"?}
     POST   /workflows/:name/instances/batch/delete            {"instances": [ids]}
     GET    /workflows/:name/instances/:id                     status, params, output, error, steps
@@ -28,7 +29,9 @@ created instance; when absent, an instance created with params in the dispatch e
 unscoped one (the raw binding's).
 
 Error codes: 10001 internal or invalid request, 10400 invalid input, 10409 conflict (already
-exists, cannot terminate), 10501 workflow or instance not found, 7003 no such route.
+exists, cannot terminate), 10429 refused by the tenant's policy (HTTP 429, with ``Retry-After``
+when waiting helps: ``create_rate``; ``max_live`` and ``create_burst`` do not pass by waiting
+alone), 10501 workflow or instance not found, 7003 no such route.
 
 Everything read comes from ``engine.queries`` (:mod:`dynamic_workflows.queries`); every change
 goes through the engine's actions (``create``, ``control``, ``send_event``, ``delete``).
@@ -54,6 +57,7 @@ from .. import Status
 from ..binding import restart_point
 from ..core.codec import SerializationError, decode, encode
 from ..core.journal import StepKind, StepState
+from ..core.stepconfig import SENSITIVE_OUTPUT
 from ..dispatch import METADATA_KEY, DynamicWorkflowEntrypoint, scope_of
 from ..errors import (
     CannotTerminateError,
@@ -61,14 +65,15 @@ from ..errors import (
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
     InvalidQueryError,
+    TenantLimitError,
     UnknownWorkflowError,
     WorkflowError,
 )
-from ..queries import InstanceView, StepView
+from ..queries import MAX_LIMIT, InstanceView, StepView
 from .live import LiveProject
 from .logs_api import error_json, instance_logs_query, page_json, ring_json
 from .project import Project
-from .tenants import dispatcher_metadata, tenant_counts, tenant_label
+from .tenants import dispatcher_metadata, tenant_json, tenant_label, usage_info
 
 __all__ = ["APIError", "AdminAPI", "envelope_error", "envelope_ok", "method_route"]
 
@@ -77,6 +82,7 @@ log = logging.getLogger("dynamic_workflows.host")
 CODE_INTERNAL = 10001
 CODE_INVALID = 10400
 CODE_CONFLICT = 10409
+CODE_TENANT_LIMIT = 10429
 CODE_NOT_FOUND = 10501
 CODE_NO_ROUTE = 7003
 
@@ -198,7 +204,11 @@ def instance_summary(instance: InstanceView) -> dict[str, Any]:
 
 
 def step_json(step: StepView) -> dict[str, Any]:
-    """One journal entry for the API: our fields plus Cloudflare's ``type``/``success``."""
+    """One journal entry for the API: our fields plus Cloudflare's ``type``/``success``.
+
+    A step declared ``sensitive: "output"`` has ``"sensitive": "output"`` (also in its
+    ``config`` while it runs, as Cloudflare echoes the step's config) and its ``output`` is
+    ``"[REDACTED]"`` (redacted by the query layer, before it gets here)."""
     # The query layer reports a sleep whose time has come as done (the journal keeps it
     # "sleeping"): such a sleep is over, and ended at its wake-up time.
     slept = step.kind == StepKind.SLEEP and step.state == StepState.DONE
@@ -249,9 +259,12 @@ def step_json(step: StepView) -> dict[str, Any]:
         "attempts_total": step.attempts_total,
         "attempts_omitted": step.attempts_omitted,
         "config": None if success is not None or step.kind != StepKind.DO else {"retries": {}},
+        "sensitive": SENSITIVE_OUTPUT if step.sensitive else None,
     }
     if step.has_rollback:  # (ours: the step registered a rollback handler)
         view["has_rollback"] = True
+    if step.sensitive and view["config"] is not None:
+        view["config"]["sensitive"] = SENSITIVE_OUTPUT
     return view
 
 
@@ -311,6 +324,7 @@ class AdminAPI:
             method_route(base, GET=h(self.workflow_details), DELETE=h(self.delete_workflow)),
             method_route(base + "/instances/batch/delete", POST=h(self.batch_delete)),
             method_route(base + "/tenants", GET=h(self.list_tenants)),
+            method_route("/tenants", GET=h(self.list_all_tenants)),
             method_route(
                 base + "/instances", GET=h(self.list_instances), POST=h(self.create_instance)
             ),
@@ -332,6 +346,11 @@ class AdminAPI:
                 return envelope_error(404, CODE_NOT_FOUND, str(exc))
             except (InstanceAlreadyExistsError, CannotTerminateError) as exc:
                 return envelope_error(409, CODE_CONFLICT, str(exc))
+            except TenantLimitError as exc:
+                response = envelope_error(429, CODE_TENANT_LIMIT, str(exc))
+                if exc.retry_after is not None:
+                    response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+                return response
             except (WorkflowError, SerializationError, InvalidQueryError) as exc:
                 return envelope_error(400, CODE_INVALID, str(exc))
             except DynamicWorkflowsError as exc:
@@ -465,25 +484,35 @@ class AdminAPI:
         )
 
     async def list_tenants(self, request: Request, project: Project) -> Response:
-        """The workflow's scopes, each with its tenant and its instances by status."""
-        name = self._workflow(request, project)
-        counted = await tenant_counts(project.engine.queries, name)
+        """The workflow's tenants (scopes) with their usage: ``?order=live|instances|steps|
+        recent``, ``page``, ``per_page`` (1 to 1000), ``steps=false`` not to count the steps
+        (the costly part of the read; they are then 0)."""
+        return await self._tenants(request, project, self._workflow(request, project))
+
+    async def list_all_tenants(self, request: Request, project: Project) -> Response:
+        """Every tenant's usage over all workflows (``?workflow=`` for one), as above."""
+        name = request.query_params.get("workflow") or None
+        if name is not None and project.config.workflow(name) is None:
+            raise APIError(404, CODE_NOT_FOUND, f"Workflow '{name}' not found.")
+        return await self._tenants(request, project, name)
+
+    @staticmethod
+    async def _tenants(request: Request, project: Project, workflow: str | None) -> Response:
+        page = _int_param(request, "page", 1, 1, None)
+        per_page = _int_param(request, "per_page", 25, 1, MAX_LIMIT)
+        order = request.query_params.get("order") or "live"
+        steps = request.query_params.get("steps", "true")
+        if steps not in ("true", "false"):
+            raise APIError(400, CODE_INVALID, f"steps: must be true or false, got {steps!r}")
+        usage = await project.engine.queries.tenant_usage(
+            workflow,
+            order=order,
+            limit=per_page,
+            offset=(page - 1) * per_page,
+            steps=steps == "true",
+        )
         return envelope_ok(
-            [
-                {
-                    "scope": t.scope,
-                    "tenant": t.tenant,
-                    "metadata": t.metadata,
-                    "instances": t.by_status,
-                    "total": t.total,
-                }
-                for t in counted.tenants
-            ],
-            result_info={
-                "count": len(counted.tenants),
-                "scanned": counted.scanned,
-                "complete": counted.complete,
-            },
+            [tenant_json(t, iso) for t in usage.tenants], result_info=usage_info(usage, order)
         )
 
     async def create_instance(self, request: Request, project: Project) -> Response:

@@ -17,6 +17,7 @@ the admin API, the dashboard and ``/metrics``, every path but the dashboard's st
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -28,7 +29,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, TenantLimitError
 from .admin import CODE_NO_ROUTE, AdminAPI, envelope_error, method_route
 from .auth import bearer_matches, token_problem
 from .convert import DEFAULT_MAX_BODY, BodyTooLargeError, read_request, response_parts
@@ -195,6 +196,12 @@ class HostApp:
                 try:
                     outgoing = await project.fetch(incoming)
                     status, headers, body = response_parts(outgoing, head=scope["method"] == "HEAD")
+                except TenantLimitError as exc:
+                    # A tenant over its create rate or max_live, uncaught by the dispatcher:
+                    # the client is told to slow down, not that the worker failed.
+                    error = PlainTextResponse(str(exc), 429)
+                    if exc.retry_after is not None:
+                        error.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
                 except Exception as exc:
                     log.exception(
                         "%s %s: the dispatcher (Default.fetch) raised",

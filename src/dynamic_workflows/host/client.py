@@ -154,6 +154,21 @@ class AdminClient:
             params={"status": status, "page": page, "per_page": per_page, "scope": scope},
         )
 
+    def tenants(
+        self,
+        *,
+        workflow: str | None = None,
+        order: str | None = None,
+        page: int | None = None,
+        per_page: int | None = None,
+    ) -> dict[str, Any]:
+        """A page of tenants with their usage and limits (the whole envelope)."""
+        return self.call(
+            "GET",
+            "/tenants",
+            params={"workflow": workflow, "order": order, "page": page, "per_page": per_page},
+        )
+
     def resolve(self, name: str, id: str, scope: str | None) -> tuple[str, str | None]:
         """``latest`` -> the newest instance's id and scope; any other id as it is."""
         if id != "latest":
@@ -288,6 +303,15 @@ def _counts(counts: dict[str, int]) -> Text:
     return out or Text("none", style="dim")
 
 
+def _limits(limits: Any) -> Text:
+    """A tenant's limits, ``name=value`` each (a dash when none are set)."""
+    if not limits:
+        return Text("—", style="dim")
+    if isinstance(limits, dict):
+        return Text(", ".join(f"{k}={v}" for k, v in limits.items()))
+    return Text(_short(limits))
+
+
 class Printer:
     """What the commands print: tables for people, or the JSON result with ``--json``."""
 
@@ -359,6 +383,46 @@ class Printer:
         )
         return None
 
+    def tenants(self, envelope: dict[str, Any]) -> None:
+        """Tenants with their usage (live, running, waiting, finished, steps), this node's
+        throttled creates and their limits."""
+        if self.as_json:
+            return self.json(envelope["result"])
+        rows = envelope["result"]
+        info = envelope.get("result_info") or {}
+        if not rows:
+            self.line("No tenants.")
+            return None
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("Tenant", "Scope"):
+            table.add_column(column, no_wrap=True)
+        for column in ("Live", "Running", "Waiting", "Finished", "Steps", "Throttled"):
+            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("Limits")
+        table.add_column("Last active", no_wrap=True)
+        for row in rows:
+            tenant = row.get("tenant")
+            table.add_row(
+                Text(tenant) if tenant else Text("(no tenant)", style="dim"),
+                (row.get("scope") or "")[:12],
+                f"{row.get('live', 0):,}",
+                Text(f"{row.get('running', 0):,}", style="cyan" if row.get("running") else ""),
+                Text(f"{row.get('waiting', 0):,}", style="yellow" if row.get("waiting") else ""),
+                f"{row.get('finished', 0):,}",
+                f"{row.get('steps', 0):,}",
+                Text(f"{row.get('throttled', 0):,}", style="red" if row.get("throttled") else ""),
+                _limits(row.get("limits")),
+                _when(row.get("last_active_on")),
+            )
+        self.console.print(table)
+        totals = (info.get("totals") or {}).get("instances") or {}
+        self.line(
+            f"page {info.get('page', 1)} of {info.get('total_pages', 1)} · "
+            f"{info.get('total_count', len(rows)):,} tenant(s) · by {info.get('order', 'live')}"
+            f" · {sum(totals.values()):,} instance(s) in all"
+        )
+        return None
+
     def instance(self, inst: dict[str, Any]) -> None:
         if self.as_json:
             return self.json(inst)
@@ -392,6 +456,9 @@ class Printer:
                 result = Text(
                     f"{step['error'].get('name')}: {step['error'].get('message')}", style="red"
                 )
+            elif step.get("sensitive") and step.get("output") is not None:
+                # The API sent "[REDACTED]" (Cloudflare's form); say why.
+                result = Text(str(step["output"])) + Text(" (sensitive output)", style="dim")
             elif step.get("output") is not None:
                 result = Text(_short(step["output"]))
             elif step.get("wake_at"):

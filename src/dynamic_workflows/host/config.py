@@ -8,8 +8,19 @@ The fields ``dwf`` uses, as wrangler spells them::
     compatibility_flags   ["python_workers", ...]
     worker_loaders        [{"binding": "LOADER"}]
     workflows             [{"name": "tenant-workflows", "binding": "WORKFLOWS",
-                            "class_name": "TenantWorkflows"}]
+                            "class_name": "TenantWorkflows",
+                            "concurrency": {"limit": 10}}]   (limit: optional, as Cloudflare's)
     vars                  {"NAME": <JSON value>}   (plain values on env)
+
+And our own section (wrangler reports it as unknown and ignores it)::
+
+    dynamic_workflows     {"tenants": {"max_running": 50, "max_live": 100000,
+                                       "create_rate": 100, "create_burst": 200, "weight": 1},
+                           "fair": true}
+
+``tenants``: the policy of every tenant (scope) whose dispatcher passes no ``limits=`` for a
+field (:mod:`dynamic_workflows.core.tenancy`); ``fair``: claim across tenants in weighted turns
+(the default) or first come first claimed.
 
 Every problem is a :class:`ProjectConfigError` naming the file, the field (``workflows[0].
 class_name``) and what is wrong. Other wrangler fields are accepted and reported as unused.
@@ -23,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ProjectConfigError
+from ..core.tenancy import DEFAULT_POLICY, TenantPolicy, parse_policy
+from ..errors import ConfigurationError, ProjectConfigError
 from . import jsonc
 
 __all__ = [
@@ -48,6 +60,7 @@ _USED = {
     "worker_loaders",
     "workflows",
     "vars",
+    "dynamic_workflows",
     "$schema",
 }
 _WORKFLOW_NAME_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
@@ -68,6 +81,8 @@ class WorkflowConfig:
     name: str
     binding: str
     class_name: str
+    concurrency: int | None = None
+    """``concurrency.limit``: at most that many instances running at once (None: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,10 @@ class ProjectConfig:
     worker_loaders: tuple[LoaderBinding, ...] = ()
     workflows: tuple[WorkflowConfig, ...] = ()
     vars: dict[str, Any] = field(default_factory=dict)
+    tenant_defaults: TenantPolicy = DEFAULT_POLICY
+    """``dynamic_workflows.tenants``: every tenant's policy, unless its dispatcher says."""
+    fair: bool = True
+    """``dynamic_workflows.fair``."""
     unused: tuple[str, ...] = ()
     """Top-level fields present in the file that dwf does not use."""
 
@@ -232,7 +251,7 @@ def load_config(path: str | Path) -> ProjectConfig:
     )
 
     workflows = []
-    keys = {"name", "binding", "class_name", "script_name"}
+    keys = {"name", "binding", "class_name", "script_name", "concurrency"}
     for i, item in enumerate(check.items(data.get("workflows", []), "workflows", keys)):
         where = f"workflows[{i}]"
         wf_name = check.string(item.get("name"), f"{where}.name")
@@ -254,6 +273,7 @@ def load_config(path: str | Path) -> ProjectConfig:
                 wf_name,
                 check.identifier(item.get("binding"), f"{where}.binding"),
                 check.identifier(item.get("class_name"), f"{where}.class_name"),
+                _concurrency(check, item.get("concurrency"), f"{where}.concurrency"),
             )
         )
 
@@ -262,6 +282,8 @@ def load_config(path: str | Path) -> ProjectConfig:
         raise check.fail("vars", f"must be an object, got {_kind(variables)}")
     for key in variables:
         check.identifier(key, f"vars.{key}")
+
+    tenant_defaults, fair = _our_section(check, data.get("dynamic_workflows"))
 
     seen_names: dict[str, str] = {}
     for i, wf in enumerate(workflows):
@@ -290,5 +312,46 @@ def load_config(path: str | Path) -> ProjectConfig:
         worker_loaders=loaders,
         workflows=tuple(workflows),
         vars=dict(variables),
+        tenant_defaults=tenant_defaults,
+        fair=fair,
         unused=tuple(sorted(set(data) - _USED)),
     )
+
+
+def _concurrency(check: _Checker, value: object, field: str) -> int | None:
+    """``workflows[i].concurrency``: ``{"limit": n}``, n a positive integer."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise check.fail(field, f'must be an object like {{"limit": 10}}, got {_kind(value)}')
+    unknown = sorted(set(value) - {"limit"})
+    if unknown:
+        raise check.fail(field, f"unknown field(s) {', '.join(unknown)} (known: limit)")
+    limit = value.get("limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise check.fail(
+            f"{field}.limit",
+            f"must be a positive integer (instances running at once), got {limit!r}",
+        )
+    return limit
+
+
+def _our_section(check: _Checker, value: object) -> tuple[TenantPolicy, bool]:
+    """``dynamic_workflows``: ``tenants`` (the default policy) and ``fair``."""
+    if value is None:
+        return DEFAULT_POLICY, True
+    field = "dynamic_workflows"
+    if not isinstance(value, dict):
+        raise check.fail(field, f"must be an object, got {_kind(value)}")
+    unknown = sorted(set(value) - {"tenants", "fair"})
+    if unknown:
+        raise check.fail(field, f"unknown field(s) {', '.join(unknown)} (known: fair, tenants)")
+    fair = value.get("fair", True)
+    if not isinstance(fair, bool):
+        raise check.fail(f"{field}.fair", f"must be true or false, got {_kind(fair)}")
+    try:
+        policy = parse_policy(value.get("tenants"), where=f"{field}.tenants")
+    except ConfigurationError as exc:
+        where, _, problem = str(exc).partition(" ")
+        raise check.fail(where.rstrip(":"), problem) from None
+    return policy, fair

@@ -110,7 +110,12 @@ class Project:
             }
             self.workflow_classes: dict[str, type] = classes
             """Each workflow's class (``class_name`` of the config), by workflow name."""
-            self.engine = engine or Engine(open_storage(storage_url), id_factory=uuid4_str)
+            self.engine = engine or Engine(
+                open_storage(storage_url),
+                id_factory=uuid4_str,
+                tenant_defaults=config.tenant_defaults,
+                fair=config.fair,
+            )
             self.loaders, self.isolation = self._make_loaders()
         except BaseException:
             self.modules.close()
@@ -118,7 +123,9 @@ class Project:
         values: dict[str, Any] = dict(config.vars)
         values.update(self.loaders)
         for wf in config.workflows:
-            values[wf.binding] = self.engine.register(wf.name, self._factory(classes[wf.name]))
+            values[wf.binding] = self.engine.register(
+                wf.name, self._factory(classes[wf.name]), concurrency=wf.concurrency
+            )
         self.env = Env(values)
         for wf in config.workflows:
             self.engine.set_env(wf.name, self.env)

@@ -28,7 +28,7 @@ from ..gcpolicy import IdleCollector, tune_gc
 from .config import load_config
 from .live import LiveProject, watch_files
 from .logformat import JSONFormatter
-from .metrics import HostMetrics
+from .metrics import DEFAULT_TOP_TENANTS, HostMetrics
 from .project import LoaderMode, Project
 
 __all__ = ["ListenError", "Listener", "bind", "run_listeners", "serve_project", "setup_logging"]
@@ -200,10 +200,12 @@ def serve_project(
     *,
     reload: bool,
     banner: Callable[[Project, list[Listener]], None],
+    metrics_tenants: int = DEFAULT_TOP_TENANTS,
 ) -> None:
     """Load the project in ``directory`` (state in ``DIR/.dwf/state.sqlite3`` unless
     ``storage_url``), bind the listeners, start, serve until a signal, stop. Errors (config,
-    project, sandbox, busy port) propagate before anything is served."""
+    project, sandbox, busy port) propagate before anything is served. ``metrics_tenants``: how
+    many tenants get ``/metrics`` series of their own (the rest are ``other``)."""
 
     def build() -> Project:
         config = load_config(directory)
@@ -213,7 +215,7 @@ def serve_project(
     async def main() -> None:
         tracing.enable_from_environment()
         live = LiveProject(build)
-        metrics = HostMetrics(live)
+        metrics = HostMetrics(live, top_tenants=metrics_tenants)
         project = build()
         for name in project.config.unused:
             log.info("%s: %r is not used by dwf", project.config.path.name, name)

@@ -1,4 +1,4 @@
-"""Tenants as the explorer shows them: who an instance belongs to, and counts per tenant.
+"""Tenants as the explorer shows them: who an instance belongs to, and each tenant's usage.
 
 An instance created through the dispatch library carries its tenant's dispatcher metadata in its
 params (``params["__dispatcherMetadata"]``), and its scope is a hash of that metadata. The hash
@@ -6,51 +6,31 @@ tells tenants apart but names nobody, so listings show the metadata's readable f
 (:func:`tenant_label`): the value of a key that names the tenant (``tenant``, ``tenantId``,
 ``tenant_id``, ..., then ``id`` or ``name``), else the metadata as compact JSON.
 
-:func:`tenant_counts` finds every scope of a workflow and counts its instances by status. The
-storage protocol has no "group by scope", so it reads the listing (newest first, through
-``engine.queries``) up to :data:`SCAN_LIMIT` instances and says when it stopped short.
+A tenant's usage (its instances by status, steps, this node's counters, its limits and
+throttled creates) is ``engine.queries.tenant_usage``, one storage read per page however many
+instances there are; :func:`tenant_json` is how the admin API (``/tenants``,
+``/workflows/:name/tenants``) writes one, and :func:`usage_info` the page's ``result_info``.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from ..core.codec import encode
-from ..dispatch import METADATA_KEY
-from ..queries import MAX_LIMIT, InstanceView, Queries
+from ..queries import InstanceView
+from ..tenant_usage import TenantUsage, TenantUsagePage, dispatcher_metadata_of
 
-__all__ = [
-    "SCAN_LIMIT",
-    "TenantCount",
-    "TenantCounts",
-    "dispatcher_metadata",
-    "tenant_counts",
-    "tenant_label",
-]
-
-SCAN_LIMIT = 20_000
-"""The most instances :func:`tenant_counts` reads (the newest); past it the counts say so."""
+__all__ = ["dispatcher_metadata", "tenant_json", "tenant_label", "usage_info"]
 
 _NAMING_KEYS = ("tenant", "tenantid", "tenantname", "id", "name")
 """Keys whose value names a tenant, best first, compared in lower case without ``_``/``-``."""
 
 
-class _Envelope(msgspec.Struct):
-    # Only the metadata is decoded: the tenant's own params may be large.
-    metadata: Any = msgspec.field(default=None, name=METADATA_KEY)
-
-
-_envelope = msgspec.json.Decoder(_Envelope)
-
-
 def dispatcher_metadata(instance: InstanceView) -> Any:
     """The dispatcher metadata in ``instance``'s params, or None (no envelope, raw binding)."""
-    try:
-        return _envelope.decode(instance.params_json).metadata
-    except (msgspec.ValidationError, msgspec.DecodeError):  # params that are not an object
-        return None
+    return dispatcher_metadata_of(instance.params_json)
 
 
 def tenant_label(metadata: Any) -> str | None:
@@ -70,56 +50,38 @@ def tenant_label(metadata: Any) -> str | None:
     return encode(metadata).decode()
 
 
-class TenantCount(msgspec.Struct):
-    """One scope of a workflow: its tenant and its instances by reported status."""
+def tenant_json(usage: TenantUsage, iso: Callable[[float], str | None]) -> dict[str, Any]:
+    """One tenant for the admin API (``iso``: how it writes times)."""
+    return {
+        "scope": usage.scope,
+        "tenant": tenant_label(usage.metadata),
+        "metadata": usage.metadata,
+        "instances": usage.by_status,
+        "total": usage.instances,
+        "live": usage.live,
+        "running": usage.running,
+        "waiting": usage.waiting,
+        "finished": usage.finished,
+        "steps": usage.steps,
+        "last_created_on": iso(usage.last_created_at),
+        "last_active_on": iso(usage.last_updated_at),
+        # This node's counters since it started.
+        "created": usage.created,
+        "steps_committed": usage.steps_committed,
+        "throttled": usage.throttled,
+        "limits": usage.limits,
+    }
 
-    scope: str
-    metadata: Any
-    tenant: str | None
-    by_status: dict[str, int]
 
-    @property
-    def total(self) -> int:
-        """Its instances in all."""
-        return sum(self.by_status.values())
-
-
-class TenantCounts(msgspec.Struct):
-    """Every scope of a workflow found among its newest ``scanned`` instances, most
-    instances first; ``complete`` is False when the workflow has more than were read."""
-
-    tenants: list[TenantCount]
-    scanned: int
-    complete: bool
-
-
-async def tenant_counts(
-    queries: Queries, workflow: str, *, limit: int = SCAN_LIMIT
-) -> TenantCounts:
-    """Instances of ``workflow`` per scope and reported status, read from its newest ``limit``."""
-    found: dict[str, TenantCount] = {}
-    seen: set[tuple[str, str]] = set()
-    offset = 0
-    total = 0
-    while offset < limit:
-        page = await queries.list_instances(
-            workflow, limit=min(MAX_LIMIT, limit - offset), offset=offset
-        )
-        total = page.total
-        for view in page.instances:
-            # Instances created while the pages are read shift the later pages: each one once.
-            if (view.scope, view.id) in seen:
-                continue
-            seen.add((view.scope, view.id))
-            entry = found.get(view.scope)
-            if entry is None:
-                metadata = dispatcher_metadata(view) if view.scope else None
-                entry = found[view.scope] = TenantCount(
-                    view.scope, metadata, tenant_label(metadata), {}
-                )
-            entry.by_status[view.status] = entry.by_status.get(view.status, 0) + 1
-        offset += len(page.instances)
-        if len(page.instances) < page.limit:
-            break
-    tenants = sorted(found.values(), key=lambda t: (-t.total, t.tenant or "", t.scope))
-    return TenantCounts(tenants, len(seen), complete=offset >= total)
+def usage_info(page: TenantUsagePage, order: str) -> dict[str, Any]:
+    """A page's ``result_info``: its place in the whole, and every tenant's totals."""
+    per_page = page.limit
+    return {
+        "count": len(page.tenants),
+        "total_count": page.total,
+        "page": page.offset // per_page + 1,
+        "per_page": per_page,
+        "total_pages": max(1, math.ceil(page.total / per_page)),
+        "order": order,
+        "totals": {"instances": page.by_status, "steps": page.steps},
+    }

@@ -232,6 +232,7 @@ class RunBridge:
                         message.value,
                         message.attempt,
                         message.rollback,
+                        message.sensitive,
                     )
                 )
             except Exception as exc:
@@ -265,6 +266,7 @@ class RunBridge:
                     self._described(message.error),
                     message.retry_in,
                     message.rollback,
+                    message.sensitive,
                 )
             elif isinstance(message, StepSleep):
                 value = await channel.sleep(

@@ -78,10 +78,11 @@ __all__ = [
     "encode_control",
 ]
 
-PROTOCOL_VERSION = 4
-"""Bumped on any change to a message's fields or meaning. 4: rollbacks (``StepComplete`` and
+PROTOCOL_VERSION = 5
+"""Bumped on any change to a message's fields or meaning. 5: rollbacks (``StepComplete`` and
 ``StepFail`` carry the step's ``rollback`` flag, a count below 0 is a rollback handler's entry,
-and a ``RunResult``'s ``Failed`` outcome carries its ``rollback`` outcome)."""
+and a ``RunResult``'s ``Failed`` outcome carries its ``rollback`` outcome) and the ``sensitive``
+step option (``StepComplete`` and ``StepFail`` carry it)."""
 
 EXT_CAPABILITY = 1
 EXT_REQUEST = 2
@@ -259,6 +260,8 @@ class StepComplete(BaseMessage):
     logs: list[LogLine] | None = None
     rollback: bool = False
     """The step registered a rollback handler (the journal entry's flag)."""
+    sensitive: bool = False
+    """The step's config says ``sensitive: "output"`` (recorded with its result)."""
 
 
 class StepFail(BaseMessage):
@@ -274,6 +277,7 @@ class StepFail(BaseMessage):
     logs: list[LogLine] | None = None
     rollback: bool = False
     """As :class:`StepComplete`'s."""
+    sensitive: bool = False
 
 
 class StepSleep(BaseMessage):

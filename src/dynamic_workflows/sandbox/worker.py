@@ -177,11 +177,19 @@ class RemoteStepChannel:
         self._logs = logs
 
     async def complete(
-        self, name: str, count: int, value: bytes, attempt: int = 1, rollback: bool = False
+        self,
+        name: str,
+        count: int,
+        value: bytes,
+        attempt: int = 1,
+        rollback: bool = False,
+        sensitive: bool = False,
     ) -> None:
         logs = None if self._logs is None else self._logs.take()
         await self._server.request(
-            lambda i: StepComplete(i, self._call, name, count, value, attempt, logs, rollback)
+            lambda i: StepComplete(
+                i, self._call, name, count, value, attempt, logs, rollback, sensitive
+            )
         )
 
     async def fail(
@@ -192,10 +200,13 @@ class RemoteStepChannel:
         error: ErrorInfo,
         retry_in: float | None,
         rollback: bool = False,
+        sensitive: bool = False,
     ) -> float | None:
         logs = None if self._logs is None else self._logs.take()
         result = await self._server.request(
-            lambda i: StepFail(i, self._call, name, count, attempt, error, retry_in, logs, rollback)
+            lambda i: StepFail(
+                i, self._call, name, count, attempt, error, retry_in, logs, rollback, sensitive
+            )
         )
         return None if result is None else float(result)
 
@@ -625,7 +636,13 @@ class _MemoryChannel:
     """A StepChannel that commits nothing: enough to exercise the replay code paths."""
 
     async def complete(
-        self, name: str, count: int, value: bytes, attempt: int = 1, rollback: bool = False
+        self,
+        name: str,
+        count: int,
+        value: bytes,
+        attempt: int = 1,
+        rollback: bool = False,
+        sensitive: bool = False,
     ) -> None:
         return None
 
@@ -637,6 +654,7 @@ class _MemoryChannel:
         error: ErrorInfo,
         retry_in: float | None,
         rollback: bool = False,
+        sensitive: bool = False,
     ) -> float | None:
         return None
 

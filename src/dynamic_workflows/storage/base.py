@@ -22,13 +22,14 @@ its generation bumped so that the old owner's writes are refused. The single-nod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
 
 from ..core.journal import ErrorInfo, JournalEntry, RollbackOutcome
 from ..core.logs import LogLine
+from ..core.tenancy import TenantPolicy, TenantState
 from ..core.transitions import (
     ACTIVE_STATUSES,
     FINITE_STATUSES,
@@ -42,18 +43,26 @@ from ..core.transitions import (
 __all__ = [
     "ACTIVE_STATUSES",
     "FINITE_STATUSES",
+    "SCOPE_ORDERS",
     "Claim",
     "ControlResult",
     "EventDelivery",
     "InstanceRow",
     "LogWrite",
     "NewInstance",
+    "ScopeUsage",
+    "ScopeUsagePage",
     "Status",
     "Storage",
+    "TenantPolicy",
+    "TenantState",
     "WaitResult",
+    "check_scope_order",
+    "live_count",
     "new_row",
     "rollback_outcome",
     "rollback_text",
+    "scope_rank",
     "step_values",
 ]
 
@@ -99,6 +108,73 @@ class LogWrite(msgspec.Struct, frozen=True):
     lines: list[LogLine]
     bytes: int
     dropped: int
+
+
+SCOPE_ORDERS = ("live", "instances", "steps", "recent")
+"""How :meth:`Storage.scope_usage` may order scopes, most first: ``live`` (instances not
+finished), ``instances`` (in all), ``steps`` (recorded), ``recent`` (the latest change to one
+of its instances). Ties go to the next figure (instances, then the latest change), then to the
+scope in ascending order, so that pages never overlap."""
+
+
+class ScopeUsage(msgspec.Struct, frozen=True):
+    """One scope's instances and steps, as stored (``Storage.scope_usage``)."""
+
+    scope: str
+    by_status: dict[str, int]
+    """Instances per stored status (statuses with none are absent)."""
+    steps: int
+    """Journal entries (step occurrences) its instances have recorded."""
+    last_created_at: float
+    """When its newest instance was created."""
+    last_updated_at: float
+    """The latest change to one of its instances."""
+    sample_params: bytes
+    """The params of its newest instance: the dispatch envelope names the tenant (the storage
+    does not read it)."""
+
+    @property
+    def instances(self) -> int:
+        """Its instances in all."""
+        return sum(self.by_status.values())
+
+
+class ScopeUsagePage(msgspec.Struct, frozen=True):
+    """A page of :class:`ScopeUsage`, and what every matching scope adds up to."""
+
+    scopes: list[ScopeUsage]
+    total: int
+    """Scopes matching in all (not only this page)."""
+    by_status: dict[str, int]
+    """Instances per stored status of every matching scope together."""
+    steps: int
+    """Steps of every matching scope together."""
+
+
+def check_scope_order(order: str, *, steps: bool = True) -> None:
+    """ValueError unless ``order`` is one of :data:`SCOPE_ORDERS` (and not ``steps`` when the
+    steps are not counted)."""
+    if order not in SCOPE_ORDERS:
+        raise ValueError(f"order: {order!r} is not one of {', '.join(SCOPE_ORDERS)}")
+    if order == "steps" and not steps:
+        raise ValueError("order: 'steps' needs the steps counted (steps=True)")
+
+
+def live_count(by_status: dict[str, int]) -> int:
+    """Instances not finished (any status but complete, errored, terminated)."""
+    return sum(n for status, n in by_status.items() if status not in FINITE_STATUSES)
+
+
+def scope_rank(order: str, usage: ScopeUsage) -> tuple[float | str, ...]:
+    """The sort key of ``usage`` under ``order`` (one of :data:`SCOPE_ORDERS`), smallest
+    first: what every backend's ``ORDER BY`` does (the memory backend sorts with it)."""
+    first = {
+        "live": live_count(usage.by_status),
+        "instances": usage.instances,
+        "steps": usage.steps,
+        "recent": usage.last_updated_at,
+    }[order]
+    return (-first, -usage.instances, -usage.last_updated_at, usage.scope)
 
 
 def new_row(pk: int, item: NewInstance, now: float) -> InstanceRow:
@@ -173,10 +249,27 @@ class Storage(Protocol):
         ...
 
     async def create_instances(
-        self, items: Sequence[NewInstance], now: float
+        self,
+        items: Sequence[NewInstance],
+        now: float,
+        *,
+        tenants: Mapping[str, TenantPolicy] | None = None,
     ) -> list[InstanceRow | None]:
         """Insert ``queued`` instances; an id that exists already (or earlier in ``items``)
-        gives None in its place."""
+        gives None in its place. Every scope of ``items`` gets a tenant row if it has none.
+        ``tenants``: the policy resolved for (some of) the scopes: stored on the scope's row and
+        enforced in the same transaction, under a lock of that row: ``max_live`` (unfinished
+        instances of the scope plus ``len`` of its items), then the create bucket (a token per
+        item). A refused scope raises :class:`~dynamic_workflows.errors.TenantLimitError` and
+        nothing of the call is created."""
+        ...
+
+    async def get_tenant(self, scope: str) -> TenantState | None:
+        """The stored row of a scope: its policy as last resolved, its create bucket."""
+        ...
+
+    async def list_tenants(self) -> list[TenantState]:
+        """Every scope's row, by scope."""
         ...
 
     async def get_instance(self, workflow: str, scope: str, id: str) -> InstanceRow | None: ...
@@ -201,6 +294,25 @@ class Storage(Protocol):
         """Instances per status (of one workflow and/or scope when given)."""
         ...
 
+    async def scope_usage(
+        self,
+        workflow: str | None = None,
+        *,
+        order: str = "live",
+        limit: int = 100,
+        offset: int = 0,
+        unscoped: bool = True,
+        steps: bool = True,
+    ) -> ScopeUsagePage:
+        """Instances per scope and status, and steps per scope, of one workflow (None: all of
+        them, a scope counting its instances of every workflow), in one read: the page
+        ``offset``/``limit`` of the scopes in ``order`` (one of :data:`SCOPE_ORDERS`; see
+        :func:`scope_rank`), with the totals of every matching scope. ``unscoped=False`` leaves
+        out the scope ``""`` (instances created without a dispatcher); ``steps=False`` does not
+        read the journal (the costly part: every scope's steps are then 0, and ``order`` may
+        not be ``steps``). ValueError for an unknown order."""
+        ...
+
     async def find_instances(self, workflow: str, id: str) -> list[InstanceRow]:
         """The instances of ``workflow`` with this ``id`` in every scope (the admin API addresses
         instances across tenants), oldest first."""
@@ -208,11 +320,25 @@ class Storage(Protocol):
 
     async def load_journal(self, pk: int) -> list[JournalEntry]: ...
 
-    async def claim_due(self, now: float, limit: int, *, ahead: float = 0.0) -> list[Claim]:
+    async def claim_due(
+        self,
+        now: float,
+        limit: int,
+        *,
+        ahead: float = 0.0,
+        fair: bool = True,
+        workflow_limits: Mapping[str, int] | None = None,
+    ) -> list[Claim]:
         """Mark up to ``limit`` queued/waiting instances whose ``wake_at <= now + ahead``
-        running, earliest first, and return them with their journals. ``ahead`` claims what is
-        due soon (the engine replays it and parks it until due); leases are judged at ``now``,
-        never at the later time, or a node would take over other nodes' live runs."""
+        running and return them with their journals. ``ahead`` claims what is due soon (the
+        engine replays it and parks it until due); leases are judged at ``now``, never at the
+        later time, or a node would take over other nodes' live runs.
+
+        Which: ``fair``, in weighted turns across scopes (:class:`~dynamic_workflows.core.
+        tenancy.FairShare`, each scope earliest first); otherwise earliest first. Never one
+        over a cap: a scope's ``max_running`` (its stored policy) and ``workflow_limits``
+        (runs of a workflow at once), counting the runs that hold a slot (active, or parked
+        warm), exactly, also against other nodes' claims."""
         ...
 
     async def next_due(self) -> float | None:

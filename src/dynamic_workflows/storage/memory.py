@@ -7,14 +7,16 @@ asks the transition, and applies the answer to its dicts.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
+from ..core import tenancy
 from ..core import transitions as t
 from ..core.journal import ErrorInfo, JournalEntry, RollbackOutcome
 from ..core.logs import LogLine
+from ..core.tenancy import TenantPolicy, TenantState
 from .base import (
     Claim,
     ControlResult,
@@ -22,8 +24,12 @@ from .base import (
     InstanceRow,
     LogWrite,
     NewInstance,
+    ScopeUsage,
+    ScopeUsagePage,
     WaitResult,
+    check_scope_order,
     new_row,
+    scope_rank,
 )
 
 __all__ = ["MemoryStorage"]
@@ -50,7 +56,10 @@ class MemoryStorage:
         self._next_pk = 1
         self._next_seq = 1
         self._next_log = 1
-        self._due: list[tuple[float, int]] = []  # lazy heap of (wake_at, pk)
+        self._due: dict[str, list[tuple[float, int]]] = {}  # per scope, lazy heaps (wake_at, pk)
+        self._held: dict[int, tuple[str, str]] = {}  # active rows: (scope, workflow)
+        self._tenants: dict[str, TenantState] = {}
+        self._share = tenancy.FairShare()
 
     async def open(self) -> None:
         return None
@@ -64,8 +73,13 @@ class MemoryStorage:
         updates = change.updates()
         if updates:
             inst.row = msgspec.structs.replace(inst.row, **updates)
-            if inst.row.wake_at is not None:
-                heapq.heappush(self._due, (inst.row.wake_at, inst.row.pk))
+            row = inst.row
+            if row.wake_at is not None:
+                heapq.heappush(self._due.setdefault(row.scope, []), (row.wake_at, row.pk))
+            if row.status in t.ACTIVE_STATUSES:
+                self._held[row.pk] = (row.scope, row.workflow)
+            else:
+                self._held.pop(row.pk, None)
         return inst.row
 
     def _update_step(self, inst: _Instance, update: t.StepUpdate) -> None:
@@ -75,8 +89,37 @@ class MemoryStorage:
     # -- instances --------------------------------------------------------------------------
 
     async def create_instances(
-        self, items: Sequence[NewInstance], now: float
+        self,
+        items: Sequence[NewInstance],
+        now: float,
+        *,
+        tenants: Mapping[str, TenantPolicy] | None = None,
     ) -> list[InstanceRow | None]:
+        counts: dict[str, int] = {}
+        for item in items:
+            counts[item.scope] = counts.get(item.scope, 0) + 1
+        states: dict[str, TenantState] = {}
+        for scope, n in counts.items():  # check every scope before anything is written
+            old = self._tenants.get(scope) or TenantState(scope, tenancy.DEFAULT_POLICY)
+            policy = (tenants or {}).get(scope)
+            if policy is None:
+                states[scope] = old
+                continue
+            if policy.max_live is not None:
+                live = sum(
+                    1
+                    for i in self._by_pk.values()
+                    if i.row.scope == scope and i.row.status not in t.FINITE_STATUSES
+                )
+                tenancy.check_live(policy, scope, live, n)
+            bucket = tenancy.take_tokens(policy, scope, old.tokens, old.tokens_at, n, now)
+            states[scope] = TenantState(
+                scope,
+                policy,
+                None if bucket is None else bucket.tokens,
+                None if bucket is None else bucket.at,
+            )
+        self._tenants.update(states)
         out: list[InstanceRow | None] = []
         for item in items:
             key = (item.workflow, item.scope, item.id)
@@ -88,9 +131,15 @@ class MemoryStorage:
             row = new_row(pk, item, now)
             self._by_pk[pk] = _Instance(row)
             self._by_key[key] = pk
-            heapq.heappush(self._due, (now, pk))
+            heapq.heappush(self._due.setdefault(item.scope, []), (now, pk))
             out.append(row)
         return out
+
+    async def get_tenant(self, scope: str) -> TenantState | None:
+        return self._tenants.get(scope)
+
+    async def list_tenants(self) -> list[TenantState]:
+        return [self._tenants[s] for s in sorted(self._tenants)]
 
     async def get_instance(self, workflow: str, scope: str, id: str) -> InstanceRow | None:
         pk = self._by_key.get((workflow, scope, id))
@@ -130,6 +179,57 @@ class MemoryStorage:
                 counts[inst.row.status] = counts.get(inst.row.status, 0) + 1
         return counts
 
+    async def scope_usage(
+        self,
+        workflow: str | None = None,
+        *,
+        order: str = "live",
+        limit: int = 100,
+        offset: int = 0,
+        unscoped: bool = True,
+        steps: bool = True,
+    ) -> ScopeUsagePage:
+        check_scope_order(order, steps=steps)
+        found: dict[str, ScopeUsage] = {}
+        for inst in self._by_pk.values():
+            row = inst.row
+            if (workflow is not None and row.workflow != workflow) or (
+                not unscoped and not row.scope
+            ):
+                continue
+            seen = found.get(row.scope)
+            if seen is None:
+                found[row.scope] = ScopeUsage(
+                    row.scope,
+                    {row.status: 1},
+                    len(inst.steps) if steps else 0,
+                    row.created_at,
+                    row.updated_at,
+                    row.params,
+                )
+                continue
+            seen.by_status[row.status] = seen.by_status.get(row.status, 0) + 1
+            found[row.scope] = msgspec.structs.replace(
+                seen,
+                steps=seen.steps + (len(inst.steps) if steps else 0),
+                last_created_at=max(seen.last_created_at, row.created_at),
+                last_updated_at=max(seen.last_updated_at, row.updated_at),
+                # _by_pk is in pk order (pks only grow): a later row is a newer instance.
+                sample_params=row.params,
+            )
+        usages = list(found.values())
+        usages.sort(key=lambda u: scope_rank(order, u))
+        totals: dict[str, int] = {}
+        for u in usages:
+            for status, n in u.by_status.items():
+                totals[status] = totals.get(status, 0) + n
+        return ScopeUsagePage(
+            usages[offset : offset + limit],
+            len(usages),
+            totals,
+            sum(u.steps for u in usages),
+        )
+
     async def find_instances(self, workflow: str, id: str) -> list[InstanceRow]:
         rows = [
             i.row for i in self._by_pk.values() if i.row.workflow == workflow and i.row.id == id
@@ -143,35 +243,96 @@ class MemoryStorage:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    async def claim_due(self, now: float, limit: int, *, ahead: float = 0.0) -> list[Claim]:
-        now += ahead  # one owner: no lease to judge
-        claims: list[Claim] = []
-        while self._due and len(claims) < limit:
-            wake_at, pk = self._due[0]
-            if wake_at > now:
-                break
-            heapq.heappop(self._due)
+    def _due_in(self, scope: str, until: float, k: int) -> list[tenancy.Candidate]:
+        """Up to ``k`` claimable instances of ``scope`` due by ``until``, earliest first (the
+        heap is left as it was, less its stale entries)."""
+        heap = self._due.get(scope, [])
+        out: list[tenancy.Candidate] = []
+        taken: list[tuple[float, int]] = []
+        while heap and len(out) < k and heap[0][0] <= until:
+            wake_at, pk = heapq.heappop(heap)
             inst = self._by_pk.get(pk)
-            if inst is None or inst.row.wake_at != wake_at:
+            if (
+                inst is None
+                or inst.row.wake_at != wake_at
+                or inst.row.status not in t.CLAIMABLE_STATUSES
+            ):
                 continue  # stale heap entry
+            taken.append((wake_at, pk))
+            out.append(tenancy.Candidate(pk, scope, inst.row.workflow, wake_at))
+        for entry in taken:
+            heapq.heappush(heap, entry)
+        if not heap:
+            self._due.pop(scope, None)
+        return out
+
+    async def claim_due(
+        self,
+        now: float,
+        limit: int,
+        *,
+        ahead: float = 0.0,
+        fair: bool = True,
+        workflow_limits: Mapping[str, int] | None = None,
+    ) -> list[Claim]:
+        now += ahead  # one owner: no lease to judge
+        if limit <= 0:
+            return []
+        candidates = {scope: self._due_in(scope, now, limit) for scope in list(self._due)}
+        candidates = {scope: items for scope, items in candidates.items() if items}
+        policies = {s: self._policy(s) for s in candidates}
+        wl = dict(workflow_limits or {})
+        scopes, workflows = tenancy.capped(
+            candidates, {s: p.max_running for s, p in policies.items()}, wl
+        )
+        admission = None
+        if scopes or workflows:
+            by_scope: dict[str, int] = {}
+            by_workflow: dict[str, int] = {}
+            for scope, workflow in self._held.values():
+                by_scope[scope] = by_scope.get(scope, 0) + 1
+                by_workflow[workflow] = by_workflow.get(workflow, 0) + 1
+            admission = tenancy.Admission(
+                {s: p.max_running for s, p in policies.items()}, wl, by_scope, by_workflow
+            )
+        picked = tenancy.choose(
+            self._share if fair else None,
+            candidates,
+            {s: p.weight for s, p in policies.items()},
+            limit,
+            admission,
+        )
+        claims: list[Claim] = []
+        for c in picked:
+            inst = self._by_pk[c.pk]
             change = t.claim(inst.row, now)
             if change is None:
                 continue
             claims.append(Claim(self._apply(inst, change), list(inst.steps.values())))
         return claims
 
+    def _policy(self, scope: str) -> TenantPolicy:
+        state = self._tenants.get(scope)
+        return tenancy.DEFAULT_POLICY if state is None else state.policy
+
     async def next_due(self) -> float | None:
-        while self._due:
-            wake_at, pk = self._due[0]
-            inst = self._by_pk.get(pk)
-            if (
-                inst is not None
-                and inst.row.wake_at == wake_at
-                and inst.row.status in t.CLAIMABLE_STATUSES
-            ):
-                return wake_at
-            heapq.heappop(self._due)
-        return None
+        best: float | None = None
+        for scope in list(self._due):
+            heap = self._due[scope]
+            while heap:
+                wake_at, pk = heap[0]
+                inst = self._by_pk.get(pk)
+                if (
+                    inst is not None
+                    and inst.row.wake_at == wake_at
+                    and inst.row.status in t.CLAIMABLE_STATUSES
+                ):
+                    best = wake_at if best is None else min(best, wake_at)
+                    break
+                heapq.heappop(heap)
+            if not heap:
+                del self._due[scope]
+        return best
 
     # -- live runs --------------------------------------------------------------------------
 
@@ -358,6 +519,7 @@ class MemoryStorage:
         inst = self._by_pk.pop(pk, None)
         if inst is None:
             return False
+        self._held.pop(pk, None)
         del self._by_key[(inst.row.workflow, inst.row.scope, inst.row.id)]
         return True
 

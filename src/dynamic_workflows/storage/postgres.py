@@ -32,18 +32,21 @@ the schema and its migrations in :mod:`.postgres_schema`; LISTEN in :mod:`.postg
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 import msgspec
 
+from ..core import tenancy
 from ..core import transitions as tr
 from ..core.journal import ErrorInfo, JournalEntry, RollbackOutcome
 from ..core.logs import LogLine
+from ..core.tenancy import TenantPolicy, TenantState
 from ..core.transitions import (
     ACTIVE_STATUSES,
     CLAIMABLE_STATUSES,
@@ -54,8 +57,8 @@ from ..core.transitions import (
     Status,
     WaitResult,
 )
-from ..errors import ConfigurationError, StorageError
-from .base import Claim, InstanceRow, LogWrite, NewInstance, new_row
+from ..errors import ConfigurationError, StorageError, TenantLimitError
+from .base import Claim, InstanceRow, LogWrite, NewInstance, ScopeUsagePage, new_row
 from .postgres_batch import GroupWriter
 from .postgres_db import FAILED, Database, Session, redact
 from .postgres_listen import Listener
@@ -75,8 +78,17 @@ from .postgres_sql import (
     row,
     step_args,
 )
+from .usage_sql import scope_usage_page, scope_usage_sql
 
 __all__ = ["PostgresStorage"]
+
+
+def _tenant(r: asyncpg.Record) -> TenantState:
+    policy = TenantPolicy(
+        max_running=r[2], max_live=r[3], create_rate=r[4], create_burst=r[5], weight=r[1]
+    )
+    return TenantState(r[0], policy, r[6], r[7])
+
 
 T = TypeVar("T")
 
@@ -145,6 +157,9 @@ class PostgresStorage:
         self._log_writer = LogWriter(self._db)
         self._steps: GroupWriter[_StepCall, list[bool]] = GroupWriter("record_steps", self._record)
         self._ends: GroupWriter[_End, _Answer] = GroupWriter("end_runs", self._end_runs)
+        self._share = tenancy.FairShare()
+        """This node's turns across scopes: each node claims fairly; all nodes together
+        claim in about the same shares (each serves every backlogged scope in turn)."""
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -237,7 +252,11 @@ class PostgresStorage:
     # -- instances --------------------------------------------------------------------------
 
     async def create_instances(
-        self, items: Sequence[NewInstance], now: float
+        self,
+        items: Sequence[NewInstance],
+        now: float,
+        *,
+        tenants: Mapping[str, TenantPolicy] | None = None,
     ) -> list[InstanceRow | None]:
         first: dict[tuple[str, str, str], int] = {}
         for i, it in enumerate(items):
@@ -245,8 +264,12 @@ class PostgresStorage:
         unique = [items[i] for i in sorted(first.values())]
         if not unique:
             return []
+        counts: dict[str, int] = {}
+        for it in items:
+            counts[it.scope] = counts.get(it.scope, 0) + 1
+        policies = {s: p for s, p in (tenants or {}).items() if s in counts}
 
-        async def op(c: Session) -> list[asyncpg.Record]:
+        async def insert(c: Session) -> list[asyncpg.Record]:
             return await c.fetch(
                 Q["create_instances"],
                 [it.workflow for it in unique],
@@ -258,7 +281,45 @@ class PostgresStorage:
                 self.channel,
             )
 
-        created = {(r[1], r[2], r[3]): r[0] for r in await self._db.run("create", op, write=True)}
+        async def admitted(c: Session) -> list[asyncpg.Record] | TenantLimitError:
+            for scope in sorted(policies):  # rows locked in one order: no deadlock
+                p = policies[scope]
+                bucket_row = await c.fetchrow(
+                    Q["lock_tenant"],
+                    scope,
+                    p.weight,
+                    p.max_running,
+                    p.max_live,
+                    p.create_rate,
+                    p.create_burst,
+                    now,
+                )
+                assert bucket_row is not None
+                try:
+                    if p.max_live is not None:
+                        live = await c.fetchval(Q["count_live"], scope)
+                        tenancy.check_live(p, scope, int(live), counts[scope])
+                    bucket = tenancy.take_tokens(
+                        p, scope, bucket_row[0], bucket_row[1], counts[scope], now
+                    )
+                except TenantLimitError as exc:
+                    return exc  # the transaction commits the policy, nothing else
+                await c.execute(
+                    Q["set_tokens"],
+                    scope,
+                    None if bucket is None else bucket.tokens,
+                    None if bucket is None else bucket.at,
+                )
+            return await insert(c)
+
+        if policies:
+            answer = await self._transition("create", admitted)
+            if isinstance(answer, TenantLimitError):
+                raise answer
+            records = answer
+        else:
+            records = await self._db.run("create", insert, write=True)
+        created = {(r[1], r[2], r[3]): r[0] for r in records}
         out: list[InstanceRow | None] = []
         for i, it in enumerate(items):
             key = (it.workflow, it.scope, it.id)
@@ -268,6 +329,14 @@ class PostgresStorage:
                 continue
             out.append(new_row(pk, it, now))
         return out
+
+    async def get_tenant(self, scope: str) -> TenantState | None:
+        r = await self._read("get_tenant", lambda c: c.fetchrow(Q["get_tenant"], scope))
+        return None if r is None else _tenant(r)
+
+    async def list_tenants(self) -> list[TenantState]:
+        rows = await self._read("list_tenants", lambda c: c.fetch(Q["list_tenants"]))
+        return [_tenant(r) for r in rows]
 
     async def get_instance(self, workflow: str, scope: str, id: str) -> InstanceRow | None:
         r = await self._read(
@@ -314,6 +383,30 @@ class PostgresStorage:
         rows = await self._read("count_instances", lambda c: c.fetch(sql, *args))
         return {r[0]: r[1] for r in rows}
 
+    async def scope_usage(
+        self,
+        workflow: str | None = None,
+        *,
+        order: str = "live",
+        limit: int = 100,
+        offset: int = 0,
+        unscoped: bool = True,
+        steps: bool = True,
+    ) -> ScopeUsagePage:
+        sql, args = scope_usage_sql(
+            workflow, order, unscoped, steps, lambda n: f"${n}", collate=' COLLATE "C"'
+        )
+
+        async def op(c: Session) -> ScopeUsagePage:
+            page = scope_usage_page(await c.fetch(sql, *args, limit, offset))
+            if page.scopes or not offset:
+                return page
+            # Past the last scope: the totals are the first row's.
+            first = scope_usage_page(await c.fetch(sql, *args, 1, 0))
+            return ScopeUsagePage([], first.total, first.by_status, first.steps)
+
+        return await self._read("scope_usage", op)
+
     async def find_instances(self, workflow: str, id: str) -> list[InstanceRow]:
         rows = await self._read(
             "find_instances", lambda c: c.fetch(Q["find_instances"], workflow, id)
@@ -326,23 +419,37 @@ class PostgresStorage:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    async def claim_due(self, now: float, limit: int, *, ahead: float = 0.0) -> list[Claim]:
+    async def claim_due(
+        self,
+        now: float,
+        limit: int,
+        *,
+        ahead: float = 0.0,
+        fair: bool = True,
+        workflow_limits: Mapping[str, int] | None = None,
+    ) -> list[Claim]:
+        wl = dict(workflow_limits or {})
+        args = (
+            now,
+            limit,
+            _CLAIMABLE,
+            self.node_id,
+            _ACTIVE,
+            Status.WAITING_FOR_PAUSE,
+            Status.PAUSED,
+            Status.RUNNING,
+            self.lease_seconds,
+            ahead,
+        )
+
         # The claim and the journals in one transaction: a failure before the commit leaves
         # nothing claimed (a claim the engine never heard of would stay this node's).
         async def op(c: Session) -> list[Claim]:
-            rows = await c.fetch(
-                Q["claim_due"],
-                now,
-                limit,
-                _CLAIMABLE,
-                self.node_id,
-                _ACTIVE,
-                Status.WAITING_FOR_PAUSE,
-                Status.PAUSED,
-                Status.RUNNING,
-                self.lease_seconds,
-                ahead,
-            )
+            if not fair and not wl and not await c.fetchval(Q["any_caps"]):
+                rows = await c.fetch(Q["claim_due"], *args)  # first come, no cap: one statement
+            else:
+                picked = await self._choose(c, now, limit, ahead, fair, wl)
+                rows = await c.fetch(Q["claim_picked"], *args, picked)
             claimed = sorted(
                 (r for r in rows if r[4] == Status.RUNNING), key=lambda r: (r[-1], r[0])
             )
@@ -356,6 +463,45 @@ class PostgresStorage:
         if limit <= 0:
             return []
         return await self._transition("claim_due", op)
+
+    async def _choose(
+        self, c: Session, now: float, limit: int, ahead: float, fair: bool, wl: dict[str, int]
+    ) -> list[int]:
+        """The pks a fair (or capped) claim takes (``claim_picked`` re-checks them under their
+        row locks, and takes lapsed leases over besides). Capped scopes and workflows are
+        locked (``lock_caps``) before their slots are counted, so no two nodes' claims can both
+        take a cap's last slot."""
+        weights: dict[str, int] = {}
+        max_running: dict[str, int | None] = {}
+        candidates: dict[str, list[tenancy.Candidate]] = {}
+        for r in await c.fetch(Q["claim_candidates"], now, _CLAIMABLE, self.node_id, limit, ahead):
+            scope = r[0]
+            weights[scope] = r[1]
+            max_running[scope] = r[2]
+            candidates.setdefault(scope, []).append(tenancy.Candidate(r[3], scope, r[4], r[5]))
+        scopes, workflows = tenancy.capped(candidates, max_running, wl)
+        admission = None
+        if scopes or workflows:
+            keys = [self._lock_key("scope", s) for s in scopes]
+            keys += [self._lock_key("workflow", w) for w in workflows]
+            await c.fetchval(Q["lock_caps"], keys)
+            by_scope: dict[str, int] = {}
+            by_workflow: dict[str, int] = {}
+            for kind, name, n in await c.fetch(Q["held_counts"], scopes, workflows):
+                (by_scope if kind == "s" else by_workflow)[name] = n
+            admission = tenancy.Admission(max_running, wl, by_scope, by_workflow)
+        picked = tenancy.choose(
+            self._share if fair else None, candidates, weights, limit, admission
+        )
+        return [p.pk for p in picked]
+
+    def _lock_key(self, kind: str, name: str) -> int:
+        """The advisory lock of a capped scope or workflow: 64 bits of a hash of the schema,
+        the kind and the name (a collision only makes two claims wait for each other)."""
+        digest = hashlib.blake2b(
+            f"dwf\0{self.schema or ''}\0{kind}\0{name}".encode(), digest_size=8
+        ).digest()
+        return int.from_bytes(digest, "big", signed=True)
 
     async def next_due(self) -> float | None:
         value = await self._read(
@@ -390,6 +536,7 @@ class PostgresStorage:
         rows: dict[tuple[int, int, str, int], tuple[Any, ...]] = {}
         tracebacks: dict[tuple[int, int, str, int], str | None] = {}  # ($19, in rows' order)
         flags: dict[tuple[int, int, str, int], bool] = {}  # ($20: registered a rollback)
+        sensitive: dict[tuple[int, int, str, int], bool] = {}  # ($21, in rows' order)
         for writes, now in calls:
             for pk, generation, e in writes:
                 key = (pk, generation, e.name, e.count)
@@ -397,6 +544,7 @@ class PostgresStorage:
                 rows[key] = (pk, generation, *step_args(pk, e, at)[1:])
                 tracebacks[key] = None if e.error is None else e.error.traceback
                 flags[key] = e.rollback
+                sensitive[key] = e.sensitive
         columns = list(zip(*rows.values(), strict=True))
 
         async def op(c: Session) -> list[asyncpg.Record]:
@@ -407,6 +555,7 @@ class PostgresStorage:
                 _HELD,
                 list(tracebacks.values()),
                 list(flags.values()),
+                list(sensitive.values()),
             )
 
         live = {(r[0], r[1]) for r in await self._db.run("record_steps", op, write=True)}

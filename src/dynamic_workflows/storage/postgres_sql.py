@@ -35,7 +35,7 @@ INSTANCE_COLUMNS = (
 )
 STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
-    "started_at, ended_at, attempts, error_traceback, rollback"
+    "started_at, ended_at, attempts, error_traceback, rollback, sensitive"
 )
 
 
@@ -118,6 +118,7 @@ def entry(r: asyncpg.Record, at: int = 0) -> JournalEntry:
         ended_at=r[at + 11],
         attempts=r[at + 12],
         rollback=r[at + 14],
+        sensitive=r[at + 15],
     )
 
 

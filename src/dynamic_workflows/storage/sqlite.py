@@ -24,17 +24,19 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
+from ..core import tenancy
 from ..core import transitions as t
 from ..core.journal import ErrorInfo, JournalEntry, RollbackOutcome
 from ..core.logs import LogLine
-from ..errors import ConfigurationError, StorageError
+from ..core.tenancy import TenantPolicy, TenantState
+from ..errors import ConfigurationError, StorageError, TenantLimitError
 from .base import (
     Claim,
     ControlResult,
@@ -42,6 +44,7 @@ from .base import (
     InstanceRow,
     LogWrite,
     NewInstance,
+    ScopeUsagePage,
     WaitResult,
     new_row,
     rollback_outcome,
@@ -49,6 +52,7 @@ from .base import (
     step_values,
 )
 from .filelock import FileLock
+from .usage_sql import scope_usage_page, scope_usage_sql
 
 __all__ = ["SQLiteStorage", "migrations"]
 
@@ -64,10 +68,75 @@ _INSTANCE_COLUMNS = (
 )
 _STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
-    "started_at, ended_at, attempts, error_traceback, rollback"
+    "started_at, ended_at, attempts, error_traceback, rollback, sensitive"
 )
 _STATE_COLUMNS = "status, generation, wake_at, started_at"
 _CLAIMABLE = ", ".join(f"'{status}'" for status in sorted(t.CLAIMABLE_STATUSES))
+_ACTIVE = ", ".join(f"'{status}'" for status in sorted(t.ACTIVE_STATUSES))
+_UNFINISHED = ", ".join(
+    f"'{status}'" for status in sorted(set(t.Status.ALL) - t.FINITE_STATUSES - {t.Status.UNKNOWN})
+)
+_TENANT_COLUMNS = (
+    "scope, weight, max_running, max_live, create_rate, create_burst, tokens, tokens_at"
+)
+
+
+def _tenant(r: Sequence[Any]) -> TenantState:
+    policy = TenantPolicy(
+        max_running=r[2], max_live=r[3], create_rate=r[4], create_burst=r[5], weight=r[1]
+    )
+    return TenantState(r[0], policy, r[6], r[7])
+
+
+def _admit_creates(
+    conn: sqlite3.Connection,
+    counts: Mapping[str, int],
+    tenants: Mapping[str, TenantPolicy],
+    now: float,
+) -> TenantLimitError | None:
+    """Store each scope's policy and take its tokens (the writer thread serialises this with
+    every claim); a refused scope is answered, not raised (raising would fail the whole group
+    commit), before anything is written."""
+    buckets: list[tuple[str, TenantPolicy, tenancy.Bucket | None]] = []
+    for scope, n in counts.items():
+        policy = tenants.get(scope)
+        if policy is None:
+            continue
+        r = conn.execute("SELECT tokens, tokens_at FROM tenants WHERE scope=?", (scope,)).fetchone()
+        try:
+            if policy.max_live is not None:
+                live = conn.execute(
+                    f"SELECT count(*) FROM instances WHERE scope=? AND status IN ({_UNFINISHED})",
+                    (scope,),
+                ).fetchone()[0]
+                tenancy.check_live(policy, scope, live, n)
+            bucket = tenancy.take_tokens(
+                policy, scope, None if r is None else r[0], None if r is None else r[1], n, now
+            )
+        except TenantLimitError as exc:
+            return exc
+        buckets.append((scope, policy, bucket))
+    for scope, policy, bucket in buckets:
+        conn.execute(
+            "INSERT INTO tenants (scope, weight, max_running, max_live, create_rate, "
+            "create_burst, tokens, tokens_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (scope) DO UPDATE SET weight=excluded.weight, "
+            "max_running=excluded.max_running, max_live=excluded.max_live, "
+            "create_rate=excluded.create_rate, create_burst=excluded.create_burst, "
+            "tokens=excluded.tokens, tokens_at=excluded.tokens_at, updated_at=excluded.updated_at",
+            (
+                scope,
+                policy.weight,
+                policy.max_running,
+                policy.max_live,
+                policy.create_rate,
+                policy.create_burst,
+                None if bucket is None else bucket.tokens,
+                None if bucket is None else bucket.at,
+                now,
+            ),
+        )
+    return None
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -118,6 +187,7 @@ def _entry(r: Sequence[Any]) -> JournalEntry:
         ended_at=r[11] if len(r) > 11 else None,
         attempts=None if len(r) <= 12 or r[12] is None else bytes(r[12]),
         rollback=len(r) > 14 and bool(r[14]),
+        sensitive=len(r) > 15 and bool(r[15]),
     )
 
 
@@ -182,13 +252,14 @@ _UPSERT_STEP = (
     # An upsert, not INSERT OR REPLACE: recorded_at keeps the time the step was first seen.
     "INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, "
     "error_message, attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts, "
-    "error_traceback, rollback) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "error_traceback, rollback, sensitive) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (instance_pk, name, count) DO UPDATE SET "
     "kind=excluded.kind, state=excluded.state, value=excluded.value, "
     "error_name=excluded.error_name, error_message=excluded.error_message, "
     "attempt=excluded.attempt, wake_at=excluded.wake_at, event_type=excluded.event_type, "
     "started_at=excluded.started_at, ended_at=excluded.ended_at, attempts=excluded.attempts, "
-    "error_traceback=excluded.error_traceback, rollback=excluded.rollback"
+    "error_traceback=excluded.error_traceback, rollback=excluded.rollback, "
+    "sensitive=excluded.sensitive"
 )
 
 _INSERT_LOG = (
@@ -205,6 +276,7 @@ def _step_row(pk: int, e: JournalEntry, now: float) -> tuple[object, ...]:
         *step_values(pk, e, now),
         None if e.error is None else e.error.traceback,
         int(e.rollback),
+        e.sensitive,
     )
 
 
@@ -378,6 +450,40 @@ def _set_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]])
             fut.set_result(value)
 
 
+class _Reader:
+    """A read-only connection for the long reads (``scope_usage``), made on first use. In WAL
+    mode it reads the last commit without holding up the writer; every acknowledged write is
+    committed, so it sees them all. One read at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        self._guard = threading.Lock()
+
+    def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        with self._guard:
+            if self._conn is None:
+                self._conn = sqlite3.connect(
+                    self._path, isolation_level=None, check_same_thread=False
+                )
+                self._conn.execute("PRAGMA query_only=1")
+                self._conn.execute("PRAGMA busy_timeout=10000")
+            try:
+                self._conn.execute("BEGIN")
+                try:
+                    return op(self._conn)
+                finally:
+                    self._conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise StorageError(f"SQLite: {exc}") from exc
+
+    def close(self) -> None:
+        with self._guard:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+
 class SQLiteStorage:
     """SQLite at ``path`` (created if missing). ``durability``: ``"full"`` (default) or
     ``"normal"``."""
@@ -389,6 +495,8 @@ class SQLiteStorage:
         self._synchronous = durability.upper()
         self._writer: _Writer | None = None
         self._lock = FileLock(self.path)
+        self._reader = _Reader(self.path)
+        self._share = tenancy.FairShare()  # used on the writer thread only
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -417,6 +525,7 @@ class SQLiteStorage:
         writer, self._writer = self._writer, None
         if writer is None:
             return
+        await asyncio.to_thread(self._reader.close)
         try:
             writer.queue.put(None)
             await asyncio.get_running_loop().run_in_executor(None, writer.join)
@@ -441,9 +550,24 @@ class SQLiteStorage:
     # -- instances --------------------------------------------------------------------------
 
     async def create_instances(
-        self, items: Sequence[NewInstance], now: float
+        self,
+        items: Sequence[NewInstance],
+        now: float,
+        *,
+        tenants: Mapping[str, TenantPolicy] | None = None,
     ) -> list[InstanceRow | None]:
-        def op(conn: sqlite3.Connection) -> list[InstanceRow | None]:
+        counts: dict[str, int] = {}
+        for it in items:
+            counts[it.scope] = counts.get(it.scope, 0) + 1
+
+        def op(conn: sqlite3.Connection) -> list[InstanceRow | None] | TenantLimitError:
+            refused = _admit_creates(conn, counts, tenants or {}, now)
+            if refused is not None:
+                return refused
+            conn.executemany(
+                "INSERT INTO tenants (scope) VALUES (?) ON CONFLICT (scope) DO NOTHING",
+                [(scope,) for scope in counts],
+            )
             out: list[InstanceRow | None] = []
             for it in items:
                 cur = conn.execute(
@@ -457,6 +581,25 @@ class SQLiteStorage:
                     continue
                 out.append(new_row(cur.lastrowid or 0, it, now))
             return out
+
+        answer = await self._submit(op)
+        if isinstance(answer, TenantLimitError):
+            raise answer
+        return answer
+
+    async def get_tenant(self, scope: str) -> TenantState | None:
+        def op(conn: sqlite3.Connection) -> TenantState | None:
+            r = conn.execute(
+                f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE scope=?", (scope,)
+            ).fetchone()
+            return None if r is None else _tenant(r)
+
+        return await self._submit(op)
+
+    async def list_tenants(self) -> list[TenantState]:
+        def op(conn: sqlite3.Connection) -> list[TenantState]:
+            rows = conn.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY scope")
+            return [_tenant(r) for r in rows]
 
         return await self._submit(op)
 
@@ -523,6 +666,32 @@ class SQLiteStorage:
 
         return await self._submit(op)
 
+    async def scope_usage(
+        self,
+        workflow: str | None = None,
+        *,
+        order: str = "live",
+        limit: int = 100,
+        offset: int = 0,
+        unscoped: bool = True,
+        steps: bool = True,
+    ) -> ScopeUsagePage:
+        sql, args = scope_usage_sql(workflow, order, unscoped, steps, lambda n: f"?{n}")
+
+        def op(conn: sqlite3.Connection) -> ScopeUsagePage:
+            page = scope_usage_page(conn.execute(sql, (*args, limit, offset)).fetchall())
+            if page.scopes or not offset:
+                return page
+            # Past the last scope: the totals are the first row's.
+            first = scope_usage_page(conn.execute(sql, (*args, 1, 0)).fetchall())
+            return ScopeUsagePage([], first.total, first.by_status, first.steps)
+
+        if self._writer is None:
+            raise StorageError("the SQLite storage is not open")
+        # A long read (a second at 200,000 instances with their steps): on a connection of its
+        # own, in one read transaction, so that the writer's group commits go on meanwhile.
+        return await asyncio.to_thread(self._reader.run, op)
+
     async def find_instances(self, workflow: str, id: str) -> list[InstanceRow]:
         def op(conn: sqlite3.Connection) -> list[InstanceRow]:
             rows = conn.execute(
@@ -539,15 +708,29 @@ class SQLiteStorage:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    async def claim_due(self, now: float, limit: int, *, ahead: float = 0.0) -> list[Claim]:
+    async def claim_due(
+        self,
+        now: float,
+        limit: int,
+        *,
+        ahead: float = 0.0,
+        fair: bool = True,
+        workflow_limits: Mapping[str, int] | None = None,
+    ) -> list[Claim]:
         now += ahead  # one owner: no lease to judge
+        wl = dict(workflow_limits or {})
+        if limit <= 0:
+            return []
 
         def op(conn: sqlite3.Connection) -> list[Claim]:
-            rows = conn.execute(
-                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE wake_at <= ? "
-                f"AND status IN ({_CLAIMABLE}) ORDER BY wake_at LIMIT ?",
-                (now, limit),
-            ).fetchall()
+            if not fair and not wl and not self._caps(conn):
+                rows = conn.execute(  # first come, no cap anywhere: one statement
+                    f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE wake_at <= ? "
+                    f"AND status IN ({_CLAIMABLE}) ORDER BY wake_at LIMIT ?",
+                    (now, limit),
+                ).fetchall()
+            else:
+                rows = self._choose(conn, now, limit, fair, wl)
             claimed = []
             writes: dict[str, list[list[Any]]] = {}  # one executemany per shape of change
             for r in rows:
@@ -565,6 +748,58 @@ class SQLiteStorage:
             return [Claim(row, _journal(conn, row.pk)) for row in claimed]
 
         return await self._submit(op)
+
+    @staticmethod
+    def _caps(conn: sqlite3.Connection) -> bool:
+        return (
+            conn.execute("SELECT 1 FROM tenants WHERE max_running IS NOT NULL LIMIT 1").fetchone()
+            is not None
+        )
+
+    def _choose(
+        self, conn: sqlite3.Connection, now: float, limit: int, fair: bool, wl: dict[str, int]
+    ) -> list[Any]:
+        """The rows a fair (or capped) claim takes: each scope's earliest due instances
+        (through ``instances_scope_due``), then :func:`~..core.tenancy.choose`. The writer
+        thread runs one operation at a time: the counts cannot change under it."""
+        weights: dict[str, int] = {}
+        max_running: dict[str, int | None] = {}
+        rows: dict[str, list[Any]] = {}
+        tenants = conn.execute("SELECT scope, weight, max_running FROM tenants").fetchall()
+        for scope, weight, cap in tenants:
+            found = conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE scope=? AND wake_at <= ? "
+                f"AND status IN ({_CLAIMABLE}) ORDER BY wake_at LIMIT ?",
+                (scope, now, limit),
+            ).fetchall()
+            if found:
+                rows[scope] = found
+                weights[scope] = weight
+                max_running[scope] = cap
+        if len(rows) == 1 and not wl and not any(max_running.values()):
+            return next(iter(rows.values()))  # one tenant has due work, uncapped: all of it
+        # (_INSTANCE_COLUMNS: pk first, workflow second, wake_at 13th.)
+        candidates = {
+            scope: [tenancy.Candidate(r[0], scope, r[1], r[12]) for r in found]
+            for scope, found in rows.items()
+        }
+        scopes, workflows = tenancy.capped(candidates, max_running, wl)
+        admission = None
+        if scopes or workflows:
+            by_scope: dict[str, int] = {}
+            by_workflow: dict[str, int] = {}
+            for scope, workflow, n in conn.execute(
+                "SELECT scope, workflow, count(*) FROM instances "
+                f"WHERE status IN ({_ACTIVE}) GROUP BY scope, workflow"
+            ):
+                by_scope[scope] = by_scope.get(scope, 0) + n
+                by_workflow[workflow] = by_workflow.get(workflow, 0) + n
+            admission = tenancy.Admission(max_running, wl, by_scope, by_workflow)
+        picked = tenancy.choose(
+            self._share if fair else None, candidates, weights, limit, admission
+        )
+        by_pk = {r[0]: r for found in rows.values() for r in found}
+        return [by_pk[c.pk] for c in picked]
 
     async def next_due(self) -> float | None:
         def op(conn: sqlite3.Connection) -> float | None:

@@ -6,6 +6,7 @@ URLs works as a link and on reload (under ``/cdn-cgi/local/explorer/``, also
 
     ./                                               workflows, their instances by status
     ./workflows/:name?status=&scope=&id=&page=       instances: filters, tenants, paging
+    ./tenants?workflow=&order=&page=                 every tenant's usage, limits, throttled
     ./workflows/:name/instances/:id?scope=           an instance: timeline of steps and
         #step-:name-:count                           attempts, live while it runs, actions
     ./static/:file                                   the front end's files (nothing from a CDN)
@@ -103,5 +104,6 @@ def dashboard_routes(base: str) -> list[BaseRoute]:
     return [
         method_route(base, GET=page),
         method_route(base + "workflows/{rest:path}", GET=page),
+        method_route(base + "tenants", GET=page),
         method_route(base + "static/{file:path}", GET=asset),
     ]

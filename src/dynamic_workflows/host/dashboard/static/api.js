@@ -81,6 +81,7 @@ export const apiPath = {
   workflow: (wf) => `/workflows/${enc(wf)}`,
   instances: (wf) => `/workflows/${enc(wf)}/instances`,
   tenants: (wf) => `/workflows/${enc(wf)}/tenants`,
+  allTenants: () => "/tenants",
   instance: (wf, id) => `/workflows/${enc(wf)}/instances/${enc(id)}`,
 };
 
@@ -94,6 +95,14 @@ export const pageUrl = {
     }
     const s = q.toString();
     return `${BASE}workflows/${enc(wf)}${s ? "?" + s : ""}`;
+  },
+  tenants: (filters = {}) => {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(filters)) {
+      if (v !== undefined && v !== null && v !== "" && !(k === "page" && v === 1)) q.set(k, v);
+    }
+    const s = q.toString();
+    return `${BASE}tenants${s ? "?" + s : ""}`;
   },
   instance: (wf, id, scope) =>
     `${BASE}workflows/${enc(wf)}/instances/${enc(id)}` +

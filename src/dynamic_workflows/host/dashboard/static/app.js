@@ -5,6 +5,7 @@ import { BASE, takeTokenFromHash } from "./api.js";
 import { html, render } from "./format.js";
 import { crumbs } from "./ui.js";
 import { instanceView } from "./views/instance.js";
+import { tenantsView } from "./views/tenants.js";
 import { workflowView, workflowsView } from "./views/workflows.js";
 
 const root = document.getElementById("view");
@@ -31,6 +32,8 @@ function route() {
   const query = new URLSearchParams(location.search);
   if (p.length === 0) {
     current = workflowsView(root);
+  } else if (p[0] === "tenants" && p.length === 1) {
+    current = tenantsView(root, query);
   } else if (p[0] === "workflows" && p.length === 2) {
     current = workflowView(root, p[1], query);
   } else if (p[0] === "workflows" && p.length === 4 && p[2] === "instances") {

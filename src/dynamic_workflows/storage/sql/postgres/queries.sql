@@ -17,6 +17,10 @@ WITH new AS (
     RETURNING pk, workflow, scope, id
 ), told AS (
     SELECT count(pg_notify($7, 'new:' || workflow)) AS n FROM (SELECT DISTINCT workflow FROM ins) w
+), tenant AS (
+    -- Every scope has a row (claim_due reads scopes from there); taking no lock when it has.
+    INSERT INTO tenants (scope) SELECT DISTINCT scope FROM ins ORDER BY scope
+    ON CONFLICT (scope) DO NOTHING
 )
 SELECT ins.pk, ins.workflow, ins.scope, ins.id FROM ins, told;
 
@@ -82,6 +86,98 @@ FROM picked
 WHERE i.pk = picked.pk
 RETURNING {instance_columns_of_i};
 
+-- name: claim_candidates
+-- Fair (or capped) claims, step 1: each scope's earliest claimable instances, at most $4 of
+-- each, through instances_scope_due (one short index range per scope), with the scope's
+-- weight and max_running. Conditions as claim_due's "due"; nothing is locked yet.
+SELECT t.scope, t.weight, t.max_running, c.pk, c.workflow, c.wake_at
+FROM tenants t
+CROSS JOIN LATERAL (
+    SELECT pk, workflow, wake_at FROM instances
+    WHERE scope = t.scope AND wake_at <= $1::float8 + $5::float8 AND status = ANY ($2::text[])
+      AND (owner IS NULL OR (owner <> $3 AND lease_until < $1))
+    ORDER BY wake_at
+    LIMIT $4
+) c;
+
+-- name: lock_caps
+-- Step 2 when a candidate has a cap: one transaction-scoped advisory lock per capped scope and
+-- workflow, taken in key order (so two claims never wait for each other in a cycle); every
+-- claim that counts a capped slot holds it until its commit, so the counts that follow see
+-- every other node's claims of the same scope or workflow.
+SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest($1::bigint[]) k ORDER BY k) s;
+
+-- name: held_counts
+-- The runs holding a slot (held: active, or parked warm by their owner) of the capped scopes
+-- ($1) and workflows ($2), through instances_held.
+SELECT 's', scope, count(*) FROM instances WHERE owner IS NOT NULL AND scope = ANY ($1::text[])
+GROUP BY scope
+UNION ALL
+SELECT 'w', workflow, count(*) FROM instances
+WHERE owner IS NOT NULL AND workflow = ANY ($2::text[]) GROUP BY workflow;
+
+-- name: claim_picked
+-- Step 3: claim_due with "due" restricted to the rows picked ($11), re-checked under their
+-- row locks (a row another node claimed meanwhile is skipped). The rest is claim_due's.
+WITH due AS (
+    SELECT pk, wake_at AS t FROM instances
+    WHERE pk = ANY ($11::bigint[])
+      AND wake_at <= $1::float8 + $10::float8 AND status = ANY ($3::text[])
+      AND (owner IS NULL OR (owner <> $4 AND lease_until < $1))
+    FOR UPDATE SKIP LOCKED
+), lapsed AS (
+    SELECT pk, lease_until AS t FROM instances
+    WHERE owner IS NOT NULL AND lease_until < $1 AND owner <> $4 AND status = ANY ($5::text[])
+    ORDER BY lease_until
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT pk, t FROM (SELECT * FROM lapsed UNION ALL SELECT * FROM due) c LIMIT $2
+)
+UPDATE instances i SET
+    status      = CASE WHEN i.status = $6 THEN $7 ELSE $8 END,
+    generation  = CASE WHEN i.owner IS NULL THEN i.generation ELSE i.generation + 1 END,
+    wake_at     = NULL,
+    started_at  = CASE WHEN i.status = $6 THEN i.started_at ELSE coalesce(i.started_at, $1) END,
+    updated_at  = $1,
+    owner       = CASE WHEN i.status = $6 THEN NULL ELSE $4 END,
+    lease_until = CASE WHEN i.status = $6 THEN NULL ELSE $1 + $9 END
+FROM picked
+WHERE i.pk = picked.pk
+RETURNING {instance_columns_of_i};
+
+-- name: any_caps
+SELECT EXISTS (SELECT 1 FROM tenants WHERE max_running IS NOT NULL);
+
+-- name: lock_tenant
+-- A create with a policy: store the policy on the scope's row and lock it (until the commit:
+-- creates of one tenant take their tokens one after the other, on every node); answers the
+-- bucket as it was.
+INSERT INTO tenants AS t (scope, weight, max_running, max_live, create_rate, create_burst,
+                          updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (scope) DO UPDATE SET
+    weight = excluded.weight, max_running = excluded.max_running, max_live = excluded.max_live,
+    create_rate = excluded.create_rate, create_burst = excluded.create_burst,
+    updated_at = excluded.updated_at
+RETURNING t.tokens, t.tokens_at;
+
+-- name: count_live
+-- Unfinished instances of a scope (the literal statuses are instances_live's predicate).
+SELECT count(*) FROM instances
+WHERE scope = $1 AND status NOT IN ('complete', 'errored', 'terminated');
+
+-- name: set_tokens
+UPDATE tenants SET tokens = $2, tokens_at = $3 WHERE scope = $1;
+
+-- name: get_tenant
+SELECT scope, weight, max_running, max_live, create_rate, create_burst, tokens, tokens_at
+FROM tenants WHERE scope = $1;
+
+-- name: list_tenants
+SELECT scope, weight, max_running, max_live, create_rate, create_burst, tokens, tokens_at
+FROM tenants ORDER BY scope;
+
 -- name: next_due
 -- The earliest time claim_due could take something: a due row not held, or one whose holder's
 -- lease runs out (rows held by this node, $1, are its own to resume).
@@ -102,16 +198,17 @@ SELECT least(
 -- renew_leases does) holds off a concurrent terminate, restart or takeover until this commits,
 -- and a row changed meanwhile is re-read first: no write is kept for a run that lost its row.
 -- The upsert keeps recorded_at from the step's first write. Answers the live (pk, generation).
--- $19: each write's error traceback; $20: whether its step registered a rollback handler.
+-- $19: each write's error traceback; $20: whether its step registered a rollback handler;
+-- $21: whether its step is sensitive.
 WITH w AS (
     SELECT *
     FROM unnest(
         $1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bytea[],
         $8::text[], $9::text[], $10::int[], $11::float8[], $12::text[], $13::float8[],
-        $14::float8[], $15::float8[], $16::bytea[], $19::text[], $20::boolean[]
+        $14::float8[], $15::float8[], $16::bytea[], $19::text[], $20::boolean[], $21::boolean[]
     ) AS w (pk, generation, name, count, kind, state, value, error_name, error_message,
             attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts,
-            error_traceback, rollback)
+            error_traceback, rollback, sensitive)
 ), live AS (
     SELECT pk, generation FROM instances
     WHERE pk = ANY ($1::bigint[]) AND owner = $17 AND status = ANY ($18::text[])
@@ -120,10 +217,10 @@ WITH w AS (
 ), kept AS (
     INSERT INTO steps (instance_pk, name, count, kind, state, value, error_name, error_message,
                        attempt, wake_at, event_type, recorded_at, started_at, ended_at, attempts,
-                       error_traceback, rollback)
+                       error_traceback, rollback, sensitive)
     SELECT w.pk, w.name, w.count, w.kind, w.state, w.value, w.error_name, w.error_message,
            w.attempt, w.wake_at, w.event_type, w.recorded_at, w.started_at, w.ended_at,
-           w.attempts, w.error_traceback, w.rollback
+           w.attempts, w.error_traceback, w.rollback, w.sensitive
     FROM w JOIN live ON live.pk = w.pk AND live.generation = w.generation
     ON CONFLICT (instance_pk, name, count) DO UPDATE SET
         kind = excluded.kind, state = excluded.state, value = excluded.value,
@@ -131,7 +228,7 @@ WITH w AS (
         attempt = excluded.attempt, wake_at = excluded.wake_at, event_type = excluded.event_type,
         started_at = excluded.started_at, ended_at = excluded.ended_at,
         attempts = excluded.attempts, error_traceback = excluded.error_traceback,
-        rollback = excluded.rollback
+        rollback = excluded.rollback, sensitive = excluded.sensitive
 )
 SELECT pk, generation FROM live;
 

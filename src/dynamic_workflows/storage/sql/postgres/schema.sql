@@ -33,6 +33,23 @@ CREATE TABLE instances (
 CREATE INDEX instances_due ON instances (wake_at) WHERE wake_at IS NOT NULL;
 CREATE INDEX instances_by_created ON instances (workflow, created_at, pk);
 CREATE INDEX instances_leased ON instances (lease_until) WHERE owner IS NOT NULL;
+CREATE INDEX instances_scope_due ON instances (scope, wake_at) WHERE wake_at IS NOT NULL;
+CREATE INDEX instances_held ON instances (scope, workflow) WHERE owner IS NOT NULL;
+CREATE INDEX instances_live ON instances (scope)
+    WHERE status NOT IN ('complete', 'errored', 'terminated');
+
+-- One row per scope (tenant): its policy as last resolved, and its create bucket.
+CREATE TABLE tenants (
+    scope         TEXT             PRIMARY KEY,
+    weight        INTEGER          NOT NULL DEFAULT 1,
+    max_running   INTEGER,                               -- NULL: no cap
+    max_live      INTEGER,
+    create_rate   DOUBLE PRECISION,                      -- instances per second
+    create_burst  INTEGER,
+    tokens        DOUBLE PRECISION,                      -- the create bucket (NULL: full)
+    tokens_at     DOUBLE PRECISION,
+    updated_at    DOUBLE PRECISION NOT NULL DEFAULT 0
+);
 
 CREATE TABLE steps (
     instance_pk   BIGINT           NOT NULL,
@@ -52,6 +69,7 @@ CREATE TABLE steps (
     attempts      BYTEA,                                 -- JSON: failed attempts, bounded
     error_traceback TEXT,                                -- the workflow's frames (bounded)
     rollback      BOOLEAN          NOT NULL DEFAULT false, -- registered a rollback handler
+    sensitive     BOOLEAN          NOT NULL DEFAULT false, -- config sensitive: "output"
     PRIMARY KEY (instance_pk, name, count)
 );
 

@@ -166,7 +166,10 @@ function stepMarkup(step, ctx) {
   const anchor = stepAnchor(step.name, step.count);
   const body = step.type === "step"
     ? html`${attemptList(step, ctx.logs, ctx.live, ctx.now)}
-      ${step.state === "done" ? html`<details class="output" data-key="output">
+      ${step.state === "done" && step.sensitive ? html`<div class="output redacted"
+        data-testid="redacted-output"><span class="muted">output</span> <code>${step.output}</code>
+        <span class="muted">(sensitive: the step's config hides its output)</span></div>`
+        : step.state === "done" ? html`<details class="output" data-key="output">
         <summary>output</summary>${json(step.output)}</details>` : ""}
       ${step.state === "failed" && !(step.attempts || []).length ? errorBlock(step.error) : ""}`
     : html`<div class="step-note">${sleepOrWait(step, ctx.live)}</div>

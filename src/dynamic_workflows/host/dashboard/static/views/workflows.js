@@ -5,42 +5,13 @@ import { APIError, BASE, api, apiPath, pageUrl } from "../api.js";
 import {
   STATUSES, badge, clock, duration, html, ms, render, shortScope, tenantCell, time,
 } from "../format.js";
-import { connection, crumbs } from "../ui.js";
+import { poller } from "../poll.js";
+import { crumbs } from "../ui.js";
 
 const LIST_EVERY = 2000;
 const TENANTS_EVERY = 3; // refreshes of the list per refresh of the tenants (a longer read)
 const PER_PAGE = 25; // unless the URL says ?per_page= (1 to 100)
-
-/** A refreshing loop: `tick` now, then every `every` ms until stopped. */
-function poller(tick, every) {
-  let timer = null;
-  let stopped = false;
-  let running = null;
-  let forced = true;
-  const run = async () => {
-    clearTimeout(timer);
-    if (running) { await running; }
-    running = (async () => {
-      if (document.hidden && !forced) return; // a tab out of sight does not poll
-      try { await tick(); connection(null); } catch (e) { if (!stopped) connection(e); }
-    })();
-    await running;
-    running = null;
-    forced = false;
-    if (!stopped) timer = setTimeout(run, every);
-  };
-  const visible = () => { if (!document.hidden && !stopped) run(); };
-  document.addEventListener("visibilitychange", visible);
-  run();
-  return {
-    now: () => { forced = true; return run(); },
-    stop() {
-      stopped = true;
-      clearTimeout(timer);
-      document.removeEventListener("visibilitychange", visible);
-    },
-  };
-}
+const TENANTS_SHOWN = 50; // the tenants beside the list: those with the most live instances
 
 const countChips = (counts, href) => STATUSES.concat(Object.keys(counts || {})
   .filter((s) => !STATUSES.includes(s)))
@@ -50,7 +21,8 @@ const countChips = (counts, href) => STATUSES.concat(Object.keys(counts || {})
 
 export function workflowsView(root) {
   crumbs([["workflows", BASE]]);
-  render(root, html`<h1>Workflows</h1>
+  render(root, html`<div class="title"><h1>Workflows</h1>
+      <a href="${pageUrl.tenants()}" data-testid="tenants-link">Tenants ›</a></div>
     <section class="panel" id="wf-list"><p class="muted">Loading…</p></section>`);
   const list = root.querySelector("#wf-list");
   return poller(async () => {
@@ -208,13 +180,17 @@ export function workflowView(root, wf, query) {
         <td><div class="chips">${countChips(t.instances, (s) =>
           filtersUrl(wf, { ...f, status: s, scope: t.scope, page: 1 }))}</div></td>
         <td class="num">${t.total}</td></tr>`)}</tbody></table>
-      ${tenantInfo && !tenantInfo.complete
-        ? html`<p class="muted">Counted over the newest ${tenantInfo.scanned} instances.</p>` : ""}`);
+      <p class="muted">${tenantInfo && tenantInfo.total_count > tenants.length
+        ? `${tenantInfo.total_count - tenants.length} more, fewer live instances · ` : ""}<a
+        href="${pageUrl.tenants({ workflow: wf })}" data-testid="tenants-usage-link">usage
+        and limits ›</a></p>`);
   }
 
   async function tick() {
     if (ticks++ % TENANTS_EVERY === 0) {
-      const got = await api(apiPath.tenants(wf));
+      const got = await api(apiPath.tenants(wf), {
+        query: { per_page: TENANTS_SHOWN, steps: "false" }, // not shown here: not counted
+      });
       tenants = got.result;
       tenantInfo = got.result_info;
       renderTenants();
