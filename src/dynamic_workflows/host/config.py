@@ -8,7 +8,12 @@ The fields ``dwf`` uses, as wrangler spells them::
     compatibility_flags   ["python_workers", ...]
     worker_loaders        [{"binding": "LOADER"}]
     workflows             [{"name": "tenant-workflows", "binding": "WORKFLOWS",
-                            "class_name": "TenantWorkflows"}]
+                            "class_name": "TenantWorkflows",
+                            "schedules": "*/5 * * * *" | ["0 * * * *", ...],   (Cloudflare's)
+                            "retention": {"successRetention": "7 days",        (ours: this
+                                          "errorRetention": "30 days"}}]        workflow's default)
+    retention             {"successRetention": ..., "errorRetention": ...}
+                          (ours: the project's default; without any, finished instances are kept)
     vars                  {"NAME": <JSON value>}   (plain values on env)
 
 Every problem is a :class:`ProjectConfigError` naming the file, the field (``workflows[0].
@@ -23,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ProjectConfigError
+from ..core.cron import parse_schedules
+from ..core.retention import Retention, parse_retention
+from ..errors import ConfigurationError, ProjectConfigError
 from . import jsonc
 
 __all__ = [
@@ -48,6 +55,7 @@ _USED = {
     "worker_loaders",
     "workflows",
     "vars",
+    "retention",
     "$schema",
 }
 _WORKFLOW_NAME_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
@@ -68,6 +76,10 @@ class WorkflowConfig:
     name: str
     binding: str
     class_name: str
+    schedules: tuple[str, ...] = ()
+    """Cron expressions (wrangler's ``schedules``): each tick creates an instance."""
+    retention: Retention | None = None
+    """This workflow's default retention (dwf's own field; the create option comes first)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,8 @@ class ProjectConfig:
     worker_loaders: tuple[LoaderBinding, ...] = ()
     workflows: tuple[WorkflowConfig, ...] = ()
     vars: dict[str, Any] = field(default_factory=dict)
+    retention: Retention | None = None
+    """The project's default retention (dwf's own field); None: finished instances are kept."""
     unused: tuple[str, ...] = ()
     """Top-level fields present in the file that dwf does not use."""
 
@@ -164,6 +178,18 @@ class _Checker:
     def fail(self, field: str, problem: str) -> ProjectConfigError:
         return ProjectConfigError(display_path(self.path), field, problem)
 
+    def schedules(self, value: object, field: str) -> tuple[str, ...]:
+        try:
+            return parse_schedules(value, what=field)
+        except ConfigurationError as exc:
+            raise self.fail("", str(exc)) from None
+
+    def retention(self, value: object, field: str) -> Retention | None:
+        try:
+            return parse_retention(value, what=field)
+        except ConfigurationError as exc:
+            raise self.fail("", str(exc)) from None
+
     def string(self, value: object, field: str) -> str:
         if not isinstance(value, str) or not value:
             raise self.fail(field, f"must be a non-empty string, got {_kind(value)}")
@@ -232,7 +258,7 @@ def load_config(path: str | Path) -> ProjectConfig:
     )
 
     workflows = []
-    keys = {"name", "binding", "class_name", "script_name"}
+    keys = {"name", "binding", "class_name", "script_name", "schedules", "retention"}
     for i, item in enumerate(check.items(data.get("workflows", []), "workflows", keys)):
         where = f"workflows[{i}]"
         wf_name = check.string(item.get("name"), f"{where}.name")
@@ -254,6 +280,8 @@ def load_config(path: str | Path) -> ProjectConfig:
                 wf_name,
                 check.identifier(item.get("binding"), f"{where}.binding"),
                 check.identifier(item.get("class_name"), f"{where}.class_name"),
+                check.schedules(item.get("schedules"), f"{where}.schedules"),
+                check.retention(item.get("retention"), f"{where}.retention"),
             )
         )
 
@@ -290,5 +318,6 @@ def load_config(path: str | Path) -> ProjectConfig:
         worker_loaders=loaders,
         workflows=tuple(workflows),
         vars=dict(variables),
+        retention=check.retention(data.get("retention"), "retention"),
         unused=tuple(sorted(set(data) - _USED)),
     )

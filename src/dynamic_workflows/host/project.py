@@ -117,8 +117,15 @@ class Project:
             raise
         values: dict[str, Any] = dict(config.vars)
         values.update(self.loaders)
+        if config.retention is not None:
+            self.engine.retention = config.retention
         for wf in config.workflows:
-            values[wf.binding] = self.engine.register(wf.name, self._factory(classes[wf.name]))
+            values[wf.binding] = self.engine.register(
+                wf.name,
+                self._factory(classes[wf.name]),
+                schedules=wf.schedules,
+                retention=wf.retention,
+            )
         self.env = Env(values)
         for wf in config.workflows:
             self.engine.set_env(wf.name, self.env)

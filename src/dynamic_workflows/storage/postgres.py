@@ -246,16 +246,7 @@ class PostgresStorage:
             return []
 
         async def op(c: Session) -> list[asyncpg.Record]:
-            return await c.fetch(
-                Q["create_instances"],
-                [it.workflow for it in unique],
-                [it.scope for it in unique],
-                [it.id for it in unique],
-                [it.params for it in unique],
-                tr.INITIAL_STATUS,
-                now,
-                self.channel,
-            )
+            return await self._insert(c, unique, now)
 
         created = {(r[1], r[2], r[3]): r[0] for r in await self._db.run("create", op, write=True)}
         out: list[InstanceRow | None] = []
@@ -267,6 +258,21 @@ class PostgresStorage:
                 continue
             out.append(new_row(pk, it, now))
         return out
+
+    async def _insert(self, c: Session, items: Sequence[NewInstance], now: float) -> list[Any]:
+        return await c.fetch(
+            Q["create_instances"],
+            [it.workflow for it in items],
+            [it.scope for it in items],
+            [it.id for it in items],
+            [it.params for it in items],
+            tr.INITIAL_STATUS,
+            now,
+            self.channel,
+            [it.schedule for it in items],
+            [it.success_retention for it in items],
+            [it.error_retention for it in items],
+        )
 
     async def get_instance(self, workflow: str, scope: str, id: str) -> InstanceRow | None:
         r = await self._read(
@@ -642,6 +648,27 @@ class PostgresStorage:
             return True
 
         return await self._transition("delete_instance", op)
+
+    async def fire_schedule(
+        self, workflow: str, cron: str, tick: float, item: NewInstance, now: float
+    ) -> InstanceRow | None:
+        async def op(c: Session) -> InstanceRow | None:
+            if await c.fetchrow(Q["first_tick"], workflow, cron, now) is not None:
+                return None
+            if await c.fetchrow(Q["move_tick"], workflow, cron, tick) is None:
+                return None
+            created = await self._insert(c, [item], now)
+            return new_row(created[0][0], item, now) if created else None
+
+        # Retried after a lost connection: the tick then stands where the lost commit left it,
+        # so a retry never fires it twice (at worst it reports None for an instance created).
+        return await self._db.run("fire_schedule", op, write=True, transaction=True)
+
+    async def delete_retained(self, now: float, limit: int) -> int:
+        async def op(c: Session) -> int:
+            return int(await c.fetchval(Q["delete_retained"], now, limit))
+
+        return await self._db.run("delete_retained", op, write=True, idempotent=True)
 
     async def recover(self, now: float) -> int:
         """Let go of the rows this node holds (a node id is fresh per process, so normally

@@ -31,7 +31,7 @@ __all__ = [
 INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
     "error_name, error_message, wake_at, started_at, ended_at, error_traceback, log_bytes, "
-    "log_dropped"
+    "log_dropped, schedule, success_retention, error_retention"
 )
 STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
@@ -98,6 +98,9 @@ def row(r: asyncpg.Record) -> InstanceRow:
         ended_at=r[14],
         log_bytes=r[16],
         log_dropped=r[17],
+        schedule=r[18],
+        success_retention=r[19],
+        error_retention=r[20],
     )
 
 

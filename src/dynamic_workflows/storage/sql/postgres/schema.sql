@@ -26,12 +26,23 @@ CREATE TABLE instances (
     error_traceback TEXT,                                -- the workflow's frames (bounded)
     log_bytes     BIGINT           NOT NULL DEFAULT 0,   -- its runs' lines stored (bytes)
     log_dropped   BIGINT           NOT NULL DEFAULT 0,   -- ... and dropped (lines)
+    schedule      BYTEA,                                 -- JSON {cron, scheduledTime} of its tick
+    success_retention DOUBLE PRECISION,                  -- seconds kept once complete (NULL: ever)
+    error_retention DOUBLE PRECISION,                    -- ... once errored/terminated
     UNIQUE (workflow, scope, id)
 );
 
 CREATE INDEX instances_due ON instances (wake_at) WHERE wake_at IS NOT NULL;
 CREATE INDEX instances_by_created ON instances (workflow, created_at, pk);
 CREATE INDEX instances_leased ON instances (lease_until) WHERE owner IS NOT NULL;
+-- core.retention.retain_until: when a finished instance may be deleted (delete_retained).
+CREATE INDEX instances_retained ON instances ((
+    CASE status
+        WHEN 'complete' THEN ended_at + success_retention
+        WHEN 'errored' THEN ended_at + error_retention
+        WHEN 'terminated' THEN ended_at + error_retention
+    END
+)) WHERE success_retention IS NOT NULL OR error_retention IS NOT NULL;
 
 CREATE TABLE steps (
     instance_pk   BIGINT           NOT NULL,
@@ -88,4 +99,12 @@ CREATE TABLE nodes (
     heartbeat_at  DOUBLE PRECISION NOT NULL,
     host          TEXT             NOT NULL,
     pid           INTEGER          NOT NULL
+);
+
+-- Each cron schedule's last tick fired (a tick fires with the instance it creates).
+CREATE TABLE schedule_ticks (
+    workflow      TEXT             NOT NULL,
+    cron          TEXT             NOT NULL,
+    last_tick     DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (workflow, cron)
 );
