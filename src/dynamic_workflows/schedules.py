@@ -74,12 +74,19 @@ class CronTriggers:
         return dict(self._schedules)
 
     async def start(self) -> None:
-        """Start one task per schedule (firing the latest tick missed while stopped)."""
+        """Fire the latest tick each schedule missed while stopped (recording the schedules
+        seen for the first time) before returning, then start one task per schedule."""
         for workflow, crons in self._schedules.items():
             for cron in crons:
+                wake = self._clock.now()  # on failure, the task tries again at once
+                with contextlib.suppress(StorageError):
+                    await self.fire_due(workflow, cron)
+                    # (computed now: the task may first run after the tick)
+                    wake = next_tick(cron, self._clock.now())
                 self._tasks.append(
                     asyncio.create_task(
-                        self._run(workflow, cron), name=f"dwf-cron-{workflow}-{cron}"
+                        self._run(workflow, cron, wake),
+                        name=f"dwf-cron-{workflow}-{cron}",
                     )
                 )
 
@@ -111,8 +118,9 @@ class CronTriggers:
             self._fired(row)
         return row
 
-    async def _run(self, workflow: str, cron: str) -> None:
+    async def _run(self, workflow: str, cron: str, wake: float) -> None:
         delay = RETRY_FIRST
+        await self._clock.sleep_until(wake)
         while True:
             now = self._clock.now()
             try:
