@@ -276,3 +276,32 @@ async def test_delete_batch_through_a_tenant_binding_only_sees_its_instances(h: 
     assert result["deleted"] == [{"id": "mine"}]
     assert [e["id"] for e in result["errors"]] == ["theirs"]
     assert (await h.tenant("b").get("theirs")).id == "theirs"
+
+
+async def test_a_cron_ticks_schedule_reaches_the_tenants_event() -> None:
+    from dynamic_workflows.dispatch import dispatch_workflow
+
+    seen: list[Any] = []
+
+    class Runner:
+        async def run(self, event: Any, step: Any) -> Any:
+            seen.append(event)
+            return None
+
+    schedule = {"cron": "*/5 * * * *", "scheduledTime": 1_767_225_900_000}
+    outer = {
+        "payload": {"__dispatcherMetadata": {"t": 1}, "params": None},
+        "timestamp": None,
+        "instanceId": "cron-x",
+        "workflowName": "wf",
+        "schedule": schedule,
+    }
+    await dispatch_workflow(
+        env=None, ctx=None, event=outer, step=None, load_runner=lambda o: Runner()
+    )
+    del outer["schedule"]
+    await dispatch_workflow(
+        env=None, ctx=None, event=outer, step=None, load_runner=lambda o: Runner()
+    )
+    assert seen[0]["schedule"] == schedule
+    assert "schedule" not in seen[1]  # (absent, as Cloudflare's optional field)
