@@ -672,7 +672,8 @@ class Engine:
         ``schedules``: a cron expression or a list of them (wrangler's ``schedules``), each
         tick creating an instance; ``retention``: the workflow's default retention
         (``{"successRetention", "errorRetention"}`` or a :class:`Retention`). Bad values raise
-        ConfigurationError naming the field. Schedules take effect at :meth:`start`."""
+        ConfigurationError naming the field. Schedules registered while the engine runs start
+        at once (with their next tick)."""
         from .binding import WorkflowBinding
 
         crons = parse_schedules(schedules, what=f"workflow {name!r}: schedules")

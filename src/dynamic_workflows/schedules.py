@@ -59,23 +59,39 @@ class CronTriggers:
         self._make = make
         self._fired = fired
         self._schedules: dict[str, tuple[str, ...]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._started = False
 
     def set(self, workflow: str, schedules: tuple[str, ...]) -> None:
-        """The (checked) cron expressions of ``workflow``; takes effect at :meth:`start`."""
+        """The (checked) cron expressions of ``workflow``, replacing its earlier ones. Before
+        :meth:`start` they take effect then; after, at once (a new schedule starts with its
+        next tick)."""
         if schedules:
             self._schedules[workflow] = schedules
         else:
             self._schedules.pop(workflow, None)
+        if not self._started:
+            return
+        for key in [k for k in self._tasks if k[0] == workflow and k[1] not in schedules]:
+            self._tasks.pop(key).cancel()
+        for cron in schedules:
+            if (workflow, cron) not in self._tasks:
+                self._spawn(workflow, cron, self._clock.now())
 
     @property
     def schedules(self) -> dict[str, tuple[str, ...]]:
         """The schedules, by workflow."""
         return dict(self._schedules)
 
+    def _spawn(self, workflow: str, cron: str, wake: float) -> None:
+        self._tasks[(workflow, cron)] = asyncio.create_task(
+            self._run(workflow, cron, wake), name=f"dwf-cron-{workflow}-{cron}"
+        )
+
     async def start(self) -> None:
         """Fire the latest tick each schedule missed while stopped (recording the schedules
         seen for the first time) before returning, then start one task per schedule."""
+        self._started = True
         for workflow, crons in self._schedules.items():
             for cron in crons:
                 wake = self._clock.now()  # on failure, the task tries again at once
@@ -83,15 +99,12 @@ class CronTriggers:
                     await self.fire_due(workflow, cron)
                     # (computed now: the task may first run after the tick)
                     wake = next_tick(cron, self._clock.now())
-                self._tasks.append(
-                    asyncio.create_task(
-                        self._run(workflow, cron, wake),
-                        name=f"dwf-cron-{workflow}-{cron}",
-                    )
-                )
+                self._spawn(workflow, cron, wake)
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
+        self._started = False
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -158,3 +158,20 @@ async def test_two_engines_on_one_database_fire_each_tick_once(
         ticks = [(o["schedule"]["cron"], o["schedule"]["scheduledTime"]) for o in got]
         assert len(ticks) == len(set(ticks)) == 24
         assert len({o["instanceId"] for o in got}) == 24
+
+
+async def test_schedules_registered_while_running_start_and_stop_at_once(
+    stores: Callable[[], Storage],
+) -> None:
+    clock = MockClock(at(2026, 1, 1, 0, 1), autojump=False)
+    async with WorkflowTestEnv(echo, storage=stores(), clock=clock) as wf:
+        wf.engine.register("workflow", echo, schedules=EVERY5)
+        # Seen at 00:01 (as its task does when it first runs, which may be after the advance).
+        assert await wf.engine.triggers.fire_due("workflow", EVERY5) is None
+        clock.advance(240)  # 00:05
+        (first,) = await outputs(wf, 1)
+        assert first["schedule"]["scheduledTime"] == ms(2026, 1, 1, 0, 5)
+        wf.engine.register("workflow", echo)  # no schedules any more
+        clock.advance(300)  # 00:10: nothing
+        await asyncio.sleep(0.05)
+        assert len(await outputs(wf, 1)) == 1
