@@ -870,7 +870,8 @@ class SQLiteStorage:
                 r[0]
                 for r in conn.execute(
                     "SELECT pk FROM instances WHERE (success_retention IS NOT NULL OR "
-                    f"error_retention IS NOT NULL) AND {_RETAIN_UNTIL} <= ? LIMIT ?",
+                    f"error_retention IS NOT NULL) AND {_RETAIN_UNTIL} <= ? "
+                    f"ORDER BY {_RETAIN_UNTIL} LIMIT ?",
                     (now, limit),
                 )
             ]
