@@ -65,7 +65,8 @@ async def test_rows_carry_their_schedule_and_retention(storage: Storage) -> None
     (plain,) = await storage.create_instances([new("b")], T0)
     assert plain is not None
     got = await storage.get_instance_by_pk(plain.pk)
-    assert got is not None and (got.schedule, got.success_retention, got.error_retention) == (
+    assert got is not None
+    assert (got.schedule, got.success_retention, got.error_retention) == (
         None,
         None,
         None,
@@ -180,7 +181,9 @@ async def test_a_new_schedule_starts_after_now_and_each_tick_fires_once(storage:
     assert await storage.fire_schedule("wf", cron, T0, tick_item(T0), T0 + 30) is None
     assert await storage.fire_schedule("wf", cron, T0, tick_item(T0), T0 + 31) is None
     row = await storage.fire_schedule("wf", cron, T0 + 60, tick_item(T0 + 60), T0 + 60)
-    assert row is not None and row.id == f"cron-{int(T0 + 60)}" and row.status == Status.QUEUED
+    assert row is not None
+    assert row.id == f"cron-{int(T0 + 60)}"
+    assert row.status == Status.QUEUED
     assert decode(row.schedule or b"") == {"cron": cron, "scheduledTime": round((T0 + 60) * 1000)}
     # The same tick again (another node, or this one after a restart): nothing.
     assert await storage.fire_schedule("wf", cron, T0 + 60, tick_item(T0 + 60), T0 + 61) is None

@@ -300,6 +300,7 @@ async def test_create_describe_send_event(host: Host) -> None:
     assert done["output"] == {"payload": {"n": 1}, "event": "yes"}
     assert "error" not in done  # the spec: an object when errored, absent otherwise
     assert done["step_count"] == 2
+    assert (done["schedule"], done["retain_until"]) == (None, None)  # not a tick's; kept
     event = done["steps"][1]["output"]
     assert (event["type"], event["payload"]) == ("go", "yes")
     assert event["timestamp"].endswith("Z")

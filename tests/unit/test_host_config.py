@@ -323,9 +323,12 @@ def test_schedules_and_retention_of_a_workflow_and_of_the_project(tmp_path: Path
         )
     )
     a, b, c = config.workflows
-    assert a.schedules == ("*/5 * * * *",) and a.retention == Retention(success=3600.0)
-    assert b.schedules == ("0 * * * *", "30 2 * * MON") and b.retention is None
-    assert c.schedules == () and c.retention is None
+    assert a.schedules == ("*/5 * * * *",)
+    assert a.retention == Retention(success=3600.0)
+    assert b.schedules == ("0 * * * *", "30 2 * * MON")
+    assert b.retention is None
+    assert c.schedules == ()
+    assert c.retention is None
     assert config.retention == Retention(error=30 * 86400.0)
     assert "retention" not in config.unused
 

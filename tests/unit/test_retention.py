@@ -74,7 +74,7 @@ async def test_a_bad_retention_names_the_field(make_env: EnvFactory) -> None:
             await wf.binding.create({"params": 1, "retention": {"errorRetention": "soon"}})
         with pytest.raises(ConfigurationError, match=r"retention: unknown field\(s\) success"):
             await wf.binding.create({"params": 1, "retention": {"success": 1}})
-        with pytest.raises(ConfigurationError, match="workflow 'w2': retention.successRetention"):
+        with pytest.raises(ConfigurationError, match=r"workflow 'w2': retention\.successRetention"):
             wf.engine.register("w2", ok_or_fail, retention={"successRetention": -1})
 
 
@@ -97,3 +97,13 @@ async def test_a_backlog_is_swept_in_batches_while_the_engine_goes_on(
         assert batches_then < sweeper.batches
         assert sweeper.batches - before == n // 25 + 1  # 25 per transaction, and a short one
         assert [r.id for r in await wf.storage.list_instances("workflow")] == ["meanwhile"]
+
+
+async def test_the_query_layer_says_when_an_instance_goes(make_env: EnvFactory) -> None:
+    async with make_env(ok_or_fail, retention={"successRetention": "1 hour"}) as wf:
+        instance = await wf.binding.create(id="a", params="ok")
+        await wf.wait_for(instance)
+        (view,) = (await wf.engine.queries.list_instances("workflow")).instances
+        assert view.ended_at is not None
+        assert view.retain_until == view.ended_at + HOUR
+        assert view.schedule is None

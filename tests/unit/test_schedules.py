@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from unit_support import workflow
+
 from dynamic_workflows.core.clock import MockClock
 from dynamic_workflows.storage import MemoryStorage, SQLiteStorage, Storage, open_storage
 from dynamic_workflows.testing import WorkflowTestEnv
@@ -50,7 +51,8 @@ def stores(
             return memory
         if backend == "sqlite":
             return SQLiteStorage(tmp_path / "dwf.sqlite3", durability="normal")
-        assert pg is not None and schema is not None
+        assert pg is not None
+        assert schema is not None
         return open_storage(pg.schema_url(schema), durability="normal")
 
     yield make

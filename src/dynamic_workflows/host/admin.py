@@ -559,6 +559,8 @@ class AdminAPI:
                 "start": iso(instance.started_at),
                 "end": iso(instance.ended_at),
                 "wake_at": iso(instance.wake_at),
+                "schedule": instance.schedule,  # its cron tick's, as in its event (or null)
+                "retain_until": iso(instance.retain_until),  # ours: when retention deletes it
                 "steps": steps,
                 "step_count": len(steps),
             }
