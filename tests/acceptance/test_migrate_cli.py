@@ -28,11 +28,12 @@ def test_migrate_a_postgres_schema_then_find_it_up_to_date(
             "applied 0002_nodes",
             "applied 0003_step_attempts",
             "applied 0004_logs",
-            "schema now at version 4",
+            "applied 0008_schedules_retention",
+            "schema now at version 8",
         ]
         again = dwf("migrate", "--db", url)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.splitlines() == ["schema already at version 4"]
+        assert again.stdout.splitlines() == ["schema already at version 8"]
     finally:
         pg_server.drop(schema)
 
@@ -61,6 +62,6 @@ def test_migrate_reads_the_url_as_the_engine_does(pg_server: pg_support.PgServer
     try:
         proc = dwf("migrate", "--db", pg_server.schema_url(schema) + "&lease_seconds=12")
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.splitlines()[-1] == "schema now at version 4"
+        assert proc.stdout.splitlines()[-1] == "schema now at version 8"
     finally:
         pg_server.drop(schema)
