@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as _dt
 import logging
 from collections.abc import Callable
 
@@ -138,10 +139,13 @@ class CronTriggers:
             now = self._clock.now()
             try:
                 await self.fire_due(workflow, cron)
-            except StorageError as exc:
-                log.warning(
-                    "cron %r of %s: cannot fire its tick (%s); retrying", cron, workflow, exc
-                )
+            except Exception as exc:  # the database is down (or a bug): never stop ticking
+                if isinstance(exc, StorageError):
+                    log.warning(
+                        "cron %r of %s: cannot fire its tick (%s); retrying", cron, workflow, exc
+                    )
+                else:
+                    log.exception("cron %r of %s: firing its tick failed", cron, workflow)
                 # Until the next tick at most: the retry then fires that one (the latest).
                 await self._clock.sleep_until(min(now + delay, next_tick(cron, now)))
                 delay = min(delay * 2, RETRY_MAX)
@@ -151,6 +155,4 @@ class CronTriggers:
 
 
 def _iso(at: float) -> str:
-    import datetime as _dt
-
     return _dt.datetime.fromtimestamp(at, _dt.UTC).isoformat().replace("+00:00", "Z")

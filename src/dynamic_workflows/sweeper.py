@@ -86,6 +86,8 @@ class Sweeper:
                 log.warning(
                     "retention sweep failed (%s); trying again in %.0f s", exc, self.interval
                 )
+            except Exception:  # (a bug: logged, and the next sweep tries again)
+                log.exception("retention sweep failed")
             else:
                 if n:
                     log.info("retention: deleted %d finished instance(s)", n)

@@ -14,6 +14,9 @@ import pytest
 from unit_support import workflow
 
 from dynamic_workflows.core.clock import MockClock
+from dynamic_workflows.core.codec import decode
+from dynamic_workflows.core.cron import tick_instance_id
+from dynamic_workflows.errors import StorageError
 from dynamic_workflows.storage import MemoryStorage, SQLiteStorage, Storage, open_storage
 from dynamic_workflows.testing import WorkflowTestEnv
 
@@ -177,3 +180,40 @@ async def test_schedules_registered_while_running_start_and_stop_at_once(
         clock.advance(300)  # 00:10: nothing
         await asyncio.sleep(0.05)
         assert len(await outputs(wf, 1)) == 1
+
+
+class FlakyTicks(MemoryStorage):
+    """A storage whose first ``fail`` tick writes fail, as a database that is down."""
+
+    def __init__(self, fail: int) -> None:
+        super().__init__()
+        self.fail = fail
+        self.calls = 0
+
+    async def fire_schedule(self, *args: Any) -> Any:
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise StorageError("the database is down")
+        return await super().fire_schedule(*args)
+
+
+async def test_tick_writes_that_fail_are_retried_and_the_tick_still_fires_once() -> None:
+    storage = FlakyTicks(fail=3)
+    clock = MockClock(at(2026, 1, 1, 0, 1))  # autojump: every retry's timer is jumped to
+    async with WorkflowTestEnv(echo, storage=storage, clock=clock, schedules=EVERY5) as wf:
+        first_id = tick_instance_id(EVERY5, at(2026, 1, 1, 0, 5))
+        for _ in range(5000):
+            row = await storage.get_instance("workflow", "", first_id)
+            if row is not None and row.status == "complete":
+                break
+            await asyncio.sleep(0.001)
+        wf.clock.autojump = False
+        status = await (await wf.binding.get(first_id)).status()
+        rows = await storage.list_instances("workflow", limit=1000)
+    assert status["output"]["schedule"]["scheduledTime"] == ms(2026, 1, 1, 0, 5)
+    # The first sighting came after the failures (00:01 and a few seconds): nothing before 00:05,
+    # and each later tick once.
+    times = [decode(r.schedule or b"")["scheduledTime"] for r in rows]
+    assert min(times) == ms(2026, 1, 1, 0, 5)
+    assert len(times) == len(set(times))
+    assert storage.calls >= 5  # 3 failures, the first sighting, the tick
