@@ -323,6 +323,7 @@ def dev(
             project.storage_url,
             extra={"event": "node.start", "url": url},
         )
+        _log_schedules(project)
 
     _serve(directory, db, mode, listeners, reload=reload, banner=banner)
 
@@ -404,8 +405,16 @@ def serve(
             chosen[1].url,
             extra={"event": "node.start", "url": chosen[0].url},
         )
+        _log_schedules(project)
 
     _serve(directory, db, mode, listeners, reload=False, banner=banner)
+
+
+def _log_schedules(project: Project) -> None:
+    """One line per workflow with cron schedules, as the banner's sequel."""
+    for wf in project.config.workflows:
+        if wf.schedules:
+            log.info("%s: cron %s (UTC)", wf.name, ", ".join(repr(c) for c in wf.schedules))
 
 
 # -- dwf workflows / dwf instances: the admin API -----------------------------------------------

@@ -78,6 +78,7 @@ def test_a_tick_fires_once_across_kill_9_and_the_missed_one_after_restart(
     first = Server("dev", folder, "--no-reload")
     try:
         first.wait_ready()
+        assert "ticks: cron '* * * * *' (UTC)" in first.log()
         (tick1,) = wait_for_count(first, 1, 75)  # the next minute's tick
         first.kill9()
     finally:
@@ -107,5 +108,7 @@ def test_a_tick_fires_once_across_kill_9_and_the_missed_one_after_restart(
         }
         assert got[0]["id"] != got[1]["id"]
         assert len(outputs(third)) == 2
+        listed = httpx.get(f"{third.url}{API}/workflows/{WF}").json()["result"]
+        assert listed["schedules"] == ["* * * * *"]
     finally:
         third.stop()

@@ -262,8 +262,10 @@ async def test_list_and_describe_workflows(host: Host) -> None:
     plain = body["result"][0]
     assert plain["class_name"] == "Plain"
     assert plain["script_name"] == "unit"
+    assert plain["schedules"] == []
     code, body = await host.api("GET", "/workflows/plain")
     assert code == 200
+    assert body["result"]["schedules"] == []
     assert body["result"]["instances"] == {
         "queued": 0,
         "running": 0,

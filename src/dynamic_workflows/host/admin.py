@@ -375,6 +375,7 @@ class AdminAPI:
                     "class_name": wf.class_name,
                     "script_name": project.config.name,
                     "binding": wf.binding,
+                    "schedules": list(wf.schedules),
                     "instances": await self._counts(project, wf.name),
                 }
             )
@@ -390,6 +391,7 @@ class AdminAPI:
                 "class_name": wf.class_name,
                 "script_name": project.config.name,
                 "binding": wf.binding,
+                "schedules": list(wf.schedules),  # its cron expressions (wrangler's)
                 "instances": await self._counts(project, wf.name),
             }
         )
