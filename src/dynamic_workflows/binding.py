@@ -43,6 +43,16 @@ def _retention(options: object) -> object:
     return options.get("retention") if isinstance(options, Mapping) else None
 
 
+def _over(own: object, shared: object) -> object:
+    """An entry's ``retention`` over the batch's, field by field (as a create's own fields go
+    over the workflow's defaults); anything but two dicts is left for the engine to judge."""
+    if own is None:
+        return shared
+    if isinstance(own, Mapping) and isinstance(shared, Mapping):
+        return {**shared, **own}
+    return own
+
+
 _STEP_TYPES = {"do": "do", "sleep": "sleep", "waitForEvent": "wait"}
 
 
@@ -223,9 +233,7 @@ class WorkflowBinding:
             items = [_options(item, None, _MISSING) for item in self._checked_batch(instances)]
             own = [_retention(item) for item in instances]
         shared = _retention(options)
-        retention = [
-            shared if i >= len(own) or own[i] is None else own[i] for i in range(len(items))
-        ]
+        retention = [_over(own[i] if i < len(own) else None, shared) for i in range(len(items))]
         rows = await self._engine.create(
             self.name, self.scope, items, batch=True, retention=retention
         )
