@@ -353,3 +353,19 @@ def test_a_bad_schedule_or_retention_names_the_file_and_the_field(
     )
     assert str(exc).startswith("wrangler.jsonc: ") or "wrangler.jsonc" in str(exc)
     assert message in str(exc)
+
+
+def test_a_schedule_on_a_dynamic_workflow_entrypoint_is_refused_at_load(tmp_path: Path) -> None:
+    entry = ENTRY + (
+        "\nfrom dynamic_workflows import create_dynamic_workflow_entrypoint\n"
+        "Dyn = create_dynamic_workflow_entrypoint(lambda args: None)\n"
+    )
+    config = """{"main": "src/entry.py", "workflows": [
+        {"name": "d", "binding": "D", "class_name": "Dyn", "schedules": "* * * * *"}]}"""
+    with pytest.raises(ProjectLoadError, match=r"workflows\[0\]\.schedules: 'Dyn' is a dynamic"):
+        load_project(project(tmp_path, config, entry=entry))
+    # Its own class may be scheduled.
+    config = config.replace('"Dyn"', '"Flow"')
+    loaded = load_project(project(tmp_path, config, entry=entry))
+    assert loaded.engine.triggers.schedules == {"d": ("* * * * *",)}
+    loaded.modules.close()
