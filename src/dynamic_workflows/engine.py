@@ -605,7 +605,7 @@ class Engine:
         id_factory: Callable[[], str] | None = None,
         warm_horizon: float = DEFAULT_WARM_HORIZON,
         max_warm: int = DEFAULT_MAX_WARM,
-        retention: Retention | None = None,
+        retention: Retention | dict[str, Any] | None = None,
         sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
         sweep_batch: int = DEFAULT_SWEEP_BATCH,
     ) -> None:
@@ -635,8 +635,11 @@ class Engine:
         the admin API, metrics and CLI read through it, never from ``storage``."""
         self._scheduler: asyncio.Task[None] | None = None
         self._stopping = False
-        self.retention = retention
-        """The project's default retention (None: finished instances are kept forever)."""
+        if not isinstance(retention, Retention):
+            retention = parse_retention(retention)
+        self.retention: Retention | None = retention
+        """The project's default retention, ``{"successRetention", "errorRetention"}`` or a
+        Retention (None: finished instances are kept forever)."""
         self.triggers = CronTriggers(
             storage, self.clock, make=self._tick_instance, fired=self._fired
         )

@@ -57,6 +57,15 @@ async def test_create_option_over_workflow_default_over_project_default(
         assert await ids() == set()
 
 
+async def test_the_engines_default_is_given_as_cloudflare_spells_it() -> None:
+    from dynamic_workflows import Engine, MemoryStorage
+
+    engine = Engine(MemoryStorage(), retention={"successRetention": "2 days"})
+    assert engine.retention == Retention(success=2 * 24 * HOUR)
+    with pytest.raises(ConfigurationError, match=r"retention\.errorRetention: cannot parse"):
+        Engine(MemoryStorage(), retention={"errorRetention": "later"})
+
+
 async def test_without_any_retention_instances_are_kept(make_env: EnvFactory) -> None:
     async with make_env(ok_or_fail) as wf:
         wf.clock.autojump = False
