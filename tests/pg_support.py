@@ -32,7 +32,7 @@ from dynamic_workflows.storage.postgres_schema import migrate, quote_ident
 T = TypeVar("T")
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"
-TABLES = ("instances", "steps", "events", "nodes", "logs", "tenants")
+TABLES = ("instances", "steps", "events", "nodes", "logs", "tenants", "schedule_ticks")
 
 
 def server_url() -> str:

@@ -39,6 +39,21 @@ def _options(options: object, id: Any, params: Any) -> tuple[str | None, Any]:
     return id, None if params is _MISSING else params
 
 
+def _retention(options: object) -> object:
+    """The ``retention`` create option of ``options`` (checked by the engine), or None."""
+    return options.get("retention") if isinstance(options, Mapping) else None
+
+
+def _over(own: object, shared: object) -> object:
+    """An entry's ``retention`` over the batch's, field by field (as a create's own fields go
+    over the workflow's defaults); anything but two dicts is left for the engine to judge."""
+    if own is None:
+        return shared
+    if isinstance(own, Mapping) and isinstance(shared, Mapping):
+        return {**shared, **own}
+    return own
+
+
 _STEP_TYPES = {"do": "do", "sleep": "sleep", "waitForEvent": "wait"}
 
 
@@ -171,7 +186,9 @@ class WorkflowBinding:
         """Create an instance (``create(id=..., params=...)`` or ``create({"id", "params"})``).
         Raises InstanceAlreadyExistsError for an id in use, InvalidInstanceIdError for a bad id."""
         iid, p = _options(options, id, params)
-        rows = await self._engine.create(self.name, self.scope, [(iid, p)], policy=self.policy)
+        rows = await self._engine.create(
+            self.name, self.scope, [(iid, p)], policy=self.policy, retention=[_retention(options)]
+        )
         return Instance(self._engine, rows[0])
 
     async def create_batch(
@@ -192,9 +209,15 @@ class WorkflowBinding:
             return await self._create_batch_object(batch)
         if not isinstance(batch, list | tuple):
             raise BatchError("create_batch() takes a list of {'id', 'params'} dicts")
-        items = [_options(item, None, _MISSING) for item in self._checked_batch(batch)]
+        checked = self._checked_batch(batch)
+        items = [_options(item, None, _MISSING) for item in checked]
         rows = await self._engine.create(
-            self.name, self.scope, items, batch=True, policy=self.policy
+            self.name,
+            self.scope,
+            items,
+            batch=True,
+            policy=self.policy,
+            retention=[_retention(i) for i in checked],
         )
         return [Instance(self._engine, r) for r in rows]
 
@@ -213,6 +236,7 @@ class WorkflowBinding:
         if ("count" in options) == ("instances" in options):
             raise BatchError("create_batch() options need either 'count' or 'instances'")
         items: list[tuple[str | None, Any]]
+        own: list[object] = []  # each entry's own retention, if it has one
         if "count" in options:
             count = options["count"]
             limit = self._engine.limits.max_batch
@@ -226,8 +250,11 @@ class WorkflowBinding:
             if not isinstance(instances, list | tuple):
                 raise BatchError("create_batch(): instances must be a list of {'id', 'params'}")
             items = [_options(item, None, _MISSING) for item in self._checked_batch(instances)]
+            own = [_retention(item) for item in instances]
+        shared = _retention(options)
+        retention = [_over(own[i] if i < len(own) else None, shared) for i in range(len(items))]
         rows = await self._engine.create(
-            self.name, self.scope, items, batch=True, policy=self.policy
+            self.name, self.scope, items, batch=True, policy=self.policy, retention=retention
         )
         # Storage answers in input order, without the entries it did not create.
         created: list[Any] = []

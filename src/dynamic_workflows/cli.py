@@ -346,6 +346,7 @@ def dev(
             project.storage_url,
             extra={"event": "node.start", "url": url},
         )
+        _log_schedules(project)
 
     _serve(
         directory,
@@ -437,6 +438,7 @@ def serve(
             chosen[1].url,
             extra={"event": "node.start", "url": chosen[0].url},
         )
+        _log_schedules(project)
 
     _serve(
         directory,
@@ -447,6 +449,13 @@ def serve(
         banner=banner,
         metrics_tenants=metrics_tenants,
     )
+
+
+def _log_schedules(project: Project) -> None:
+    """One line per workflow with cron schedules, as the banner's sequel."""
+    for wf in project.config.workflows:
+        if wf.schedules:
+            log.info("%s: cron %s (UTC)", wf.name, ", ".join(repr(c) for c in wf.schedules))
 
 
 # -- dwf workflows / dwf instances: the admin API -----------------------------------------------

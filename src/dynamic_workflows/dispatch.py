@@ -136,6 +136,8 @@ def _wrap_params(metadata: Any, options: Any, id: Any, params: Any) -> dict[str,
     }
     if id is not None:
         wrapped["id"] = id
+    if isinstance(options, Mapping) and options.get("retention") is not None:
+        wrapped["retention"] = options["retention"]  # forwarded, as every option is
     return wrapped
 
 
@@ -279,6 +281,8 @@ async def dispatch_workflow(
         "instanceId": event.get("instanceId"),
         "workflowName": event.get("workflowName"),
     }
+    if event.get("schedule") is not None:  # a cron tick's instance (WorkflowCronSchedule)
+        inner["schedule"] = event["schedule"]
     result = runner.run(inner, step)
     if inspect.isawaitable(result):
         result = await result

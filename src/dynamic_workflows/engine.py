@@ -34,6 +34,7 @@ from .cluster import ClusterNode
 from .core.attempts import Attempt, record_failure
 from .core.clock import Clock, SystemClock, TimerHandle
 from .core.codec import SerializationError, decode, encode
+from .core.cron import parse_schedules, tick_instance_id
 from .core.journal import (
     Cancelled,
     Completed,
@@ -55,6 +56,7 @@ from .core.limits import (
 )
 from .core.logs import LogBook, LogLine
 from .core.replay import drive
+from .core.retention import Retention, parse_retention
 from .core.rollback import rollback_pending, run_with_rollback
 from .core.step import RunState, WorkflowStep
 from .core.tenancy import DEFAULT_POLICY, TenantPolicy
@@ -73,6 +75,7 @@ from .errors import (
 )
 from .gcpolicy import QUIET_BEFORE_WAKE_UP
 from .queries import Queries
+from .schedules import CronTriggers
 from .storage.base import (
     ACTIVE_STATUSES,
     FINITE_STATUSES,
@@ -84,6 +87,7 @@ from .storage.base import (
     Storage,
     WaitResult,
 )
+from .sweeper import DEFAULT_SWEEP_BATCH, DEFAULT_SWEEP_INTERVAL, Sweeper
 from .workers import ExecutionContext
 
 if TYPE_CHECKING:
@@ -121,6 +125,10 @@ class WorkflowDefinition:
     concurrency: int | None = None
     """At most this many instances of it hold a run slot at once (Cloudflare's
     ``concurrency.limit``); None: no limit but the engine's."""
+    schedules: tuple[str, ...] = ()
+    """Cron expressions: each tick creates an instance (schedules.py)."""
+    retention: Retention | None = None
+    """The workflow's default retention (a create's ``retention`` fields come first)."""
 
 
 @dataclass
@@ -645,6 +653,9 @@ class Engine:
         max_warm: int = DEFAULT_MAX_WARM,
         tenant_defaults: TenantPolicy = DEFAULT_POLICY,
         fair: bool = True,
+        retention: Retention | dict[str, Any] | None = None,
+        sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
+        sweep_batch: int = DEFAULT_SWEEP_BATCH,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -678,6 +689,17 @@ class Engine:
         the admin API, metrics and CLI read through it, never from ``storage``."""
         self._scheduler: asyncio.Task[None] | None = None
         self._stopping = False
+        if not isinstance(retention, Retention):
+            retention = parse_retention(retention)
+        self.retention: Retention | None = retention
+        """The project's default retention, ``{"successRetention", "errorRetention"}`` or a
+        Retention (None: finished instances are kept forever)."""
+        self.triggers = CronTriggers(
+            storage, self.clock, make=self._tick_instance, fired=self._fired
+        )
+        """The workflows' cron schedules (schedules.py)."""
+        self.sweeper = Sweeper(storage, self.clock, interval=sweep_interval, batch=sweep_batch)
+        """Deletes finished instances whose retention ran out (sweeper.py)."""
         self.cluster: ClusterNode | None = None
         """This node's leases and notifications, on a shared database (PostgreSQL)."""
         if getattr(storage, "shared", False):  # a test's storage wrapper may not say
@@ -700,10 +722,17 @@ class Engine:
         *,
         env: Any = None,
         concurrency: int | None = None,
+        schedules: str | Sequence[str] | None = None,
+        retention: Retention | dict[str, Any] | None = None,
     ) -> WorkflowBinding:
-        """Register the workflow ``name`` run by ``entrypoint(ctx, env).run(event, step)``;
+        """Register the workflow ``name`` run by ``entrypoint(ctx, env).run(event, step)``.
+
         ``concurrency``: at most that many of its instances run at once, on every node sharing
-        the database (others stay queued)."""
+        the database (others stay queued); ``schedules``: a cron expression or a list of them
+        (wrangler's ``schedules``), each tick creating an instance; ``retention``: the
+        workflow's default retention (``{"successRetention", "errorRetention"}`` or a
+        :class:`Retention`). Bad values raise ConfigurationError naming the field. Schedules
+        registered while the engine runs start at once (with their next tick)."""
         from .binding import WorkflowBinding
 
         if concurrency is not None and (
@@ -713,7 +742,18 @@ class Engine:
                 f"workflow {name!r}: concurrency.limit must be a positive integer, "
                 f"got {concurrency!r}"
             )
-        self._workflows[name] = WorkflowDefinition(name, entrypoint, env, concurrency)
+        crons = parse_schedules(schedules, what=f"workflow {name!r}: schedules")
+        if not isinstance(retention, Retention):
+            retention = parse_retention(retention, what=f"workflow {name!r}: retention")
+        self._workflows[name] = WorkflowDefinition(
+            name,
+            entrypoint,
+            env,
+            concurrency=concurrency,
+            schedules=crons,
+            retention=retention,
+        )
+        self.triggers.set(name, crons)
         return WorkflowBinding(self, name)
 
     def workflow_limits(self) -> dict[str, int]:
@@ -765,11 +805,15 @@ class Engine:
             await self.cluster.start()
         self._stopping = False
         self._scheduler = asyncio.create_task(self._schedule(), name="dwf-scheduler")
+        await self.triggers.start()
+        self.sweeper.start()
 
     async def stop(self) -> None:
         """Stop scheduling, hand live runs back to the queue (their uncommitted steps run again
         on the next start) and close storage."""
         self._stopping = True
+        await self.triggers.stop()
+        await self.sweeper.stop()
         if self._scheduler is not None:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -1011,6 +1055,8 @@ class Engine:
             "instanceId": row.id,
             "workflowName": row.workflow,
         }
+        if row.schedule is not None:  # created by a cron tick: Cloudflare's WorkflowCronSchedule
+            event["schedule"] = decode(row.schedule)
 
         async def run() -> Any:
             entry = definition.factory(ExecutionContext(), definition.env)
@@ -1106,6 +1152,27 @@ class Engine:
             raise WorkflowError(f"params cannot be serialised as JSON: {exc}") from None
         return check_size(data, "params", self.limits)
 
+    def _retention(self, definition: WorkflowDefinition, option: object) -> Retention:
+        """A create's ``retention`` option over the workflow's default over the project's."""
+        own = parse_retention(option) or Retention()
+        workflow = (definition.retention or Retention()).over(self.retention)
+        return own.over(workflow)
+
+    def _tick_instance(self, workflow: str, cron: str, tick: float) -> NewInstance:
+        retention = self._retention(self._definition(workflow), None)
+        return NewInstance(
+            workflow,
+            "",
+            tick_instance_id(cron, tick),
+            encode(None),
+            schedule=encode({"cron": cron, "scheduledTime": round(tick * 1000)}),
+            success_retention=retention.success,
+            error_retention=retention.error,
+        )
+
+    def _fired(self, row: InstanceRow) -> None:
+        self.poke()
+
     async def create(
         self,
         workflow: str,
@@ -1114,24 +1181,37 @@ class Engine:
         *,
         batch: bool = False,
         policy: TenantPolicy | None = None,
+        retention: Sequence[object] | None = None,
     ) -> list[InstanceRow]:
         """Create instances from ``(id or None, params)``; for a batch, existing ids are skipped,
         otherwise an existing id raises InstanceAlreadyExistsError. ``policy``: the scope's
         (default :attr:`tenant_defaults`), stored for it and enforced: a create over its rate or
-        ``max_live`` raises :class:`TenantLimitError` and creates nothing."""
-        self._definition(workflow)
+        ``max_live`` raises :class:`TenantLimitError` and creates nothing. ``retention``: each
+        item's ``retention`` create option (``{"successRetention", "errorRetention"}`` or
+        None)."""
+        definition = self._definition(workflow)
         if policy is None:  # not the dispatcher's binding (the admin API, ...): keep the stored
             policy = self._stored_policy.get(scope) or await self.tenant_policy(scope)
             if policy is None:
                 policy = self.tenant_defaults
         new = []
-        for instance_id, params in items:
+        for i, (instance_id, params) in enumerate(items):
             iid = (
                 self._id_factory()
                 if instance_id is None
                 else check_instance_id(instance_id, self.limits)
             )
-            new.append(NewInstance(workflow, scope, iid, self._encode_params(params)))
+            kept = self._retention(definition, None if retention is None else retention[i])
+            new.append(
+                NewInstance(
+                    workflow,
+                    scope,
+                    iid,
+                    self._encode_params(params),
+                    success_retention=kept.success,
+                    error_retention=kept.error,
+                )
+            )
         # A create-time cap is checked on every create; a policy without one is only stored
         # when this engine has not stored it already (a lock of the tenant's row saved).
         tenants = None

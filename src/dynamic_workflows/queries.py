@@ -39,6 +39,7 @@ from .core.attempts import attempts_of
 from .core.codec import decode
 from .core.journal import ErrorInfo, JournalEntry, StepKind, StepState
 from .core.logs import LogLine
+from .core.retention import retain_until
 from .core.stepconfig import REDACTED
 from .errors import InvalidQueryError
 from .storage.base import FINITE_STATUSES, SCOPE_ORDERS, InstanceRow, Status, TenantState
@@ -109,6 +110,17 @@ class InstanceView(msgspec.Struct, frozen=True):
     def log_dropped(self) -> int:
         """Lines its runs printed that were dropped (over the limits)."""
         return self.row.log_dropped
+
+    @property
+    def schedule(self) -> Any:
+        """``{"cron", "scheduledTime"}`` of the cron tick that created it; None otherwise."""
+        return None if self.row.schedule is None else decode(self.row.schedule)
+
+    @property
+    def retain_until(self) -> float | None:
+        """When the retention sweeper may delete it (None: kept, or not finished)."""
+        r = self.row
+        return retain_until(self.status, r.ended_at, r.success_retention, r.error_retention)
 
     @property
     def params(self) -> Any:

@@ -38,6 +38,9 @@ class WorkflowTestEnv:
     ``warm_horizon`` is 0 here, unlike the engine's default: every sleep, back-off and event
     wait hibernates the instance, so each wake-up replays ``run()`` from the top, which is what
     shows a workflow that is not deterministic. Pass a horizon to test near wake-ups kept warm.
+
+    ``schedules`` and ``retention``: the workflow's cron schedules and default retention (as
+    in its wrangler entry); ``sweep_batch``: instances the retention sweeper deletes per batch.
     """
 
     def __init__(
@@ -52,6 +55,9 @@ class WorkflowTestEnv:
         limits: Limits = DEFAULT_LIMITS,
         concurrency: int = 64,
         warm_horizon: float = 0.0,
+        schedules: str | list[str] | None = None,
+        retention: dict[str, Any] | None = None,
+        sweep_batch: int = 500,
     ) -> None:
         self.clock = clock or MockClock()
         if isinstance(storage, str):
@@ -75,8 +81,11 @@ class WorkflowTestEnv:
             limits=limits,
             concurrency=concurrency,
             warm_horizon=warm_horizon,
+            sweep_batch=sweep_batch,
         )
-        self.binding: WorkflowBinding = self.engine.register(name, entrypoint, env=env)
+        self.binding: WorkflowBinding = self.engine.register(
+            name, entrypoint, env=env, schedules=schedules, retention=retention
+        )
 
     async def __aenter__(self) -> WorkflowTestEnv:
         await self.engine.start()

@@ -29,12 +29,15 @@ def test_migrate_a_postgres_schema_then_find_it_up_to_date(
             "applied 0002_nodes",
             "applied 0003_step_attempts",
             "applied 0004_logs",
+            "applied 0005_rollbacks",
             "applied 0006_step_sensitive",
-            "schema now at version 6",
+            "applied 0007_tenants",
+            "applied 0008_schedules_retention",
+            "schema now at version 8",
         ]
         again = dwf("migrate", "--db", url)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.splitlines() == ["schema already at version 6"]
+        assert again.stdout.splitlines() == ["schema already at version 8"]
     finally:
         pg_server.drop(schema)
 

@@ -559,3 +559,35 @@ async def test_a_sensitive_steps_flag_crosses_the_sandbox_with_its_result(loader
     # its failed attempt crossed with the flag too, and its error is not redacted
     assert steps["secret"].attempts[0].error is not None
     assert steps["secret"].attempts[0].error.message == "not yet"
+
+
+async def test_a_cron_ticks_schedule_reaches_sandboxed_tenant_code(loader: Loader) -> None:
+    source = """
+        from workers import WorkflowEntrypoint
+
+        class TenantWorkflow(WorkflowEntrypoint):
+            async def run(self, event, step):
+                @step.do("see")
+                async def see():
+                    return event.get("schedule")
+
+                return {"schedule": await see(), "keys": sorted(event)}
+    """
+    clock = MockClock(1_767_225_660.0, autojump=False)  # 2026-01-01T00:01:00Z
+    engine = Engine(MemoryStorage(), clock=clock, warm_horizon=0)
+    binding = engine.register(
+        "wf", dispatcher(loader, lambda: worker_code(source)), schedules="*/5 * * * *"
+    )
+    async with engine:
+        clock.advance(240)  # 00:05: a tick
+        deadline = time.monotonic() + 20
+        while not (rows := await engine.storage.list_instances("wf")):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        status = await wait_status(await binding.get(rows[0].id), {"complete", "errored"})
+    assert status["status"] == "complete", status
+    schedule = {"cron": "*/5 * * * *", "scheduledTime": 1_767_225_900_000}
+    assert status["output"] == {
+        "schedule": schedule,
+        "keys": ["instanceId", "payload", "schedule", "timestamp", "workflowName"],
+    }

@@ -276,3 +276,52 @@ async def test_delete_batch_through_a_tenant_binding_only_sees_its_instances(h: 
     assert result["deleted"] == [{"id": "mine"}]
     assert [e["id"] for e in result["errors"]] == ["theirs"]
     assert (await h.tenant("b").get("theirs")).id == "theirs"
+
+
+async def test_a_cron_ticks_schedule_reaches_the_tenants_event() -> None:
+    from dynamic_workflows.dispatch import dispatch_workflow
+
+    seen: list[Any] = []
+
+    class Runner:
+        async def run(self, event: Any, step: Any) -> Any:
+            seen.append(event)
+            return None
+
+    schedule = {"cron": "*/5 * * * *", "scheduledTime": 1_767_225_900_000}
+    outer = {
+        "payload": {"__dispatcherMetadata": {"t": 1}, "params": None},
+        "timestamp": None,
+        "instanceId": "cron-x",
+        "workflowName": "wf",
+        "schedule": schedule,
+    }
+    await dispatch_workflow(
+        env=None, ctx=None, event=outer, step=None, load_runner=lambda o: Runner()
+    )
+    del outer["schedule"]
+    await dispatch_workflow(
+        env=None, ctx=None, event=outer, step=None, load_runner=lambda o: Runner()
+    )
+    assert seen[0]["schedule"] == schedule
+    assert "schedule" not in seen[1]  # (absent, as Cloudflare's optional field)
+
+
+async def test_a_tenants_retention_option_is_forwarded(h: Harness) -> None:
+    one = {"successRetention": "1 day"}
+    await h.tenant("a").create({"id": "one", "params": 1, "retention": one})
+    await h.tenant("a").create_batch(
+        {
+            "instances": [{"id": "two"}, {"id": "three", "retention": {"errorRetention": 5000}}],
+            "retention": {"successRetention": 2000},
+        }
+    )
+    await h.tenant("a").create_batch([{"id": "four", "retention": {"errorRetention": 7000}}])
+    rows = {r.id: r for r in await h.engine.storage.list_instances("dynamic")}
+    kept = {id: (r.success_retention, r.error_retention) for id, r in rows.items()}
+    assert kept == {
+        "one": (86400.0, None),
+        "two": (2.0, None),
+        "three": (2.0, 5.0),  # its own fields over the batch's
+        "four": (None, 7.0),
+    }

@@ -270,8 +270,10 @@ async def test_list_and_describe_workflows(host: Host) -> None:
     plain = body["result"][0]
     assert plain["class_name"] == "Plain"
     assert plain["script_name"] == "unit"
+    assert plain["schedules"] == []
     code, body = await host.api("GET", "/workflows/plain")
     assert code == 200
+    assert body["result"]["schedules"] == []
     assert body["result"]["instances"] == {
         "queued": 0,
         "running": 0,
@@ -308,6 +310,7 @@ async def test_create_describe_send_event(host: Host) -> None:
     assert done["output"] == {"payload": {"n": 1}, "event": "yes"}
     assert "error" not in done  # the spec: an object when errored, absent otherwise
     assert done["step_count"] == 2
+    assert (done["schedule"], done["retain_until"]) == (None, None)  # not a tick's; kept
     event = done["steps"][1]["output"]
     assert (event["type"], event["payload"]) == ("go", "yes")
     assert event["timestamp"].endswith("Z")

@@ -351,3 +351,74 @@ def test_modules_beside_main_import_by_plain_name_without_touching_sys_modules(
     assert sys.modules[f"{loaded.modules.prefix}.tenants"].NAMES == ["a"]
     loaded.modules.close()
     assert f"{loaded.modules.prefix}.tenants" not in sys.modules
+
+
+# -- schedules and retention ----------------------------------------------------------------------
+
+
+def test_schedules_and_retention_of_a_workflow_and_of_the_project(tmp_path: Path) -> None:
+    from dynamic_workflows.core.retention import Retention
+
+    config = load_config(
+        project(
+            tmp_path,
+            """{
+              "main": "src/entry.py",
+              "retention": {"errorRetention": "30 days"},
+              "workflows": [
+                {"name": "a", "binding": "A", "class_name": "Flow", "schedules": "*/5 * * * *",
+                 "retention": {"successRetention": 3600000}},
+                {"name": "b", "binding": "B", "class_name": "Flow",
+                 "schedules": ["0 * * * *", "30 2 * * MON"]},
+                {"name": "c", "binding": "C", "class_name": "Flow"}
+              ]
+            }""",
+        )
+    )
+    a, b, c = config.workflows
+    assert a.schedules == ("*/5 * * * *",)
+    assert a.retention == Retention(success=3600.0)
+    assert b.schedules == ("0 * * * *", "30 2 * * MON")
+    assert b.retention is None
+    assert c.schedules == ()
+    assert c.retention is None
+    assert config.retention == Retention(error=30 * 86400.0)
+    assert "retention" not in config.unused
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('"schedules": "61 * * * *"', "workflows[0].schedules: '61 * * * *' is not a valid cron"),
+        ('"schedules": ["* * * * *", "* *"]', "workflows[0].schedules[1]: '* *' has 2 field(s)"),
+        ('"schedules": 5', "workflows[0].schedules: must be a cron expression or a list"),
+        ('"retention": {"successRetention": "soon"}', "workflows[0].retention.successRetention"),
+        ('"retention": {"keep": 1}', "workflows[0].retention: unknown field(s) keep"),
+    ],
+)
+def test_a_bad_schedule_or_retention_names_the_file_and_the_field(
+    tmp_path: Path, entry: str, message: str
+) -> None:
+    exc = error(
+        tmp_path,
+        '{"main": "src/entry.py", "workflows": [{"name": "a", "binding": "A", '
+        f'"class_name": "Flow", {entry}}}]}}',
+    )
+    assert str(exc).startswith("wrangler.jsonc: ") or "wrangler.jsonc" in str(exc)
+    assert message in str(exc)
+
+
+def test_a_schedule_on_a_dynamic_workflow_entrypoint_is_refused_at_load(tmp_path: Path) -> None:
+    entry = ENTRY + (
+        "\nfrom dynamic_workflows import create_dynamic_workflow_entrypoint\n"
+        "Dyn = create_dynamic_workflow_entrypoint(lambda args: None)\n"
+    )
+    config = """{"main": "src/entry.py", "workflows": [
+        {"name": "d", "binding": "D", "class_name": "Dyn", "schedules": "* * * * *"}]}"""
+    with pytest.raises(ProjectLoadError, match=r"workflows\[0\]\.schedules: 'Dyn' is a dynamic"):
+        load_project(project(tmp_path, config, entry=entry))
+    # Its own class may be scheduled.
+    config = config.replace('"Dyn"', '"Flow"')
+    loaded = load_project(project(tmp_path, config, entry=entry))
+    assert loaded.engine.triggers.schedules == {"d": ("* * * * *",)}
+    loaded.modules.close()

@@ -396,6 +396,7 @@ class AdminAPI:
                     "class_name": wf.class_name,
                     "script_name": project.config.name,
                     "binding": wf.binding,
+                    "schedules": list(wf.schedules),
                     "instances": await self._counts(project, wf.name),
                 }
             )
@@ -411,6 +412,7 @@ class AdminAPI:
                 "class_name": wf.class_name,
                 "script_name": project.config.name,
                 "binding": wf.binding,
+                "schedules": list(wf.schedules),  # its cron expressions (wrangler's)
                 "instances": await self._counts(project, wf.name),
             }
         )
@@ -592,6 +594,8 @@ class AdminAPI:
                 "start": iso(instance.started_at),
                 "end": iso(instance.ended_at),
                 "wake_at": iso(instance.wake_at),
+                "schedule": instance.schedule,  # its cron tick's, as in its event (or null)
+                "retain_until": iso(instance.retain_until),  # ours: when retention deletes it
                 "steps": steps,
                 "step_count": len(steps),
             }

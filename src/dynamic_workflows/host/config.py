@@ -9,7 +9,12 @@ The fields ``dwf`` uses, as wrangler spells them::
     worker_loaders        [{"binding": "LOADER"}]
     workflows             [{"name": "tenant-workflows", "binding": "WORKFLOWS",
                             "class_name": "TenantWorkflows",
-                            "concurrency": {"limit": 10}}]   (limit: optional, as Cloudflare's)
+                            "concurrency": {"limit": 10},   (optional, as Cloudflare's)
+                            "schedules": "*/5 * * * *" | ["0 * * * *", ...],   (Cloudflare's)
+                            "retention": {"successRetention": "7 days",        (ours: this
+                                          "errorRetention": "30 days"}}]        workflow's default)
+    retention             {"successRetention": ..., "errorRetention": ...}
+                          (ours: the project's default; without any, finished instances are kept)
     vars                  {"NAME": <JSON value>}   (plain values on env)
 
 And our own section (wrangler reports it as unknown and ignores it)::
@@ -34,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.cron import parse_schedules
+from ..core.retention import Retention, parse_retention
 from ..core.tenancy import DEFAULT_POLICY, TenantPolicy, parse_policy
 from ..errors import ConfigurationError, ProjectConfigError
 from . import jsonc
@@ -61,6 +68,7 @@ _USED = {
     "workflows",
     "vars",
     "dynamic_workflows",
+    "retention",
     "$schema",
 }
 _WORKFLOW_NAME_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
@@ -83,6 +91,10 @@ class WorkflowConfig:
     class_name: str
     concurrency: int | None = None
     """``concurrency.limit``: at most that many instances running at once (None: no limit)."""
+    schedules: tuple[str, ...] = ()
+    """Cron expressions (wrangler's ``schedules``): each tick creates an instance."""
+    retention: Retention | None = None
+    """This workflow's default retention (dwf's own field; the create option comes first)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,8 @@ class ProjectConfig:
     """``dynamic_workflows.tenants``: every tenant's policy, unless its dispatcher says."""
     fair: bool = True
     """``dynamic_workflows.fair``."""
+    retention: Retention | None = None
+    """The project's default retention (dwf's own field); None: finished instances are kept."""
     unused: tuple[str, ...] = ()
     """Top-level fields present in the file that dwf does not use."""
 
@@ -183,6 +197,18 @@ class _Checker:
     def fail(self, field: str, problem: str) -> ProjectConfigError:
         return ProjectConfigError(display_path(self.path), field, problem)
 
+    def schedules(self, value: object, field: str) -> tuple[str, ...]:
+        try:
+            return parse_schedules(value, what=field)
+        except ConfigurationError as exc:
+            raise self.fail("", str(exc)) from None
+
+    def retention(self, value: object, field: str) -> Retention | None:
+        try:
+            return parse_retention(value, what=field)
+        except ConfigurationError as exc:
+            raise self.fail("", str(exc)) from None
+
     def string(self, value: object, field: str) -> str:
         if not isinstance(value, str) or not value:
             raise self.fail(field, f"must be a non-empty string, got {_kind(value)}")
@@ -251,7 +277,7 @@ def load_config(path: str | Path) -> ProjectConfig:
     )
 
     workflows = []
-    keys = {"name", "binding", "class_name", "script_name", "concurrency"}
+    keys = {"name", "binding", "class_name", "script_name", "concurrency", "schedules", "retention"}
     for i, item in enumerate(check.items(data.get("workflows", []), "workflows", keys)):
         where = f"workflows[{i}]"
         wf_name = check.string(item.get("name"), f"{where}.name")
@@ -274,6 +300,8 @@ def load_config(path: str | Path) -> ProjectConfig:
                 check.identifier(item.get("binding"), f"{where}.binding"),
                 check.identifier(item.get("class_name"), f"{where}.class_name"),
                 _concurrency(check, item.get("concurrency"), f"{where}.concurrency"),
+                check.schedules(item.get("schedules"), f"{where}.schedules"),
+                check.retention(item.get("retention"), f"{where}.retention"),
             )
         )
 
@@ -314,6 +342,7 @@ def load_config(path: str | Path) -> ProjectConfig:
         vars=dict(variables),
         tenant_defaults=tenant_defaults,
         fair=fair,
+        retention=check.retention(data.get("retention"), "retention"),
         unused=tuple(sorted(set(data) - _USED)),
     )
 

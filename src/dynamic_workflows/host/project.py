@@ -23,7 +23,7 @@ import types
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.ids import uuid4_str
-from ..dispatch import bind_env
+from ..dispatch import DynamicWorkflowEntrypoint, bind_env
 from ..engine import Engine
 from ..errors import ProjectLoadError
 from ..storage import open_storage
@@ -122,9 +122,15 @@ class Project:
             raise
         values: dict[str, Any] = dict(config.vars)
         values.update(self.loaders)
+        if config.retention is not None:
+            self.engine.retention = config.retention
         for wf in config.workflows:
             values[wf.binding] = self.engine.register(
-                wf.name, self._factory(classes[wf.name]), concurrency=wf.concurrency
+                wf.name,
+                self._factory(classes[wf.name]),
+                concurrency=wf.concurrency,
+                schedules=wf.schedules,
+                retention=wf.retention,
             )
         self.env = Env(values)
         for wf in config.workflows:
@@ -168,6 +174,16 @@ class Project:
                 f"{display_path(self.config.path)}: workflows[{index}].class_name: "
                 f"{wf.class_name!r} in {display_path(self.config.main)} is not a workflow class "
                 "(a WorkflowEntrypoint with async run(self, event, step))"
+            )
+        if wf.schedules and issubclass(cls, DynamicWorkflowEntrypoint):
+            # A tick's instance carries no dispatch envelope: every one would fail at once with
+            # MissingDispatcherMetadataError (as on Cloudflare). Said now, not every tick.
+            raise ProjectLoadError(
+                f"{display_path(self.config.path)}: workflows[{index}].schedules: "
+                f"{wf.class_name!r} is a dynamic workflow entrypoint "
+                "(create_dynamic_workflow_entrypoint), and a cron tick's instance names no "
+                "tenant to run; schedule a workflow class of the dispatcher's own, which may "
+                "run tenant code through its Worker Loader"
             )
         return cls
 

@@ -73,6 +73,13 @@ class NewInstance(msgspec.Struct, frozen=True):
     id: str
     params: bytes
     """JSON of the params (``null`` when absent)."""
+    schedule: bytes | None = None
+    """JSON of the cron tick that created it, ``{"cron", "scheduledTime"}`` (its event's
+    ``schedule``); None for an instance created by a call."""
+    success_retention: float | None = None
+    """Seconds it is kept once it ended ``complete`` (None: forever; see core/retention.py)."""
+    error_retention: float | None = None
+    """Seconds it is kept once it ended ``errored`` or ``terminated`` (None: forever)."""
 
 
 class InstanceRow(msgspec.Struct, frozen=True):
@@ -96,6 +103,12 @@ class InstanceRow(msgspec.Struct, frozen=True):
     """Lines its runs printed that were dropped (over the limits), counted."""
     rollback: RollbackOutcome | None = None
     """How its rollback phase ended (None: no rollback ran; see :mod:`..core.rollback`)."""
+    schedule: bytes | None = None
+    """JSON ``{"cron", "scheduledTime"}`` of the cron tick that created it (NewInstance's)."""
+    success_retention: float | None = None
+    """Seconds kept after ending ``complete``; None: forever (core/retention.py)."""
+    error_retention: float | None = None
+    """Seconds kept after ending ``errored``/``terminated``; None: forever."""
 
 
 class LogWrite(msgspec.Struct, frozen=True):
@@ -191,6 +204,9 @@ def new_row(pk: int, item: NewInstance, now: float) -> InstanceRow:
         created_at=now,
         updated_at=now,
         wake_at=now,
+        schedule=item.schedule,
+        success_retention=item.success_retention,
+        error_retention=item.error_retention,
     )
 
 
@@ -438,6 +454,25 @@ class Storage(Protocol):
         ...
 
     async def delete_instance(self, pk: int) -> bool: ...
+
+    async def fire_schedule(
+        self, workflow: str, cron: str, tick: float, item: NewInstance, now: float
+    ) -> InstanceRow | None:
+        """A tick of the schedule ``(workflow, cron)``: in one transaction, move the schedule's
+        last tick to ``tick`` if it stands before it, and create ``item`` (its id taken, it is
+        not created, and the tick is spent all the same). Returns the row created; None when
+        the schedule stood at ``tick`` or later (another node, or this one before a crash,
+        fired it). A schedule never seen before is recorded as standing at ``now`` and nothing
+        is created: it fires from its first tick after that. Several nodes may call it for the
+        same tick at once: one creates the instance."""
+        ...
+
+    async def delete_retained(self, now: float, limit: int) -> int:
+        """Delete up to ``limit`` finished instances whose retention ran out by ``now``
+        (:func:`~dynamic_workflows.core.retention.retain_until`), with their steps, events and
+        logs, in one short transaction; returns how many. Rows another node is deleting at the
+        same moment are skipped, not waited for."""
+        ...
 
     async def recover(self, now: float) -> int:
         """After a crash of the only node: requeue ``running``, and pause ``waitingForPause``.

@@ -16,6 +16,7 @@ from ..core import tenancy
 from ..core import transitions as t
 from ..core.journal import ErrorInfo, JournalEntry, RollbackOutcome
 from ..core.logs import LogLine
+from ..core.retention import retain_until
 from ..core.tenancy import TenantPolicy, TenantState
 from .base import (
     Claim,
@@ -60,6 +61,7 @@ class MemoryStorage:
         self._held: dict[int, tuple[str, str]] = {}  # active rows: (scope, workflow)
         self._tenants: dict[str, TenantState] = {}
         self._share = tenancy.FairShare()
+        self._ticks: dict[tuple[str, str], float] = {}  # schedules' last ticks
 
     async def open(self) -> None:
         return None
@@ -522,6 +524,32 @@ class MemoryStorage:
         self._held.pop(pk, None)
         del self._by_key[(inst.row.workflow, inst.row.scope, inst.row.id)]
         return True
+
+    async def fire_schedule(
+        self, workflow: str, cron: str, tick: float, item: NewInstance, now: float
+    ) -> InstanceRow | None:
+        key = (workflow, cron)
+        last = self._ticks.get(key)
+        if last is None:
+            self._ticks[key] = now
+            return None
+        if last >= tick:
+            return None
+        self._ticks[key] = tick
+        return (await self.create_instances([item], now))[0]
+
+    async def delete_retained(self, now: float, limit: int) -> int:
+        due = []
+        for pk, inst in self._by_pk.items():
+            r = inst.row
+            until = retain_until(r.status, r.ended_at, r.success_retention, r.error_retention)
+            if until is not None and until <= now:
+                due.append(pk)
+                if len(due) >= limit:
+                    break
+        for pk in due:
+            await self.delete_instance(pk)
+        return len(due)
 
     async def recover(self, now: float) -> int:
         plan = {bulk.status: bulk for bulk in t.recover_plan(now)}

@@ -270,16 +270,7 @@ class PostgresStorage:
         policies = {s: p for s, p in (tenants or {}).items() if s in counts}
 
         async def insert(c: Session) -> list[asyncpg.Record]:
-            return await c.fetch(
-                Q["create_instances"],
-                [it.workflow for it in unique],
-                [it.scope for it in unique],
-                [it.id for it in unique],
-                [it.params for it in unique],
-                tr.INITIAL_STATUS,
-                now,
-                self.channel,
-            )
+            return await self._insert(c, unique, now)
 
         async def admitted(c: Session) -> list[asyncpg.Record] | TenantLimitError:
             for scope in sorted(policies):  # rows locked in one order: no deadlock
@@ -337,6 +328,21 @@ class PostgresStorage:
     async def list_tenants(self) -> list[TenantState]:
         rows = await self._read("list_tenants", lambda c: c.fetch(Q["list_tenants"]))
         return [_tenant(r) for r in rows]
+
+    async def _insert(self, c: Session, items: Sequence[NewInstance], now: float) -> list[Any]:
+        return await c.fetch(
+            Q["create_instances"],
+            [it.workflow for it in items],
+            [it.scope for it in items],
+            [it.id for it in items],
+            [it.params for it in items],
+            tr.INITIAL_STATUS,
+            now,
+            self.channel,
+            [it.schedule for it in items],
+            [it.success_retention for it in items],
+            [it.error_retention for it in items],
+        )
 
     async def get_instance(self, workflow: str, scope: str, id: str) -> InstanceRow | None:
         r = await self._read(
@@ -802,6 +808,27 @@ class PostgresStorage:
             return True
 
         return await self._transition("delete_instance", op)
+
+    async def fire_schedule(
+        self, workflow: str, cron: str, tick: float, item: NewInstance, now: float
+    ) -> InstanceRow | None:
+        async def op(c: Session) -> InstanceRow | None:
+            if await c.fetchrow(Q["first_tick"], workflow, cron, now) is not None:
+                return None
+            if await c.fetchrow(Q["move_tick"], workflow, cron, tick) is None:
+                return None
+            created = await self._insert(c, [item], now)
+            return new_row(created[0][0], item, now) if created else None
+
+        # Retried after a lost connection: the tick then stands where the lost commit left it,
+        # so a retry never fires it twice (at worst it reports None for an instance created).
+        return await self._db.run("fire_schedule", op, write=True, transaction=True)
+
+    async def delete_retained(self, now: float, limit: int) -> int:
+        async def op(c: Session) -> int:
+            return int(await c.fetchval(Q["delete_retained"], now, limit))
+
+        return await self._db.run("delete_retained", op, write=True, idempotent=True)
 
     async def recover(self, now: float) -> int:
         """Let go of the rows this node holds (a node id is fresh per process, so normally

@@ -31,7 +31,7 @@ __all__ = [
 INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
     "error_name, error_message, wake_at, started_at, ended_at, error_traceback, log_bytes, "
-    "log_dropped, rollback"
+    "log_dropped, rollback, schedule, success_retention, error_retention"
 )
 STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
@@ -99,6 +99,9 @@ def row(r: asyncpg.Record) -> InstanceRow:
         log_bytes=r[16],
         log_dropped=r[17],
         rollback=rollback_outcome(r[18]),
+        schedule=r[19],
+        success_retention=r[20],
+        error_retention=r[21],
     )
 
 

@@ -64,7 +64,7 @@ _Item = tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop]
 _INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
     "error_name, error_message, wake_at, started_at, ended_at, error_traceback, log_bytes, "
-    "log_dropped, rollback"
+    "log_dropped, rollback, schedule, success_retention, error_retention"
 )
 _STEP_COLUMNS = (
     "name, count, kind, state, value, error_name, error_message, attempt, wake_at, event_type, "
@@ -139,6 +139,24 @@ def _admit_creates(
     return None
 
 
+_INSTANCE_TABLES = (
+    ("instances", "pk"),
+    ("steps", "instance_pk"),
+    ("events", "instance_pk"),
+    ("logs", "instance_pk"),
+)
+"""What an instance is made of: deleting it deletes its rows of each."""
+_RETAIN_UNTIL = """(
+    CASE status
+        WHEN 'complete' THEN ended_at + success_retention
+        WHEN 'errored' THEN ended_at + error_retention
+        WHEN 'terminated' THEN ended_at + error_retention
+    END
+)"""
+"""core.retention.retain_until in SQL: the expression of the index instances_retained (0008),
+repeated as it is there so that the planner uses the index."""
+
+
 def migrations() -> list[tuple[int, str]]:
     """The schema migrations, ``(version, sql)``, in order."""
     folder = resources.files("dynamic_workflows.storage").joinpath("sql/sqlite")
@@ -168,6 +186,9 @@ def _row(r: Sequence[Any]) -> InstanceRow:
         log_bytes=r[16],
         log_dropped=r[17],
         rollback=rollback_outcome(r[18]),
+        schedule=None if r[19] is None else bytes(r[19]),
+        success_retention=r[20],
+        error_retention=r[21],
     )
 
 
@@ -315,6 +336,30 @@ def _put_logs(
         "WHERE pk = ?",
         [(w.bytes, w.dropped, w.pk) for w in live if w.bytes or w.dropped],
     )
+
+
+def _insert(conn: sqlite3.Connection, it: NewInstance, now: float) -> InstanceRow | None:
+    cur = conn.execute(
+        "INSERT INTO instances (workflow, scope, id, status, params, created_at, updated_at, "
+        "wake_at, schedule, success_retention, error_retention) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (workflow, scope, id) DO NOTHING",
+        (
+            it.workflow,
+            it.scope,
+            it.id,
+            t.INITIAL_STATUS,
+            it.params,
+            now,
+            now,
+            now,
+            it.schedule,
+            it.success_retention,
+            it.error_retention,
+        ),
+    )
+    if cur.rowcount == 0:
+        return None
+    return new_row(cur.lastrowid or 0, it, now)
 
 
 def _statuses(conn: sqlite3.Connection, pks: Sequence[int]) -> dict[int, tuple[str, int]]:
@@ -570,16 +615,7 @@ class SQLiteStorage:
             )
             out: list[InstanceRow | None] = []
             for it in items:
-                cur = conn.execute(
-                    "INSERT INTO instances (workflow, scope, id, status, params, created_at, "
-                    "updated_at, wake_at) VALUES (?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (workflow, scope, id) DO NOTHING",
-                    (it.workflow, it.scope, it.id, t.INITIAL_STATUS, it.params, now, now, now),
-                )
-                if cur.rowcount == 0:
-                    out.append(None)
-                    continue
-                out.append(new_row(cur.lastrowid or 0, it, now))
+                out.append(_insert(conn, it, now))
             return out
 
         answer = await self._submit(op)
@@ -1055,6 +1091,47 @@ class SQLiteStorage:
             conn.execute("DELETE FROM events WHERE instance_pk=?", (pk,))
             conn.execute("DELETE FROM logs WHERE instance_pk=?", (pk,))
             return cur.rowcount > 0
+
+        return await self._submit(op)
+
+    async def fire_schedule(
+        self, workflow: str, cron: str, tick: float, item: NewInstance, now: float
+    ) -> InstanceRow | None:
+        def op(conn: sqlite3.Connection) -> InstanceRow | None:
+            first = conn.execute(
+                "INSERT INTO schedule_ticks (workflow, cron, last_tick) VALUES (?,?,?) "
+                "ON CONFLICT (workflow, cron) DO NOTHING",
+                (workflow, cron, now),
+            )
+            if first.rowcount:
+                return None
+            moved = conn.execute(
+                "UPDATE schedule_ticks SET last_tick=? "
+                "WHERE workflow=? AND cron=? AND last_tick < ?",
+                (tick, workflow, cron, tick),
+            )
+            if not moved.rowcount:
+                return None
+            return _insert(conn, item, now)
+
+        return await self._submit(op)
+
+    async def delete_retained(self, now: float, limit: int) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            pks = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT pk FROM instances WHERE (success_retention IS NOT NULL OR "
+                    f"error_retention IS NOT NULL) AND {_RETAIN_UNTIL} <= ? "
+                    f"ORDER BY {_RETAIN_UNTIL} LIMIT ?",
+                    (now, limit),
+                )
+            ]
+            if pks:
+                marks = ",".join("?" * len(pks))
+                for table, column in _INSTANCE_TABLES:
+                    conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", pks)
+            return len(pks)
 
         return await self._submit(op)
 

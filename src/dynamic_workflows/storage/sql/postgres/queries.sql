@@ -6,13 +6,19 @@
 -- name: create_instances
 -- New queued instances, due now, in one statement; existing ids are skipped. Tells the other
 -- nodes (new:<workflow>) at commit, once per workflow.
+-- $8-$10: each one's schedule (its cron tick's JSON) and retentions, NULL for none.
 WITH new AS (
     SELECT *
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY
-        AS n (workflow, scope, id, params, ord)
+    FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::bytea[], $8::bytea[], $9::float8[], $10::float8[]
+    ) WITH ORDINALITY
+        AS n (workflow, scope, id, params, schedule, success_retention, error_retention, ord)
 ), ins AS (
-    INSERT INTO instances (workflow, scope, id, status, params, created_at, updated_at, wake_at)
-    SELECT workflow, scope, id, $5, params, $6, $6, $6 FROM new ORDER BY ord
+    INSERT INTO instances (workflow, scope, id, status, params, created_at, updated_at, wake_at,
+                           schedule, success_retention, error_retention)
+    SELECT workflow, scope, id, $5, params, $6, $6, $6, schedule, success_retention,
+           error_retention
+    FROM new ORDER BY ord
     ON CONFLICT (workflow, scope, id) DO NOTHING
     RETURNING pk, workflow, scope, id
 ), told AS (
@@ -427,3 +433,55 @@ WHERE instance_pk = $1 AND seq > $2
   AND ($6::int IS NULL OR attempt = $6)
 ORDER BY seq
 LIMIT $3;
+
+-- name: first_tick
+-- fire_schedule, first: a schedule never seen before is recorded as standing at now ($3).
+INSERT INTO schedule_ticks (workflow, cron, last_tick) VALUES ($1, $2, $3)
+ON CONFLICT (workflow, cron) DO NOTHING
+RETURNING last_tick;
+
+-- name: move_tick
+-- fire_schedule, then: the schedule moves to the tick $3 if it stands before it. A node firing
+-- the same tick at the same moment waits for this row, then finds it moved and gets no row.
+UPDATE schedule_ticks SET last_tick = $3
+WHERE workflow = $1 AND cron = $2 AND last_tick < $3
+RETURNING last_tick;
+
+-- name: delete_retained
+-- Up to $2 finished instances whose retention ran out by $1 (core.retention.retain_until, the
+-- expression of the index instances_retained, repeated as it is there), the longest due first,
+-- with their journals, events and logs. Rows another node's sweep (or a restart) holds are
+-- skipped, not waited for; a row restarted meanwhile is re-checked under its lock and left
+-- alone. The ORDER BY keeps the due scan on the index whatever the statistics say (planned
+-- without them, a plain LIMIT read the whole table when little was due), and "= ANY (ARRAY(...))"
+-- keeps the deletes on the primary keys (a join with the CTE was planned as a scan of each
+-- table).
+WITH due AS (
+    SELECT pk FROM instances
+    WHERE (success_retention IS NOT NULL OR error_retention IS NOT NULL)
+      AND (
+    CASE status
+        WHEN 'complete' THEN ended_at + success_retention
+        WHEN 'errored' THEN ended_at + error_retention
+        WHEN 'terminated' THEN ended_at + error_retention
+    END
+) <= $1::float8
+    ORDER BY (
+    CASE status
+        WHEN 'complete' THEN ended_at + success_retention
+        WHEN 'errored' THEN ended_at + error_retention
+        WHEN 'terminated' THEN ended_at + error_retention
+    END
+)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM instances WHERE pk = ANY (ARRAY(SELECT pk FROM due)) RETURNING pk
+), steps_gone AS (
+    DELETE FROM steps WHERE instance_pk = ANY (ARRAY(SELECT pk FROM gone))
+), events_gone AS (
+    DELETE FROM events WHERE instance_pk = ANY (ARRAY(SELECT pk FROM gone))
+), logs_gone AS (
+    DELETE FROM logs WHERE instance_pk = ANY (ARRAY(SELECT pk FROM gone))
+)
+SELECT count(*) FROM gone;

@@ -27,6 +27,9 @@ CREATE TABLE instances (
     log_bytes     BIGINT           NOT NULL DEFAULT 0,   -- its runs' lines stored (bytes)
     log_dropped   BIGINT           NOT NULL DEFAULT 0,   -- ... and dropped (lines)
     rollback      TEXT,                                  -- JSON: the rollback phase's outcome
+    schedule      BYTEA,                                 -- JSON {cron, scheduledTime} of its tick
+    success_retention DOUBLE PRECISION,                  -- seconds kept once complete (NULL: ever)
+    error_retention DOUBLE PRECISION,                    -- ... once errored/terminated
     UNIQUE (workflow, scope, id)
 );
 
@@ -50,6 +53,14 @@ CREATE TABLE tenants (
     tokens_at     DOUBLE PRECISION,
     updated_at    DOUBLE PRECISION NOT NULL DEFAULT 0
 );
+-- core.retention.retain_until: when a finished instance may be deleted (delete_retained).
+CREATE INDEX instances_retained ON instances ((
+    CASE status
+        WHEN 'complete' THEN ended_at + success_retention
+        WHEN 'errored' THEN ended_at + error_retention
+        WHEN 'terminated' THEN ended_at + error_retention
+    END
+)) WHERE success_retention IS NOT NULL OR error_retention IS NOT NULL;
 
 CREATE TABLE steps (
     instance_pk   BIGINT           NOT NULL,
@@ -108,4 +119,12 @@ CREATE TABLE nodes (
     heartbeat_at  DOUBLE PRECISION NOT NULL,
     host          TEXT             NOT NULL,
     pid           INTEGER          NOT NULL
+);
+
+-- Each cron schedule's last tick fired (a tick fires with the instance it creates).
+CREATE TABLE schedule_ticks (
+    workflow      TEXT             NOT NULL,
+    cron          TEXT             NOT NULL,
+    last_tick     DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (workflow, cron)
 );
