@@ -1112,6 +1112,12 @@ class SQLiteStorage:
             )
             if not moved.rowcount:
                 return None
+            # Fair claiming reads scopes from `tenants`: the tick's scope needs its row, as
+            # create_instances gives one to every scope it creates in.
+            conn.execute(
+                "INSERT INTO tenants (scope) VALUES (?) ON CONFLICT (scope) DO NOTHING",
+                (item.scope,),
+            )
             return _insert(conn, item, now)
 
         return await self._submit(op)
