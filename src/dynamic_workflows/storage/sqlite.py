@@ -1112,6 +1112,13 @@ class SQLiteStorage:
             )
             if not moved.rowcount:
                 return None
+            # Its scope's row, as create_instances makes: fair and capped claims pick due work
+            # scope by scope from the tenants table, so without it the tick's instance would
+            # stay queued for good.
+            conn.execute(
+                "INSERT INTO tenants (scope) VALUES (?) ON CONFLICT (scope) DO NOTHING",
+                (item.scope,),
+            )
             return _insert(conn, item, now)
 
         return await self._submit(op)
