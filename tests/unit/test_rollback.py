@@ -367,3 +367,35 @@ async def test_handlers_count_against_the_step_limit_and_the_runs_error_stays(
     assert status["rollback"]["outcome"] == "failed"
     assert status["rollback"]["error"]["name"] == "LimitExceededError"
     assert calls == ["undo two"]
+
+
+async def test_a_handlers_attempts_are_listed_like_a_steps(make_env: EnvFactory) -> None:
+    # The handler's failed attempts were recorded, but the views listed none of them (attempts
+    # [], attempts_total 0) and started it at its last attempt.
+    tries: list[int] = []
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("one", rollback_config={"retries": {"limit": 2, "delay": "1 second"}})
+        async def one() -> int:
+            return 1
+
+        @one.rollback
+        def undo() -> None:
+            tries.append(1)
+            if len(tries) < 3:
+                raise RuntimeError(f"try {len(tries)} failed")
+
+        await one()
+        raise ValueError("boom")
+
+    async with make_env(run) as wf:
+        instance = await wf.binding.create()
+        await through_hibernations(wf, instance, 2)
+        view = await wf.engine.queries.get_instance(wf.binding.name, "", instance.id)
+        assert view is not None
+        [handler] = [s for s in await wf.engine.queries.journal(view) if s.count < 0]
+    assert handler.attempts_total == 3
+    assert [(a.attempt, a.success) for a in handler.attempts] == [(1, False), (2, False), (3, True)]
+    assert handler.attempts[0].error is not None
+    assert handler.attempts[0].error.message == "try 1 failed"
+    assert handler.started_at == handler.attempts[0].started_at
