@@ -449,7 +449,14 @@ def test_dwf_tenants_lists_usage_sorted_paged_and_as_json(saas: Server) -> None:
     globex = next(t for t in listed if t["tenant"] == "globex")
     assert globex["waiting"] >= 1
     assert globex["live"] >= globex["waiting"]
-    assert globex["limits"] is None  # no caps set
+    # examples/saas caps its tenants: globex's plan over wrangler.jsonc's defaults.
+    assert globex["limits"] == {
+        "max_running": 5,
+        "max_live": 1000,
+        "create_rate": 20.0,
+        "create_burst": 100,
+        "weight": 1,
+    }
     assert {"running", "finished", "throttled", "last_active_on"} <= set(globex)
     out = dwf(saas, "tenants", "--per-page", "1", "--page", "2")
     assert out.exit_code == 0, out.output

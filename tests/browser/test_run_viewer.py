@@ -374,4 +374,8 @@ def test_a_rollback_shows_its_outcome_and_the_handlers_run(
     expect(page.get_by_test_id("rollback-outcome")).to_have_text("complete")
     # The draft step's handler (globex's discard) ran once, as its own journal entry.
     expect(step(page, "draft", -1)).to_have_attribute("data-state", "done")
+    # Shown as a handler's run with what it printed, not as a wait for an event (it was).
+    expect(step(page, "draft", -1)).to_contain_text("discarded the draft 'undo me'")
+    expect(step(page, "draft", -1)).not_to_contain_text("waiting for event")
+    expect(step(page, "draft", -1)).not_to_contain_text("ended by")
     screenshot("rolled-back")

@@ -204,6 +204,18 @@ async def test_a_tick_whose_id_exists_is_spent_without_an_instance(storage: Stor
     assert await storage.fire_schedule("wf", cron, T0 + 120, tick_item(T0 + 120), T0 + 120)
 
 
+async def test_a_ticks_instance_is_claimed_by_a_fair_claim(storage: Storage) -> None:
+    # The tick's instance is the only one of its scope: a fair claim (which picks due work
+    # scope by scope) found it on no backend's list but memory's and left it queued for good.
+    cron = "* * * * *"
+    await storage.fire_schedule("wf", cron, T0, tick_item(T0), T0)
+    row = await storage.fire_schedule("wf", cron, T0 + 60, tick_item(T0 + 60), T0 + 60)
+    assert row is not None
+    (claim,) = await storage.claim_due(T0 + 61, 10, fair=True)
+    assert claim.instance.id == row.id
+    assert row.scope in {t.scope for t in await storage.list_tenants()}
+
+
 async def test_ticks_fired_at_once_create_one_instance(storage: Storage) -> None:
     cron = "* * * * *"
     await storage.fire_schedule("wf", cron, T0, tick_item(T0), T0)
@@ -234,3 +246,27 @@ def test_sqlite_finds_due_instances_through_the_retention_index(tmp_path: Path) 
     assert not any("TEMP B-TREE" in str(step) for step in plan), (
         plan
     )  # (no sort: the index's order)
+
+
+def test_sqlite_migration_gives_stuck_tick_instances_their_tenants_row(tmp_path: Path) -> None:
+    # A file written before the fix holds tick instances with no row in tenants (never claimed);
+    # migration 0010 gives their scope one.
+    import sqlite3
+
+    from dynamic_workflows.storage.sqlite import migrations
+
+    conn = sqlite3.connect(tmp_path / "old.sqlite3")
+    later = []
+    for version, sql in migrations():
+        if version < 10:
+            conn.executescript(sql)
+        else:
+            later.append(sql)
+    conn.execute(
+        "INSERT INTO instances (workflow, scope, id, status, params, created_at, updated_at, "
+        "wake_at) VALUES ('wf', '', 'cron-1', 'queued', 'null', 1, 1, 1)"
+    )
+    assert conn.execute("SELECT count(*) FROM tenants").fetchone() == (0,)
+    for sql in later:
+        conn.executescript(sql)
+    assert conn.execute("SELECT scope FROM tenants").fetchall() == [("",)]

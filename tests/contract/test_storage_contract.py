@@ -999,3 +999,25 @@ async def test_renew_leases_names_the_runs_that_lost_their_instance(storage: Sto
     ended = await put_in(storage, Status.COMPLETE, "c")
     lost = await storage.renew_leases([running, pausing, ended, 4242], T1)
     assert lost == {ended, 4242}
+
+
+@pytest.mark.parametrize("fair", [True, False])
+async def test_a_claim_ahead_starts_the_run_now_not_at_the_horizon(
+    storage: Storage, fair: bool
+) -> None:
+    # The engine claims what is due within its warm horizon (ahead=5.0): the rows due by then
+    # are taken, but the run starts now. SQLite and memory recorded started_at and updated_at
+    # 5 s in the future, so an instance that failed at once read "started" after it "ended".
+    await storage.create_instances([new("now"), new("soon")], T0)
+    row = await storage.get_instance("wf", "", "soon")
+    assert row is not None
+    await storage.control(row.pk, "pause", T0)
+    await storage.control(row.pk, "resume", T0 + 3)  # due at T0 + 3
+    claims = await storage.claim_due(T0 + 1, 10, ahead=5.0, fair=fair)
+    assert sorted(c.instance.id for c in claims) == ["now", "soon"]
+    for claim in claims:
+        assert claim.instance.started_at == T0 + 1
+        stored = await storage.get_instance("wf", "", claim.instance.id)
+        assert stored is not None
+        assert stored.started_at == T0 + 1
+        assert stored.updated_at == T0 + 1

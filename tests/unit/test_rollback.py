@@ -214,11 +214,59 @@ async def test_a_bad_rollback_is_a_definition_error_naming_the_step(
         async def one() -> int:
             return 1
 
+        await one()
+
     async with make_env(run) as wf:
         status = await wf.wait_for(await wf.binding.create())
     assert status["error"]["name"] == WorkflowDefinitionError.__name__
     assert message in status["error"]["message"]
     assert "one" in status["error"]["message"]
+
+
+async def test_rollback_config_on_step_do_applies_to_a_handler_attached_later(
+    make_env: EnvFactory,
+) -> None:
+    # The README's form: step.do(..., rollback_config=...) then @my_step.rollback; it used to
+    # fail the run with "rollback_config is given without a rollback handler".
+    calls: list[Any] = []
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("charge card", rollback_config={"retries": {"limit": 2, "delay": "1 second"}})
+        async def charge() -> dict[str, str]:
+            return {"id": "ch_1"}
+
+        @charge.rollback
+        async def refund(output: Any, error: Any, ctx: Any) -> None:
+            calls.append((output, str(error), ctx["step"]["name"]))
+            if len(calls) < 3:
+                raise RuntimeError("refund service down")
+
+        await charge()
+        raise ValueError("out of stock")
+
+    async with make_env(run) as wf:
+        instance = await wf.binding.create()
+        status = await through_hibernations(wf, instance, 2)
+    assert status["status"] == "errored"
+    assert status["rollback"] == {"outcome": "complete"}
+    # 1 + the 2 retries of the config given to step.do.
+    assert calls == [({"id": "ch_1"}, "out of stock", "charge card")] * 3
+
+
+async def test_rollback_config_given_twice_is_a_definition_error(make_env: EnvFactory) -> None:
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("one", rollback_config=NO_RETRY)
+        async def one() -> int:
+            return 1
+
+        @one.rollback(config=NO_RETRY)
+        def undo() -> None:
+            pass
+
+    async with make_env(run) as wf:
+        status = await wf.wait_for(await wf.binding.create())
+    assert status["error"]["name"] == WorkflowDefinitionError.__name__
+    assert "step 'one': the rollback config is given twice" in status["error"]["message"]
 
 
 def waiting_saga(calls: list[str]) -> Any:
@@ -319,3 +367,35 @@ async def test_handlers_count_against_the_step_limit_and_the_runs_error_stays(
     assert status["rollback"]["outcome"] == "failed"
     assert status["rollback"]["error"]["name"] == "LimitExceededError"
     assert calls == ["undo two"]
+
+
+async def test_a_handlers_attempts_are_listed_like_a_steps(make_env: EnvFactory) -> None:
+    # The handler's failed attempts were recorded, but the views listed none of them (attempts
+    # [], attempts_total 0) and started it at its last attempt.
+    tries: list[int] = []
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("one", rollback_config={"retries": {"limit": 2, "delay": "1 second"}})
+        async def one() -> int:
+            return 1
+
+        @one.rollback
+        def undo() -> None:
+            tries.append(1)
+            if len(tries) < 3:
+                raise RuntimeError(f"try {len(tries)} failed")
+
+        await one()
+        raise ValueError("boom")
+
+    async with make_env(run) as wf:
+        instance = await wf.binding.create()
+        await through_hibernations(wf, instance, 2)
+        view = await wf.engine.queries.get_instance(wf.binding.name, "", instance.id)
+        assert view is not None
+        [handler] = [s for s in await wf.engine.queries.journal(view) if s.count < 0]
+    assert handler.attempts_total == 3
+    assert [(a.attempt, a.success) for a in handler.attempts] == [(1, False), (2, False), (3, True)]
+    assert handler.attempts[0].error is not None
+    assert handler.attempts[0].error.message == "try 1 failed"
+    assert handler.started_at == handler.attempts[0].started_at

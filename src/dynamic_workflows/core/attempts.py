@@ -89,9 +89,9 @@ class Attempts(msgspec.Struct, frozen=True):
 
 
 def attempts_of(entry: JournalEntry) -> Attempts:
-    """Every attempt a ``do`` entry knows of: its failed attempts, and the one that succeeded
-    (from the entry's own times). Empty for a sleep or a wait."""
-    if entry.kind != StepKind.DO:
+    """Every attempt a ``do`` entry (or a rollback handler's) knows of: its failed attempts,
+    and the one that succeeded (from the entry's own times). Empty for a sleep or a wait."""
+    if entry.kind not in (StepKind.DO, StepKind.ROLLBACK):
         return Attempts([], 0)
     history = _decode(entry.attempts)
     kept = [*history.first, *history.last]

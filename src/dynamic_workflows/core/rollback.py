@@ -83,6 +83,17 @@ class RollbackSpec:
         self.params = params
 
 
+def check_rollback_config(step_name: str, config: object) -> StepConfig:
+    """A step's ``rollback_config`` resolved (the keys of a step's config: ``retries`` and
+    ``timeout``); a WorkflowDefinitionError names the step and what is wrong."""
+    try:
+        return resolve_step_config(config, step_name)
+    except ConfigurationError as exc:
+        # (The step's config and its handler's share their rules; say which one is wrong.)
+        message = str(exc).replace(": config", ": rollback_config", 1)
+        raise WorkflowDefinitionError(message) from None
+
+
 def rollback_spec(
     step_name: str, handler: object, config: object, parameters: Callable[[Any], tuple[str, ...]]
 ) -> RollbackSpec:
@@ -92,12 +103,7 @@ def rollback_spec(
         raise WorkflowDefinitionError(
             f"step {step_name!r}: rollback must be a function, got {type(handler).__name__}"
         )
-    try:
-        cfg = resolve_step_config(config, step_name)
-    except ConfigurationError as exc:
-        # (The step's config and its handler's share their rules; say which one is wrong.)
-        message = str(exc).replace(": config", ": rollback_config", 1)
-        raise WorkflowDefinitionError(message) from None
+    cfg = check_rollback_config(step_name, config)
     try:
         params = parameters(handler)
     except (TypeError, ValueError):

@@ -52,6 +52,7 @@ from .rollback import (
     ROLLBACK_PHASE_MESSAGE,
     Registration,
     RollbackSpec,
+    check_rollback_config,
     handler_body,
     rollback_spec,
     terminated_error,
@@ -228,6 +229,7 @@ class StepFunction:
         "_depends",
         "_func",
         "_rollback",
+        "_rollback_config",
         "_run",
         "_step_name",
     )
@@ -241,6 +243,7 @@ class StepFunction:
         concurrent: bool,
         config: Any,
         rollback: RollbackSpec | None = None,
+        rollback_config: Any = None,
     ) -> None:
         self._run = run
         self._step_name = name
@@ -249,6 +252,9 @@ class StepFunction:
         self._concurrent = concurrent
         self._config = config
         self._rollback = rollback
+        # ``step.do(..., rollback_config=...)`` without ``rollback=``: the config of a handler
+        # attached later with ``@my_step.rollback`` (the README's form), which needs one.
+        self._rollback_config = rollback_config
 
     @property
     def __name__(self) -> str:
@@ -263,6 +269,11 @@ class StepFunction:
         return self._step_name
 
     def __call__(self) -> Awaitable[Any]:
+        if self._rollback is None and self._rollback_config is not None:
+            raise WorkflowDefinitionError(
+                f"step {self._step_name!r}: rollback_config is given without a rollback handler "
+                f"(pass rollback=... to step.do, or attach one with @{self.__name__}.rollback)"
+            )
         return self._run(
             self._step_name,
             self._func,
@@ -281,7 +292,13 @@ class StepFunction:
         :mod:`dynamic_workflows.core.rollback`). Returns the handler."""
 
         def attach(func: Callable[..., Any]) -> Callable[..., Any]:
-            self._rollback = rollback_spec(self._step_name, func, config, _parameter_names)
+            if config is not None and self._rollback_config is not None:
+                raise WorkflowDefinitionError(
+                    f"step {self._step_name!r}: the rollback config is given twice (in step.do's "
+                    "rollback_config and in .rollback(config=...)); give it once"
+                )
+            cfg = config if config is not None else self._rollback_config
+            self._rollback = rollback_spec(self._step_name, func, cfg, _parameter_names)
             return func
 
         if handler is None:
@@ -404,10 +421,6 @@ class WorkflowStep:
         after this step started, with its own ``rollback_config`` (``retries``, ``timeout``);
         see :mod:`dynamic_workflows.core.rollback`.
         """
-        if rollback is None and rollback_config is not None:
-            raise WorkflowDefinitionError(
-                f"step {name!r}: rollback_config is given without a rollback handler"
-            )
         if callable(name) and not isinstance(name, str):
             return self._declare(None, depends, concurrent, config, rollback, rollback_config)(name)
         return self._declare(name, depends, concurrent, config, rollback, rollback_config)
@@ -569,6 +582,10 @@ class WorkflowStep:
             if not callable(func):
                 raise WorkflowDefinitionError("@step.do(...) must decorate a function")
             step_name = name if name is not None else check_step_name(func.__name__)
+            if rollback is None and rollback_config is not None:
+                # Checked now (a mistake is named at once); the handler comes later, with
+                # ``@my_step.rollback``, and must come before the step runs (__call__).
+                check_rollback_config(step_name, rollback_config)
             spec = (
                 None
                 if rollback is None
@@ -582,6 +599,7 @@ class WorkflowStep:
                 concurrent,
                 config,
                 spec,
+                rollback_config if rollback is None else None,
             )
             self._closures[step_name] = fn
             return fn

@@ -277,10 +277,12 @@ class MemoryStorage:
         fair: bool = True,
         workflow_limits: Mapping[str, int] | None = None,
     ) -> list[Claim]:
-        now += ahead  # one owner: no lease to judge
+        # One owner: no lease to judge. Due within ``ahead`` is claimed; the claim itself (its
+        # started_at, updated_at) happens now, not at the horizon.
+        due = now + ahead
         if limit <= 0:
             return []
-        candidates = {scope: self._due_in(scope, now, limit) for scope in list(self._due)}
+        candidates = {scope: self._due_in(scope, due, limit) for scope in list(self._due)}
         candidates = {scope: items for scope, items in candidates.items() if items}
         policies = {s: self._policy(s) for s in candidates}
         wl = dict(workflow_limits or {})

@@ -753,7 +753,9 @@ class SQLiteStorage:
         fair: bool = True,
         workflow_limits: Mapping[str, int] | None = None,
     ) -> list[Claim]:
-        now += ahead  # one owner: no lease to judge
+        # One owner: no lease to judge. Due within ``ahead`` is claimed; the claim itself (its
+        # started_at, updated_at) happens now, not at the horizon.
+        due = now + ahead
         wl = dict(workflow_limits or {})
         if limit <= 0:
             return []
@@ -763,10 +765,10 @@ class SQLiteStorage:
                 rows = conn.execute(  # first come, no cap anywhere: one statement
                     f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE wake_at <= ? "
                     f"AND status IN ({_CLAIMABLE}) ORDER BY wake_at LIMIT ?",
-                    (now, limit),
+                    (due, limit),
                 ).fetchall()
             else:
-                rows = self._choose(conn, now, limit, fair, wl)
+                rows = self._choose(conn, due, limit, fair, wl)
             claimed = []
             writes: dict[str, list[list[Any]]] = {}  # one executemany per shape of change
             for r in rows:
@@ -1112,8 +1114,9 @@ class SQLiteStorage:
             )
             if not moved.rowcount:
                 return None
-            # Fair claiming reads scopes from `tenants`: the tick's scope needs its row, as
-            # create_instances gives one to every scope it creates in.
+            # Its scope's row, as create_instances makes: fair and capped claims pick due work
+            # scope by scope from the tenants table, so without it the tick's instance would
+            # stay queued for good.
             conn.execute(
                 "INSERT INTO tenants (scope) VALUES (?) ON CONFLICT (scope) DO NOTHING",
                 (item.scope,),

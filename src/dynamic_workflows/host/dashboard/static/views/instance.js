@@ -10,7 +10,7 @@ import { confirmAction, connection, crumbs, notify, showError } from "../ui.js";
 import { Logs } from "./logs.js";
 
 const POLL_MS = 1000;
-const TYPE_LABEL = { step: "step", sleep: "sleep", waitForEvent: "wait" };
+const TYPE_LABEL = { step: "step", sleep: "sleep", waitForEvent: "wait", rollback: "rollback" };
 
 /** The actions, when each is valid, and what to ask before the destructive ones. */
 const ACTIONS = [
@@ -65,7 +65,12 @@ function bars(step, t0, t1, now) {
   const out = [];
   const start = ms(step.start);
   const end = ms(step.end);
-  if (step.type === "step") {
+  if (step.type === "rollback" && !(step.attempts || []).length) {
+    // A rollback handler's run (its step's count negated): attempts like a step's, but the
+    // instance details may list none of them; its span is then its latest attempt's.
+    out.push(seg(start, end ?? now, step.state === "failed" ? "failed" : "ok",
+      `rollback handler: ${step.state}`));
+  } else if (step.type === "step" || step.type === "rollback") {
     for (const a of step.attempts || []) {
       const as = ms(a.start);
       const ae = ms(a.end);
@@ -172,6 +177,10 @@ function stepMarkup(step, ctx) {
         : step.state === "done" ? html`<details class="output" data-key="output">
         <summary>output</summary>${json(step.output)}</details>` : ""}
       ${step.state === "failed" && !(step.attempts || []).length ? errorBlock(step.error) : ""}`
+    : step.type === "rollback"
+    ? html`${attemptList(step, ctx.logs, ctx.live, ctx.now)}
+      ${step.state === "failed" && !(step.attempts || []).length ? errorBlock(step.error) : ""}
+      ${(step.attempts || []).length ? "" : ctx.logs.block(ctx.logs.forStep(step))}`
     : html`<div class="step-note">${sleepOrWait(step, ctx.live)}</div>
       ${step.type === "waitForEvent" && step.state === "done"
         ? html`<details class="output" data-key="event"><summary>event payload</summary>
@@ -188,7 +197,8 @@ function stepMarkup(step, ctx) {
       <span class="offset muted" title="since the instance started">${start === null ? ""
         : "+" + duration(start - ctx.t0)}</span>
       <span class="dur" data-testid="step-duration">${dur === null ? "" : duration(dur)}</span>
-      <span class="muted">${step.type === "step" && attempts > 1 ? `${attempts} attempts` : ""}</span>
+      <span class="muted">${step.type !== "sleep" && step.type !== "waitForEvent" && attempts > 1
+        ? `${attempts} attempts` : ""}</span>
       <span class="track">${bars(step, ctx.t0, ctx.t1, ctx.now)}</span>
     </div>
     <div class="step-body">${body}</div>`;
