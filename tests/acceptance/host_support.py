@@ -25,6 +25,14 @@ API = "/cdn-cgi/local/explorer/api"
 SPEC = json.loads(resources.files("dynamic_workflows.host").joinpath("openapi.json").read_text())
 
 
+def wrangler_env(wrangler: str) -> dict[str, str]:
+    """The environment ``wrangler`` runs in: no metrics, and the ``node`` installed beside it
+    first on the PATH (wrangler 4.109+ needs Node.js 22; scripts/test installs one from the npm
+    registry into .tools when the machine's is older)."""
+    path = os.path.dirname(wrangler) + os.pathsep + os.environ.get("PATH", "")
+    return {**os.environ, "PATH": path, "WRANGLER_SEND_METRICS": "false", "CI": "1"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import host_support
 import httpx
 import pytest
 from click.testing import CliRunner
@@ -507,12 +508,8 @@ WRANGLER = os.environ.get("DWF_TEST_WRANGLER")
 
 
 def wrangler_env() -> dict[str, str]:
-    """The environment wrangler runs in: no metrics, and the ``node`` installed beside it
-    first on the PATH (wrangler 4.109+ needs Node.js 22; scripts/test installs one from the npm
-    registry into .tools when the machine's is older)."""
     assert WRANGLER is not None
-    path = os.path.dirname(WRANGLER) + os.pathsep + os.environ.get("PATH", "")
-    return {**os.environ, "PATH": path, "WRANGLER_SEND_METRICS": "false", "CI": "1"}
+    return host_support.wrangler_env(WRANGLER)
 
 
 def test_wrangler_workflows_local_commands(saas: Server) -> None:

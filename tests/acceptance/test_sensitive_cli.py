@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from host_support import API, ROOT, Server, copy_project
+from host_support import API, ROOT, Server, copy_project, wrangler_env
 
 PROJECT = ROOT / "tests" / "acceptance" / "projects" / "sensitive"
 WF = "vault"
@@ -101,7 +101,7 @@ def test_wrangler_instances_describe_shows_it_redacted(server: Server) -> None:
         text=True,
         timeout=60,
         check=False,
-        env={**os.environ, "WRANGLER_SEND_METRICS": "false", "CI": "1"},
+        env=wrangler_env(WRANGLER),
         cwd=Path(server.folder),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

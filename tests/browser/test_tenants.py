@@ -40,8 +40,11 @@ def test_the_tenants_page_shows_each_tenants_usage(
     assert figure(globex, "live") >= figure(globex, "waiting")
     assert figure(initech, "finished") >= 1
     assert figure(initech, "steps") >= 1
-    # No caps are set in the example: no limits, nothing throttled.
-    expect(globex.locator('td[data-field="limits"]')).to_have_text("—")
+    # The example's plan for globex (src/entry.py) over the project's defaults (wrangler.jsonc),
+    # as the engine stored them at its last create; nothing throttled.
+    limits = globex.locator('td[data-field="limits"]')
+    expect(limits.locator('[data-limit="max_running"]')).to_contain_text("5")
+    expect(limits.locator('[data-limit="max_live"]')).to_contain_text("1000")
     expect(globex.locator('td[data-field="throttled"]')).to_have_text("0")
     expect(page.get_by_test_id("tenant-totals")).to_contain_text(re.compile(r"\d+ tenants? · "))
     screenshot("tenants")
