@@ -104,7 +104,8 @@ class RunState:
     # -- transitions ---------------------------------------------------------------------------
 
     def begin_active(self) -> None:
-        self._check_open()
+        if self.closed:  # (_check_open, inline: every step attempt passes here)
+            raise RunCancelled()
         if self.parked:
             self.unpark()
         self.active += 1
@@ -113,7 +114,8 @@ class RunState:
     def end_active(self) -> None:
         self.active -= 1
         self._generation += 1
-        self._maybe_settle()
+        if self.active == 0 and self.blocked > 0:
+            self._maybe_settle()
 
     def begin_blocked(self, wake_at: float | None, *, by_pause: bool = False) -> int:
         self._check_open()
@@ -765,7 +767,11 @@ class WorkflowStep:
                     name,
                     count,
                     attempt,
-                    None if attempt > cfg.retry_limit else cfg.delay_before(attempt + 1),
+                    cfg.first_retry_in
+                    if attempt == 1
+                    else None
+                    if attempt > cfg.retry_limit
+                    else cfg.delay_before(attempt + 1),
                     flagged,
                 )
                 outcome = self._attempt(name, count, attempt, cfg, func, args)
