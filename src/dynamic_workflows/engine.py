@@ -1048,6 +1048,8 @@ class Engine:
             state=live.state,
             limits=self.limits,
             terminating=live.terminating,
+            # No capture of what the run prints here; a loader that installs one says so.
+            logs=False,
         )
         event = {
             "payload": decode(row.params),

@@ -357,10 +357,14 @@ class WorkflowStep:
         limits: Limits = DEFAULT_LIMITS,
         guard: AttemptGuard | None = None,
         terminating: bool = False,
+        logs: bool = True,
     ) -> None:
         self._channel = channel
         # Stops a body that never yields (a sandbox's); see core/guard.py.
         self._guard = guard
+        # Whether each attempt is marked for log capture (core/logs.current_step): only where
+        # what the run prints is captured (see capture_logs).
+        self._logs = logs
         self._journal = {(e.name, e.count): e for e in journal}
         self._clock = clock
         self._now = now
@@ -543,6 +547,12 @@ class WorkflowStep:
             self.state,
             self._terminating,
         )
+
+    def capture_logs(self) -> None:
+        """What this run prints or logs is captured from now on: mark each step attempt for it
+        (:data:`~.logs.current_step`). For the code that installs the capture (the in-process
+        loader), for a step made with ``logs=False``; not part of the workflow API."""
+        self._logs = True
 
     @property
     def replaying(self) -> bool:
@@ -761,7 +771,7 @@ class WorkflowStep:
                 registration.attempt = attempt
             token = None if guard is None else guard.begin(cfg.timeout)
             # What the attempt prints or logs is its own (core/logs.py), in this task only.
-            attempt_key = current_step.set((name, count, attempt))
+            attempt_key = current_step.set((name, count, attempt)) if self._logs else None
             try:
                 channel.attempt_started(
                     name,
@@ -815,7 +825,8 @@ class WorkflowStep:
             finally:
                 if token is not None and guard is not None:
                     guard.end(token)
-                current_step.reset(attempt_key)
+                if attempt_key is not None:
+                    current_step.reset(attempt_key)
                 state.end_active()
             await self._block(name, count, wake_at, timer=True)
 
