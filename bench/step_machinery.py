@@ -204,12 +204,15 @@ async def one_round(n: int, mode: str, marks: Any = None) -> tuple[float, float]
         elif "logs" in WORKFLOW_STEP_PARAMETERS:
             kwargs["logs"] = False  # as the engine makes it (older code has no such option)
         step = WorkflowStep(channel, [], **kwargs)
-        state.park_policy = lambda wake_at: (lambda: None)
+        state.park_policy = lambda wake_at: lambda: None
 
         def run(step: Any = step) -> Any:
             return workflow(step, due)
 
-        runs.append(asyncio.ensure_future(drive(lambda run=run, step=step: run_with_rollback(run, step), state)))
+        def with_rollback(run: Any = run, step: Any = step) -> Any:
+            return run_with_rollback(run, step)
+
+        runs.append(asyncio.ensure_future(drive(with_rollback, state)))
     # Let every run reach its sleep and park.
     for _ in range(20):
         await asyncio.sleep(0)

@@ -414,9 +414,20 @@ class WorkflowStep:
             raise WorkflowDefinitionError(
                 f"step {name!r}: rollback_config is given without a rollback handler"
             )
+        func = None
         if callable(name) and not isinstance(name, str):
-            return self._declare(None, depends, concurrent, config, rollback, rollback_config)(name)
-        return self._declare(name, depends, concurrent, config, rollback, rollback_config)
+            func, name = name, None
+        if name is not None:
+            check_step_name(name, self._limits)
+        if depends is not None and not isinstance(depends, list | tuple):
+            raise WorkflowDefinitionError("step.do(depends=...) must be a list of steps")
+        if func is not None:
+            return self._define(name, depends, concurrent, config, rollback, rollback_config, func)
+        # The decorator: a partial, not a closure (which would make a cell per argument; every
+        # run makes one per step it declares).
+        return functools.partial(
+            self._define, name, depends, concurrent, config, rollback, rollback_config
+        )
 
     async def sleep(self, name: str, duration: Any) -> None:
         """Sleep durably for ``duration`` (ms, ``"N unit"`` or timedelta), up to 365 days."""
@@ -563,42 +574,36 @@ class WorkflowStep:
 
     # -- step declaration and dependency resolution --------------------------------------------
 
-    def _declare(
+    def _define(
         self,
         name: str | None,
         depends: list[StepFunction] | None,
         concurrent: bool,
         config: Any,
-        rollback: Callable[..., Any] | None = None,
-        rollback_config: Any = None,
-    ) -> Callable[[Callable[..., Any]], StepFunction]:
-        if name is not None:
-            check_step_name(name, self._limits)
-        if depends is not None and not isinstance(depends, list | tuple):
-            raise WorkflowDefinitionError("step.do(depends=...) must be a list of steps")
-
-        def decorator(func: Callable[..., Any]) -> StepFunction:
-            if not callable(func):
-                raise WorkflowDefinitionError("@step.do(...) must decorate a function")
-            step_name = name if name is not None else check_step_name(func.__name__)
-            spec = (
-                None
-                if rollback is None
-                else rollback_spec(step_name, rollback, rollback_config, _parameter_names)
-            )
-            fn = StepFunction(
-                self._run_function,
-                step_name,
-                func,
-                list(depends) if depends is not None else None,
-                concurrent,
-                config,
-                spec,
-            )
-            self._closures[step_name] = fn
-            return fn
-
-        return decorator
+        rollback: Callable[..., Any] | None,
+        rollback_config: Any,
+        func: Callable[..., Any],
+    ) -> StepFunction:
+        """What ``@step.do(...)`` makes of ``func`` (the arguments checked by :meth:`do`)."""
+        if not callable(func):
+            raise WorkflowDefinitionError("@step.do(...) must decorate a function")
+        step_name = name if name is not None else check_step_name(func.__name__)
+        spec = (
+            None
+            if rollback is None
+            else rollback_spec(step_name, rollback, rollback_config, _parameter_names)
+        )
+        fn = StepFunction(
+            self._run_function,
+            step_name,
+            func,
+            list(depends) if depends is not None else None,
+            concurrent,
+            config,
+            spec,
+        )
+        self._closures[step_name] = fn
+        return fn
 
     def _dependencies(
         self, name: str, func: Callable[..., Any], depends: list[StepFunction] | None
@@ -717,7 +722,9 @@ class WorkflowStep:
         args: Sequence[Any],
         rollback: RollbackSpec | None = None,
     ) -> Any:
-        count = self._next_count(name)
+        # (_next_count, inline: every step passes here)
+        counts = self._counts
+        count = counts[name] = counts.get(name, 0) + 1
         if self._blocked_by is not None:
             raise self._blocked()
         entry = self._replayed(name, count, StepKind.DO)
