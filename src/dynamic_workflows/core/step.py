@@ -678,7 +678,7 @@ class WorkflowStep:
                 waiter.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         else:
-            waiter = self._waiters.pop(token, None)
+            waiter = self._waiters.pop(token, None) if self._waiters else None
             if waiter is not None and not waiter.done():  # (a cancelled dependent cancels it)
                 waiter.set_result(result)
             self._memo[name] = result
