@@ -312,6 +312,7 @@ class LiveRun:
         # Attempt history (core/attempts.py): when each open attempt began, and the failed
         # attempts of the steps that have some.
         self._starts: dict[tuple[str, int], float] = {}
+        self._now = engine.clock.now  # (read at every attempt's start and end)
         self._attempts: dict[tuple[str, int], bytes] = {}
         # What the run's code printed (core/logs.py), made when it first prints.
         self._book: LogBook | None = None
@@ -516,7 +517,7 @@ class LiveRun:
                 value=value,
                 attempt=attempt,
                 started_at=self._starts.pop(key, None),
-                ended_at=self.engine.clock.now(),
+                ended_at=self._now(),
                 attempts=self._attempts.get(key),
                 rollback=rollback,
                 sensitive=sensitive,
@@ -618,7 +619,7 @@ class LiveRun:
         # Only its start is noted, for the attempt history: in-process, an attempt cannot die
         # without the engine dying too (the crash recovery replays it); a sandboxed one that
         # dies is failed by the bridge.
-        self._starts[(name, count)] = self.engine.clock.now()
+        self._starts[(name, count)] = self._now()
         tracer = tracing.TRACER
         if tracer is not None:
             if self._spans is None:
@@ -1048,6 +1049,8 @@ class Engine:
             state=live.state,
             limits=self.limits,
             terminating=live.terminating,
+            # No capture of what the run prints here; a loader that installs one says so.
+            logs=False,
         )
         event = {
             "payload": decode(row.params),
@@ -1062,11 +1065,11 @@ class Engine:
             entry = definition.factory(ExecutionContext(), definition.env)
             return await entry.run(event, step)
 
-        async def run_then_roll_back() -> Any:
-            return await run_with_rollback(run, step)
-
         live.state.warm_horizon = self.warm_horizon if self._warm_room() > 0 else 0.0
         live.state.park_policy = self._park_policy(live)
+        # A partial, not a coroutine of ours around run_with_rollback: every frame between the
+        # task and the step is passed through again each time the run resumes.
+        run_then_roll_back = functools.partial(run_with_rollback, run, step)
         return await drive(run_then_roll_back, live.state, limits=self.limits)
 
     def _park_policy(self, live: LiveRun) -> Callable[[float | None], Callable[[], None] | None]:

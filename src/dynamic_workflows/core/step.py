@@ -105,7 +105,8 @@ class RunState:
     # -- transitions ---------------------------------------------------------------------------
 
     def begin_active(self) -> None:
-        self._check_open()
+        if self.closed:  # (_check_open, inline: every step attempt passes here)
+            raise RunCancelled()
         if self.parked:
             self.unpark()
         self.active += 1
@@ -114,7 +115,8 @@ class RunState:
     def end_active(self) -> None:
         self.active -= 1
         self._generation += 1
-        self._maybe_settle()
+        if self.active == 0 and self.blocked > 0:
+            self._maybe_settle()
 
     def begin_blocked(self, wake_at: float | None, *, by_pause: bool = False) -> int:
         self._check_open()
@@ -372,10 +374,14 @@ class WorkflowStep:
         limits: Limits = DEFAULT_LIMITS,
         guard: AttemptGuard | None = None,
         terminating: bool = False,
+        logs: bool = True,
     ) -> None:
         self._channel = channel
         # Stops a body that never yields (a sandbox's); see core/guard.py.
         self._guard = guard
+        # Whether each attempt is marked for log capture (core/logs.current_step): only where
+        # what the run prints is captured (see capture_logs).
+        self._logs = logs
         self._journal = {(e.name, e.count): e for e in journal}
         self._clock = clock
         self._now = now
@@ -421,9 +427,20 @@ class WorkflowStep:
         after this step started, with its own ``rollback_config`` (``retries``, ``timeout``);
         see :mod:`dynamic_workflows.core.rollback`.
         """
+        func = None
         if callable(name) and not isinstance(name, str):
-            return self._declare(None, depends, concurrent, config, rollback, rollback_config)(name)
-        return self._declare(name, depends, concurrent, config, rollback, rollback_config)
+            func, name = name, None
+        if name is not None:
+            check_step_name(name, self._limits)
+        if depends is not None and not isinstance(depends, list | tuple):
+            raise WorkflowDefinitionError("step.do(depends=...) must be a list of steps")
+        if func is not None:
+            return self._define(name, depends, concurrent, config, rollback, rollback_config, func)
+        # The decorator: a partial, not a closure (which would make a cell per argument; every
+        # run makes one per step it declares).
+        return functools.partial(
+            self._define, name, depends, concurrent, config, rollback, rollback_config
+        )
 
     async def sleep(self, name: str, duration: Any) -> None:
         """Sleep durably for ``duration`` (ms, ``"N unit"`` or timedelta), up to 365 days."""
@@ -555,6 +572,12 @@ class WorkflowStep:
             self._terminating,
         )
 
+    def capture_logs(self) -> None:
+        """What this run prints or logs is captured from now on: mark each step attempt for it
+        (:data:`~.logs.current_step`). For the code that installs the capture (the in-process
+        loader), for a step made with ``logs=False``; not part of the workflow API."""
+        self._logs = True
+
     @property
     def replaying(self) -> bool:
         """Whether this run is still going over steps it recorded before (some recorded step is
@@ -564,47 +587,41 @@ class WorkflowStep:
 
     # -- step declaration and dependency resolution --------------------------------------------
 
-    def _declare(
+    def _define(
         self,
         name: str | None,
         depends: list[StepFunction] | None,
         concurrent: bool,
         config: Any,
-        rollback: Callable[..., Any] | None = None,
-        rollback_config: Any = None,
-    ) -> Callable[[Callable[..., Any]], StepFunction]:
-        if name is not None:
-            check_step_name(name, self._limits)
-        if depends is not None and not isinstance(depends, list | tuple):
-            raise WorkflowDefinitionError("step.do(depends=...) must be a list of steps")
-
-        def decorator(func: Callable[..., Any]) -> StepFunction:
-            if not callable(func):
-                raise WorkflowDefinitionError("@step.do(...) must decorate a function")
-            step_name = name if name is not None else check_step_name(func.__name__)
-            if rollback is None and rollback_config is not None:
-                # Checked now (a mistake is named at once); the handler comes later, with
-                # ``@my_step.rollback``, and must come before the step runs (__call__).
-                check_rollback_config(step_name, rollback_config)
-            spec = (
-                None
-                if rollback is None
-                else rollback_spec(step_name, rollback, rollback_config, _parameter_names)
-            )
-            fn = StepFunction(
-                self._run_function,
-                step_name,
-                func,
-                list(depends) if depends is not None else None,
-                concurrent,
-                config,
-                spec,
-                rollback_config if rollback is None else None,
-            )
-            self._closures[step_name] = fn
-            return fn
-
-        return decorator
+        rollback: Callable[..., Any] | None,
+        rollback_config: Any,
+        func: Callable[..., Any],
+    ) -> StepFunction:
+        """What ``@step.do(...)`` makes of ``func`` (the arguments checked by :meth:`do`)."""
+        if not callable(func):
+            raise WorkflowDefinitionError("@step.do(...) must decorate a function")
+        step_name = name if name is not None else check_step_name(func.__name__)
+        if rollback is None and rollback_config is not None:
+            # Checked now (a mistake is named at once); the handler comes later, with
+            # ``@my_step.rollback``, and must come before the step runs (__call__).
+            check_rollback_config(step_name, rollback_config)
+        spec = (
+            None
+            if rollback is None
+            else rollback_spec(step_name, rollback, rollback_config, _parameter_names)
+        )
+        fn = StepFunction(
+            self._run_function,
+            step_name,
+            func,
+            list(depends) if depends is not None else None,
+            concurrent,
+            config,
+            spec,
+            rollback_config if rollback is None else None,
+        )
+        self._closures[step_name] = fn
+        return fn
 
     def _dependencies(
         self, name: str, func: Callable[..., Any], depends: list[StepFunction] | None
@@ -679,7 +696,7 @@ class WorkflowStep:
                 waiter.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         else:
-            waiter = self._waiters.pop(token, None)
+            waiter = self._waiters.pop(token, None) if self._waiters else None
             if waiter is not None and not waiter.done():  # (a cancelled dependent cancels it)
                 waiter.set_result(result)
             self._memo[name] = result
@@ -723,7 +740,9 @@ class WorkflowStep:
         args: Sequence[Any],
         rollback: RollbackSpec | None = None,
     ) -> Any:
-        count = self._next_count(name)
+        # (_next_count, inline: every step passes here)
+        counts = self._counts
+        count = counts[name] = counts.get(name, 0) + 1
         if self._blocked_by is not None:
             raise self._blocked()
         entry = self._replayed(name, count, StepKind.DO)
@@ -777,13 +796,17 @@ class WorkflowStep:
                 registration.attempt = attempt
             token = None if guard is None else guard.begin(cfg.timeout)
             # What the attempt prints or logs is its own (core/logs.py), in this task only.
-            attempt_key = current_step.set((name, count, attempt))
+            attempt_key = current_step.set((name, count, attempt)) if self._logs else None
             try:
                 channel.attempt_started(
                     name,
                     count,
                     attempt,
-                    None if attempt > cfg.retry_limit else cfg.delay_before(attempt + 1),
+                    cfg.first_retry_in
+                    if attempt == 1
+                    else None
+                    if attempt > cfg.retry_limit
+                    else cfg.delay_before(attempt + 1),
                     flagged,
                 )
                 outcome = self._attempt(name, count, attempt, cfg, func, args)
@@ -827,7 +850,8 @@ class WorkflowStep:
             finally:
                 if token is not None and guard is not None:
                     guard.end(token)
-                current_step.reset(attempt_key)
+                if attempt_key is not None:
+                    current_step.reset(attempt_key)
                 state.end_active()
             await self._block(name, count, wake_at, timer=True)
 

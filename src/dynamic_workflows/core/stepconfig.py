@@ -75,6 +75,13 @@ class StepConfig:
     delay_args: tuple[str, ...] = field(default=(), compare=False, repr=False)
     """How ``delay_fn`` takes its arguments: the names of ``ctx``/``error`` among its
     parameters, or ``("*",)`` for one parameter receiving both in a dict."""
+    first_retry_in: float | None = field(init=False, compare=False, repr=False)
+    """:meth:`delay_before` the second attempt, None when there is none (``retry_limit`` 0):
+    what every step's first attempt notice carries, computed once per config."""
+
+    def __post_init__(self) -> None:
+        first = None if self.retry_limit < 1 else self.delay_before(2)
+        object.__setattr__(self, "first_retry_in", first)
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2, 3, ...), after attempt - 1 failed (with a

@@ -587,6 +587,7 @@ class InProcessLoader:
         )
         sink = RunSink(book, replaying=lambda: step.replaying, forward=details.channel.log)
         install_in_process()
+        step.capture_logs()
         token = current_sink.set(sink)
         try:
             return await runtime.new_entrypoint(name).run(event, step)
