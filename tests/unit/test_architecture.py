@@ -281,3 +281,17 @@ def test_a_module_may_touch_the_private_state_it_defines_but_no_other() -> None:
         "    return other._pending\n"
     )
     assert _own_private_names(tree) == {"_items", "_of"}
+
+
+def test_test_modules_outside_packages_have_distinct_names() -> None:
+    """pytest imports a test file that is not in a package (no ``__init__.py``) by its bare
+    name: two such files with one name stop a full run at collection ("import file mismatch"),
+    though each directory passes alone. (tests/browser/test_tenants.py did, beside
+    tests/unit/test_tenants.py.)"""
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict[str, Path] = {}
+    for path in sorted(tests.rglob("test_*.py")):
+        if (path.parent / "__init__.py").exists():
+            continue
+        other = seen.setdefault(path.name, path)
+        assert other == path, f"{path.relative_to(tests)} and {other.relative_to(tests)}"
