@@ -43,8 +43,24 @@ def _of(alias: str, columns: str) -> str:
     return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
 
 
+_CLAIM_UPDATE = """UPDATE instances i SET
+    status      = CASE WHEN i.status = $6 THEN $7 ELSE $8 END,
+    generation  = CASE WHEN i.owner IS NULL THEN i.generation ELSE i.generation + 1 END,
+    wake_at     = NULL,
+    started_at  = CASE WHEN i.status = $6 THEN i.started_at ELSE coalesce(i.started_at, $1) END,
+    updated_at  = $1,
+    owner       = CASE WHEN i.status = $6 THEN NULL ELSE $4 END,
+    lease_until = CASE WHEN i.status = $6 THEN NULL ELSE $1 + $9 END
+FROM picked
+WHERE i.pk = picked.pk
+RETURNING {instance_columns_of_i};"""
+"""The end of both claim statements (claim_due, claim_picked): mark the rows they ``picked``
+running (a lapsed lease's row gets a new generation), stamped now, not at the horizon."""
+
+
 def _load() -> dict[str, str]:
     fill = {
+        "{claim_update}": _CLAIM_UPDATE,
         "{instance_columns}": INSTANCE_COLUMNS,
         "{instance_columns_of_i}": _of("i", INSTANCE_COLUMNS) + ", picked.t",
         "{step_columns}": STEP_COLUMNS,

@@ -80,17 +80,7 @@ WITH due AS (
 ), picked AS (
     SELECT pk, t FROM (SELECT * FROM due UNION ALL SELECT * FROM lapsed) c ORDER BY t, pk LIMIT $2
 )
-UPDATE instances i SET
-    status      = CASE WHEN i.status = $6 THEN $7 ELSE $8 END,
-    generation  = CASE WHEN i.owner IS NULL THEN i.generation ELSE i.generation + 1 END,
-    wake_at     = NULL,
-    started_at  = CASE WHEN i.status = $6 THEN i.started_at ELSE coalesce(i.started_at, $1) END,
-    updated_at  = $1,
-    owner       = CASE WHEN i.status = $6 THEN NULL ELSE $4 END,
-    lease_until = CASE WHEN i.status = $6 THEN NULL ELSE $1 + $9 END
-FROM picked
-WHERE i.pk = picked.pk
-RETURNING {instance_columns_of_i};
+{claim_update}
 
 -- name: claim_candidates
 -- Fair (or capped) claims, step 1: each scope's earliest claimable instances, at most $4 of
@@ -140,17 +130,7 @@ WITH due AS (
 ), picked AS (
     SELECT pk, t FROM (SELECT * FROM lapsed UNION ALL SELECT * FROM due) c LIMIT $2
 )
-UPDATE instances i SET
-    status      = CASE WHEN i.status = $6 THEN $7 ELSE $8 END,
-    generation  = CASE WHEN i.owner IS NULL THEN i.generation ELSE i.generation + 1 END,
-    wake_at     = NULL,
-    started_at  = CASE WHEN i.status = $6 THEN i.started_at ELSE coalesce(i.started_at, $1) END,
-    updated_at  = $1,
-    owner       = CASE WHEN i.status = $6 THEN NULL ELSE $4 END,
-    lease_until = CASE WHEN i.status = $6 THEN NULL ELSE $1 + $9 END
-FROM picked
-WHERE i.pk = picked.pk
-RETURNING {instance_columns_of_i};
+{claim_update}
 
 -- name: any_caps
 SELECT EXISTS (SELECT 1 FROM tenants WHERE max_running IS NOT NULL);
