@@ -73,7 +73,9 @@ async def noisy(
         t0 = time.time()
         await asyncio.sleep(1.0)
         a_before_b = created_by_a
+        asked = time.time()
         instances = await b.create_batch([{"params": {}} for _ in range(quiet)])
+        create_ms = (time.time() - asked) * 1000
         ids = {i.id for i in instances}  # type: ignore[union-attr]
         deadline = time.monotonic() + 600
         while True:
@@ -88,6 +90,8 @@ async def noisy(
         if flooding is not None:
             flooding.cancel()
     latencies = [(r.ended_at or 0.0) - r.created_at for r in done]
+    waits = [(r.started_at or 0.0) - r.created_at for r in done]  # created to claimed
+    runs = [(r.ended_at or 0.0) - (r.started_at or 0.0) for r in done]  # claimed to ended
     return {
         "fair": fair,
         "a_rate": a_rate,
@@ -102,6 +106,13 @@ async def noisy(
         "b_p99_ms": _percentile(latencies, 0.99) * 1000,
         "b_max_ms": max(latencies) * 1000,
         "seconds": time.time() - t0,
+        # Where B's time goes: its create call, then per instance the wait for a claim and
+        # the run (three steps).
+        "b_create_ms": create_ms,
+        "b_claim_wait_p50_ms": statistics.median(waits) * 1000,
+        "b_claim_wait_p99_ms": _percentile(waits, 0.99) * 1000,
+        "b_run_p50_ms": statistics.median(runs) * 1000,
+        "b_run_p99_ms": _percentile(runs, 0.99) * 1000,
     }
 
 

@@ -81,15 +81,48 @@ def test_turns_follow_the_weights_one_claim_at_a_time() -> None:
     assert got == {"a": 100, "b": 200, "c": 500}
 
 
-def test_an_idle_scope_banks_no_credit() -> None:
-    share = FairShare()
-    for _ in range(100):  # a alone for a while
+def _turns(share: FairShare, n: int, scopes: tuple[str, ...] = ("a", "b")) -> list[str]:
+    return [
+        share.pick({s: _backlog(s, 5) for s in scopes}, {}, 1, lambda s, c: True)[0].scope
+        for _ in range(n)
+    ]
+
+
+def test_a_scope_back_from_idle_goes_first_for_at_most_the_lag() -> None:
+    share = FairShare(lag=10)
+    for _ in range(1000):  # a alone for a long while: b could bank 1000 turns, gets 10
+        share.pick({"a": _backlog("a", 1)}, {}, 1, lambda s, c: True)
+    turns = _turns(share, 40)
+    assert turns[:10] == ["b"] * 10
+    assert turns[10:].count("b") == 15  # then turn about
+    plain = FairShare(lag=0)  # no lag: turns from the first
+    for _ in range(1000):
+        plain.pick({"a": _backlog("a", 1)}, {}, 1, lambda s, c: True)
+    assert _turns(plain, 10).count("b") == 5
+
+
+def test_pausing_gains_a_scope_nothing() -> None:
+    """A scope served just now that pauses for a claim comes back with its own pass, not the
+    lag's: stopping and starting cannot jump the queue."""
+    share = FairShare(lag=10)
+    _turns(share, 100)  # a and b in turns: equal passes
+    share.pick({"a": _backlog("a", 1)}, {}, 1, lambda s, c: True)  # b absent for one claim
+    turns = _turns(share, 20)
+    assert turns.count("b") == 10  # turns at once, no head start
+    assert turns[:3] != ["b", "b", "b"]
+
+
+def test_the_lag_is_bounded_by_the_scopes_weight_in_turns() -> None:
+    share = FairShare(lag=10)
+    for _ in range(1000):
         share.pick({"a": _backlog("a", 1)}, {}, 1, lambda s, c: True)
     picks = [
-        share.pick({"a": _backlog("a", 5), "b": _backlog("b", 5)}, {}, 1, lambda s, c: True)[0]
-        for _ in range(10)
+        share.pick({"a": _backlog("a", 5), "b": _backlog("b", 5)}, {"b": 2}, 1, lambda s, c: True)[
+            0
+        ].scope
+        for _ in range(20)
     ]
-    assert [p.scope for p in picks].count("b") == 5  # turns, not 100 in a row for b
+    assert picks[:20] == ["b"] * 20  # 10 turns of pass at weight 2: 20 claims
 
 
 def test_caps_skip_a_scope_without_costing_it_its_turn() -> None:

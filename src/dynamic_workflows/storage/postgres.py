@@ -36,6 +36,7 @@ import hashlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -44,6 +45,7 @@ import msgspec
 
 from ..core import tenancy
 from ..core import transitions as tr
+from ..core.ingest import IngestGate
 from ..core.journal import ErrorInfo, JournalEntry, RollbackOutcome
 from ..core.logs import LogLine
 from ..core.tenancy import TenantPolicy, TenantState
@@ -158,6 +160,7 @@ class PostgresStorage:
         self._steps: GroupWriter[_StepCall, list[bool]] = GroupWriter("record_steps", self._record)
         self._ends: GroupWriter[_End, _Answer] = GroupWriter("end_runs", self._end_runs)
         self._share = tenancy.FairShare()
+        self._ingest = IngestGate()  # creates yield to run work (core/ingest.py)
         """This node's turns across scopes: each node claims fairly; all nodes together
         claim in about the same shares (each serves every backlogged scope in turn)."""
 
@@ -303,13 +306,21 @@ class PostgresStorage:
                 )
             return await insert(c)
 
-        if policies:
-            answer = await self._transition("create", admitted)
-            if isinstance(answer, TenantLimitError):
-                raise answer
-            records = answer
-        else:
-            records = await self._db.run("create", insert, write=True)
+        scopes = tuple(counts)
+        wait = self._ingest.wait(scopes)  # within its share (core/ingest.py)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        started = time.perf_counter()
+        try:
+            if policies:
+                answer = await self._transition("create", admitted)
+                if isinstance(answer, TenantLimitError):
+                    raise answer
+                records = answer
+            else:
+                records = await self._db.run("create", insert, write=True)
+        finally:
+            self._ingest.spent(scopes, time.perf_counter() - started)
         created = {(r[1], r[2], r[3]): r[0] for r in records}
         out: list[InstanceRow | None] = []
         for i, it in enumerate(items):
@@ -534,7 +545,11 @@ class PostgresStorage:
             return []
         if not self._db.is_open:
             raise StorageError("record_steps: the PostgreSQL storage is not open")
-        return await self._steps.submit((writes, now))
+        started = time.perf_counter()
+        try:
+            return await self._steps.submit((writes, now))
+        finally:
+            self._ingest.spent(None, time.perf_counter() - started)
 
     async def _record(self, calls: list[_StepCall]) -> list[list[bool] | Exception]:
         # One row per (pk, generation, name, count): an upsert may not touch a row twice. The

@@ -9,6 +9,11 @@ Durability: ``synchronous=FULL`` by default (a committed step survives power los
 ``durability="normal"`` trades the last few commits on power loss (never on a process crash)
 for speed.
 
+Creates (*ingest*) are committed apart from run work (claims, step results, run ends, events,
+reads): run work in its own group commits, creates in transactions of their own, each tenant's
+within its share of the writer's time while runs are active (:mod:`..core.ingest`), so that one
+tenant's flood of creates does not slow every step of the others'.
+
 State changes are :mod:`~dynamic_workflows.core.transitions`'s: an operation loads the columns
 a transition reads, calls it, and writes the change it returns (:func:`_apply`).
 
@@ -20,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -33,6 +40,7 @@ import msgspec
 
 from ..core import tenancy
 from ..core import transitions as t
+from ..core.ingest import IngestGate
 from ..core.journal import ErrorInfo, JournalEntry, RollbackOutcome
 from ..core.logs import LogLine
 from ..core.tenancy import TenantPolicy, TenantState
@@ -60,6 +68,21 @@ T = TypeVar("T")
 _MAX_BATCH = 1024
 _Op = Callable[[sqlite3.Connection], Any]
 _Item = tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop]
+
+
+class _Ingest:
+    """An ingest-class operation (:meth:`SQLiteStorage._submit` with ``scopes``): the tenants
+    whose instances it creates."""
+
+    __slots__ = ("op", "scopes")
+
+    def __init__(self, op: _Op, scopes: tuple[str, ...]) -> None:
+        self.op = op
+        self.scopes = scopes
+
+    def __call__(self, conn: sqlite3.Connection) -> Any:
+        return self.op(conn)
+
 
 _INSTANCE_COLUMNS = (
     "pk, workflow, scope, id, status, params, generation, created_at, updated_at, output, "
@@ -377,6 +400,11 @@ def _statuses(conn: sqlite3.Connection, pks: Sequence[int]) -> dict[int, tuple[s
     return found
 
 
+def _scopes(item: _Item) -> tuple[str, ...]:
+    op = item[0]
+    return op.scopes if isinstance(op, _Ingest) else ()
+
+
 class _Writer(threading.Thread):
     """Owns the connection; runs queued operations in group-committed transactions."""
 
@@ -389,6 +417,7 @@ class _Writer(threading.Thread):
         self.startup_error: BaseException | None = None
         self.commits = 0
         self.operations = 0
+        self.gate = IngestGate()
 
     def run(self) -> None:
         try:
@@ -419,24 +448,65 @@ class _Writer(threading.Thread):
                 )
 
     def _loop(self, conn: sqlite3.Connection) -> None:
+        """Run work in group commits; creates in their own, within their shares (module
+        docstring)."""
+        run: list[_Item] = []
+        ingest: list[_Item] = []
+        gate = self.gate
+        stopping = False
         while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            batch = [item]
-            stop = False
-            while len(batch) < _MAX_BATCH:
+            if not (run or ingest or stopping):
+                item = self.queue.get()
+                if item is None:
+                    return
+                (ingest if type(item[0]) is _Ingest else run).append(item)
+            while not stopping and len(run) < _MAX_BATCH:
                 try:
                     nxt = self.queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
-                    stop = True
+                    stopping = True
                     break
-                batch.append(nxt)
-            self._run_batch(conn, batch)
-            if stop:
+                (ingest if type(nxt[0]) is _Ingest else run).append(nxt)
+            ready: list[_Item] = []
+            wait = math.inf
+            if ingest:
+                held: list[_Item] = []
+                for it in ingest:
+                    w = 0.0 if stopping else gate.wait(_scopes(it))
+                    if w <= 0 and len(ready) < _MAX_BATCH:
+                        ready.append(it)
+                    else:
+                        held.append(it)
+                        wait = min(wait, w)
+                ingest = held
+            if ready:
+                self._timed(conn, ready, True)
+            elif run:
+                batch, run = run, []
+                self._timed(conn, batch, False)
+            elif ingest:  # only creates, over their shares while runs are active
+                try:
+                    nxt = self.queue.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                if nxt is None:
+                    stopping = True
+                else:
+                    (ingest if type(nxt[0]) is _Ingest else run).append(nxt)
+            elif stopping:
                 return
+
+    def _timed(self, conn: sqlite3.Connection, batch: list[_Item], ingest: bool) -> None:
+        t0 = time.perf_counter()
+        self._run_batch(conn, batch)
+        seconds = time.perf_counter() - t0
+        if not ingest:
+            self.gate.spent(None, seconds)
+            return
+        for item in batch:  # the transaction's time, shared among its creates
+            self.gate.spent(_scopes(item), seconds / len(batch))
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         results: list[tuple[_Item, Any, BaseException | None]] = []
@@ -583,13 +653,17 @@ class SQLiteStorage:
         w = self._writer
         return {"commits": w.commits if w else 0, "operations": w.operations if w else 0}
 
-    def _submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def _submit(
+        self, op: Callable[[sqlite3.Connection], T], *, scopes: tuple[str, ...] | None = None
+    ) -> asyncio.Future[T]:
+        """Queue ``op`` for the writer thread; with ``scopes``, as ingest (creates for those
+        tenants: see the module docstring)."""
         writer = self._writer
         if writer is None:
             raise StorageError("the SQLite storage is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        writer.queue.put((op, fut, loop))
+        writer.queue.put((op if scopes is None else _Ingest(op, scopes), fut, loop))
         return fut
 
     # -- instances --------------------------------------------------------------------------
@@ -618,7 +692,7 @@ class SQLiteStorage:
                 out.append(_insert(conn, it, now))
             return out
 
-        answer = await self._submit(op)
+        answer = await self._submit(op, scopes=tuple(counts))
         if isinstance(answer, TenantLimitError):
             raise answer
         return answer
