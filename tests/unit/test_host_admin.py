@@ -8,9 +8,11 @@ import asyncio
 import dataclasses
 import datetime
 import json
+import re
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +35,7 @@ from dynamic_workflows.host import (
     create_public_app,
     load_config,
 )
+from dynamic_workflows.host.admin import CODE_TENANT_LIMIT, AdminAPI
 from dynamic_workflows.host.auth import bearer_matches
 from dynamic_workflows.host.client import AdminClient
 from dynamic_workflows.host.metrics import OTHER_TENANT
@@ -977,6 +980,55 @@ async def test_a_page_past_the_end_is_empty_however_large(tmp_path: Path) -> Non
             assert [i["id"] for i in body["result"]] == ["only"]
     finally:
         await live.stop()
+
+
+# -- the OpenAPI description ---------------------------------------------------------------------
+
+_OPERATIONS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def _spec() -> dict[str, Any]:
+    text = resources.files("dynamic_workflows.host").joinpath("openapi.json").read_text()
+    spec: dict[str, Any] = json.loads(text)
+    return spec
+
+
+async def test_openapi_json_describes_every_route_and_method_the_admin_api_serves(
+    host: Host,
+) -> None:
+    # /tenants, the logs routes and /openapi.json itself were served but not described, so
+    # the clients and fuzzers made from the description never saw them.
+    served: dict[str, set[str]] = {}
+    for route in AdminAPI(host.live).routes():
+        template = getattr(route, "path", None)
+        assert isinstance(template, str), route
+        # A method no route serves: the 405's Allow names the methods the path serves.
+        response = await host.client.request("TRACE", API + re.sub(r"\{\w+\}", "x", template))
+        assert response.status_code == 405, template
+        served[template] = {m.strip().lower() for m in response.headers["allow"].split(",")}
+        served[template].discard("head")  # (GET's, by HTTP's rules)
+    spec = _spec()
+    described = {path: set(item) & _OPERATIONS for path, item in spec["paths"].items()}
+    assert served == described
+    # It serves that description, as it is.
+    response = await host.client.get(API + "/openapi.json")
+    assert response.json() == spec
+
+
+def test_openapi_json_describes_the_429_of_a_tenants_caps_and_the_retention_option() -> None:
+    create = _spec()["paths"]["/workflows/{workflow_name}/instances"]["post"]
+    refused = create["responses"]["429"]
+    assert set(refused["headers"]) == {"Retry-After"}
+    schema = refused["content"]["application/json"]["schema"]
+    assert schema["allOf"][0] == {
+        "$ref": "#/components/schemas/workers_api-response-common-failure"
+    }
+    assert schema["allOf"][1]["example"]["errors"][0]["code"] == CODE_TENANT_LIMIT
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]["retention"]["properties"]) == {
+        "successRetention",
+        "errorRetention",
+    }
 
 
 async def test_a_create_over_the_tenants_rate_is_a_429(host: Host) -> None:
