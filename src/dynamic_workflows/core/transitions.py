@@ -35,8 +35,7 @@ add_event          waiting                     queued (due now), if a waiting st
 
 Every other (action, status) pair changes nothing. Actions of a live run (``suspend_run``,
 ``release_run``, ``finish_run``, ``begin_rollback``, ``register_wait``, ``expire_wait``, and
-the journal writes
-checked with :func:`is_live`) apply only while the instance is ``running`` or
+the journal writes checked with :func:`is_live`) apply only while the instance is ``running`` or
 ``waitingForPause`` with the run's generation; otherwise the run is stale and they answer None.
 ``terminate`` and ``restart`` bump the generation, which is what makes an old run stale.
 
