@@ -1013,6 +1013,11 @@ async def test_openapi_json_describes_every_route_and_method_the_admin_api_serve
     # It serves that description, as it is.
     response = await host.client.get(API + "/openapi.json")
     assert response.json() == spec
+    # Ours on Cloudflare's routes too: ?scope= wherever instances are listed, made or addressed.
+    for path, item in spec["paths"].items():
+        for method in set(item) & _OPERATIONS if "/instances" in path else ():
+            query = {p["name"] for p in item[method].get("parameters", []) if p["in"] == "query"}
+            assert "scope" in query, (method, path)
 
 
 def test_openapi_json_describes_the_429_of_a_tenants_caps_and_the_retention_option() -> None:
