@@ -434,8 +434,8 @@ class Storage(Protocol):
 
     async def begin_rollback(self, pk: int, generation: int, now: float) -> bool:
         """A live run's rollback phase begins because ``run()`` raised: the instance's
-        ``rollback`` reads ``running`` (:data:`~dynamic_workflows.core.transitions.
-        ROLLING_BACK_AFTER_ERROR`) until :meth:`finish_run` records how it ended. False if
+        ``rollback`` reads ``running`` until :meth:`finish_run` records how it ended (the
+        rules are :func:`~dynamic_workflows.core.transitions.begin_rollback`'s). False if
         stale."""
         ...
 
