@@ -61,6 +61,7 @@ from .core.rollback import rollback_pending, run_with_rollback
 from .core.step import RunState, WorkflowStep
 from .core.tenancy import DEFAULT_POLICY, TenantPolicy
 from .core.tracebacks import last_frame
+from .core.transitions import ROLLING_BACK, rolling_back
 from .errors import (
     CannotTerminateError,
     ConfigurationError,
@@ -305,9 +306,12 @@ class LiveRun:
         self._hold: asyncio.Future[None] | None = None
         self.control_notices = 0
         """Control notifications heard for this run (see Engine._apply_stored_control)."""
-        self.terminating = row.rollback is not None and row.rollback.outcome == "running"
+        self.terminating = row.rollback == ROLLING_BACK
         """The instance is being terminated with rollback: this run replays in terminating
         mode and ends it ``terminated`` (see core/rollback.py)."""
+        self._rollback_shown = rolling_back(row.rollback)
+        """The instance's status reports its rollback phase ``running`` already (a terminate
+        with rollback marked it, or an earlier run of this one began it)."""
         self._closed = False
         # Attempt history (core/attempts.py): when each open attempt began, and the failed
         # attempts of the steps that have some.
@@ -482,6 +486,16 @@ class LiveRun:
             else:
                 await storage.unpark_run(self.pk, self.generation, now)
 
+    async def _begin_rollback(self) -> None:
+        try:
+            await self.engine.storage.begin_rollback(
+                self.pk, self.generation, self.engine.clock.now()
+            )
+        except StorageError as exc:  # the run goes on; its end records the outcome anyway
+            log.warning(
+                "instance pk %d: recording that its rollback phase began failed: %s", self.pk, exc
+            )
+
     def close(self) -> None:
         self._closed = True
         for timer in self._timers:
@@ -620,6 +634,12 @@ class LiveRun:
         # without the engine dying too (the crash recovery replays it); a sandboxed one that
         # dies is failed by the bridge.
         self._starts[(name, count)] = self._now()
+        if count < 0 and not self._rollback_shown:
+            # A rollback handler starts, and nothing marked the phase: run() raised. The status
+            # says `running` from now on (the run's end records the outcome). One write per
+            # run, beside the run's own: it only shows what is going on, so it is not awaited.
+            self._rollback_shown = True
+            self.engine.spawn(self._begin_rollback())
         tracer = tracing.TRACER
         if tracer is not None:
             if self._spans is None:

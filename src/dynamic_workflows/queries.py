@@ -102,7 +102,7 @@ class InstanceView(msgspec.Struct, frozen=True):
     @property
     def rollback(self) -> dict[str, Any] | None:
         """How its rollback phase went, Cloudflare's ``{"outcome", "error"?}`` (``outcome``
-        ``running`` while a terminate with rollback runs the handlers); None if none ran."""
+        ``running`` while the handlers run); None if none ran."""
         outcome = self.row.rollback
         return None if outcome is None else outcome.as_dict()
 

@@ -21,7 +21,7 @@ import host_support
 import httpx
 import pytest
 from click.testing import CliRunner
-from host_support import API, DWF, ROOT, Server, check_response, copy_project, validate
+from host_support import API, DWF, ROOT, SPEC, Server, check_response, copy_project, validate
 
 from dynamic_workflows.cli import main
 
@@ -327,6 +327,24 @@ def test_the_admin_api_matches_the_openapi_spec(saas: Server) -> None:
     empty = httpx.post(f"{instances}/batch/delete", json={"instances": []})
     assert empty.status_code == 400
     check_response("POST", "/workflows/{workflow_name}/instances/batch/delete", empty)
+
+    # Ours, described too: tenants, logs, and the description itself.
+    everyone = check_response("GET", "/tenants", httpx.get(f"{api}/tenants"))
+    assert everyone["result"]
+    assert everyone["result_info"]["total_count"] >= 1
+    ordered = httpx.get(f"{api}/workflows/{WF}/tenants", params={"order": "steps"})
+    assert check_response("GET", "/workflows/{workflow_name}/tenants", ordered)["result"]
+    bad_order = httpx.get(f"{api}/tenants", params={"order": "nope"})
+    assert bad_order.status_code == 400
+    check_response("GET", "/tenants", bad_order)
+    logs = check_response("GET", one + "/logs", httpx.get(f"{instances}/{doc}/logs"))
+    assert logs["result"]["id"] == doc
+    check_response("GET", one + "/logs", httpx.get(f"{instances}/{doc}/logs?limit=0"))
+    no_worker = httpx.get(f"{api}/workers/ghost/logs")
+    assert no_worker.status_code == 404
+    check_response("GET", "/workers/{worker_id}/logs", no_worker)
+    assert check_response("GET", "/openapi.json", httpx.get(f"{api}/openapi.json")) == SPEC
+
     deleted = httpx.delete(f"{instances}/{doc}")
     check_response("DELETE", one, deleted)
     assert httpx.get(f"{instances}/{doc}").status_code == 404

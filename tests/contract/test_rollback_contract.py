@@ -1,7 +1,8 @@
 """The storage contract for rollbacks (core/rollback.py), on every backend: a step's
 ``rollback`` flag and a handler's own entry (kind ``rollback``, count ``-n``) round-trip through
 the journal; ``finish_run`` stores the rollback outcome; a terminate with rollback marks the
-row and queues it, and the run's end, a plain terminate or a restart replace the mark."""
+row and queues it, a failed run's ``begin_rollback`` marks it too, and the run's end, a plain
+terminate (which records that it stopped the phase) or a restart replace the mark."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from dynamic_workflows.core.journal import (
     StepState,
     rollback_count,
 )
-from dynamic_workflows.core.transitions import ROLLING_BACK
+from dynamic_workflows.core.transitions import (
+    ROLLBACK_STOPPED,
+    ROLLING_BACK,
+    ROLLING_BACK_AFTER_ERROR,
+)
 from dynamic_workflows.storage import Storage
 from dynamic_workflows.storage.base import NewInstance, Status
 
@@ -127,9 +132,78 @@ async def test_a_plain_terminate_during_a_rollback_ends_it_at_once(storage: Stor
     assert result.after == Status.TERMINATED
     row = await storage.get_instance_by_pk(pk)
     assert row is not None
-    assert (row.status, row.rollback) == (Status.TERMINATED, None)
+    # The phase was on: the record says a terminate stopped it (it used to vanish).
+    assert (row.status, row.rollback) == (Status.TERMINATED, ROLLBACK_STOPPED)
+    assert row.rollback is not None
+    assert row.rollback.as_dict() == {
+        "outcome": "failed",
+        "error": {
+            "name": "Terminated",
+            "message": "Instance terminated during its rollback phase; "
+            "the handlers that had not finished did not run to their end",
+        },
+    }
     assert await storage.claim_due(T0 + 10, 1) == []
     # Finished: a terminate with rollback changes nothing.
     again = await storage.control(pk, "terminate_rollback", T0 + 3)
     assert again is not None
     assert again.after == again.before == Status.TERMINATED
+
+
+async def test_begin_rollback_marks_a_live_run_until_its_end_records_the_outcome(
+    storage: Storage,
+) -> None:
+    pk, gen = await started(storage)
+    assert not await storage.begin_rollback(pk, gen + 1, T0 + 1)  # a stale run marks nothing
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert row.rollback is None
+    assert await storage.begin_rollback(pk, gen, T0 + 1)
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert (row.status, row.rollback) == (Status.RUNNING, ROLLING_BACK_AFTER_ERROR)
+    assert row.rollback is not None
+    assert row.rollback.as_dict() == {"outcome": "running"}
+    [listed] = await storage.list_instances("wf")
+    assert listed.rollback == ROLLING_BACK_AFTER_ERROR
+    # A hibernation keeps the mark, and the next claim hands it to the run (which must end
+    # the instance errored, not terminated: the mark says which phase it is).
+    assert await storage.suspend_run(pk, gen, T0 + 5, False, T0 + 2) == Status.WAITING
+    [claim] = await storage.claim_due(T0 + 5, 1)
+    assert claim.instance.rollback == ROLLING_BACK_AFTER_ERROR
+    done = RollbackOutcome("complete")
+    error = ErrorInfo("ValueError", "card declined")
+    gen = claim.instance.generation
+    assert await storage.finish_run(pk, gen, Status.ERRORED, None, error, T0 + 6, rollback=done)
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert (row.status, row.error, row.rollback) == (Status.ERRORED, error, done)
+    # Once it ended, a late mark changes nothing.
+    assert not await storage.begin_rollback(pk, gen, T0 + 7)
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert row.rollback == done
+
+
+async def test_a_plain_terminate_stops_a_failed_runs_rollback_phase(storage: Storage) -> None:
+    pk, gen = await started(storage)
+    assert await storage.begin_rollback(pk, gen, T0 + 1)
+    result = await storage.control(pk, "terminate", T0 + 2)
+    assert result is not None
+    assert (result.before, result.after) == (Status.RUNNING, Status.TERMINATED)
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert (row.status, row.rollback, row.error) == (Status.TERMINATED, ROLLBACK_STOPPED, None)
+    # The stopped run is fenced off: its end cannot overwrite the record.
+    assert not await storage.finish_run(
+        pk, gen, Status.ERRORED, None, None, T0 + 3, rollback=RollbackOutcome("complete")
+    )
+    row = await storage.get_instance_by_pk(pk)
+    assert row is not None
+    assert row.rollback == ROLLBACK_STOPPED
+    # Without a phase on, a plain terminate leaves no rollback key.
+    pk2, _ = await started(storage, "plain")
+    await storage.control(pk2, "terminate", T0 + 4)
+    row2 = await storage.get_instance_by_pk(pk2)
+    assert row2 is not None
+    assert (row2.status, row2.rollback) == (Status.TERMINATED, None)

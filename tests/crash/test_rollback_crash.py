@@ -36,6 +36,14 @@ def test_sigkill_during_rollback_resumes_it_without_rerunning_a_finished_handler
     child.send_signal(signal.SIGKILL)  # mid-rollback: b's handler is committed, a's is running
     child.communicate()
     assert log.read_text().splitlines() == ["handler b done charged", "handler a start"]
+    # The status said the phase was on (a failure's phase showed no rollback key once), and
+    # the mark tells the next run that run() raised: it ends the instance errored, below.
+    conn = sqlite3.connect(db)
+    try:
+        [(marked,)] = conn.execute("SELECT rollback FROM instances WHERE id = 's1'").fetchall()
+    finally:
+        conn.close()
+    assert json.loads(marked) == {"outcome": "running", "after_error": True}
 
     again = _start(db, log)
     _, err = again.communicate(timeout=60)

@@ -148,3 +148,60 @@ async def test_an_attempt_whose_worker_died_keeps_the_steps_rollback_flag(
         status = await wait_status(instance, {"terminated"})
     assert status["rollback"] == {"outcome": "complete"}
     assert log.hits == ["undo crashy survived"]
+
+
+HELD = """
+    from workers import WorkflowEntrypoint
+
+    class TenantWorkflow(WorkflowEntrypoint):
+        async def run(self, event, step):
+            @step.do("book")
+            async def book():
+                return "seat"
+
+            @book.rollback
+            async def release(output):
+                await self.env.LOG.hit(f"release {output}")
+                await self.env.LOG.held()
+
+            await book()
+            raise ValueError("payment failed")
+"""
+
+
+class HeldLog(Log):
+    """A Log whose ``held()`` returns once the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def held(self) -> None:
+        await self.gate.wait()
+
+
+async def test_a_failed_runs_rollback_phase_shows_running_while_the_worker_runs_it(
+    loader: Loader,
+) -> None:
+    # The status had no rollback key until the phase ended (a terminate with rollback's said
+    # running); the sandboxed handler's start is what tells the host.
+    log = HeldLog()
+    async with Engine(MemoryStorage()) as engine:
+        binding = engine.register(
+            "wf", dispatcher(loader, lambda: worker_code(HELD, env={"LOG": log}))
+        )
+        instance = await binding.create()
+        await asyncio.wait_for(log.first.wait(), 20)
+        status = await instance.status()
+        for _ in range(1000):
+            if "rollback" in status:
+                break
+            await asyncio.sleep(0.005)
+            status = await instance.status()
+        assert (status["status"], status.get("rollback")) == ("running", {"outcome": "running"})
+        log.gate.set()
+        status = await wait_status(instance, {"errored", "terminated", "complete"})
+    assert status["status"] == "errored"
+    assert status["error"] == {"name": "ValueError", "message": "payment failed"}
+    assert status["rollback"] == {"outcome": "complete"}
+    assert log.hits == ["release seat"]

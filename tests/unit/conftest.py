@@ -1,14 +1,18 @@
-"""Fixtures for the engine-level unit tests: every such test runs once per storage backend."""
+"""Fixtures for the unit tests: every engine-level test runs once per storage backend
+(``make_env``); the admin API's tests get ``dwf dev``'s app over a project of theirs
+(``dev_client``)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from unit_support import EnvFactory, workflow
+from unit_support import DevClientFactory, EnvFactory, dev_app_client, workflow
 
 from dynamic_workflows.testing import WorkflowTestEnv
 
@@ -41,3 +45,22 @@ def make_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
     for schema in schemas:
         assert pg is not None
         pg.release(schema)
+
+
+@pytest.fixture
+async def dev_client(tmp_path: Path) -> AsyncIterator[DevClientFactory]:
+    """``await dev_client(config, entry, storage_url="memory://")``: an httpx client of ``dwf
+    dev``'s app (the admin API under ``/cdn-cgi/local/explorer/api``) over a project of the
+    test's, its tenant code in-process; stopped when the test ends."""
+    async with contextlib.AsyncExitStack() as stack:
+        folders = itertools.count()
+
+        async def make(
+            config: str, entry: str, *, storage_url: str = "memory://"
+        ) -> httpx.AsyncClient:
+            folder = tmp_path / f"project{next(folders)}"
+            return await stack.enter_async_context(
+                dev_app_client(folder, config, entry, storage_url=storage_url)
+            )
+
+        yield make

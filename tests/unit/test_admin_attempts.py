@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import textwrap
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from unit_support import DevClientFactory
 
-from dynamic_workflows.host import HostMetrics, LiveProject, Project, create_dev_app, load_config
 from dynamic_workflows.host.client import Printer
 
 API = "/cdn-cgi/local/explorer/api"
@@ -53,21 +50,8 @@ class Default(WorkerEntrypoint):
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    folder = tmp_path / "project"
-    (folder / "src").mkdir(parents=True)
-    (folder / "wrangler.jsonc").write_text(CONFIG)
-    (folder / "src" / "entry.py").write_text(textwrap.dedent(ENTRY))
-    live = LiveProject(
-        lambda: Project(load_config(folder), storage_url="memory://", loader_mode="in-process")
-    )
-    await live.start()
-    transport = httpx.ASGITransport(app=create_dev_app(live, HostMetrics(live)))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://dev.test") as c:
-            yield c
-    finally:
-        await live.stop()
+async def client(dev_client: DevClientFactory) -> httpx.AsyncClient:
+    return await dev_client(CONFIG, ENTRY)
 
 
 def _at(stamp: str) -> float:

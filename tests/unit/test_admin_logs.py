@@ -5,14 +5,11 @@ worker's ring) and the tracebacks in instance details, on a project in-process (
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-from dynamic_workflows.host import HostMetrics, LiveProject, Project, create_dev_app, load_config
+from unit_support import DevClientFactory
 
 API = "/cdn-cgi/local/explorer/api"
 
@@ -104,21 +101,8 @@ class Host:
 
 
 @pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[Host]:
-    folder = tmp_path / "project"
-    (folder / "src").mkdir(parents=True)
-    (folder / "wrangler.jsonc").write_text(CONFIG)
-    (folder / "src" / "entry.py").write_text(ENTRY)
-    live = LiveProject(
-        lambda: Project(load_config(folder), storage_url="memory://", loader_mode="in-process")
-    )
-    await live.start()
-    transport = httpx.ASGITransport(app=create_dev_app(live, HostMetrics(live)))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://dev.test") as client:
-            yield Host(client)
-    finally:
-        await live.stop()
+async def host(dev_client: DevClientFactory) -> Host:
+    return Host(await dev_client(CONFIG, ENTRY))
 
 
 async def test_an_instances_lines_paged_filtered_and_followed(host: Host) -> None:

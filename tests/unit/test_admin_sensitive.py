@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from unit_support import DevClientFactory
 
-from dynamic_workflows.host import HostMetrics, LiveProject, Project, create_dev_app, load_config
 from dynamic_workflows.host.client import Printer
 
 API = "/cdn-cgi/local/explorer/api"
@@ -71,25 +69,9 @@ SECRET = "sk-live-0123456789"
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    folder = tmp_path / "project"
-    (folder / "src").mkdir(parents=True)
-    (folder / "wrangler.jsonc").write_text(CONFIG)
-    (folder / "src" / "entry.py").write_text(textwrap.dedent(ENTRY))
-    live = LiveProject(
-        lambda: Project(
-            load_config(folder),
-            storage_url=f"sqlite://{tmp_path / 'state.sqlite3'}",
-            loader_mode="in-process",
-        )
-    )
-    await live.start()
-    transport = httpx.ASGITransport(app=create_dev_app(live, HostMetrics(live)))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://dev.test") as c:
-            yield c
-    finally:
-        await live.stop()
+async def client(dev_client: DevClientFactory, tmp_path: Path) -> httpx.AsyncClient:
+    # (SQLite: the flag goes through a SQL backend's steps table, and back.)
+    return await dev_client(CONFIG, ENTRY, storage_url=f"sqlite://{tmp_path / 'state.sqlite3'}")
 
 
 async def details_when(client: httpx.AsyncClient, id: str, status: str) -> dict[str, Any]:

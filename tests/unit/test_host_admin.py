@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import json
+import re
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,6 +35,7 @@ from dynamic_workflows.host import (
     create_public_app,
     load_config,
 )
+from dynamic_workflows.host.admin import CODE_TENANT_LIMIT, AdminAPI
 from dynamic_workflows.host.auth import bearer_matches
 from dynamic_workflows.host.client import AdminClient
 from dynamic_workflows.host.metrics import OTHER_TENANT
@@ -338,6 +342,24 @@ async def test_create_describe_send_event(host: Host) -> None:
         ({"json": [1]}, 400, "request body: must be a JSON object"),
         ({"json": {"params": 1, "extra": 2}}, 400, "unknown field(s) ['extra']"),
         ({"content": b"{nope"}, 400, "request body: not valid JSON"),
+        # Cloudflare's retention create option: a bad value names its field.
+        ({"json": {"retention": 5}}, 400, "retention: must be an object"),
+        ({"json": {"retention": {"success": 1}}}, 400, "retention: unknown field(s) success"),
+        (
+            {"json": {"retention": {"successRetention": "soon"}}},
+            400,
+            "retention.successRetention: cannot parse 'soon'",
+        ),
+        (
+            {"json": {"retention": {"errorRetention": -1}}},
+            400,
+            "retention.errorRetention: must be a finite, non-negative number of ms",
+        ),
+        (
+            {"json": {"retention": {"errorRetention": True}}},
+            400,
+            "retention.errorRetention: expected a duration, got True",
+        ),
     ],
 )
 async def test_create_errors(host: Host, kwargs: dict[str, Any], code: int, message: str) -> None:
@@ -345,6 +367,75 @@ async def test_create_errors(host: Host, kwargs: dict[str, Any], code: int, mess
     status, body = await host.api("POST", "/workflows/plain/instances", **kwargs)
     assert status == code
     assert message in body["errors"][0]["message"]
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+async def test_create_takes_cloudflares_retention_option(host: Host) -> None:
+    # The binding's create took it; the admin API's (wrangler's) answered 400 unknown field.
+    code, body = await host.api(
+        "POST",
+        "/workflows/plain/instances",
+        json={"id": "kept", "params": 1, "retention": {"successRetention": "1 hour"}},
+    )
+    assert code == 200, body
+    code, body = await host.api(
+        "POST",
+        "/workflows/plain/instances",
+        json={"id": "brief", "retention": {"successRetention": "1 day", "errorRetention": 90000}},
+    )
+    assert code == 200, body
+    await host.wait_for("plain", "kept", "waiting")
+    await host.api("POST", "/workflows/plain/instances/kept/events/go", json="yes")
+    done = await host.wait_for("plain", "kept", "complete")
+    assert _seconds(done["retain_until"]) - _seconds(done["end"]) == pytest.approx(3600, abs=0.01)
+    await host.wait_for("plain", "brief", "waiting")
+    code, _ = await host.api(
+        "PATCH", "/workflows/plain/instances/brief/status", json={"status": "terminate"}
+    )
+    assert code == 200
+    ended = await host.wait_for("plain", "brief", "terminated")
+    assert _seconds(ended["retain_until"]) - _seconds(ended["end"]) == pytest.approx(90, abs=0.01)
+    # Without the option (and no default anywhere), kept forever.
+    await host.api("POST", "/workflows/plain/instances", json={"id": "forever"})
+    details = await host.wait_for("plain", "forever", "waiting")
+    assert details["retain_until"] is None
+
+
+def test_dwf_trigger_sends_the_retention_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from dynamic_workflows.cli import main
+
+    sent: list[tuple[str, str, Any]] = []
+
+    def call(self: AdminClient, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        sent.append((method, path, kwargs.get("body")))
+        return {"success": True, "result": {"id": "r1", "scope": "", "status": "queued"}}
+
+    monkeypatch.setattr(AdminClient, "call", call)
+    args = ["workflows", "trigger", "plain", '{"n": 1}', "--id", "r1"]
+    out = CliRunner().invoke(
+        main, [*args, "--success-retention", "7 days", "--error-retention", "60000"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "Created instance r1" in out.output
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    assert sent == [
+        (
+            "POST",
+            "/workflows/plain/instances",
+            {
+                "id": "r1",
+                "params": {"n": 1},
+                "retention": {"successRetention": "7 days", "errorRetention": 60000},
+            },
+        ),
+        ("POST", "/workflows/plain/instances", {"id": "r1", "params": {"n": 1}}),
+    ]
 
 
 async def test_listing_pages_and_filters(host: Host) -> None:
@@ -582,6 +673,16 @@ _WRONG = [None, True, 0, -1, 1.5, 10**30, "", "x", [], [1], ["x"], {}, {"a": 1}]
 _FIELDS = [
     ("POST", "/workflows/plain/instances", {"id": "w", "params": {}}, ("id",)),
     ("POST", "/workflows/plain/instances", {"id": "w", "params": {}}, ("params",)),
+    ("POST", "/workflows/plain/instances", {"id": "w", "retention": {}}, ("retention",)),
+    *(
+        (
+            "POST",
+            "/workflows/plain/instances",
+            {"id": "w", "retention": {"successRetention": 1, "errorRetention": 1}},
+            ("retention", field),
+        )
+        for field in ("successRetention", "errorRetention")
+    ),
     ("POST", "/workflows/plain/instances/batch/delete", {"instances": ["ghost"]}, ("instances",)),
     ("POST", "/workflows/plain/instances/batch/delete", {"instances": ["ghost"]}, ("instances", 0)),
     ("PATCH", "/workflows/plain/instances/w/status", {"status": "pause"}, ("status",)),
@@ -640,7 +741,12 @@ _ROUTES = {
     ("DELETE", "/workflows/{wf}"): st.nothing(),
     ("GET", "/workflows/{wf}/instances"): st.nothing(),
     ("POST", "/workflows/{wf}/instances"): st.fixed_dictionaries(
-        {"id": st.none() | _TEXT | _JSON, "params": _JSON}, optional={"x": _JSON}
+        {"id": st.none() | _TEXT | _JSON, "params": _JSON},
+        optional={
+            "x": _JSON,
+            "retention": _JSON
+            | st.dictionaries(st.sampled_from(["successRetention", "errorRetention"]), _JSON),
+        },
     ),
     ("POST", "/workflows/{wf}/instances/batch/delete"): st.fixed_dictionaries(
         {"instances": st.lists(st.just("ghost") | _JSON, max_size=3) | _JSON}
@@ -874,6 +980,60 @@ async def test_a_page_past_the_end_is_empty_however_large(tmp_path: Path) -> Non
             assert [i["id"] for i in body["result"]] == ["only"]
     finally:
         await live.stop()
+
+
+# -- the OpenAPI description ---------------------------------------------------------------------
+
+_OPERATIONS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def _spec() -> dict[str, Any]:
+    text = resources.files("dynamic_workflows.host").joinpath("openapi.json").read_text()
+    spec: dict[str, Any] = json.loads(text)
+    return spec
+
+
+async def test_openapi_json_describes_every_route_and_method_the_admin_api_serves(
+    host: Host,
+) -> None:
+    # /tenants, the logs routes and /openapi.json itself were served but not described, so
+    # the clients and fuzzers made from the description never saw them.
+    served: dict[str, set[str]] = {}
+    for route in AdminAPI(host.live).routes():
+        template = getattr(route, "path", None)
+        assert isinstance(template, str), route
+        # A method no route serves: the 405's Allow names the methods the path serves.
+        response = await host.client.request("TRACE", API + re.sub(r"\{\w+\}", "x", template))
+        assert response.status_code == 405, template
+        served[template] = {m.strip().lower() for m in response.headers["allow"].split(",")}
+        served[template].discard("head")  # (GET's, by HTTP's rules)
+    spec = _spec()
+    described = {path: set(item) & _OPERATIONS for path, item in spec["paths"].items()}
+    assert served == described
+    # It serves that description, as it is.
+    response = await host.client.get(API + "/openapi.json")
+    assert response.json() == spec
+    # Ours on Cloudflare's routes too: ?scope= wherever instances are listed, made or addressed.
+    for path, item in spec["paths"].items():
+        for method in set(item) & _OPERATIONS if "/instances" in path else ():
+            query = {p["name"] for p in item[method].get("parameters", []) if p["in"] == "query"}
+            assert "scope" in query, (method, path)
+
+
+def test_openapi_json_describes_the_429_of_a_tenants_caps_and_the_retention_option() -> None:
+    create = _spec()["paths"]["/workflows/{workflow_name}/instances"]["post"]
+    refused = create["responses"]["429"]
+    assert set(refused["headers"]) == {"Retry-After"}
+    schema = refused["content"]["application/json"]["schema"]
+    assert schema["allOf"][0] == {
+        "$ref": "#/components/schemas/workers_api-response-common-failure"
+    }
+    assert schema["allOf"][1]["example"]["errors"][0]["code"] == CODE_TENANT_LIMIT
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]["retention"]["properties"]) == {
+        "successRetention",
+        "errorRetention",
+    }
 
 
 async def test_a_create_over_the_tenants_rate_is_a_429(host: Host) -> None:

@@ -4,11 +4,12 @@ outcome; ``terminate({"rollback": True})`` runs them before it terminates."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
 import pytest
-from unit_support import EnvFactory, through_hibernations
+from unit_support import EnvFactory, through_hibernations, until
 
 from dynamic_workflows.core.clock import MockClock
 from dynamic_workflows.core.limits import DEFAULT_LIMITS
@@ -399,3 +400,98 @@ async def test_a_handlers_attempts_are_listed_like_a_steps(make_env: EnvFactory)
     assert handler.attempts[0].error is not None
     assert handler.attempts[0].error.message == "try 1 failed"
     assert handler.started_at == handler.attempts[0].started_at
+
+
+def blocked_saga(calls: list[str], gate: asyncio.Event, *, fail: bool) -> Any:
+    """Two steps with handlers; the newest one's handler waits for ``gate``. ``fail``: run()
+    raises after them; otherwise it waits for an event (for a terminate with rollback)."""
+
+    async def run(event: Any, step: Any) -> Any:
+        @step.do("reserve", rollback=lambda: calls.append("release"))
+        async def reserve() -> str:
+            return "seat 4"
+
+        @step.do("charge")
+        async def charge() -> str:
+            return "paid"
+
+        @charge.rollback(config=NO_RETRY)
+        async def refund() -> None:
+            calls.append("refund started")
+            await gate.wait()
+            calls.append("refunded")
+
+        await reserve()
+        await charge()
+        if fail:
+            raise ValueError("card declined")
+        await step.wait_for_event("approval", "approve", timeout="1 hour")
+
+    return run
+
+
+async def rolling_back(wf: Any, instance: Any, calls: list[str]) -> dict[str, Any]:
+    """The status once the handler that blocks has started and the status says so."""
+    await until(lambda: "refund started" in calls)
+    status: dict[str, Any] = {}
+    for _ in range(2000):
+        status = await instance.status()
+        if "rollback" in status:
+            break
+        await asyncio.sleep(0.001)
+    return status
+
+
+async def test_a_failed_runs_rollback_phase_reports_running_then_its_outcome(
+    make_env: EnvFactory,
+) -> None:
+    # The status had no rollback key while a failed run's handlers ran (a terminate with
+    # rollback's said `running`); the admin API and dwf read the same record.
+    calls: list[str] = []
+    gate = asyncio.Event()
+    async with make_env(blocked_saga(calls, gate, fail=True)) as wf:
+        instance = await wf.binding.create()
+        status = await rolling_back(wf, instance, calls)
+        assert status["status"] == "running"
+        assert status["rollback"] == {"outcome": "running"}
+        view = await wf.engine.queries.get_instance(wf.binding.name, "", instance.id)
+        assert view is not None
+        assert view.rollback == {"outcome": "running"}
+        gate.set()
+        status = await wf.wait_for(instance)
+    assert status["status"] == "errored"
+    assert status["error"] == {"name": "ValueError", "message": "card declined"}
+    assert status["rollback"] == {"outcome": "complete"}
+    assert calls == ["refund started", "refunded", "release"]
+
+
+@pytest.mark.parametrize("trigger", ["failure", "terminate with rollback"])
+async def test_a_plain_terminate_stops_the_rollback_phase_and_says_so(
+    make_env: EnvFactory, trigger: str
+) -> None:
+    # It used to end the instance with no rollback key at all, as if no phase had begun.
+    calls: list[str] = []
+    gate = asyncio.Event()
+    async with make_env(blocked_saga(calls, gate, fail=trigger == "failure")) as wf:
+        instance = await wf.binding.create()
+        if trigger != "failure":
+            await wf.wait_for(instance, "waiting")
+            await instance.terminate({"rollback": True})
+        status = await rolling_back(wf, instance, calls)
+        assert status["rollback"] == {"outcome": "running"}
+        await instance.terminate()
+        status = await instance.status()
+        assert status["status"] == "terminated"
+        assert status["error"] is None
+        assert status["rollback"] == {
+            "outcome": "failed",
+            "error": {
+                "name": "Terminated",
+                "message": "Instance terminated during its rollback phase; "
+                "the handlers that had not finished did not run to their end",
+            },
+        }
+        gate.set()
+        await asyncio.sleep(0.05)
+        assert await instance.status() == status
+    assert "release" not in calls  # the older step's handler never ran

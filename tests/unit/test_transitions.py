@@ -47,8 +47,15 @@ def test_terminate_with_rollback_marks_the_row_and_the_ends_clear_it() -> None:
     marked = t.control(state(Status.WAITING, wake_at=5.0), "terminate_rollback", NOW).change
     assert marked.rollback == t.ROLLING_BACK
     assert marked.wake_at == NOW
-    # A plain terminate meanwhile ends it at once, the marker gone; so does a restart.
+    # A plain terminate meanwhile ends it at once and records that it stopped the phase (of
+    # either kind); without a phase on, it leaves no rollback. A restart forgets it.
+    for on in (t.ROLLING_BACK, t.ROLLING_BACK_AFTER_ERROR):
+        stopped = t.control(state(Status.QUEUED), "terminate", NOW, rollback=on).change
+        assert (stopped.status, stopped.rollback) == (Status.TERMINATED, t.ROLLBACK_STOPPED)
     assert t.control(state(Status.QUEUED), "terminate", NOW).change.rollback is None
+    done = RollbackOutcome("complete")
+    finished = t.control(state(Status.COMPLETE), "terminate", NOW, rollback=done)
+    assert finished.change == t.NO_CHANGE
     assert t.control(state(Status.QUEUED), "restart", NOW).change.rollback is None
     ended = t.finish_run(
         state(Status.RUNNING), 3, Status.TERMINATED, None, None, NOW, RollbackOutcome("complete")
@@ -58,6 +65,22 @@ def test_terminate_with_rollback_marks_the_row_and_the_ends_clear_it() -> None:
     plain = t.finish_run(state(Status.RUNNING), 3, Status.ERRORED, None, ERR, NOW)
     assert plain is not None
     assert plain.rollback is None
+
+
+def test_begin_rollback_marks_a_live_run_only() -> None:
+    begun = t.begin_rollback(state(Status.RUNNING), 3, NOW)
+    assert begun is not None
+    assert begun.updates() == {"updated_at": NOW, "rollback": t.ROLLING_BACK_AFTER_ERROR}
+    assert (
+        t.ROLLING_BACK_AFTER_ERROR.as_dict() == t.ROLLING_BACK.as_dict() == {"outcome": "running"}
+    )
+    assert t.ROLLING_BACK_AFTER_ERROR != t.ROLLING_BACK  # (a resumed run must tell them apart)
+    assert t.begin_rollback(state(Status.WAITING_FOR_PAUSE), 3, NOW) is not None
+    assert t.begin_rollback(state(Status.RUNNING), 2, NOW) is None
+    assert t.begin_rollback(state(Status.ERRORED), 3, NOW) is None
+    assert t.begin_rollback(None, 3, NOW) is None
+    assert not t.rolling_back(None)
+    assert not t.rolling_back(RollbackOutcome("complete"))
 
 
 # (status before, action) -> status after; every pair not listed changes nothing.

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
+
 from dynamic_workflows.binding import Instance
+from dynamic_workflows.host import HostMetrics, LiveProject, Project, create_dev_app, load_config
 from dynamic_workflows.testing import WorkflowTestEnv
 from dynamic_workflows.workers import WorkflowEntrypoint
 
 RunFn = Callable[[Any, Any], Awaitable[Any]]
 EnvFactory = Callable[..., WorkflowTestEnv]
+DevClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+"""The ``dev_client`` fixture: ``await dev_client(config, entry, storage_url=...)``."""
 
 START = 1_767_225_600.0
 """Where every test's MockClock starts (2026-01-01T00:00:00Z, the MockClock default)."""
@@ -64,3 +72,24 @@ async def through_hibernations(wf: WorkflowTestEnv, instance: Instance, times: i
             # (Exact for the whole-second and half-second times these tests use.)
             wf.clock.advance(wake_at - wf.clock.now())
         return await wf.wait_for(instance)
+
+
+@contextlib.asynccontextmanager
+async def dev_app_client(
+    folder: Path, config: str, entry: str, *, storage_url: str = "memory://"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``dwf dev``'s app, in-process (tenant code too), over the project ``config``
+    (its wrangler.jsonc) and ``entry`` (its src/entry.py) written to ``folder``."""
+    (folder / "src").mkdir(parents=True)
+    (folder / "wrangler.jsonc").write_text(config)
+    (folder / "src" / "entry.py").write_text(textwrap.dedent(entry))
+    live = LiveProject(
+        lambda: Project(load_config(folder), storage_url=storage_url, loader_mode="in-process")
+    )
+    await live.start()
+    transport = httpx.ASGITransport(app=create_dev_app(live, HostMetrics(live)))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://dev.test") as client:
+            yield client
+    finally:
+        await live.stop()

@@ -110,10 +110,15 @@ class Completed(msgspec.Struct, frozen=True, tag=True):
 class RollbackOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
     """How the rollback phase of a failed or terminated instance ended, as its status reports
     it: ``outcome`` ``"complete"`` (every eligible handler ran) or ``"failed"`` (the chain
-    halted at the handler whose error is ``error``)."""
+    halted at the handler whose error is ``error``, or a terminate stopped it); ``"running"``
+    while the handlers run."""
 
     outcome: str
     error: ErrorInfo | None = None
+    after_error: bool = False
+    """Ours, not reported (:meth:`as_dict`): a ``running`` phase began because ``run()``
+    raised, so the run that resumes it ends the instance ``errored``; without it, a terminate
+    with rollback began it, and the instance ends ``terminated``."""
 
     def as_dict(self) -> dict[str, object]:
         """Cloudflare's shape: ``{"outcome"}`` and, when a handler failed, ``"error"``."""

@@ -9,6 +9,16 @@ of its own (:data:`~.journal.StepKind.ROLLBACK`, keyed by :func:`~.journal.rollb
 committed and retried exactly like a step's. The chain halts at the first handler that fails
 for good; :class:`~.journal.RollbackOutcome` says how it ended.
 
+What the instance's status reports (``rollback``), whichever way the phase began:
+``{"outcome": "running"}`` while the handlers run (a terminate with rollback marks it when
+asked, :data:`~.transitions.ROLLING_BACK`; a ``run()`` that raised, as its first handler starts,
+:func:`~.transitions.begin_rollback`), then how it ended, ``{"outcome": "complete"}`` or
+``{"outcome": "failed", "error": ...}``. A plain terminate (without ``rollback``) while the phase
+is on stops it: the instance ends ``terminated``, the handlers that had not finished left
+unrun, and its ``rollback`` keeps the truth, :data:`~.transitions.ROLLBACK_STOPPED`:
+``{"outcome": "failed", "error": {"name": "Terminated", "message": "Instance terminated during
+its rollback phase; ..."}}``, as if the chain had halted at a handler that failed.
+
 Nothing here does I/O: :meth:`.step.WorkflowStep.roll_back` drives the handlers through the
 run's step channel, in the host and in a sandbox worker alike, and :func:`run_with_rollback`
 wraps a ``run()`` so that its error enters the phase.

@@ -15,13 +15,18 @@ suspend_run        running                     waiting (until the earliest of th
 release_run        running                     queued (due now)
                    waitingForPause             paused
 finish_run         running, waitingForPause    complete or errored
+begin_rollback     running, waitingForPause    unchanged; ``rollback`` reads ``running``
+                                               (``run()`` raised, its handlers start)
 recover            running                     queued (due now)
                    waitingForPause             paused
 pause              queued, waiting             paused
                    running                     waitingForPause (the run winds down)
 resume             paused                      queued (due now)
                    waitingForPause             running
-terminate          anything not finite         terminated (generation + 1)
+terminate          anything not finite         terminated (generation + 1; a rollback
+                                               phase on is stopped: :data:`ROLLBACK_STOPPED`)
+terminate_rollback anything not finite         queued (generation + 1; ``rollback`` reads
+                                               ``running`` until the handlers are done)
 restart            anything                    queued (generation + 1; journal truncated)
 add_event          waiting                     queued (due now), if a waiting step gets it
                    running, waitingForPause    unchanged, due now (the hibernation that follows
@@ -29,8 +34,8 @@ add_event          waiting                     queued (due now), if a waiting st
 =================  ==========================  ===============================================
 
 Every other (action, status) pair changes nothing. Actions of a live run (``suspend_run``,
-``release_run``, ``finish_run``, ``register_wait``, ``expire_wait``, and the journal writes
-checked with :func:`is_live`) apply only while the instance is ``running`` or
+``release_run``, ``finish_run``, ``begin_rollback``, ``register_wait``, ``expire_wait``, and
+the journal writes checked with :func:`is_live`) apply only while the instance is ``running`` or
 ``waitingForPause`` with the run's generation; otherwise the run is stale and they answer None.
 ``terminate`` and ``restart`` bump the generation, which is what makes an old run stale.
 
@@ -55,7 +60,9 @@ __all__ = [
     "FINITE_STATUSES",
     "INITIAL_STATUS",
     "NO_CHANGE",
+    "ROLLBACK_STOPPED",
     "ROLLING_BACK",
+    "ROLLING_BACK_AFTER_ERROR",
     "UNSET",
     "BufferedEvent",
     "BulkChange",
@@ -75,6 +82,7 @@ __all__ = [
     "WaitOutcome",
     "WaitResult",
     "add_event",
+    "begin_rollback",
     "check_control_action",
     "claim",
     "control",
@@ -88,6 +96,7 @@ __all__ = [
     "recover_plan",
     "register_wait",
     "release_run",
+    "rolling_back",
     "suspend_run",
 ]
 
@@ -131,6 +140,27 @@ ROLLING_BACK = RollbackOutcome("running")
 """An instance's ``rollback`` while a terminate with rollback runs its handlers: its next run
 replays ``run()`` in terminating mode (see :mod:`.rollback`), then ends it ``terminated`` with
 the phase's real outcome."""
+
+ROLLING_BACK_AFTER_ERROR = RollbackOutcome("running", after_error=True)
+"""An instance's ``rollback`` while its handlers run because ``run()`` raised (set as the first
+handler starts, :func:`begin_rollback`): reported as :data:`ROLLING_BACK` is, but a run that
+resumes the phase ends the instance ``errored`` with ``run()``'s error, not ``terminated``."""
+
+ROLLBACK_STOPPED = RollbackOutcome(
+    "failed",
+    ErrorInfo(
+        "Terminated",
+        "Instance terminated during its rollback phase; "
+        "the handlers that had not finished did not run to their end",
+    ),
+)
+"""An instance's ``rollback`` once a plain terminate (without ``rollback``) stopped its rollback
+phase: the chain halted there, as when a handler fails for good (see :mod:`.rollback`)."""
+
+
+def rolling_back(rollback: RollbackOutcome | None) -> bool:
+    """Whether an instance's ``rollback`` says its rollback phase is on (``running``)."""
+    return rollback is not None and rollback.outcome == ROLLING_BACK.outcome
 
 
 # -- what backends load -----------------------------------------------------------------------
@@ -359,6 +389,15 @@ def finish_run(
     )
 
 
+def begin_rollback(state: InstanceState | None, generation: int, now: float) -> Change | None:
+    """The live run's rollback phase begins because ``run()`` raised (its first handler starts):
+    the instance's ``rollback`` reads ``running`` until :func:`finish_run` records how it ended
+    (a terminate with rollback marks it in :func:`control`). None if the run is stale."""
+    if not _live(state, generation):
+        return None
+    return Change(updated_at=now, rollback=ROLLING_BACK_AFTER_ERROR)
+
+
 def suspend_run(
     state: InstanceState | None,
     generation: int,
@@ -434,10 +473,14 @@ def control(
     *,
     restart_from: tuple[str, int] | None = None,
     step_recorded: bool = False,
+    rollback: RollbackOutcome | None = None,
 ) -> ControlOutcome:
-    """``pause``, ``resume``, ``terminate`` or ``restart`` (ValueError for anything else).
+    """``pause``, ``resume``, ``terminate`` (``terminate_rollback``: with ``rollback``) or
+    ``restart`` (ValueError for anything else).
 
-    ``terminate`` of a finite instance changes nothing (``after == before``). A ``restart``
+    ``terminate`` of a finite instance changes nothing (``after == before``); of one whose
+    rollback phase is on (``rollback``, the instance's as stored, which backends read for a
+    ``terminate``), it stops the phase and records :data:`ROLLBACK_STOPPED`. A ``restart``
     ``restart_from`` a step ``(name, count)`` that the instance has recorded
     (``step_recorded``) keeps the entries recorded before it and every event; otherwise it
     clears the journal and the consumed events (buffered ones stay for the next run)."""
@@ -465,15 +508,16 @@ def control(
         if before not in FINITE_STATUSES:
             after = Status.TERMINATED
             generation += 1
-            # (A non-finite instance's rollback is only ever ROLLING_BACK: a plain terminate
-            # during a terminate with rollback ends it at once, its handlers left unrun.)
+            # A non-finite instance's rollback is None, or running: a terminate with rollback
+            # is under way, or run() raised and its handlers run. A plain terminate ends it at
+            # once, the handlers left unrun, and says so rather than forget the phase began.
             change = Change(
                 status=after,
                 generation=generation,
                 wake_at=None,
                 ended_at=now,
                 updated_at=now,
-                rollback=None,
+                rollback=ROLLBACK_STOPPED if rolling_back(rollback) else None,
             )
     elif action == "terminate_rollback":
         # Stop the live run (the generation) and queue a run that replays to the first step

@@ -9,7 +9,7 @@ Mounted at ``/cdn-cgi/local/explorer/api`` (so ``wrangler workflows ... --local`
     GET    /workflows/:name/instances                         ?page, per_page, status, dates, id
     GET    /workflows/:name/tenants                           its tenants' usage (ours)
     GET    /tenants                                           every tenant's usage (ours)
-    POST   /workflows/:name/instances                         {"id"?, "params"?}
+    POST   /workflows/:name/instances                         {"id"?, "params"?, "retention"?}
     POST   /workflows/:name/instances/batch/delete            {"instances": [ids]}
     GET    /workflows/:name/instances/:id                     status, params, output, error, steps
     DELETE /workflows/:name/instances/:id
@@ -57,10 +57,12 @@ from .. import Status
 from ..binding import restart_point
 from ..core.codec import SerializationError, decode, encode
 from ..core.journal import StepKind, StepState
+from ..core.retention import parse_retention
 from ..core.stepconfig import SENSITIVE_OUTPUT
 from ..dispatch import METADATA_KEY, DynamicWorkflowEntrypoint, scope_of
 from ..errors import (
     CannotTerminateError,
+    ConfigurationError,
     DynamicWorkflowsError,
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
@@ -524,12 +526,17 @@ class AdminAPI:
             body = {}
         if not isinstance(body, dict):
             raise APIError(400, CODE_INVALID, "request body: must be a JSON object")
-        unknown = sorted(set(body) - {"id", "params"})
+        unknown = sorted(set(body) - {"id", "params", "retention"})
         if unknown:
             raise APIError(400, CODE_INVALID, f"request body: unknown field(s) {unknown}")
         instance_id = body.get("id")
         if instance_id is not None and not isinstance(instance_id, str):
             raise APIError(400, CODE_INVALID, "id: must be a string")
+        retention = body.get("retention")
+        try:  # (the binding's rules; the engine applies them again, over the defaults)
+            parse_retention(retention)
+        except ConfigurationError as exc:  # names the field: retention.successRetention: ...
+            raise APIError(400, CODE_INVALID, str(exc)) from None
         params = body.get("params")
         enveloped = isinstance(params, dict) and METADATA_KEY in params and "params" in params
         if not enveloped and issubclass(
@@ -539,7 +546,9 @@ class AdminAPI:
         scope = request.query_params.get("scope")
         if scope is None:
             scope = scope_of(params[METADATA_KEY]) if isinstance(params, dict) and enveloped else ""
-        rows = await project.engine.create(name, scope, [(instance_id or None, params)])
+        rows = await project.engine.create(
+            name, scope, [(instance_id or None, params)], retention=[retention]
+        )
         row = rows[0]
         return envelope_ok({"id": row.id, "scope": row.scope, "status": row.status})
 

@@ -123,13 +123,23 @@ class AdminClient:
         return result
 
     def trigger(
-        self, name: str, params: Any = None, *, id: str | None = None, scope: str | None = None
+        self,
+        name: str,
+        params: Any = None,
+        *,
+        id: str | None = None,
+        scope: str | None = None,
+        retention: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Create an instance; ``retention``: Cloudflare's create option,
+        ``{"successRetention", "errorRetention"}`` (either may be left out)."""
         body: dict[str, Any] = {}
         if id is not None:
             body["id"] = id
         if params is not None:
             body["params"] = params
+        if retention:
+            body["retention"] = retention
         result: dict[str, Any] = self.call(
             "POST",
             f"/workflows/{_q(name)}/instances",

@@ -432,6 +432,13 @@ class Storage(Protocol):
         ran its handlers), with how its rollback phase ended (``rollback``). False if stale."""
         ...
 
+    async def begin_rollback(self, pk: int, generation: int, now: float) -> bool:
+        """A live run's rollback phase begins because ``run()`` raised: the instance's
+        ``rollback`` reads ``running`` until :meth:`finish_run` records how it ended (the
+        rules are :func:`~dynamic_workflows.core.transitions.begin_rollback`'s). False if
+        stale."""
+        ...
+
     async def suspend_run(
         self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
     ) -> str | None:
@@ -448,7 +455,8 @@ class Storage(Protocol):
     ) -> ControlResult | None:
         """``pause``, ``resume``, ``terminate`` or ``restart`` (ValueError for anything else;
         the rules are :func:`~dynamic_workflows.core.transitions.control`'s).
-        ``terminate`` of a finite instance changes nothing (``after == before``). A restart
+        ``terminate`` of a finite instance changes nothing (``after == before``); of one whose
+        rollback phase is on, it stops the phase and records that it did. A restart
         ``restart_from`` a step ``(name, count)`` keeps the steps recorded before it (and the
         events); otherwise it clears the journal and the consumed events."""
         ...

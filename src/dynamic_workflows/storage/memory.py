@@ -470,6 +470,16 @@ class MemoryStorage:
         self._apply(inst, change)
         return True
 
+    async def begin_rollback(self, pk: int, generation: int, now: float) -> bool:
+        inst = self._by_pk.get(pk)
+        if inst is None:
+            return False
+        change = t.begin_rollback(inst.row, generation, now)
+        if change is None:
+            return False
+        self._apply(inst, change)
+        return True
+
     async def suspend_run(
         self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
     ) -> str | None:
@@ -505,6 +515,7 @@ class MemoryStorage:
             now,
             restart_from=restart_from,
             step_recorded=restart_from is not None and restart_from in inst.steps,
+            rollback=inst.row.rollback,
         )
         if outcome.truncate is not None:
             cut = outcome.truncate.from_step

@@ -60,7 +60,15 @@ from ..core.transitions import (
     WaitResult,
 )
 from ..errors import ConfigurationError, StorageError, TenantLimitError
-from .base import Claim, InstanceRow, LogWrite, NewInstance, ScopeUsagePage, new_row
+from .base import (
+    Claim,
+    InstanceRow,
+    LogWrite,
+    NewInstance,
+    ScopeUsagePage,
+    new_row,
+    rollback_outcome,
+)
 from .postgres_batch import GroupWriter
 from .postgres_db import FAILED, Database, Session, redact
 from .postgres_listen import Listener
@@ -687,6 +695,16 @@ class PostgresStorage:
 
         return await self._end(_End("finish_run", pk, decide, False)) is True
 
+    async def begin_rollback(self, pk: int, generation: int, now: float) -> bool:
+        async def op(c: Session) -> bool:
+            change = tr.begin_rollback(await self._lock_live(c, pk), generation, now)
+            if change is None:
+                return False
+            await self._apply(c, pk, change, keep_holder=True)
+            return True
+
+        return await self._transition("begin_rollback", op)
+
     async def suspend_run(
         self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
     ) -> str | None:
@@ -797,8 +815,16 @@ class PostgresStorage:
             cutoff = None
             if action == "restart" and restart_from is not None:
                 cutoff = await c.fetchval(Q["step_recorded_at"], pk, *restart_from)
+            rollback = None
+            if action == "terminate":  # (it stops a rollback phase that is on)
+                rollback = rollback_outcome(await c.fetchval(Q["instance_rollback"], pk))
             outcome = tr.control(
-                held(r), action, now, restart_from=restart_from, step_recorded=cutoff is not None
+                held(r),
+                action,
+                now,
+                restart_from=restart_from,
+                step_recorded=cutoff is not None,
+                rollback=rollback,
             )
             if outcome.truncate is not None:
                 if outcome.truncate.from_step is None or cutoff is None:

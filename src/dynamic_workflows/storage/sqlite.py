@@ -1098,6 +1098,16 @@ class SQLiteStorage:
 
         return await self._submit(op)
 
+    async def begin_rollback(self, pk: int, generation: int, now: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            change = t.begin_rollback(_state(conn, pk), generation, now)
+            if change is None:
+                return False
+            _apply(conn, pk, change)
+            return True
+
+        return await self._submit(op)
+
     async def suspend_run(
         self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
     ) -> str | None:
@@ -1136,12 +1146,17 @@ class SQLiteStorage:
                     (pk, *restart_from),
                 ).fetchone()
                 cutoff = None if r is None else r[0]
+            rollback = None
+            if action == "terminate":  # (it stops a rollback phase that is on)
+                r = conn.execute("SELECT rollback FROM instances WHERE pk=?", (pk,)).fetchone()
+                rollback = rollback_outcome(r[0])
             outcome = t.control(
                 state,
                 action,
                 now,
                 restart_from=restart_from,
                 step_recorded=cutoff is not None,
+                rollback=rollback,
             )
             if outcome.truncate is not None:
                 if outcome.truncate.from_step is None:

@@ -313,6 +313,11 @@ SELECT {step_columns} FROM steps WHERE instance_pk = $1 AND name = $2 AND count 
 SELECT {step_columns} FROM steps
 WHERE instance_pk = $1 AND state = 'waiting' AND event_type = $2;
 
+-- name: instance_rollback
+-- control, after lock_instance, for a terminate: the rollback outcome (JSON text), since a
+-- terminate stops a rollback phase that is on and records that it did.
+SELECT rollback FROM instances WHERE pk = $1;
+
 -- name: step_recorded_at
 SELECT recorded_at FROM steps WHERE instance_pk = $1 AND name = $2 AND count = $3;
 

@@ -35,9 +35,9 @@ const stepKey = (s) => `${s.name}\u0000${s.count}`;
 
 /** What a rollback outcome (Cloudflare's rollback handlers) means, in a sentence. */
 const ROLLBACK_TEXT = {
-  running: "the handlers of the steps it started are running, newest first (terminate with rollback).",
+  running: "the handlers of the steps it started are running, newest first.",
   complete: "the handlers of the steps it started ran, newest first, each once.",
-  failed: "a handler failed after its retries; the handlers of earlier steps did not run.",
+  failed: "a handler failed after its retries, or a terminate stopped the phase; the handlers of earlier steps did not run.",
 };
 
 /** The instance's error or an attempt's, with its traceback when the server has one. */
