@@ -17,7 +17,9 @@ class _Clock:
 
 def _gate(share: float = 0.25) -> tuple[IngestGate, _Clock]:
     clock = _Clock()
-    return IngestGate(share, clock=clock), clock
+    gate = IngestGate(share, clock=clock)
+    gate.backlogged = {"a", "b", "main"}  # due work left at the last claim
+    return gate, clock
 
 
 def test_without_run_work_creates_never_wait() -> None:
@@ -55,17 +57,26 @@ def test_a_tenant_that_starts_creating_does_not_wait_behind_a_flood() -> None:
     assert gate.wait(["a", "b"]) > 0  # a batch for both waits for the one that owes
 
 
-def test_tenants_creating_at_once_split_the_share() -> None:
+def test_tenants_whose_creates_wait_at_once_split_the_share() -> None:
     gate, _clock = _gate(share=0.2)
-    for scope in ("a", "b"):
-        gate.spent([scope], INGEST_BURST)  # both empty their buckets
     gate.spent(None, 0.001)
-    gate.spent(["a"], INGEST_BURST)  # a now owes a burst: it refills at share / 2
-    assert gate.wait(["a"]) == pytest.approx(INGEST_BURST / 0.1, rel=0.05)
-    alone, _ = _gate(share=0.2)
-    alone.spent(None, 0.001)
-    alone.spent(["a"], 2 * INGEST_BURST)  # alone, the same debt refills at the whole share
-    assert alone.wait(["a"]) == pytest.approx(INGEST_BURST / 0.2, rel=0.05)
+    gate.spent(["a"], 2 * INGEST_BURST)  # a owes a burst
+    alone = gate.wait(["a"], contenders=1)  # refills at the whole share
+    assert alone == pytest.approx(INGEST_BURST / 0.2, rel=0.05)
+    assert gate.wait(["a"], contenders=2) == pytest.approx(INGEST_BURST / 0.1, rel=0.05)
+
+
+def test_tenants_that_created_once_do_not_slow_the_next() -> None:
+    """1,000 tenants that each created a little, then stopped: the next tenant's creates get
+    the whole share (only waiting creates split it)."""
+    gate, clock = _gate(share=0.2)
+    gate.spent(None, 0.001)
+    for i in range(1000):
+        gate.spent([f"t{i}"], 0.0002)
+        clock.now += 0.0005
+    gate.spent(None, 0.001)
+    gate.spent(["main"], 2 * INGEST_BURST)
+    assert gate.wait(["main"]) == pytest.approx(INGEST_BURST / 0.2, rel=0.05)
 
 
 def test_runs_count_as_active_only_for_a_while() -> None:
@@ -74,4 +85,18 @@ def test_runs_count_as_active_only_for_a_while() -> None:
     gate.spent(["a"], 1.0)  # deep in debt (bounded by the burst)
     assert 0 < gate.wait(["a"]) <= 2 * INGEST_BURST / 0.25 + 1e-3
     clock.now += RUNS_ACTIVE * 1.01  # no run work since: creates go
+    assert gate.wait(["a"]) == 0
+
+
+def test_a_tenant_the_engine_keeps_up_with_never_waits() -> None:
+    """Only a tenant with due work left unclaimed (a backlog) yields: one whose instances are
+    all claimed as they come gains nothing from waiting, however fast it creates."""
+    gate, _clock = _gate()
+    gate.backlogged = {"a"}
+    gate.spent(None, 0.001)
+    gate.spent(["b"], 1.0)
+    gate.spent(["a"], 1.0)
+    assert gate.wait(["b"]) == 0
+    assert gate.wait(["a"]) > 0
+    gate.backlogged = set()  # the next claim took all of a's due instances
     assert gate.wait(["a"]) == 0

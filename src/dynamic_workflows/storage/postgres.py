@@ -169,6 +169,7 @@ class PostgresStorage:
         self._ends: GroupWriter[_End, _Answer] = GroupWriter("end_runs", self._end_runs)
         self._share = tenancy.FairShare()
         self._ingest = IngestGate()  # creates yield to run work (core/ingest.py)
+        self._creating: dict[str, int] = {}  # scope: its creates in flight
         """This node's turns across scopes: each node claims fairly; all nodes together
         claim in about the same shares (each serves every backlogged scope in turn)."""
 
@@ -315,9 +316,19 @@ class PostgresStorage:
             return await insert(c)
 
         scopes = tuple(counts)
-        wait = self._ingest.wait(scopes)  # within its share (core/ingest.py)
-        if wait > 0:
-            await asyncio.sleep(wait)
+        waiting = self._creating
+        for scope in scopes:
+            waiting[scope] = waiting.get(scope, 0) + 1
+        try:
+            wait = self._ingest.wait(scopes, len(waiting))  # within its share (core/ingest.py)
+            if wait > 0:
+                await asyncio.sleep(wait)
+        finally:
+            for scope in scopes:
+                if waiting[scope] == 1:
+                    del waiting[scope]
+                else:
+                    waiting[scope] -= 1
         started = time.perf_counter()
         try:
             if policies:
@@ -328,7 +339,7 @@ class PostgresStorage:
             else:
                 records = await self._db.run("create", insert, write=True)
         finally:
-            self._ingest.spent(scopes, time.perf_counter() - started)
+            self._ingest.spent(scopes, time.perf_counter() - started, len(waiting) + 1)
         created = {(r[1], r[2], r[3]): r[0] for r in records}
         out: list[InstanceRow | None] = []
         for i, it in enumerate(items):

@@ -311,6 +311,12 @@ _INSERT_LOG = (
     "VALUES (?,?,?,?,?,?,?,?)"
 )
 
+_RAISE_NEXT_WAKE = (
+    # A scope's next_wake from its instances again (0011): the earliest wake_at it has left.
+    "UPDATE tenants SET next_wake = (SELECT min(wake_at) FROM instances "
+    "WHERE instances.scope = tenants.scope AND wake_at IS NOT NULL) WHERE scope = ?"
+)
+
 _IN_CHUNK = 500
 """Host parameters per ``IN (...)`` list (SQLite allows 32,766 since 3.32; older, 999)."""
 
@@ -471,10 +477,12 @@ class _Writer(threading.Thread):
                 (ingest if type(nxt[0]) is _Ingest else run).append(nxt)
             ready: list[_Item] = []
             wait = math.inf
+            contenders = 0
             if ingest:
                 held: list[_Item] = []
+                contenders = len({scope for it in ingest for scope in _scopes(it)})
                 for it in ingest:
-                    w = 0.0 if stopping else gate.wait(_scopes(it))
+                    w = 0.0 if stopping else gate.wait(_scopes(it), contenders)
                     if w <= 0 and len(ready) < _MAX_BATCH:
                         ready.append(it)
                     else:
@@ -482,10 +490,10 @@ class _Writer(threading.Thread):
                         wait = min(wait, w)
                 ingest = held
             if ready:
-                self._timed(conn, ready, True)
+                self._timed(conn, ready, contenders)
             elif run:
                 batch, run = run, []
-                self._timed(conn, batch, False)
+                self._timed(conn, batch, 0)
             elif ingest:  # only creates, over their shares while runs are active
                 try:
                     nxt = self.queue.get(timeout=wait)
@@ -498,15 +506,17 @@ class _Writer(threading.Thread):
             elif stopping:
                 return
 
-    def _timed(self, conn: sqlite3.Connection, batch: list[_Item], ingest: bool) -> None:
+    def _timed(self, conn: sqlite3.Connection, batch: list[_Item], contenders: int) -> None:
+        """Run ``batch``, and count its time to run work (``contenders`` 0) or to its creates,
+        while ``contenders`` tenants had creates waiting."""
         t0 = time.perf_counter()
         self._run_batch(conn, batch)
         seconds = time.perf_counter() - t0
-        if not ingest:
+        if not contenders:
             self.gate.spent(None, seconds)
             return
         for item in batch:  # the transaction's time, shared among its creates
-            self.gate.spent(_scopes(item), seconds / len(batch))
+            self.gate.spent(_scopes(item), seconds / len(batch), contenders)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         results: list[tuple[_Item, Any, BaseException | None]] = []
@@ -835,6 +845,7 @@ class SQLiteStorage:
             return []
 
         def op(conn: sqlite3.Connection) -> list[Claim]:
+            exhausted: list[str] = []
             if not fair and not wl and not self._caps(conn):
                 rows = conn.execute(  # first come, no cap anywhere: one statement
                     f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE wake_at <= ? "
@@ -842,7 +853,10 @@ class SQLiteStorage:
                     (due, limit),
                 ).fetchall()
             else:
-                rows = self._choose(conn, due, limit, fair, wl)
+                rows, exhausted, backlogged = self._choose(conn, due, limit, fair, wl)
+                writer = self._writer
+                if writer is not None:  # creates of a tenant with due work left yield
+                    writer.gate.backlogged = backlogged
             claimed = []
             writes: dict[str, list[list[Any]]] = {}  # one executemany per shape of change
             for r in rows:
@@ -857,6 +871,8 @@ class SQLiteStorage:
                 claimed.append(msgspec.structs.replace(row, **updates))
             for sets, batch in writes.items():
                 conn.executemany(f"UPDATE instances SET {sets} WHERE pk=?", batch)
+            if exhausted:  # their last due instances were taken: their hint rises again
+                conn.executemany(_RAISE_NEXT_WAKE, [(scope,) for scope in exhausted])
             return [Claim(row, _journal(conn, row.pk)) for row in claimed]
 
         return await self._submit(op)
@@ -870,26 +886,36 @@ class SQLiteStorage:
 
     def _choose(
         self, conn: sqlite3.Connection, now: float, limit: int, fair: bool, wl: dict[str, int]
-    ) -> list[Any]:
+    ) -> tuple[list[Any], list[str], set[str]]:
         """The rows a fair (or capped) claim takes: each scope's earliest due instances
-        (through ``instances_scope_due``), then :func:`~..core.tenancy.choose`. The writer
+        (through ``instances_scope_due``), then :func:`~..core.tenancy.choose`; the scopes
+        whose due instances were all read (their ``next_wake`` is raised after the claim); and
+        those that have due instances left after it (:mod:`..core.ingest`'s backlog). Only
+        scopes whose ``tenants.next_wake`` has come are read (migration 0011). The writer
         thread runs one operation at a time: the counts cannot change under it."""
         weights: dict[str, int] = {}
         max_running: dict[str, int | None] = {}
         rows: dict[str, list[Any]] = {}
-        tenants = conn.execute("SELECT scope, weight, max_running FROM tenants").fetchall()
+        exhausted: list[str] = []
+        tenants = conn.execute(
+            "SELECT scope, weight, max_running FROM tenants WHERE next_wake <= ?", (now,)
+        ).fetchall()
         for scope, weight, cap in tenants:
             found = conn.execute(
                 f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE scope=? AND wake_at <= ? "
                 f"AND status IN ({_CLAIMABLE}) ORDER BY wake_at LIMIT ?",
-                (scope, now, limit),
+                (scope, now, limit + 1),  # one more: whether any is left
             ).fetchall()
+            if len(found) <= limit:
+                exhausted.append(scope)
             if found:
                 rows[scope] = found
                 weights[scope] = weight
                 max_running[scope] = cap
         if len(rows) == 1 and not wl and not any(max_running.values()):
-            return next(iter(rows.values()))  # one tenant has due work, uncapped: all of it
+            # One tenant has due work, uncapped: as much as there is room for.
+            scope, found = next(iter(rows.items()))
+            return found[:limit], exhausted, {scope} if len(found) > limit else set()
         # (_INSTANCE_COLUMNS: pk first, workflow second, wake_at 13th.)
         candidates = {
             scope: [tenancy.Candidate(r[0], scope, r[1], r[12]) for r in found]
@@ -911,7 +937,10 @@ class SQLiteStorage:
             self._share if fair else None, candidates, weights, limit, admission
         )
         by_pk = {r[0]: r for found in rows.values() for r in found}
-        return [by_pk[c.pk] for c in picked]
+        left = {scope: len(found) for scope, found in rows.items()}
+        for c in picked:
+            left[c.scope] -= 1
+        return [by_pk[c.pk] for c in picked], exhausted, {s for s, n in left.items() if n}
 
     async def next_due(self) -> float | None:
         def op(conn: sqlite3.Connection) -> float | None:
