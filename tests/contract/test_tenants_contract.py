@@ -152,3 +152,33 @@ async def test_timers_due_at_once_take_turns_across_scopes(storage: Storage) -> 
     assert await storage.claim_due(T0 + 59, 100) == []
     woken = await storage.claim_due(T0 + 60, 4)
     assert sorted(c.instance.scope for c in woken) == ["a", "a", "b", "b"]
+
+
+async def test_a_scope_claimed_dry_is_claimed_again_on_every_path_that_gives_it_due_work(
+    storage: Storage,
+) -> None:
+    """The claim reads only the scopes that may have due work (SQLite and PostgreSQL keep a
+    lower bound of each scope's next wake-up): a scope whose due instances were all claimed
+    must still be found by the next create, timer and event."""
+    await fill(storage, "idle", 3)  # another scope, claimed dry and done with
+    for c in await storage.claim_due(T0, 10):
+        row = c.instance
+        assert await storage.finish_run(row.pk, row.generation, Status.COMPLETE, b"1", None, T0)
+    await fill(storage, "s", 2)
+    a, b = (c.instance for c in await storage.claim_due(T0, 10))
+    assert await storage.claim_due(T0 + 1, 10) == []  # s claimed dry
+    # A timer: a sleeps until T0 + 60.
+    assert await storage.suspend_run(a.pk, a.generation, T0 + 60, False, T0) == Status.WAITING
+    assert await storage.claim_due(T0 + 59, 10) == []
+    (woken,) = await storage.claim_due(T0 + 60, 10)
+    assert woken.instance.pk == a.pk
+    # An event: b waits for one (an hour's deadline), which comes at T0 + 61.
+    assert await storage.register_wait(b.pk, b.generation, "w", 1, "go", T0 + 3600, T0)
+    assert await storage.suspend_run(b.pk, b.generation, T0 + 3600, False, T0) == Status.WAITING
+    assert await storage.claim_due(T0 + 61, 10) == []
+    assert await storage.add_event(b.pk, "go", b"1", T0 + 61) is not None
+    (delivered,) = await storage.claim_due(T0 + 61, 10)
+    assert delivered.instance.pk == b.pk
+    # A create, in a scope claimed dry twice over.
+    assert (await storage.create_instances([new("late", "s")], T0 + 62))[0] is not None
+    assert [c.instance.scope for c in await storage.claim_due(T0 + 62, 10)] == ["s"]
