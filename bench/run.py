@@ -625,7 +625,11 @@ def scenarios(quick: bool) -> list[tuple[str, Callable[[], list[Row]]]]:
                         f"p50 {on['b_p50_ms']:,.0f} ms (alone {idle['b_p50_ms']:,.0f} ms); "
                         f"fairness off: p50 {off['b_p50_ms']:,.0f} ms, p99 "
                         f"{off['b_p99_ms']:,.0f} ms; A had created "
-                        f"{on['a_created_before_b']:,} when B started; "
+                        f"{on['a_created_before_b']:,} when B started; B's time, fair: create "
+                        f"{on['b_create_ms']:,.1f} ms, wait for a claim p99 "
+                        f"{on['b_claim_wait_p99_ms']:,.0f} ms (alone "
+                        f"{idle['b_claim_wait_p99_ms']:,.0f}), run p50 "
+                        f"{on['b_run_p50_ms']:,.1f} ms (alone {idle['b_run_p50_ms']:,.1f}); "
                         f"{spread(on, '{:,.0f} ms')}"
                     ),
                     raw=runs,
