@@ -248,10 +248,13 @@ async def throughput(
     *,
     print_per_step: bool = False,
     fair: bool = True,
+    idle_tenants: int = 0,
 ) -> dict[str, Any]:
     """``url``: a storage URL (``postgresql://...``) instead of SQLite at ``db``;
     ``print_per_step``: the sandboxed tenant prints one line in each step; ``fair``: claims in
-    turns across tenants (off: first come, first claimed, as before fairness existed)."""
+    turns across tenants (off: first come, first claimed, as before fairness existed);
+    ``idle_tenants``: that many other tenants first ran one instance each, and have nothing
+    due while the measured one runs (what a claim costs beside many tenants)."""
     storage = open_storage(url) if url else SQLiteStorage(db)
     engine = Engine(storage, concurrency=concurrency, fair=fair)
     waiter = wait_all_counted if url else wait_all
@@ -266,16 +269,18 @@ async def throughput(
     async with engine, idle_collection(engine):
         if loader is not None and hasattr(loader, "start"):
             await loader.start()
+        for i in range(idle_tenants):
+            await binding.with_scope(f"idle-{i}").create_batch([{"params": {}}])
         # warm the path (and the tenant's worker) before timing
         await binding.create_batch([{"params": {}} for _ in range(20)])
-        await waiter(engine, "three", 20)
+        await waiter(engine, "three", 20 + idle_tenants)
         before = dict(getattr(engine.storage, "stats", {}))
         by_op = round_trips_by_operation(engine.storage)
         steps_before = engine.counters.steps_committed
         t0 = time.perf_counter()
         for start in range(0, n, 100):
             await binding.create_batch([{"params": {}} for _ in range(min(100, n - start))])
-        counts = await waiter(engine, "three", n + 20)
+        counts = await waiter(engine, "three", n + 20 + idle_tenants)
         elapsed = time.perf_counter() - t0
         steps = engine.counters.steps_committed - steps_before
         after = dict(getattr(engine.storage, "stats", {}))
@@ -292,6 +297,7 @@ async def throughput(
         "errored": counts.get("errored", 0),
         "operations_per_commit": stats.get("operations", 0) / max(1, stats.get("commits", 1)),
         "steps_committed": steps,
+        "idle_tenants": idle_tenants,
     }
     if "round_trips" in stats:
         # Everything the timed window sent to the server (creation, claims, step writes, the
@@ -511,6 +517,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--fairness", choices=["on", "off"], default="on", help="throughput: fair claiming"
     )
+    parser.add_argument(
+        "--idle-tenants", type=int, default=0, help="throughput: other tenants, nothing due"
+    )
     parser.add_argument("--connections", type=int, default=1, help="pg-commit-floor")
     parser.add_argument("--seconds", type=float, default=3.0, help="pg-commit-floor")
     args = parser.parse_args(argv)
@@ -541,6 +550,7 @@ def main(argv: list[str] | None = None) -> None:
                     args.db,
                     print_per_step=args.print_per_step,
                     fair=args.fairness == "on",
+                    idle_tenants=args.idle_tenants,
                 )
             )
         elif args.scenario == "pg-commit-floor":
