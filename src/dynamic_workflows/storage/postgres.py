@@ -12,6 +12,14 @@ Semantics are SQLite's (the contract tests run on both); what sharing adds:
   (:meth:`park_run`): no other node claims it while the lease lives.
 * **Notifications.** The transactions that make work for other nodes ``NOTIFY`` it (delivered
   at commit); :meth:`listen` hears them on one dedicated connection.
+* **Fair claims visit only scopes with due work.** ``tenants.next_wake`` is a lower bound of
+  the earliest ``wake_at`` of the scope's claimable instances (NULL: none), and a fair claim
+  reads only the scopes whose bound has come (``claim_candidates``): its cost follows the
+  tenants with due work, not all of them. Triggers on ``instances`` lower the bound in every
+  writer's own transaction; a claim that took a scope's last due instances raises it again
+  after its commit, in a statement of its own (:meth:`_raise_next_wake`), under advisory locks
+  that keep it from passing an instance a writer has not committed yet. Why it is safe, and
+  why it never waits: ``sql/postgres/0009_tenant_next_wake.sql``.
 
 The state machine is :mod:`dynamic_workflows.core.transitions`: a transition locks the row
 (``FOR UPDATE``), asks the function named for it, and writes the answer. The hot paths are
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import secrets
 import socket
@@ -92,6 +101,8 @@ from .usage_sql import scope_usage_page, scope_usage_sql
 
 __all__ = ["PostgresStorage"]
 
+log = logging.getLogger("dynamic_workflows.storage")
+
 
 def _tenant(r: asyncpg.Record) -> TenantState:
     policy = TenantPolicy(
@@ -132,6 +143,25 @@ class _End(NamedTuple):
     pk: int
     decide: Callable[[Held | None], _Decision | None]
     stale: _Answer
+
+
+class _Choice(NamedTuple):
+    """What a fair (or capped) claim picked (``pks``) among the ``candidates`` of the scopes it
+    visited (a scope visited without due work: no candidate)."""
+
+    pks: list[int]
+    candidates: dict[str, list[tenancy.Candidate]]
+
+    def drained(self, limit: int, taken: set[int]) -> list[str]:
+        """The scopes the claim left without due work, whose hints it may raise: fewer due
+        than it asked for (it saw them all), and every one of them taken (``taken``: the pks
+        ``claim_picked`` claimed). A scope with a due instance left (not picked, held by a
+        cap, or claimed by another node meanwhile) keeps its hint without asking."""
+        return [
+            scope
+            for scope, found in self.candidates.items()
+            if len(found) < limit and all(c.pk in taken for c in found)
+        ]
 
 
 class PostgresStorage:
@@ -467,14 +497,18 @@ class PostgresStorage:
             ahead,
         )
 
+        drained: list[str] = []
+
         # The claim and the journals in one transaction: a failure before the commit leaves
         # nothing claimed (a claim the engine never heard of would stay this node's).
         async def op(c: Session) -> list[Claim]:
+            drained.clear()
             if not fair and not wl and not await c.fetchval(Q["any_caps"]):
                 rows = await c.fetch(Q["claim_due"], *args)  # first come, no cap: one statement
             else:
-                picked = await self._choose(c, now, limit, ahead, fair, wl)
-                rows = await c.fetch(Q["claim_picked"], *args, picked)
+                choice = await self._choose(c, now, limit, ahead, fair, wl)
+                rows = await c.fetch(Q["claim_picked"], *args, choice.pks)
+                drained.extend(choice.drained(limit, {r[0] for r in rows}))
             claimed = sorted(
                 (r for r in rows if r[4] == Status.RUNNING), key=lambda r: (r[-1], r[0])
             )
@@ -487,11 +521,30 @@ class PostgresStorage:
 
         if limit <= 0:
             return []
-        return await self._transition("claim_due", op)
+        claims = await self._transition("claim_due", op)
+        if drained:
+            await self._raise_next_wake(drained)
+        return claims
+
+    async def _raise_next_wake(self, scopes: list[str]) -> None:
+        """Raise the hints (``tenants.next_wake``) of ``scopes``, which the claim just committed
+        left without due work, so that the next claims do not visit them again. A statement of
+        its own, after the claim's commit: it takes the scopes' locks only to let them go at
+        once, and holds no row of the claim's (``dwf_raise_next_wake``, 0009, says why it is
+        safe). A claim that drained no scope (a steady backlog) makes no such round trip.
+        A failure is only a hint left low: the next claim visits the scope and tries again."""
+
+        async def op(c: Session) -> int:
+            return int(await c.fetchval(Q["raise_next_wake"], sorted(scopes), _CLAIMABLE))
+
+        try:
+            await self._db.run("raise_next_wake", op, write=True, idempotent=True)
+        except StorageError as exc:  # the claims are committed: they must reach the engine
+            log.warning("tenant hints of %d scope(s) not raised: %s", len(scopes), exc)
 
     async def _choose(
         self, c: Session, now: float, limit: int, ahead: float, fair: bool, wl: dict[str, int]
-    ) -> list[int]:
+    ) -> _Choice:
         """The pks a fair (or capped) claim takes (``claim_picked`` re-checks them under their
         row locks, and takes lapsed leases over besides). Capped scopes and workflows are
         locked (``lock_caps``) before their slots are counted, so no two nodes' claims can both
@@ -503,7 +556,9 @@ class PostgresStorage:
             scope = r[0]
             weights[scope] = r[1]
             max_running[scope] = r[2]
-            candidates.setdefault(scope, []).append(tenancy.Candidate(r[3], scope, r[4], r[5]))
+            found = candidates.setdefault(scope, [])
+            if r[3] is not None:  # (None: visited, nothing due)
+                found.append(tenancy.Candidate(r[3], scope, r[4], r[5]))
         scopes, workflows = tenancy.capped(candidates, max_running, wl)
         admission = None
         if scopes or workflows:
@@ -518,7 +573,7 @@ class PostgresStorage:
         picked = tenancy.choose(
             self._share if fair else None, candidates, weights, limit, admission
         )
-        return [p.pk for p in picked]
+        return _Choice([p.pk for p in picked], candidates)
 
     def _lock_key(self, kind: str, name: str) -> int:
         """The advisory lock of a capped scope or workflow: 64 bits of a hash of the schema,
