@@ -1,6 +1,6 @@
 """Fair claims on PostgreSQL visit only the scopes with due work (``tenants.next_wake``,
 migration 0009): the hint stays a lower bound of every claimable instance's ``wake_at`` on each
-way an instance gets one, a claim raises it again once it took a scope's last due instances, and
+way an instance gets one, a claim that visits a scope for nothing raises it again, and
 that raise never loses to a writer committing beside it.
 
 Two ``PostgresStorage`` objects on one schema stand for two nodes; ``Sql`` is a plain
@@ -98,7 +98,8 @@ async def test_a_fair_claim_reads_only_the_scopes_with_due_work(
     idle = [f"t{i:03d}" for i in range(300)]
     await a.create_instances([new(s, "x") for s in idle], T0)
     assert len(await a.claim_due(T0, 1000)) == 300
-    # The claim took every due instance of those scopes: their hints went up (none left).
+    assert set((await hints(sql)).values()) == {T0}  # stale now: nothing of theirs is due
+    assert await a.claim_due(T0, 1000) == []  # visits them for nothing: raises their hints
     assert set((await hints(sql)).values()) == {None}
     await a.create_instances([new("main", f"m{i}") for i in range(5)], T0 + 1)
     assert (await hints(sql))["main"] == T0 + 1
@@ -106,7 +107,8 @@ async def test_a_fair_claim_reads_only_the_scopes_with_due_work(
     scans = [n for n in await explain_candidates(sql, T0 + 2) if n.get("Relation Name")]
     probes = [n for n in scans if n["Relation Name"] == "instances"]
     tenants = [n for n in scans if n["Relation Name"] == "tenants"]
-    assert [n["Actual Loops"] for n in probes] == [1]  # one scope probed: not 301
+    # One scope probed, not 301 (and its earliest wake_at not looked up: it had due work).
+    assert [n["Actual Loops"] for n in probes] == [1, 0]
     assert [n["Actual Rows"] for n in tenants] == [1]
     # With statistics (autovacuum's, or the migration's ANALYZE), through the partial index.
     await sql.execute("ANALYZE tenants")
@@ -116,6 +118,7 @@ async def test_a_fair_claim_reads_only_the_scopes_with_due_work(
     ]
 
     assert len(await a.claim_due(T0 + 2, 50)) == 5
+    assert await a.claim_due(T0 + 2, 50) == []
     assert (await hints(sql))["main"] is None
 
 
@@ -128,11 +131,30 @@ async def test_a_claim_that_leaves_due_work_makes_no_extra_round_trip(
     assert len(await a.claim_due(T0, 2)) == 2  # a backlog: three left
     assert a.stats["operations"] == ops + 1
     assert (await hints(sql))["s"] == T0
-    assert len(await a.claim_due(T0, 10)) == 3  # the last ones: the hint goes up after
-    assert a.stats["operations"] == ops + 3
-    assert (await hints(sql))["s"] is None
-    assert await a.claim_due(T0, 10) == []  # a scope not visited costs nothing either
+    assert len(await a.claim_due(T0, 10)) == 3  # the last ones
+    assert a.stats["operations"] == ops + 2
+    assert (await hints(sql))["s"] == T0
+    assert await a.claim_due(T0, 10) == []  # "s" visited for nothing: one raise
     assert a.stats["operations"] == ops + 4
+    assert (await hints(sql))["s"] is None
+    assert await a.claim_due(T0, 10) == []  # a scope not visited costs nothing
+    assert a.stats["operations"] == ops + 5
+
+
+async def test_a_scope_with_a_due_row_the_claim_may_not_take_is_not_raised_in_vain(
+    nodes: tuple[PostgresStorage, PostgresStorage], sql: asyncpg.Connection
+) -> None:
+    # A run parked warm by its node, its wake-up time come: due, but its holder's to resume.
+    # Visiting the scope finds nothing to take, and a raise would find the hint right.
+    a, b = nodes
+    await a.create_instances([new("s", "x")], T0)
+    (claim,) = await a.claim_due(T0, 10)
+    assert await a.park_run(claim.instance.pk, 0, T0 + 1, T0)
+    ops = b.stats["operations"]
+    assert await b.claim_due(T0 + 2, 10) == []
+    assert await a.claim_due(T0 + 2, 10) == []
+    assert b.stats["operations"] == ops + 1
+    assert (await hints(sql))["s"] == T0
 
 
 async def test_the_hint_is_a_lower_bound_on_every_path_that_gives_a_wake_at(
@@ -144,11 +166,17 @@ async def test_the_hint_is_a_lower_bound_on_every_path_that_gives_a_wake_at(
         assert await unclaimable(sql) == []
         assert (await hints(sql))[scope] == expected
 
+    async def settled(store: PostgresStorage, now: float, scope: str) -> None:
+        """A claim that finds nothing raises the hint of a scope it visits for nothing."""
+        assert await store.claim_due(now, 10) == []
+        await check(scope, None)
+
     # create
     await a.create_instances([new("s", i) for i in ("sleep", "event", "pause", "end")], T0)
     await check("s", T0)
     claims = {c.instance.id: c.instance for c in await a.claim_due(T0, 10)}
-    await check("s", None)  # all claimed: raised
+    await check("s", T0)  # nothing claimable left: stale, a lower bound still
+    await settled(a, T0, "s")
 
     # a sleep (a suspension with a wake-up time to come): not visited until then
     sleeper = claims["sleep"]
@@ -157,7 +185,7 @@ async def test_the_hint_is_a_lower_bound_on_every_path_that_gives_a_wake_at(
     assert await a.claim_due(T0 + 50, 10) == []
     (woken,) = await a.claim_due(T0 + 100, 10)
     assert woken.instance.pk == sleeper.pk
-    await check("s", None)
+    await settled(a, T0 + 100, "s")
     assert await a.finish_run(sleeper.pk, 0, Status.COMPLETE, b"1", None, T0 + 100)
 
     # an event wakes a waiting instance (its wait's timeout first lowered the hint)
@@ -169,7 +197,7 @@ async def test_the_hint_is_a_lower_bound_on_every_path_that_gives_a_wake_at(
     await check("s", T0 + 3)
     (woken,) = await b.claim_due(T0 + 4, 10)
     assert woken.instance.pk == waiter.pk
-    await check("s", None)
+    await settled(b, T0 + 4, "s")
     assert await b.finish_run(waiter.pk, 0, Status.COMPLETE, b"1", None, T0 + 4)
 
     # a paused instance resumed
@@ -180,7 +208,7 @@ async def test_the_hint_is_a_lower_bound_on_every_path_that_gives_a_wake_at(
     await b.control(paused.pk, "resume", T0 + 7)
     await check("s", T0 + 7)
     (resumed,) = await b.claim_due(T0 + 7, 10)
-    await check("s", None)
+    await settled(b, T0 + 7, "s")
     assert await b.finish_run(
         paused.pk, resumed.instance.generation, Status.COMPLETE, b"1", None, T0 + 7
     )
@@ -202,14 +230,14 @@ async def test_the_hint_is_a_lower_bound_on_every_path_that_gives_a_wake_at(
     await check("cron", T0 + 121)
     (ticked,) = await b.claim_due(T0 + 121, 10)
     assert ticked.instance.id == "tick-1"
-    await check("cron", None)
+    await settled(b, T0 + 121, "cron")
     assert await b.finish_run(ticked.instance.pk, 0, Status.COMPLETE, b"1", None, T0 + 121)
 
     # a node that dies: its parked run is taken over once the lease lapses, its running one is
     # requeued when it comes back under its id (recover)
     await a.create_instances([new("n", "parked"), new("n", "running")], T0 + 200)
     got = {c.instance.id: c.instance for c in await a.claim_due(T0 + 200, 10)}
-    await check("n", None)
+    await settled(a, T0 + 200, "n")
     assert await a.park_run(got["parked"].pk, 0, T0 + 210, T0 + 201)
     await check("n", T0 + 210)
     assert await b.claim_due(T0 + 210, 10) == []  # the lease lives
@@ -217,6 +245,7 @@ async def test_the_hint_is_a_lower_bound_on_every_path_that_gives_a_wake_at(
     (taken,) = await b.claim_due(T0 + 201 + LEASE + 1, 10)
     assert taken.instance.pk == got["parked"].pk
     assert taken.instance.generation == 1
+    await settled(b, T0 + 201 + LEASE + 1, "n")
     revived = PostgresStorage(pg_url, node_id="node-a", lease_seconds=LEASE)
     await revived.open()
     try:
@@ -226,7 +255,7 @@ async def test_the_hint_is_a_lower_bound_on_every_path_that_gives_a_wake_at(
         assert again.instance.pk == got["running"].pk
     finally:
         await revived.close()
-    await check("n", None)
+    await settled(b, T0 + 300, "n")
 
 
 async def test_a_scope_without_a_tenants_row_gets_one_with_its_hint(

@@ -16,8 +16,9 @@ Semantics are SQLite's (the contract tests run on both); what sharing adds:
   the earliest ``wake_at`` of the scope's claimable instances (NULL: none), and a fair claim
   reads only the scopes whose bound has come (``claim_candidates``): its cost follows the
   tenants with due work, not all of them. Triggers on ``instances`` lower the bound in every
-  writer's own transaction; a claim that took a scope's last due instances raises it again
-  after its commit, in a statement of its own (:meth:`_raise_next_wake`), under advisory locks
+  writer's own transaction; a claim that visits a scope for nothing (its bound has come, its
+  earliest claimable instance has not) raises it after its commit, in a statement of its own
+  (:meth:`_raise_next_wake`), under advisory locks
   that keep it from passing an instance a writer has not committed yet. Why it is safe, and
   why it never waits: ``sql/postgres/0009_tenant_next_wake.sql``.
 
@@ -122,6 +123,10 @@ _StepCall = tuple[Sequence[tuple[int, int, JournalEntry]], float]
 _DUE_SOON = 5.0
 """A run suspended to wake within this many seconds is announced (``due``): other nodes may
 be sleeping until a later time they knew of."""
+_RAISE_MARGIN = 1.0
+"""A scope's hint is raised past a wake-up time only if that is more than this many seconds
+beyond the claim's horizon: a run sleeping less (parked warm, woken again and again) would
+bring its scope back within a round trip's worth of visits, each an index probe."""
 
 _Answer = bool | str | None
 
@@ -146,22 +151,11 @@ class _End(NamedTuple):
 
 
 class _Choice(NamedTuple):
-    """What a fair (or capped) claim picked (``pks``) among the ``candidates`` of the scopes it
-    visited (a scope visited without due work: no candidate)."""
+    """What a fair (or capped) claim picked (``pks``), and the scopes it visited for nothing
+    (``stale``: their hint has come, but their earliest claimable instance has not)."""
 
     pks: list[int]
-    candidates: dict[str, list[tenancy.Candidate]]
-
-    def drained(self, limit: int, taken: set[int]) -> list[str]:
-        """The scopes the claim left without due work, whose hints it may raise: fewer due
-        than it asked for (it saw them all), and every one of them taken (``taken``: the pks
-        ``claim_picked`` claimed). A scope with a due instance left (not picked, held by a
-        cap, or claimed by another node meanwhile) keeps its hint without asking."""
-        return [
-            scope
-            for scope, found in self.candidates.items()
-            if len(found) < limit and all(c.pk in taken for c in found)
-        ]
+    stale: list[str]
 
 
 class PostgresStorage:
@@ -497,18 +491,18 @@ class PostgresStorage:
             ahead,
         )
 
-        drained: list[str] = []
+        stale: list[str] = []
 
         # The claim and the journals in one transaction: a failure before the commit leaves
         # nothing claimed (a claim the engine never heard of would stay this node's).
         async def op(c: Session) -> list[Claim]:
-            drained.clear()
+            stale.clear()
             if not fair and not wl and not await c.fetchval(Q["any_caps"]):
                 rows = await c.fetch(Q["claim_due"], *args)  # first come, no cap: one statement
             else:
                 choice = await self._choose(c, now, limit, ahead, fair, wl)
                 rows = await c.fetch(Q["claim_picked"], *args, choice.pks)
-                drained.extend(choice.drained(limit, {r[0] for r in rows}))
+                stale.extend(choice.stale)
             claimed = sorted(
                 (r for r in rows if r[4] == Status.RUNNING), key=lambda r: (r[-1], r[0])
             )
@@ -522,17 +516,21 @@ class PostgresStorage:
         if limit <= 0:
             return []
         claims = await self._transition("claim_due", op)
-        if drained:
-            await self._raise_next_wake(drained)
+        if stale:
+            await self._raise_next_wake(stale)
         return claims
 
     async def _raise_next_wake(self, scopes: list[str]) -> None:
-        """Raise the hints (``tenants.next_wake``) of ``scopes``, which the claim just committed
-        left without due work, so that the next claims do not visit them again. A statement of
-        its own, after the claim's commit: it takes the scopes' locks only to let them go at
-        once, and holds no row of the claim's (``dwf_raise_next_wake``, 0009, says why it is
-        safe). A claim that drained no scope (a steady backlog) makes no such round trip.
-        A failure is only a hint left low: the next claim visits the scope and tries again."""
+        """Raise the hints (``tenants.next_wake``) of ``scopes``, which the claim just made
+        visited for nothing (``claim_candidates``), so that the next claims do not visit them
+        again. A statement of its own, after the claim's commit: it takes the scopes' locks
+        only to let them go at once, and holds no row of the claim's (``dwf_raise_next_wake``,
+        0009, says why it is safe). Only a scope whose earliest claimable instance is beyond
+        the claim's horizon (by :data:`_RAISE_MARGIN`) is raised: the raise then always
+        changes something, and a claim that visits only scopes with due work (a steady
+        backlog) makes no such round trip. A scope emptied by a claim is raised by the next
+        one that visits it. A failure is only a hint left low: the next claim visits the scope
+        and tries again."""
 
         async def op(c: Session) -> int:
             return int(await c.fetchval(Q["raise_next_wake"], sorted(scopes), _CLAIMABLE))
@@ -552,13 +550,16 @@ class PostgresStorage:
         weights: dict[str, int] = {}
         max_running: dict[str, int | None] = {}
         candidates: dict[str, list[tenancy.Candidate]] = {}
+        stale: list[str] = []
         for r in await c.fetch(Q["claim_candidates"], now, _CLAIMABLE, self.node_id, limit, ahead):
             scope = r[0]
+            if r[3] is None:  # visited, nothing due: r[6] is when something is
+                if r[6] is None or r[6] > now + ahead + _RAISE_MARGIN:
+                    stale.append(scope)
+                continue
             weights[scope] = r[1]
             max_running[scope] = r[2]
-            found = candidates.setdefault(scope, [])
-            if r[3] is not None:  # (None: visited, nothing due)
-                found.append(tenancy.Candidate(r[3], scope, r[4], r[5]))
+            candidates.setdefault(scope, []).append(tenancy.Candidate(r[3], scope, r[4], r[5]))
         scopes, workflows = tenancy.capped(candidates, max_running, wl)
         admission = None
         if scopes or workflows:
@@ -573,7 +574,7 @@ class PostgresStorage:
         picked = tenancy.choose(
             self._share if fair else None, candidates, weights, limit, admission
         )
-        return _Choice([p.pk for p in picked], candidates)
+        return _Choice([p.pk for p in picked], stale)
 
     def _lock_key(self, kind: str, name: str) -> int:
         """The advisory lock of a capped scope or workflow: 64 bits of a hash of the schema,

@@ -14,8 +14,9 @@
 -- takes the tenants row only when it lowers it (a claim's "wake_at = NULL" does not even call
 -- the function: the WHEN clause).
 --
--- Raising: dwf_raise_next_wake, after a claim that took a scope's last due instances, in a
--- statement of its own (postgres.py, _raise_next_wake). The race it must not lose (READ
+-- Raising: dwf_raise_next_wake, after a claim that visited a scope for nothing (its hint has
+-- come, its earliest claimable instance has not: claim_candidates tells), in a statement of
+-- its own (postgres.py, _raise_next_wake). The race it must not lose (READ
 -- COMMITTED): a writer W gives an instance of s a wake_at at or after the current hint (so W
 -- changes no tenants row and takes no row lock) and commits after the raise's snapshot; the
 -- raise, not seeing W's instance, would put the hint above it, and it would never be claimed.
