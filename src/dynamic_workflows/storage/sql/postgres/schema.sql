@@ -189,7 +189,7 @@ WHEN (NEW.wake_at IS NOT NULL
       AND (OLD.wake_at IS DISTINCT FROM NEW.wake_at OR OLD.status IS DISTINCT FROM NEW.status))
 EXECUTE FUNCTION dwf_next_wake_updated();
 
--- The raise: the hints of the scopes ($1) a claim found without due work left, recomputed
+-- The raise: the hints of the scopes ($1) a claim visited for nothing, recomputed
 -- from their claimable instances (statuses $2), for the scopes whose bucket it can lock now
 -- and whose tenants row nobody holds (the others keep their hint: a lower bound still). Run it
 -- on its own, outside any transaction (postgres.py does): its locks must be let go at once,
