@@ -398,3 +398,66 @@ async def test_a_failed_raise_costs_the_claims_nothing(
     assert await a.claim_due(T0, 10) == []
     assert (await hints(sql))["s"] is None
     assert await a.finish_run(claim.instance.pk, 0, Status.ERRORED, None, ErrorInfo("E", "m"), T0)
+
+
+async def test_three_nodes_creating_sleeping_and_claiming_at_once_strand_nothing(
+    pg_url: str, sql: asyncpg.Connection
+) -> None:
+    # Creates, sleeps (suspensions with a wake-up to come) and fair claims of three nodes at
+    # once, each its own pool: raises race with the writers for real. An instance hidden by a
+    # hint raised past it would never finish.
+    import random
+
+    rng = random.Random(7)
+    stores = [PostgresStorage(pg_url, node_id=f"n{i}", lease_seconds=LEASE) for i in range(3)]
+    for store in stores:
+        await store.open()
+    clock = [T0]
+    total = 240
+    created = 0
+    finished: set[int] = set()
+    slept: set[int] = set()
+
+    async def create() -> None:
+        nonlocal created
+        while created < total:
+            batch = [new(f"s{rng.randrange(12)}", f"i{created + j}") for j in range(4)]
+            created += len(batch)
+            await stores[created % 3].create_instances(batch, clock[0])
+            await asyncio.sleep(rng.random() * 0.004)
+
+    async def work(store: PostgresStorage) -> None:
+        while len(finished) < total:
+            clock[0] += 0.01
+            now = clock[0]
+            for c in await store.claim_due(now, 5):
+                pk, generation = c.instance.pk, c.instance.generation
+                if pk not in slept and rng.random() < 0.5:
+                    slept.add(pk)
+                    wake = now + 1 + rng.random() * 2  # (far enough for its scope's hint to rise)
+                    assert await store.suspend_run(pk, generation, wake, False, now) is not None
+                else:
+                    assert await store.finish_run(pk, generation, Status.COMPLETE, b"1", None, now)
+                    finished.add(pk)
+            await asyncio.sleep(0)
+
+    raises = 0
+    for store in stores:
+        original = store._raise_next_wake
+
+        async def counted(scopes: list[str], original: Any = original) -> None:
+            nonlocal raises
+            raises += 1
+            await original(scopes)
+
+        store._raise_next_wake = counted  # type: ignore[method-assign]
+    try:
+        await asyncio.wait_for(asyncio.gather(create(), *(work(s) for s in stores)), 30)
+        assert raises > 10
+        assert await unclaimable(sql) == []
+        counts = await stores[0].count_instances()
+        assert counts == {"complete": total}
+        assert len(slept) > total // 4
+    finally:
+        for store in stores:
+            await store.close()
