@@ -18,9 +18,9 @@ Semantics are SQLite's (the contract tests run on both); what sharing adds:
   tenants with due work, not all of them. Triggers on ``instances`` lower the bound in every
   writer's own transaction; a claim that visits a scope for nothing (its bound has come, its
   earliest claimable instance has not) raises it after its commit, in a statement of its own
-  (:meth:`_raise_next_wake`), under advisory locks
-  that keep it from passing an instance a writer has not committed yet. Why it is safe, and
-  why it never waits: ``sql/postgres/0009_tenant_next_wake.sql``.
+  (:meth:`_raise_next_wake`), under advisory locks that keep it from passing an instance a
+  writer has not committed yet. Why it is safe, and why it never waits:
+  ``sql/postgres/0009_tenant_next_wake.sql``.
 
 The state machine is :mod:`dynamic_workflows.core.transitions`: a transition locks the row
 (``FOR UPDATE``), asks the function named for it, and writes the answer. The hot paths are
@@ -521,16 +521,15 @@ class PostgresStorage:
         return claims
 
     async def _raise_next_wake(self, scopes: list[str]) -> None:
-        """Raise the hints (``tenants.next_wake``) of ``scopes``, which the claim just made
-        visited for nothing (``claim_candidates``), so that the next claims do not visit them
-        again. A statement of its own, after the claim's commit: it takes the scopes' locks
-        only to let them go at once, and holds no row of the claim's (``dwf_raise_next_wake``,
-        0009, says why it is safe). Only a scope whose earliest claimable instance is beyond
-        the claim's horizon (by :data:`_RAISE_MARGIN`) is raised: the raise then always
-        changes something, and a claim that visits only scopes with due work (a steady
-        backlog) makes no such round trip. A scope emptied by a claim is raised by the next
-        one that visits it. A failure is only a hint left low: the next claim visits the scope
-        and tries again."""
+        """Raise the hints (``tenants.next_wake``) of ``scopes``, which the claim just visited
+        for nothing (``claim_candidates``), so that the next claims do not visit them again. A
+        statement of its own, after the claim's commit: it takes the scopes' locks only to let
+        them go at once, and holds no row of the claim's (``dwf_raise_next_wake``, 0009, says
+        why it is safe). Only a scope whose earliest claimable instance is beyond the claim's
+        horizon (by :data:`_RAISE_MARGIN`) is raised: the raise then always changes something,
+        and a claim that visits only scopes with due work (a steady backlog) makes no such
+        round trip. A scope emptied by a claim is raised by the next one that visits it. A
+        failure is only a hint left low: the next claim visits the scope and tries again."""
 
         async def op(c: Session) -> int:
             return int(await c.fetchval(Q["raise_next_wake"], sorted(scopes), _CLAIMABLE))
