@@ -33,11 +33,12 @@ def test_migrate_a_postgres_schema_then_find_it_up_to_date(
             "applied 0006_step_sensitive",
             "applied 0007_tenants",
             "applied 0008_schedules_retention",
-            "schema now at version 8",
+            "applied 0009_tenant_next_wake",
+            "schema now at version 9",
         ]
         again = dwf("migrate", "--db", url)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.splitlines() == ["schema already at version 8"]
+        assert again.stdout.splitlines() == ["schema already at version 9"]
     finally:
         pg_server.drop(schema)
 

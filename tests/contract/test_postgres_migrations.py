@@ -80,7 +80,7 @@ async def test_migrating_from_empty_reproduces_schema_sql(
     applied = await migrate(conn, schema=migrated)
     assert [m.version for m in applied] == [m.version for m in migrations()]
     assert await describe(conn) == expected
-    # not an empty comparison: the tables, columns and indexes are all in it
+    # not an empty comparison: the tables, columns, indexes, triggers and functions are in it
     for line in (
         "column instances owner text",
         "column instances lease_until double precision",
@@ -88,6 +88,11 @@ async def test_migrating_from_empty_reproduces_schema_sql(
         "index instances instances_leased",
         "constraint instances instances_workflow_scope_id_key UNIQUE (workflow, scope, id)",
         "column nodes heartbeat_at double precision NOT NULL",
+        "column tenants next_wake double precision",
+        "index tenants tenants_next_wake",
+        "trigger instances instances_next_wake_insert CREATE TRIGGER",
+        "trigger instances instances_next_wake_update CREATE TRIGGER",
+        "function dwf_raise_next_wake CREATE OR REPLACE FUNCTION",
     ):
         assert line in expected
 
@@ -195,3 +200,31 @@ async def test_a_database_newer_than_the_code_is_refused(
 def test_migration_files_are_numbered_without_gaps() -> None:
     assert [m.version for m in migrations()] == list(range(1, len(migrations()) + 1))
     assert all(m.label == f"{m.version:04d}_{m.name}" for m in migrations())
+
+
+async def test_0009_fills_in_the_hints_of_the_instances_already_there(
+    pg_server: pg_support.PgServer, conn: asyncpg.Connection, fresh: Callable[[], str]
+) -> None:
+    name = fresh()
+    await use(conn, name)
+    await migrate(conn, schema=name, target=8)
+    rows = [
+        ("a", "1", "queued", 10.0),
+        ("a", "2", "waiting", 5.0),
+        ("a", "3", "complete", None),
+        ("b", "1", "running", None),
+        ("c", "1", "waiting", 50.0),  # no tenants row (written by a release before 0008's fix)
+    ]
+    for scope, id, status, wake_at in rows:
+        await conn.execute(
+            "INSERT INTO instances (workflow, scope, id, status, params, created_at, updated_at,"
+            " wake_at) VALUES ('wf', $1, $2, $3, 'null', 0, 0, $4)",
+            scope,
+            id,
+            status,
+            wake_at,
+        )
+    await conn.execute("INSERT INTO tenants (scope) VALUES ('a'), ('b'), ('idle')")
+    assert [m.version for m in await migrate(conn, schema=name)] == [9]
+    hints = {r[0]: r[1] for r in await conn.fetch("SELECT scope, next_wake FROM tenants")}
+    assert hints == {"a": 5.0, "b": None, "c": 50.0, "idle": None}

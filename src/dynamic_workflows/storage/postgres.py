@@ -12,6 +12,15 @@ Semantics are SQLite's (the contract tests run on both); what sharing adds:
   (:meth:`park_run`): no other node claims it while the lease lives.
 * **Notifications.** The transactions that make work for other nodes ``NOTIFY`` it (delivered
   at commit); :meth:`listen` hears them on one dedicated connection.
+* **Fair claims visit only scopes with due work.** ``tenants.next_wake`` is a lower bound of
+  the earliest ``wake_at`` of the scope's claimable instances (NULL: none), and a fair claim
+  reads only the scopes whose bound has come (``claim_candidates``): its cost follows the
+  tenants with due work, not all of them. Triggers on ``instances`` lower the bound in every
+  writer's own transaction; a claim that visits a scope for nothing (its bound has come, its
+  earliest claimable instance has not) raises it after its commit, in a statement of its own
+  (:meth:`_raise_next_wake`), under advisory locks that keep it from passing an instance a
+  writer has not committed yet. Why it is safe, and why it never waits:
+  ``sql/postgres/0009_tenant_next_wake.sql``.
 
 The state machine is :mod:`dynamic_workflows.core.transitions`: a transition locks the row
 (``FOR UPDATE``), asks the function named for it, and writes the answer. The hot paths are
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import secrets
 import socket
@@ -92,6 +102,8 @@ from .usage_sql import scope_usage_page, scope_usage_sql
 
 __all__ = ["PostgresStorage"]
 
+log = logging.getLogger("dynamic_workflows.storage")
+
 
 def _tenant(r: asyncpg.Record) -> TenantState:
     policy = TenantPolicy(
@@ -111,6 +123,10 @@ _StepCall = tuple[Sequence[tuple[int, int, JournalEntry]], float]
 _DUE_SOON = 5.0
 """A run suspended to wake within this many seconds is announced (``due``): other nodes may
 be sleeping until a later time they knew of."""
+_RAISE_MARGIN = 1.0
+"""A scope's hint is raised past a wake-up time only if that is more than this many seconds
+beyond the claim's horizon: a run sleeping less (parked warm, woken again and again) would
+bring its scope back within a round trip's worth of visits, each an index probe."""
 
 _Answer = bool | str | None
 
@@ -132,6 +148,14 @@ class _End(NamedTuple):
     pk: int
     decide: Callable[[Held | None], _Decision | None]
     stale: _Answer
+
+
+class _Choice(NamedTuple):
+    """What a fair (or capped) claim picked (``pks``), and the scopes it visited for nothing
+    (``stale``: their hint has come, but their earliest claimable instance has not)."""
+
+    pks: list[int]
+    stale: list[str]
 
 
 class PostgresStorage:
@@ -478,14 +502,18 @@ class PostgresStorage:
             ahead,
         )
 
+        stale: list[str] = []
+
         # The claim and the journals in one transaction: a failure before the commit leaves
         # nothing claimed (a claim the engine never heard of would stay this node's).
         async def op(c: Session) -> list[Claim]:
+            stale.clear()
             if not fair and not wl and not await c.fetchval(Q["any_caps"]):
                 rows = await c.fetch(Q["claim_due"], *args)  # first come, no cap: one statement
             else:
-                picked = await self._choose(c, now, limit, ahead, fair, wl)
-                rows = await c.fetch(Q["claim_picked"], *args, picked)
+                choice = await self._choose(c, now, limit, ahead, fair, wl)
+                rows = await c.fetch(Q["claim_picked"], *args, choice.pks)
+                stale.extend(choice.stale)
             claimed = sorted(
                 (r for r in rows if r[4] == Status.RUNNING), key=lambda r: (r[-1], r[0])
             )
@@ -498,11 +526,33 @@ class PostgresStorage:
 
         if limit <= 0:
             return []
-        return await self._transition("claim_due", op)
+        claims = await self._transition("claim_due", op)
+        if stale:
+            await self._raise_next_wake(stale)
+        return claims
+
+    async def _raise_next_wake(self, scopes: list[str]) -> None:
+        """Raise the hints (``tenants.next_wake``) of ``scopes``, which the claim just visited
+        for nothing (``claim_candidates``), so that the next claims do not visit them again. A
+        statement of its own, after the claim's commit: it takes the scopes' locks only to let
+        them go at once, and holds no row of the claim's (``dwf_raise_next_wake``, 0009, says
+        why it is safe). Only a scope whose earliest claimable instance is beyond the claim's
+        horizon (by :data:`_RAISE_MARGIN`) is raised: the raise then always changes something,
+        and a claim that visits only scopes with due work (a steady backlog) makes no such
+        round trip. A scope emptied by a claim is raised by the next one that visits it. A
+        failure is only a hint left low: the next claim visits the scope and tries again."""
+
+        async def op(c: Session) -> int:
+            return int(await c.fetchval(Q["raise_next_wake"], sorted(scopes), _CLAIMABLE))
+
+        try:
+            await self._db.run("raise_next_wake", op, write=True, idempotent=True)
+        except StorageError as exc:  # the claims are committed: they must reach the engine
+            log.warning("tenant hints of %d scope(s) not raised: %s", len(scopes), exc)
 
     async def _choose(
         self, c: Session, now: float, limit: int, ahead: float, fair: bool, wl: dict[str, int]
-    ) -> list[int]:
+    ) -> _Choice:
         """The pks a fair (or capped) claim takes (``claim_picked`` re-checks them under their
         row locks, and takes lapsed leases over besides). Capped scopes and workflows are
         locked (``lock_caps``) before their slots are counted, so no two nodes' claims can both
@@ -510,8 +560,13 @@ class PostgresStorage:
         weights: dict[str, int] = {}
         max_running: dict[str, int | None] = {}
         candidates: dict[str, list[tenancy.Candidate]] = {}
+        stale: list[str] = []
         for r in await c.fetch(Q["claim_candidates"], now, _CLAIMABLE, self.node_id, limit, ahead):
             scope = r[0]
+            if r[3] is None:  # visited, nothing due: r[6] is when something is
+                if r[6] is None or r[6] > now + ahead + _RAISE_MARGIN:
+                    stale.append(scope)
+                continue
             weights[scope] = r[1]
             max_running[scope] = r[2]
             candidates.setdefault(scope, []).append(tenancy.Candidate(r[3], scope, r[4], r[5]))
@@ -529,7 +584,7 @@ class PostgresStorage:
         picked = tenancy.choose(
             self._share if fair else None, candidates, weights, limit, admission
         )
-        return [p.pk for p in picked]
+        return _Choice([p.pk for p in picked], stale)
 
     def _lock_key(self, kind: str, name: str) -> int:
         """The advisory lock of a capped scope or workflow: 64 bits of a hash of the schema,

@@ -193,10 +193,28 @@ WHERE schemaname = current_schema() AND tablename <> $1
 ORDER BY tablename, indexname
 """
 
+_DESCRIBE_TRIGGERS = """
+SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid)
+FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND NOT t.tgisinternal
+ORDER BY c.relname, t.tgname
+"""
+
+_DESCRIBE_FUNCTIONS = """
+SELECT p.proname, pg_get_functiondef(p.oid)
+FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = current_schema()
+ORDER BY p.proname, p.oid
+"""
+
 
 async def describe(conn: asyncpg.Connection) -> str:
-    """The schema on ``conn``'s search path as text, one line per column, constraint and index
-    (the migrations' version table left out): two schemas are the same if this is."""
+    """The schema on ``conn``'s search path as text, one line per column, constraint, index and
+    trigger, and each function's definition (the migrations' version table left out): two
+    schemas are the same if this is."""
     schema = await conn.fetchval("SELECT current_schema()")
     lines = []
     for table, name, typ, notnull, default, identity, collation in await conn.fetch(
@@ -213,6 +231,16 @@ async def describe(conn: asyncpg.Connection) -> str:
     for table, name, definition in await conn.fetch(_DESCRIBE_CONSTRAINTS, VERSION_TABLE):
         lines.append(f"constraint {table} {name} {definition}")
     for table, name, definition in await conn.fetch(_DESCRIBE_INDEXES, VERSION_TABLE):
-        definition = definition.replace(f" {quote_ident(schema)}.", " ").replace(f" {schema}.", " ")
-        lines.append(f"index {table} {name} {definition}")
+        lines.append(f"index {table} {name} {_unqualified(definition, schema)}")
+    for table, name, definition in await conn.fetch(_DESCRIBE_TRIGGERS):
+        lines.append(f"trigger {table} {name} {_unqualified(definition, schema)}")
+    for name, definition in await conn.fetch(_DESCRIBE_FUNCTIONS):
+        lines.append(f"function {name} {_unqualified(definition, schema).strip()}")
     return "\n".join(lines) + "\n"
+
+
+def _unqualified(definition: str, schema: str) -> str:
+    """``definition`` with ``schema.`` dropped from the names in it (two schemas compared)."""
+    for prefix in (f"{quote_ident(schema)}.", f"{schema}."):
+        definition = definition.replace(f" {prefix}", " ").replace(f"({prefix}", "(")
+    return definition

@@ -85,16 +85,36 @@ WITH due AS (
 -- name: claim_candidates
 -- Fair (or capped) claims, step 1: each scope's earliest claimable instances, at most $4 of
 -- each, through instances_scope_due (one short index range per scope), with the scope's
--- weight and max_running. Conditions as claim_due's "due"; nothing is locked yet.
-SELECT t.scope, t.weight, t.max_running, c.pk, c.workflow, c.wake_at
+-- weight and max_running. Conditions as claim_due's "due"; nothing is locked yet. Only the
+-- scopes whose next_wake (a lower bound of their claimable rows' wake_at, 0009) has come are
+-- visited, through tenants_next_wake: a claim costs the scopes with due work, not every
+-- tenant. A scope visited without a due row comes as one row, pk NULL, with the earliest
+-- wake_at of its claimable rows (the last column, NULL: none): when that is beyond the claim's
+-- horizon (by postgres.py's _RAISE_MARGIN), its hint is stale and the claim raises it
+-- (raise_next_wake); when it is not, a row is due that this claim may not take (parked by its
+-- holder, or this node's own), and a raise would change nothing. That probe runs for such scopes only (c.pk IS NULL: a one-time filter).
+SELECT t.scope, t.weight, t.max_running, c.pk, c.workflow, c.wake_at, n.wake_at
 FROM tenants t
-CROSS JOIN LATERAL (
+LEFT JOIN LATERAL (
     SELECT pk, workflow, wake_at FROM instances
     WHERE scope = t.scope AND wake_at <= $1::float8 + $5::float8 AND status = ANY ($2::text[])
       AND (owner IS NULL OR (owner <> $3 AND lease_until < $1))
     ORDER BY wake_at
     LIMIT $4
-) c;
+) c ON true
+LEFT JOIN LATERAL (
+    SELECT wake_at FROM instances
+    WHERE c.pk IS NULL AND scope = t.scope AND wake_at IS NOT NULL AND status = ANY ($2::text[])
+    ORDER BY wake_at
+    LIMIT 1
+) n ON true
+WHERE t.next_wake <= $1::float8 + $5::float8;
+
+-- name: raise_next_wake
+-- After a claim that found scopes ($1) with a stale hint: their hints recomputed from their
+-- claimable instances (statuses $2), where that is safe now (see the function, 0009). On its
+-- own, outside the claim's transaction; answers the number of hints changed.
+SELECT dwf_raise_next_wake($1::text[], $2::text[]);
 
 -- name: lock_caps
 -- Step 2 when a candidate has a cap: one transaction-scoped advisory lock per capped scope and
