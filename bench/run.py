@@ -640,39 +640,52 @@ def scenarios(quick: bool) -> list[tuple[str, Callable[[], list[Row]]]]:
     def tenancy() -> list[Row]:
         """What fair claiming costs a lone tenant (on against off, alternated, so that the
         machine's drift hits both alike), and what 1,000 other tenants with nothing due cost
-        it (a claim reads only the tenants with due work)."""
-        base = ["bench/ours.py", "throughput", "--instances", str(n)]
-        runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": [], "idle": []}
-        for _ in range(REPEATS):
-            runs["on"].append(run_json(base))
-            runs["off"].append(run_json([*base, "--fairness", "off"]))
-            runs["idle"].append(run_json([*base, "--idle-tenants", "1000"]))
-        on, off, idle = (median_of(runs[k], "per_second") for k in ("on", "off", "idle"))
-        return [
-            Row(
-                "fair claiming's cost: trusted throughput, fairness on (reference column: off)",
-                on["per_second"],
-                off["per_second"],
-                "/s",
-                True,
-                "on >= 0.95x off",
-                on["per_second"] >= 0.95 * off["per_second"],
-                note=f"runs alternated; on: {spread(on)}; off: {spread(off)}",
-                raw=runs,
-            ),
-            Row(
-                "trusted throughput beside 1,000 tenants with nothing due (reference column: "
-                "alone, fairness on)",
-                idle["per_second"],
-                on["per_second"],
-                "/s",
-                True,
-                ">= 0.95x alone",
-                idle["per_second"] >= 0.95 * on["per_second"],
-                note=f"runs alternated with the two above; {spread(idle)}",
-                raw=runs,
-            ),
-        ]
+        it (a claim reads only the tenants with due work); on SQLite and on PostgreSQL."""
+        rows: list[Row] = []
+        for backend in ("sqlite", "postgresql"):
+            label = "" if backend == "sqlite" else "PostgreSQL: "
+            names = [
+                f"{label}fair claiming's cost: trusted throughput, fairness on (reference "
+                "column: off)",
+                f"{label}trusted throughput beside 1,000 tenants with nothing due (reference "
+                "column: alone, fairness on)",
+            ]
+            pg = backend == "postgresql"
+            if pg and (reason := pg_unavailable()):
+                rows += skipped(names, reason)
+                continue
+            base = ["bench/ours.py", "throughput", "--instances", str(n)]
+            runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": [], "idle": []}
+            for _ in range(REPEATS):
+                runs["on"].append(run_json(base, pg=pg))
+                runs["off"].append(run_json([*base, "--fairness", "off"], pg=pg))
+                runs["idle"].append(run_json([*base, "--idle-tenants", "1000"], pg=pg))
+            on, off, idle = (median_of(runs[k], "per_second") for k in ("on", "off", "idle"))
+            rows += [
+                Row(
+                    names[0],
+                    on["per_second"],
+                    off["per_second"],
+                    "/s",
+                    True,
+                    "on >= 0.95x off",
+                    on["per_second"] >= 0.95 * off["per_second"],
+                    note=f"runs alternated; on: {spread(on)}; off: {spread(off)}",
+                    raw=runs,
+                ),
+                Row(
+                    names[1],
+                    idle["per_second"],
+                    on["per_second"],
+                    "/s",
+                    True,
+                    ">= 0.95x alone",
+                    idle["per_second"] >= 0.95 * on["per_second"],
+                    note=f"runs alternated with the two above; {spread(idle)}",
+                    raw=runs,
+                ),
+            ]
+        return rows
 
     out = [
         ("throughput", throughput),

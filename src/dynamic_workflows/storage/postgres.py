@@ -561,7 +561,9 @@ class PostgresStorage:
         max_running: dict[str, int | None] = {}
         candidates: dict[str, list[tenancy.Candidate]] = {}
         stale: list[str] = []
-        for r in await c.fetch(Q["claim_candidates"], now, _CLAIMABLE, self.node_id, limit, ahead):
+        # One candidate more than room per scope: whether any is left after the claim.
+        rows = await c.fetch(Q["claim_candidates"], now, _CLAIMABLE, self.node_id, limit + 1, ahead)
+        for r in rows:
             scope = r[0]
             if r[3] is None:  # visited, nothing due: r[6] is when something is
                 if r[6] is None or r[6] > now + ahead + _RAISE_MARGIN:
@@ -584,6 +586,11 @@ class PostgresStorage:
         picked = tenancy.choose(
             self._share if fair else None, candidates, weights, limit, admission
         )
+        left = {scope: len(items) for scope, items in candidates.items()}
+        for p in picked:
+            left[p.scope] -= 1
+        # Creates of a tenant with due work left yield to running work (core/ingest.py).
+        self._ingest.backlogged = {scope for scope, n in left.items() if n > 0}
         return _Choice([p.pk for p in picked], stale)
 
     def _lock_key(self, kind: str, name: str) -> int:
