@@ -26,3 +26,21 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield store
     finally:
         await store.close()
+
+
+NODE_LEASE = 30.0
+"""Seconds: the lease of the two PostgreSQL nodes of :func:`nodes`."""
+
+
+@pytest.fixture
+async def nodes(pg_url: str) -> AsyncIterator[tuple[PostgresStorage, PostgresStorage]]:
+    """Two PostgreSQL storages ("node-a", "node-b") on one database, as two nodes."""
+    a = PostgresStorage(pg_url, node_id="node-a", lease_seconds=NODE_LEASE)
+    b = PostgresStorage(pg_url, node_id="node-b", lease_seconds=NODE_LEASE)
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()

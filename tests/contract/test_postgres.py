@@ -7,7 +7,7 @@ Two ``PostgresStorage`` objects on one schema stand for two nodes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -19,7 +19,7 @@ from dynamic_workflows.storage import PostgresStorage, open_storage
 from dynamic_workflows.storage.base import NewInstance, Status
 
 T0 = 1_000_000.0
-LEASE = 30.0
+LEASE = 30.0  # the lease of conftest.py's two nodes (NODE_LEASE)
 
 
 def new(id: str, workflow: str = "wf") -> NewInstance:
@@ -28,19 +28,6 @@ def new(id: str, workflow: str = "wf") -> NewInstance:
 
 def done(name: str, count: int = 1, value: bytes = b"1") -> JournalEntry:
     return JournalEntry(name, count, StepKind.DO, StepState.DONE, value=value, attempt=1)
-
-
-@pytest.fixture
-async def nodes(pg_url: str) -> AsyncIterator[tuple[PostgresStorage, PostgresStorage]]:
-    a = PostgresStorage(pg_url, node_id="node-a", lease_seconds=LEASE)
-    b = PostgresStorage(pg_url, node_id="node-b", lease_seconds=LEASE)
-    await a.open()
-    await b.open()
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

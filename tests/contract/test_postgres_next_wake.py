@@ -25,7 +25,7 @@ from dynamic_workflows.storage.postgres_db import split_url
 from dynamic_workflows.storage.postgres_sql import Q
 
 T0 = 1_000_000.0
-LEASE = 30.0
+LEASE = 30.0  # the lease of conftest.py's two nodes (NODE_LEASE)
 CLAIMABLE = ["queued", "waiting"]
 
 
@@ -42,19 +42,6 @@ async def sql(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
-
-
-@pytest.fixture
-async def nodes(pg_url: str) -> AsyncIterator[tuple[PostgresStorage, PostgresStorage]]:
-    a = PostgresStorage(pg_url, node_id="node-a", lease_seconds=LEASE)
-    b = PostgresStorage(pg_url, node_id="node-b", lease_seconds=LEASE)
-    await a.open()
-    await b.open()
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def hints(sql: asyncpg.Connection) -> dict[str, float | None]:
