@@ -260,14 +260,20 @@ def test_a_node_killed_mid_load_costs_nothing(
     ids = [f"kill-{i}" for i in range(30)]
     for i, iid in enumerate(ids):
         nodes[i % 3].post("/create", iid, {"work": 0.3, "sleep": 200})
-    time.sleep(1.0)
-    owners = [
-        r["owner"]
-        for r in pg_server.fetch(
-            f'SELECT owner FROM "{schema}".instances WHERE owner IS NOT NULL AND id LIKE $1',
-            "kill-%",
-        )
-    ]
+    # Mid-load: the first moment several instances are held (not a fixed sleep: on a fast
+    # machine every instance could be done by then, on a slow one none started).
+    deadline = time.monotonic() + 10
+    while True:
+        owners = [
+            r["owner"]
+            for r in pg_server.fetch(
+                f'SELECT owner FROM "{schema}".instances WHERE owner IS NOT NULL AND id LIKE $1',
+                "kill-%",
+            )
+        ]
+        if len(owners) >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     # The node holding the most instances at this moment is the one killed.
     victim = max(nodes, key=lambda n: sum(f":{n.proc.pid}:" in o for o in owners))
     held = [
