@@ -74,13 +74,14 @@ class IngestGate:
             bucket[1] = now
         return bucket
 
-    def spent(self, scopes: Sequence[str] | None, seconds: float, contenders: int = 1) -> None:
-        """Count ``seconds`` just spent on run work (``scopes`` None) or on creates for
-        ``scopes``, while ``contenders`` tenants had creates waiting."""
+    def ran(self) -> None:
+        """Run work just went on (a claim, a step, a run's end): runs are active."""
+        self._last_run = self._clock()
+
+    def spent(self, scopes: Sequence[str], seconds: float, contenders: int = 1) -> None:
+        """Count ``seconds`` just spent on creates for ``scopes``, while ``contenders`` tenants
+        had creates waiting."""
         now = self._clock()
-        if scopes is None:
-            self._last_run = now
-            return
         rate = self.share / max(1, contenders)
         for scope in scopes:
             bucket = self._bucket(scope, now, rate)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from typing import Any, TypeVar
 
 import msgspec
@@ -64,6 +64,7 @@ __all__ = [
     "check_live",
     "choose",
     "first_come",
+    "left_over",
     "parse_policy",
     "take_tokens",
 ]
@@ -358,6 +359,16 @@ def capped(
         {c.workflow for items in candidates.values() for c in items} & set(workflow_limits)
     )
     return scopes, workflows
+
+
+def left_over(candidates: Mapping[str, Sized], picked: Iterable[Candidate]) -> set[str]:
+    """The scopes that still have candidates after ``picked`` were taken: those with due work
+    left (the backlog of :mod:`.ingest`). A claim reads one candidate more than its room per
+    scope, so that a scope whose due work just fits is not counted."""
+    left = {scope: len(items) for scope, items in candidates.items()}
+    for c in picked:
+        left[c.scope] -= 1
+    return {scope for scope, n in left.items() if n > 0}
 
 
 def choose(

@@ -586,11 +586,8 @@ class PostgresStorage:
         picked = tenancy.choose(
             self._share if fair else None, candidates, weights, limit, admission
         )
-        left = {scope: len(items) for scope, items in candidates.items()}
-        for p in picked:
-            left[p.scope] -= 1
         # Creates of a tenant with due work left yield to running work (core/ingest.py).
-        self._ingest.backlogged = {scope for scope, n in left.items() if n > 0}
+        self._ingest.backlogged = tenancy.left_over(candidates, picked)
         return _Choice([p.pk for p in picked], stale)
 
     def _lock_key(self, kind: str, name: str) -> int:
@@ -626,11 +623,8 @@ class PostgresStorage:
             return []
         if not self._db.is_open:
             raise StorageError("record_steps: the PostgreSQL storage is not open")
-        started = time.perf_counter()
-        try:
-            return await self._steps.submit((writes, now))
-        finally:
-            self._ingest.spent(None, time.perf_counter() - started)
+        self._ingest.ran()  # run work is going on: backlogged creates yield (core/ingest.py)
+        return await self._steps.submit((writes, now))
 
     async def _record(self, calls: list[_StepCall]) -> list[list[bool] | Exception]:
         # One row per (pk, generation, name, count): an upsert may not touch a row twice. The

@@ -460,12 +460,16 @@ class _Writer(threading.Thread):
         ingest: list[_Item] = []
         gate = self.gate
         stopping = False
+
+        def sort_in(item: _Item) -> None:
+            (ingest if type(item[0]) is _Ingest else run).append(item)
+
         while True:
             if not (run or ingest or stopping):
                 item = self.queue.get()
                 if item is None:
                     return
-                (ingest if type(item[0]) is _Ingest else run).append(item)
+                sort_in(item)
             while not stopping and len(run) < _MAX_BATCH:
                 try:
                     nxt = self.queue.get_nowait()
@@ -474,7 +478,7 @@ class _Writer(threading.Thread):
                 if nxt is None:
                     stopping = True
                     break
-                (ingest if type(nxt[0]) is _Ingest else run).append(nxt)
+                sort_in(nxt)
             ready: list[_Item] = []
             wait = math.inf
             contenders = 0
@@ -490,10 +494,15 @@ class _Writer(threading.Thread):
                         wait = min(wait, w)
                 ingest = held
             if ready:
-                self._timed(conn, ready, contenders)
+                t0 = time.perf_counter()
+                self._run_batch(conn, ready)
+                share = (time.perf_counter() - t0) / len(ready)  # the transaction's time
+                for it in ready:
+                    gate.spent(_scopes(it), share, contenders)
             elif run:
                 batch, run = run, []
-                self._timed(conn, batch, 0)
+                self._run_batch(conn, batch)
+                gate.ran()
             elif ingest:  # only creates, over their shares while runs are active
                 try:
                     nxt = self.queue.get(timeout=wait)
@@ -502,21 +511,9 @@ class _Writer(threading.Thread):
                 if nxt is None:
                     stopping = True
                 else:
-                    (ingest if type(nxt[0]) is _Ingest else run).append(nxt)
+                    sort_in(nxt)
             elif stopping:
                 return
-
-    def _timed(self, conn: sqlite3.Connection, batch: list[_Item], contenders: int) -> None:
-        """Run ``batch``, and count its time to run work (``contenders`` 0) or to its creates,
-        while ``contenders`` tenants had creates waiting."""
-        t0 = time.perf_counter()
-        self._run_batch(conn, batch)
-        seconds = time.perf_counter() - t0
-        if not contenders:
-            self.gate.spent(None, seconds)
-            return
-        for item in batch:  # the transaction's time, shared among its creates
-            self.gate.spent(_scopes(item), seconds / len(batch), contenders)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         results: list[tuple[_Item, Any, BaseException | None]] = []
@@ -937,10 +934,7 @@ class SQLiteStorage:
             self._share if fair else None, candidates, weights, limit, admission
         )
         by_pk = {r[0]: r for found in rows.values() for r in found}
-        left = {scope: len(found) for scope, found in rows.items()}
-        for c in picked:
-            left[c.scope] -= 1
-        return [by_pk[c.pk] for c in picked], exhausted, {s for s, n in left.items() if n}
+        return [by_pk[c.pk] for c in picked], exhausted, tenancy.left_over(rows, picked)
 
     async def next_due(self) -> float | None:
         def op(conn: sqlite3.Connection) -> float | None:
