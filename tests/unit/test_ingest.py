@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dynamic_workflows.core.ingest import INGEST_BURST, RUNS_ACTIVE, IngestGate
+from dynamic_workflows.core.ingest import INGEST_BURST, OTHERS_ACTIVE, IngestGate
 
 
 class _Clock:
@@ -35,7 +35,7 @@ def test_while_runs_are_active_a_flood_gets_its_share() -> None:
     busy = 0.0
     start = clock.now
     while clock.now - start < 2.0:
-        gate.ran()  # run work goes on all the time
+        gate.claimed(["other"])  # run work goes on all the time
         wait = gate.wait(["a"])
         if wait > 0:
             clock.now += min(wait, 0.001)
@@ -48,7 +48,7 @@ def test_while_runs_are_active_a_flood_gets_its_share() -> None:
 
 def test_a_tenant_that_starts_creating_does_not_wait_behind_a_flood() -> None:
     gate, _clock = _gate()
-    gate.ran()
+    gate.claimed(["other"])
     while gate.wait(["a"]) == 0:  # a drains its bucket, and owes
         gate.spent(["a"], 0.005)
     assert gate.wait(["a"]) > 0
@@ -59,7 +59,7 @@ def test_a_tenant_that_starts_creating_does_not_wait_behind_a_flood() -> None:
 
 def test_tenants_whose_creates_wait_at_once_split_the_share() -> None:
     gate, _clock = _gate(share=0.2)
-    gate.ran()
+    gate.claimed(["other"])
     gate.spent(["a"], 2 * INGEST_BURST)  # a owes a burst
     alone = gate.wait(["a"], contenders=1)  # refills at the whole share
     assert alone == pytest.approx(INGEST_BURST / 0.2, rel=0.05)
@@ -70,21 +70,21 @@ def test_tenants_that_created_once_do_not_slow_the_next() -> None:
     """1,000 tenants that each created a little, then stopped: the next tenant's creates get
     the whole share (only waiting creates split it)."""
     gate, clock = _gate(share=0.2)
-    gate.ran()
+    gate.claimed(["other"])
     for i in range(1000):
         gate.spent([f"t{i}"], 0.0002)
         clock.now += 0.0005
-    gate.ran()
+    gate.claimed(["other"])
     gate.spent(["main"], 2 * INGEST_BURST)
     assert gate.wait(["main"]) == pytest.approx(INGEST_BURST / 0.2, rel=0.05)
 
 
 def test_runs_count_as_active_only_for_a_while() -> None:
     gate, clock = _gate()
-    gate.ran()
+    gate.claimed(["other"])
     gate.spent(["a"], 1.0)  # deep in debt (bounded by the burst)
     assert 0 < gate.wait(["a"]) <= 2 * INGEST_BURST / 0.25 + 1e-3
-    clock.now += RUNS_ACTIVE * 1.01  # no run work since: creates go
+    clock.now += OTHERS_ACTIVE * 1.01  # no other tenant's claim since: creates go
     assert gate.wait(["a"]) == 0
 
 
@@ -93,10 +93,21 @@ def test_a_tenant_the_engine_keeps_up_with_never_waits() -> None:
     all claimed as they come gains nothing from waiting, however fast it creates."""
     gate, _clock = _gate()
     gate.backlogged = {"a"}
-    gate.ran()
+    gate.claimed(["other"])
     gate.spent(["b"], 1.0)
     gate.spent(["a"], 1.0)
     assert gate.wait(["b"]) == 0
     assert gate.wait(["a"]) > 0
     gate.backlogged = set()  # the next claim took all of a's due instances
     assert gate.wait(["a"]) == 0
+
+
+def test_a_tenant_alone_on_the_engine_is_never_held() -> None:
+    """Holding a lone tenant's creates would only slow that tenant: only another tenant's
+    runs make a backlogged tenant's creates yield."""
+    gate, _clock = _gate()
+    gate.claimed(["a"])  # a's own runs
+    gate.spent(["a"], 1.0)
+    assert gate.wait(["a"]) == 0
+    gate.claimed(["b"])  # b's runs start
+    assert gate.wait(["a"]) > 0

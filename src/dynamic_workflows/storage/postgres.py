@@ -340,6 +340,7 @@ class PostgresStorage:
             return await insert(c)
 
         scopes = tuple(counts)
+        self._ingest.claimed(scopes)  # a tenant creating is about to run: it counts as active
         waiting = self._creating
         for scope in scopes:
             waiting[scope] = waiting.get(scope, 0) + 1
@@ -527,6 +528,8 @@ class PostgresStorage:
         if limit <= 0:
             return []
         claims = await self._transition("claim_due", op)
+        if claims:  # their runs go on: other tenants' backlogged creates yield (core/ingest.py)
+            self._ingest.claimed({c.instance.scope for c in claims})
         if stale:
             await self._raise_next_wake(stale)
         return claims
@@ -623,7 +626,6 @@ class PostgresStorage:
             return []
         if not self._db.is_open:
             raise StorageError("record_steps: the PostgreSQL storage is not open")
-        self._ingest.ran()  # run work is going on: backlogged creates yield (core/ingest.py)
         return await self._steps.submit((writes, now))
 
     async def _record(self, calls: list[_StepCall]) -> list[list[bool] | Exception]:

@@ -484,7 +484,9 @@ class _Writer(threading.Thread):
             contenders = 0
             if ingest:
                 held: list[_Item] = []
-                contenders = len({scope for it in ingest for scope in _scopes(it)})
+                creating = {scope for it in ingest for scope in _scopes(it)}
+                contenders = len(creating)
+                gate.claimed(creating)  # a tenant creating is about to run: it counts as active
                 for it in ingest:
                     w = 0.0 if stopping else gate.wait(_scopes(it), contenders)
                     if w <= 0 and len(ready) < _MAX_BATCH:
@@ -502,7 +504,6 @@ class _Writer(threading.Thread):
             elif run:
                 batch, run = run, []
                 self._run_batch(conn, batch)
-                gate.ran()
             elif ingest:  # only creates, over their shares while runs are active
                 try:
                     nxt = self.queue.get(timeout=wait)
@@ -843,6 +844,7 @@ class SQLiteStorage:
 
         def op(conn: sqlite3.Connection) -> list[Claim]:
             exhausted: list[str] = []
+            writer = self._writer
             if not fair and not wl and not self._caps(conn):
                 rows = conn.execute(  # first come, no cap anywhere: one statement
                     f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE wake_at <= ? "
@@ -851,7 +853,6 @@ class SQLiteStorage:
                 ).fetchall()
             else:
                 rows, exhausted, backlogged = self._choose(conn, due, limit, fair, wl)
-                writer = self._writer
                 if writer is not None:  # creates of a tenant with due work left yield
                     writer.gate.backlogged = backlogged
             claimed = []
@@ -870,6 +871,8 @@ class SQLiteStorage:
                 conn.executemany(f"UPDATE instances SET {sets} WHERE pk=?", batch)
             if exhausted:  # their last due instances were taken: their hint rises again
                 conn.executemany(_RAISE_NEXT_WAKE, [(scope,) for scope in exhausted])
+            if claimed and writer is not None:  # their runs go on (core/ingest.py)
+                writer.gate.claimed({row.scope for row in claimed})
             return [Claim(row, _journal(conn, row.pk)) for row in claimed]
 
         return await self._submit(op)
