@@ -28,7 +28,7 @@ __all__ = ["INGEST_SHARE", "IngestGate"]
 
 INGEST_SHARE = 0.15
 """The share of the backend's time that a backlogged tenant's creates may keep it busy while
-runs are active, split evenly among the tenants whose creates wait (module docstring).
+other tenants run, split evenly among the tenants whose creates wait (module docstring).
 Measured with ``bench/noisy.py``: with no limit a flooding tenant's inserts kept SQLite's writer
 about 70% busy and every step of another tenant's waited behind them (its runs took twice as
 long); at 0.3 the other tenant's p99 was still 2.5-3x what it was alone, at 0.15 1.5-2x, while

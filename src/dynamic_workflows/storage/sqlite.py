@@ -11,7 +11,7 @@ for speed.
 
 Creates (*ingest*) are committed apart from run work (claims, step results, run ends, events,
 reads): run work in its own group commits, creates in transactions of their own, each tenant's
-within its share of the writer's time while runs are active (:mod:`..core.ingest`), so that one
+within its share of the writer's time while other tenants run (:mod:`..core.ingest`), so that one
 tenant's flood of creates does not slow every step of the others'.
 
 State changes are :mod:`~dynamic_workflows.core.transitions`'s: an operation loads the columns
@@ -504,7 +504,7 @@ class _Writer(threading.Thread):
             elif run:
                 batch, run = run, []
                 self._run_batch(conn, batch)
-            elif ingest:  # only creates, over their shares while runs are active
+            elif ingest:  # only creates, over their shares while other tenants run
                 try:
                     nxt = self.queue.get(timeout=wait)
                 except queue.Empty:
