@@ -165,6 +165,7 @@ async def test_a_retired_worker_that_dies_says_how_it_died(loader: Loader) -> No
     """
     stub = loader.get("dies", lambda: worker_code(source))
     call = asyncio.ensure_future(stub.get_entrypoint().die())
+
     # Retire it only once die() is in flight: retired during "loading the code" (busy too),
     # it is shut down when the load ends and die() never reaches it ("the worker process is
     # gone"), which CI saw once.
