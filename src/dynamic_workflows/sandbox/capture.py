@@ -20,9 +20,11 @@ The sinks:
   (:class:`~.tenant_logs.TenantLog`).
 
 In a worker process everything the tenant writes is captured (its descriptors 1 and 2 are
-``/dev/null``). In the host, code that runs with no sink (the host's own, the dispatcher) writes
-to the real streams as before, and the host's log handlers leave the tenant's records out
-(:class:`HostOnly`): they are the tenant's log, not the server's.
+``/dev/null``), and ``print`` is :func:`captured_print`: the built-in's text in one write, not
+one per argument and separator (most of what a printed line cost). In the host, code that
+runs with no sink (the host's own, the dispatcher) writes to the real streams as before, and
+the host's log handlers leave the tenant's records out (:class:`HostOnly`): they are the
+tenant's log, not the server's.
 """
 
 from __future__ import annotations
