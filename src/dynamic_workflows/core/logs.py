@@ -133,6 +133,7 @@ class LogBook:
     __slots__ = (
         "_bytes",
         "_dropped",
+        "_drops",
         "_noted",
         "_scopes",
         "dirty",
@@ -158,6 +159,8 @@ class LogBook:
         self.pending: list[LogLine] = []
         self._bytes = 0
         self._dropped = 0
+        self._drops = False
+        """Some scope counted drops since the last take (its note is due)."""
         self.dirty = False
         """Something to take: lines, or drops to report."""
 
@@ -170,7 +173,11 @@ class LogBook:
     def add(self, line: LogLine) -> bool:
         """Keep ``line`` if it fits (True), else count it as dropped. A note (``dropped`` set:
         a worker's count in transit) counts that many lines as dropped here."""
-        scope = self._scope(line.key)
+        # (line.key and _scope inlined: this runs for every line, on both sides of the sandbox)
+        key = None if line.step is None else (line.step, line.count, line.attempt)
+        scope = self._scopes.get(key)
+        if scope is None:
+            scope = self._scopes[key] = _Scope()
         self.dirty = True
         if line.dropped:
             if line.text == FULL_INSTANCE:
@@ -213,6 +220,7 @@ class LogBook:
     def _drop(self, scope: _Scope, lines: int) -> None:
         scope.dropped += lines
         self._dropped += lines
+        self._drops = True
         if self.room <= 0:
             scope.over_instance = True
 
@@ -223,7 +231,9 @@ class LogBook:
         lines = self.pending
         self.pending = []
         size = self._bytes
-        for key, scope in self._scopes.items():
+        # No scope has a drop to report unless _drop ran since the last take: a run's scopes
+        # are not all walked at each of its steps.
+        for key, scope in self._scopes.items() if self._drops else ():
             if not scope.dropped:
                 continue
             step, count, attempt = key if key is not None else (None, 0, 0)
@@ -254,6 +264,7 @@ class LogBook:
         taken = LogTake(lines, size, self._dropped)
         self._bytes = 0
         self._dropped = 0
+        self._drops = False
         self.dirty = False
         return taken
 
