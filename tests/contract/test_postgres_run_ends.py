@@ -10,7 +10,7 @@ Two ``PostgresStorage`` objects on one schema stand for two nodes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -27,19 +27,6 @@ T0 = 1_000_000.0
 
 def new(id: str) -> NewInstance:
     return NewInstance("wf", "", id, b"null")
-
-
-@pytest.fixture
-async def nodes(pg_url: str) -> AsyncIterator[tuple[PostgresStorage, PostgresStorage]]:
-    a = PostgresStorage(pg_url, node_id="node-a")
-    b = PostgresStorage(pg_url, node_id="node-b")
-    await a.open()
-    await b.open()
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def claimed(store: PostgresStorage, n: int) -> list[tuple[int, int]]:

@@ -461,24 +461,12 @@ class MemoryStorage:
         *,
         rollback: RollbackOutcome | None = None,
     ) -> bool:
-        inst = self._by_pk.get(pk)
-        if inst is None:
-            return False
-        change = t.finish_run(inst.row, generation, status, output, error, now, rollback)
-        if change is None:
-            return False
-        self._apply(inst, change)
-        return True
+        return self._transition(
+            pk, lambda row: t.finish_run(row, generation, status, output, error, now, rollback)
+        )
 
     async def begin_rollback(self, pk: int, generation: int, now: float) -> bool:
-        inst = self._by_pk.get(pk)
-        if inst is None:
-            return False
-        change = t.begin_rollback(inst.row, generation, now)
-        if change is None:
-            return False
-        self._apply(inst, change)
-        return True
+        return self._transition(pk, lambda row: t.begin_rollback(row, generation, now))
 
     async def suspend_run(
         self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
@@ -493,10 +481,15 @@ class MemoryStorage:
         return outcome.status
 
     async def release_run(self, pk: int, generation: int, now: float) -> bool:
+        return self._transition(pk, lambda row: t.release_run(row, generation, now))
+
+    def _transition(self, pk: int, decide: Callable[[InstanceRow], t.Change | None]) -> bool:
+        """Apply to instance ``pk`` the change ``decide`` makes of its row; False if there is
+        no such instance or it makes none (the run is stale)."""
         inst = self._by_pk.get(pk)
         if inst is None:
             return False
-        change = t.release_run(inst.row, generation, now)
+        change = decide(inst.row)
         if change is None:
             return False
         self._apply(inst, change)

@@ -1113,26 +1113,12 @@ class SQLiteStorage:
         *,
         rollback: RollbackOutcome | None = None,
     ) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            change = t.finish_run(
-                _state(conn, pk), generation, status, output, error, now, rollback
-            )
-            if change is None:
-                return False
-            _apply(conn, pk, change)
-            return True
-
-        return await self._submit(op)
+        return await self._transition(
+            pk, lambda state: t.finish_run(state, generation, status, output, error, now, rollback)
+        )
 
     async def begin_rollback(self, pk: int, generation: int, now: float) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            change = t.begin_rollback(_state(conn, pk), generation, now)
-            if change is None:
-                return False
-            _apply(conn, pk, change)
-            return True
-
-        return await self._submit(op)
+        return await self._transition(pk, lambda state: t.begin_rollback(state, generation, now))
 
     async def suspend_run(
         self, pk: int, generation: int, wake_at: float | None, held_by_pause: bool, now: float
@@ -1147,8 +1133,16 @@ class SQLiteStorage:
         return await self._submit(op)
 
     async def release_run(self, pk: int, generation: int, now: float) -> bool:
+        return await self._transition(pk, lambda state: t.release_run(state, generation, now))
+
+    async def _transition(
+        self, pk: int, decide: Callable[[t.State | None], t.Change | None]
+    ) -> bool:
+        """Apply to row ``pk`` the change ``decide`` makes of its state; False if it makes none
+        (the run is stale, the row gone)."""
+
         def op(conn: sqlite3.Connection) -> bool:
-            change = t.release_run(_state(conn, pk), generation, now)
+            change = decide(_state(conn, pk))
             if change is None:
                 return False
             _apply(conn, pk, change)
